@@ -1,0 +1,333 @@
+"""Configuration: one TOML file, environment overrides `SECURELINK_<SECTION>_<KEY>`, validated at load.
+
+Every error names the bad key (`keys.period: ...`). Relative paths are resolved against the config file's folder
+(the working directory when there is no file). Secrets (the ARI/AMI passwords) are never echoed in errors.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .formats import FormatError, NumberFormat
+from .slk1 import MAX_PERIOD, MIN_PERIOD
+
+ENV_PREFIX = "SECURELINK_"
+CONFIG_ENV = "SECURELINK_CONFIG"
+DEFAULT_CONFIG_NAME = "securelink.toml"
+_SECRET_KEYS = frozenset({"password", "secret"})
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and says what is expected."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:///securelink.sqlite3"
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    master_key_file: str = "master.key"
+    period: int = 30
+    t0: int = 0
+    look_behind: int = 1
+    look_ahead: int = 0
+    inbound_format: str = "XXXXXXXXXX"
+    outbound_format: str = "XXXXXXXXXX"
+
+
+@dataclass(frozen=True)
+class InboundConfig:
+    mode: Literal["ani", "dnis", "either"] = "ani"
+    admitted_context: str = "securelink-admitted"
+    registration_context: str = "securelink-register"
+    on_failure: Literal["reject", "continue"] = "reject"
+    anonymous: Literal["reject", "continue"] = "reject"
+    require_registered_number: bool = False
+
+
+@dataclass(frozen=True)
+class LockoutConfig:
+    enabled: bool = True
+    max_failures: int = 5
+    window: int = 300
+    cooldown: int = 900
+    source_max_failures: int = 50
+
+
+@dataclass(frozen=True)
+class AriConfig:
+    url: str = "http://127.0.0.1:8088"
+    username: str = "securelink"
+    password: str = ""
+    app: str = "securelink"
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "securelink"
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    host: str = "127.0.0.1"
+    port: int = 4573
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    endpoint: str = "PJSIP/{number}@carrier"
+    ring_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class EscrowConfig:
+    public_key_file: str = ""
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
+    lockout: LockoutConfig = field(default_factory=LockoutConfig)
+    ari: AriConfig = field(default_factory=AriConfig)
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    agi: AgiConfig = field(default_factory=AgiConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    escrow: EscrowConfig = field(default_factory=EscrowConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    base_dir: Path = field(default_factory=Path.cwd)  # where relative paths are resolved from
+    source: Path | None = None  # the file it was read from
+
+    # -- derived values -------------------------------------------------------------------------------
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.path(self.keys.master_key_file)
+
+    @property
+    def inbound_fmt(self) -> NumberFormat:
+        return NumberFormat(self.keys.inbound_format)
+
+    @property
+    def outbound_fmt(self) -> NumberFormat:
+        return NumberFormat(self.keys.outbound_format)
+
+    @property
+    def database_url(self) -> str:
+        return async_database_url(self.database.url, self.base_dir)
+
+    def warnings(self) -> list[str]:
+        return [w for w in (self.inbound_fmt.warning, self.outbound_fmt.warning) if w]
+
+
+SECTIONS: dict[str, type[Any]] = {
+    name: hint for name, hint in typing.get_type_hints(Config).items() if name not in ("base_dir", "source")
+}
+
+
+def async_database_url(url: str, base_dir: Path) -> str:
+    """Pick the asyncio driver for a plain URL and resolve a relative SQLite path against `base_dir`."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            url = driver + url[len(plain) :]
+    if url.startswith("sqlite+aiosqlite:///") and not url.startswith("sqlite+aiosqlite:////"):
+        rest = url[len("sqlite+aiosqlite:///") :]
+        if rest and not rest.startswith(":memory:") and not rest.startswith("file:"):
+            url = "sqlite+aiosqlite:///" + str(base_dir / rest)
+    return url
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
+    name = f"{section}.{key}"
+    shown = "(hidden)" if key in _SECRET_KEYS else repr(value)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{name}: must be one of {', '.join(map(str, choices))}, got {shown}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{name}: must be true or false, got {shown}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}: must be a whole number, got {shown}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name}: must be a string, got {shown}")
+    raise ConfigError(f"{name}: unsupported type")  # pragma: no cover - every field has one of the types above
+
+
+def _validate(cfg: Config) -> None:
+    k = cfg.keys
+    if not MIN_PERIOD <= k.period <= MAX_PERIOD:
+        raise ConfigError(f"keys.period: must be {MIN_PERIOD}..{MAX_PERIOD} seconds, got {k.period}")
+    if k.t0 < 0:
+        raise ConfigError(f"keys.t0: must be >= 0, got {k.t0}")
+    if not 0 <= k.look_behind <= 5:
+        raise ConfigError(f"keys.look_behind: must be 0..5, got {k.look_behind}")
+    if not 0 <= k.look_ahead <= 2:
+        raise ConfigError(f"keys.look_ahead: must be 0..2, got {k.look_ahead}")
+    for name in ("inbound_format", "outbound_format"):
+        try:
+            NumberFormat(getattr(k, name))
+        except FormatError as exc:
+            raise ConfigError(f"keys.{name}: {exc}") from None
+    lo = cfg.lockout
+    for name in ("max_failures", "window", "source_max_failures"):
+        if getattr(lo, name) < 1:
+            raise ConfigError(f"lockout.{name}: must be >= 1, got {getattr(lo, name)}")
+    if lo.cooldown < 0:
+        raise ConfigError(f"lockout.cooldown: must be >= 0, got {lo.cooldown}")
+    for section, key, value in (("ami", "port", cfg.ami.port), ("agi", "port", cfg.agi.port)):
+        if not 1 <= value <= 65535:
+            raise ConfigError(f"{section}.{key}: must be a TCP port 1..65535, got {value}")
+    if not cfg.ari.url.startswith(("http://", "https://")):
+        raise ConfigError(f"ari.url: must start with http:// or https://, got {cfg.ari.url!r}")
+    if "{number}" not in cfg.outbound.endpoint:
+        raise ConfigError("outbound.endpoint: must contain {number}, e.g. PJSIP/{number}@carrier")
+    if not 5 <= cfg.outbound.ring_timeout <= 300:
+        raise ConfigError(f"outbound.ring_timeout: must be 5..300 seconds, got {cfg.outbound.ring_timeout}")
+    if cfg.escrow.retention_days < 1:
+        raise ConfigError(f"escrow.retention_days: must be >= 1, got {cfg.escrow.retention_days}")
+    if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log.level: must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
+    if not cfg.database.url.startswith(("sqlite", "postgresql", "postgres")):
+        raise ConfigError("database.url: must be a sqlite:// or postgresql:// URL")
+
+
+def build(data: dict[str, Any], env: dict[str, str], base_dir: Path, source: Path | None = None) -> Config:
+    """Validate `data` (parsed TOML) plus environment overrides into a Config."""
+    sections: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: must be a table ([{section}])")
+        sections[section] = dict(values)
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section in SECTIONS and key:
+            sections.setdefault(section, {})[key] = value
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        values = sections.get(section, {})
+        unknown = sorted(set(values) - set(hints))
+        if unknown:
+            raise ConfigError(f"{section}.{unknown[0]}: unknown key (known: {', '.join(hints)})")
+        built[section] = cls(**{k: _coerce(section, k, v, hints[k]) for k, v in values.items()})
+    cfg = Config(**built, base_dir=base_dir, source=source)
+    _validate(cfg)
+    return cfg
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load from `path`, else $SECURELINK_CONFIG, else ./securelink.toml if present, else defaults."""
+    env = dict(os.environ) if env is None else env
+    chosen = path or env.get(CONFIG_ENV)
+    if chosen is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        chosen = DEFAULT_CONFIG_NAME
+    if chosen is None:
+        return build({}, env, Path.cwd())
+    file = Path(chosen).expanduser().resolve()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} not found (run `securelink init` to create one)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {file}: cannot be read: {exc.strerror}") from None
+    return build(data, env, file.parent, file)
+
+
+SKELETON = """\
+# asterisk-securelink configuration. Every key, its default and meaning: README.md, "Configuration reference".
+# Environment variables SECURELINK_<SECTION>_<KEY> override these values (e.g. SECURELINK_KEYS_PERIOD=10).
+
+[database]
+url = "sqlite:///securelink.sqlite3"      # or postgresql://user@host/dbname
+
+[keys]
+master_key_file = "master.key"           # base64 of 32 random bytes, mode 0600; created by `securelink init`
+period = 30                              # key refresh period, 5..60 s
+look_behind = 1                          # previous windows accepted
+look_ahead = 0                           # future windows accepted (device clock ahead)
+inbound_format = "XXXXXXXXXX"            # device -> PBX key format (X=0-9, N=2-9, Z=1-9, digits, leading +)
+outbound_format = "XXXXXXXXXX"           # PBX -> device caller-ID format
+
+[inbound]
+mode = "ani"                             # ani | dnis | either
+admitted_context = "securelink-admitted"
+registration_context = "securelink-register"
+on_failure = "reject"                    # reject | continue (continue with SECURELINK_RESULT set)
+anonymous = "reject"                     # reject | continue (unverified)
+require_registered_number = false        # two-factor: the caller's registered number picks the device (DNIS)
+
+[lockout]
+max_failures = 5                         # per caller number
+source_max_failures = 50                 # per source (trunk / remote address)
+window = 300
+cooldown = 900
+
+[ari]
+url = "http://127.0.0.1:8088"
+username = "securelink"
+password = ""
+app = "securelink"
+
+[ami]
+host = "127.0.0.1"
+port = 5038
+username = "securelink"
+secret = ""
+
+[agi]
+host = "127.0.0.1"
+port = 4573
+"""

@@ -1,0 +1,96 @@
+"""Number formats: how a key index becomes a dialable number (SLK1.md, "Number formats").
+
+`+` (leading, optional) and literal digits are copied; placeholders `X` (0-9), `N` (2-9), `Z` (1-9) are filled from
+the rightmost to the leftmost, least significant first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+# placeholder -> (radix, first character)
+PLACEHOLDERS: Final[dict[str, tuple[int, str]]] = {"X": (10, "0"), "N": (8, "2"), "Z": (9, "1")}
+MIN_SIZE: Final = 10**6  # below: refused, too guessable
+WARN_SIZE: Final = 10**8  # below: allowed with a warning naming its bits
+MAX_DIGITS: Final = 20  # a number longer than this is not dialable anywhere
+
+
+class FormatError(ValueError):
+    """A number format that cannot be used."""
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    pattern: str
+    size: int = field(init=False)
+    _slots: tuple[tuple[int, int, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        p = self.pattern
+        body = p[1:] if p.startswith("+") else p
+        if not body:
+            raise FormatError("number format is empty")
+        bad = sorted({c for c in body if (c not in PLACEHOLDERS and not c.isdigit()) or not c.isascii()})
+        if bad:
+            raise FormatError(
+                f"number format {p!r} has invalid characters {''.join(bad)!r}: use digits, X, N, Z and a leading +"
+            )
+        if len(body) > MAX_DIGITS:
+            raise FormatError(f"number format {p!r} has {len(body)} digits; at most {MAX_DIGITS}")
+        offset = 1 if p.startswith("+") else 0
+        slots = tuple((i + offset, *PLACEHOLDERS[c]) for i, c in reversed(list(enumerate(body))) if c in PLACEHOLDERS)
+        size = math.prod(radix for _, radix, _ in slots)
+        if size < MIN_SIZE:
+            raise FormatError(
+                f"number format {p!r} allows only {size} keys ({self._bits(size):.1f} bits); "
+                f"at least {MIN_SIZE} are required"
+            )
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "_slots", slots)
+
+    @staticmethod
+    def _bits(size: int) -> float:
+        return math.log2(size) if size > 0 else 0.0
+
+    @property
+    def bits(self) -> float:
+        return self._bits(self.size)
+
+    @property
+    def warning(self) -> str | None:
+        """A warning for formats that are allowed but weak (fewer than 10^8 keys)."""
+        if self.size < WARN_SIZE:
+            return (
+                f"number format {self.pattern!r} allows only {self.size} keys ({self.bits:.1f} bits); "
+                f"{WARN_SIZE} or more is recommended"
+            )
+        return None
+
+    def render(self, index: int) -> str:
+        if not 0 <= index < self.size:
+            raise FormatError("index out of range for this format")
+        out = list(self.pattern)
+        for pos, radix, first in self._slots:
+            index, d = divmod(index, radix)
+            out[pos] = chr(ord(first) + d)
+        return "".join(out)
+
+    def matches(self, digits: str) -> bool:
+        """Whether a normalized digit string (no '+') could have been rendered by this format."""
+        body = self.pattern.lstrip("+")
+        if len(digits) != len(body):
+            return False
+        for c, p in zip(digits, body, strict=True):
+            if p in PLACEHOLDERS:
+                radix, first = PLACEHOLDERS[p]
+                if not 0 <= ord(c) - ord(first) < radix:
+                    return False
+            elif c != p:
+                return False
+        return True
+
+
+def parse_format(pattern: str) -> NumberFormat:
+    return NumberFormat(pattern)

@@ -1,0 +1,66 @@
+"""The enterprise master key file: base64 of 32 random bytes, mode 0600, never in the database.
+
+Refused (with an error that says how to fix it, never showing the content) when it is readable or writable by group
+or others, is not a regular file, or does not decode to exactly 32 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from .slk1 import MASTER_KEY_LEN
+
+
+class MasterKeyError(ValueError):
+    pass
+
+
+def create(path: Path) -> bytes:
+    """Write a new random master key with mode 0600; refuses to overwrite an existing file."""
+    key = secrets.token_bytes(MASTER_KEY_LEN)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        raise MasterKeyError(f"master key file {path} already exists; refusing to overwrite it") from None
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # independent of the umask
+        f.write(base64.b64encode(key) + b"\n")
+    return key
+
+
+def load(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise MasterKeyError(
+            f"master key file {path} not found: run `securelink init` or set keys.master_key_file"
+        ) from None
+    except OSError as exc:
+        raise MasterKeyError(f"master key file {path} cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise MasterKeyError(f"master key file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise MasterKeyError(
+                f"master key file {path} has mode {stat.S_IMODE(st.st_mode):04o}: it must not be accessible "
+                f"by group or others; fix with: chmod 600 {path}"
+            )
+        if st.st_uid != os.geteuid():
+            raise MasterKeyError(f"master key file {path} is not owned by the user running securelink")
+        raw = f.read(1024)
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != MASTER_KEY_LEN:
+        raise MasterKeyError(
+            f"master key file {path} is malformed: it must hold base64 of exactly {MASTER_KEY_LEN} bytes"
+        )
+    return key

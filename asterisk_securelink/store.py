@@ -1,0 +1,317 @@
+"""The store: a thin async layer over the SQLAlchemy models. No policy lives here.
+
+Every admin change writes its audit event in the same transaction, so a change never lands without its record
+(and a failed change leaves neither).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from .models import AuditEvent, CallKey, CallRecord, Device, KeyEpoch, utcnow
+from .slk1 import Direction
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class DuplicateError(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """A detached, immutable view of a device row (safe to hand across tasks)."""
+
+    id: int
+    display_name: str
+    mobile_number: str
+    desk_endpoint: str | None
+    key_id: str
+    status: str
+    revoke_reason: str | None
+    fork_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    registered_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, d: Device) -> DeviceRow:
+        return cls(
+            d.id, d.display_name, d.mobile_number, d.desk_endpoint, d.key_id, d.status, d.revoke_reason,
+            d.fork_enabled, d.created_at, d.updated_at, d.registered_at, d.revoked_at,
+        )  # fmt: skip
+
+    def public(self) -> dict[str, Any]:
+        """What the CLI and audit may show: everything here is non-secret (key_id is an identifier)."""
+        return {
+            "id": self.id,
+            "name": self.display_name,
+            "mobile_number": self.mobile_number,
+            "desk_endpoint": self.desk_endpoint,
+            "key_id": self.key_id,
+            "status": self.status,
+            "revoke_reason": self.revoke_reason,
+            "fork": self.fork_enabled,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "registered_at": self.registered_at.isoformat() if self.registered_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Store:
+        return cls(make_engine(url, **kwargs))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    # -- schema --------------------------------------------------------------------------------------------
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at, or None when it was never migrated."""
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
+        except Exception:  # noqa: BLE001 - no table means not migrated; the caller reports it
+            return None
+        return str(row[0]) if row else None
+
+    # -- devices ---------------------------------------------------------------------------------------------
+    async def add_device(
+        self, display_name: str, mobile_number: str, desk_endpoint: str | None, key_id: str, actor: str
+    ) -> DeviceRow:
+        now = utcnow()
+        try:
+            async with self.transaction() as s:
+                device = Device(
+                    display_name=display_name, mobile_number=mobile_number, desk_endpoint=desk_endpoint,
+                    key_id=key_id, status="provisioned", fork_enabled=True, created_at=now, updated_at=now,
+                )  # fmt: skip
+                s.add(device)
+                await s.flush()
+                for direction in Direction:
+                    s.add(KeyEpoch(device_id=device.id, direction=direction.value, last_epoch=-1, updated_at=now))
+                s.add(_audit("device.add", "ok", actor, device_id=device.id, detail={"name": display_name}))
+        except IntegrityError:
+            raise DuplicateError("a device with that key_id already exists") from None
+        return DeviceRow.of(device)
+
+    async def get_device(self, ref: str | int) -> DeviceRow | None:
+        """By numeric id, or by key_id."""
+        async with self.sessions() as s:
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+                device = await s.get(Device, int(ref))
+            else:
+                device = (await s.execute(select(Device).where(Device.key_id == ref))).scalar_one_or_none()
+            return DeviceRow.of(device) if device else None
+
+    async def get_devices(self, ids: Sequence[int]) -> dict[int, DeviceRow]:
+        async with self.sessions() as s:
+            rows = (await s.execute(select(Device).where(Device.id.in_(ids)))).scalars()
+            return {d.id: DeviceRow.of(d) for d in rows}
+
+    async def list_devices(self, since: datetime | None = None) -> list[DeviceRow]:
+        """All devices, or those changed at or after `since` (for incremental index refreshes)."""
+        q = select(Device).order_by(Device.id)
+        if since is not None:
+            q = q.where(Device.updated_at >= since)
+        async with self.sessions() as s:
+            return [DeviceRow.of(d) for d in (await s.execute(q)).scalars()]
+
+    async def count_devices(self) -> int:
+        async with self.sessions() as s:
+            return int((await s.execute(select(func.count(Device.id)))).scalar_one())
+
+    async def update_device(
+        self, device_id: int, action: str, actor: str, detail: dict[str, Any] | None = None, **values: Any
+    ) -> DeviceRow:
+        """Change columns of one device and audit it, in one transaction."""
+        now = utcnow()
+        async with self.transaction() as s:
+            device = await s.get(Device, device_id, with_for_update=True)
+            if device is None:
+                raise StoreError(f"no device with id {device_id}")
+            for name, value in values.items():
+                setattr(device, name, value)
+            device.updated_at = now
+            if values.get("key_id") is not None:  # rotation: the new key starts with no spent epochs
+                await s.execute(
+                    update(KeyEpoch)
+                    .where(KeyEpoch.device_id == device_id)
+                    .values(last_epoch=-1, last_call_id=None, drift=0, updated_at=now)
+                )
+            s.add(_audit(action, "ok", actor, device_id=device_id, detail=detail))
+        return DeviceRow.of(device)
+
+    # -- single use ------------------------------------------------------------------------------------------
+    async def spend(self, device_id: int, direction: Direction, epoch: int, call_id: str | None, drift: int) -> bool:
+        """Atomically spend `epoch` and every earlier one. True when this call may use it.
+
+        One conditional UPDATE decides: its row count is 1 for exactly one of any number of racing nodes.
+        A re-presentation by the same call (SIP retransmission, second Stasis entry) is not a second use.
+        """
+        now = utcnow()
+        async with self.transaction() as s:
+            result = await s.execute(
+                update(KeyEpoch)
+                .where(
+                    KeyEpoch.device_id == device_id,
+                    KeyEpoch.direction == direction.value,
+                    KeyEpoch.last_epoch < epoch,
+                )
+                .values(last_epoch=epoch, last_call_id=call_id, drift=drift, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) == 1:
+                return True
+            if call_id is None:
+                return False
+            row = (
+                await s.execute(
+                    select(KeyEpoch.last_epoch, KeyEpoch.last_call_id).where(
+                        KeyEpoch.device_id == device_id, KeyEpoch.direction == direction.value
+                    )
+                )
+            ).first()
+            return row is not None and row.last_epoch == epoch and row.last_call_id == call_id
+
+    async def next_outbound_epoch(self, device_id: int, current: int, call_id: str | None) -> int | None:
+        """Claim the outbound epoch to present: max(current, last + 1), at most current + 1 (SLK1.md).
+
+        Returns None when the device was already presented current and current + 1 (rate limited).
+        Atomic: a conditional UPDATE per candidate epoch, so two nodes never present the same key.
+        """
+        for epoch in (current, current + 1):
+            if await self.spend(device_id, Direction.OUTBOUND, epoch, None, epoch - current):
+                return epoch
+        return None
+
+    async def key_epoch(self, device_id: int, direction: Direction) -> KeyEpoch | None:
+        async with self.sessions() as s:
+            return await s.get(KeyEpoch, (device_id, direction.value))
+
+    # -- escrowed call keys and call records -------------------------------------------------------------------
+    async def add_call_key(self, row: CallKey, actor: str) -> None:
+        async with self.transaction() as s:
+            s.add(row)
+            s.add(
+                _audit(
+                    "escrow.store", "ok", actor, device_id=row.device_id, call_id=row.call_id,
+                    direction=row.direction, detail={"key_id": row.id, "key_version": row.key_version},
+                )
+            )  # fmt: skip
+
+    async def get_call_keys(self, call_id: str) -> list[CallKey]:
+        async with self.sessions() as s:
+            q = (
+                select(CallKey)
+                .where((CallKey.call_id == call_id) | (CallKey.id == call_id))
+                .order_by(CallKey.created_at)
+            )
+            return list((await s.execute(q)).scalars())
+
+    async def list_call_keys(self, limit: int = 1000) -> list[CallKey]:
+        async with self.sessions() as s:
+            q = select(CallKey).order_by(CallKey.created_at.desc()).limit(limit)
+            return list(reversed((await s.execute(q)).scalars().all()))
+
+    async def purge_call_keys(self, now: datetime, actor: str) -> int:
+        async with self.transaction() as s:
+            result = await s.execute(delete(CallKey).where(CallKey.expires_at <= now))
+            count = _rowcount(result)
+            s.add(_audit("escrow.purge", "ok", actor, detail={"deleted": count}))
+            return count
+
+    async def add_call_record(self, row: CallRecord) -> None:
+        async with self.transaction() as s:
+            s.add(row)
+
+    async def list_call_records(self, since: datetime | None = None, limit: int = 1000) -> list[CallRecord]:
+        q = select(CallRecord).order_by(CallRecord.started_at.desc()).limit(limit)
+        if since is not None:
+            q = q.where(CallRecord.started_at >= since)
+        async with self.sessions() as s:
+            return list(reversed((await s.execute(q)).scalars().all()))
+
+    # -- audit -------------------------------------------------------------------------------------------------
+    async def audit(self, action: str, result: str | None, actor: str | None = None, **fields: Any) -> None:
+        async with self.transaction() as s:
+            s.add(_audit(action, result, actor, **fields))
+
+    async def audit_many(self, events: Sequence[dict[str, Any]]) -> None:
+        async with self.transaction() as s:
+            s.add_all([AuditEvent(**e) for e in events])
+
+    async def list_audit(
+        self, since: datetime | None = None, limit: int = 1000, action: str | None = None
+    ) -> list[AuditEvent]:
+        q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        if since is not None:
+            q = q.where(AuditEvent.created_at >= since)
+        if action is not None:
+            q = q.where(AuditEvent.action == action)
+        async with self.sessions() as s:
+            return list(reversed((await s.execute(q)).scalars().all()))
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+def _audit(action: str, result: str | None, actor: str | None, **fields: Any) -> AuditEvent:
+    detail = fields.pop("detail", None)
+    return AuditEvent(
+        action=action,
+        result=result,
+        actor=actor,
+        detail=json.dumps(detail, sort_keys=True) if detail else None,
+        created_at=fields.pop("created_at", None) or utcnow(),
+        **fields,
+    )
+
+
+def audit_fields(action: str, result: str | None, actor: str | None = None, **fields: Any) -> dict[str, Any]:
+    """The column values of an audit event, for buffering before they can be written."""
+    e = _audit(action, result, actor, **fields)
+    return {c: getattr(e, c) for c in AuditEvent.__table__.columns.keys() if c != "id"}

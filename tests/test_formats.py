@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asterisk_securelink.formats import FormatError, NumberFormat
+
+
+@pytest.mark.parametrize(
+    ("pattern", "size"),
+    [("XXXXXXXXXX", 10**10), ("+1NXXNXXXXXX", 8 * 8 * 10**8), ("555XXXXXXX", 10**7), ("9ZXXXXXXXX", 9 * 10**8)],
+)
+def test_size(pattern: str, size: int) -> None:
+    assert NumberFormat(pattern).size == size
+
+
+def test_too_small_is_refused_naming_its_size() -> None:
+    with pytest.raises(FormatError, match="100000 keys"):
+        NumberFormat("55512XXXXX")
+
+
+def test_weak_is_allowed_with_a_warning_naming_bits() -> None:
+    fmt = NumberFormat("555XXXXXXX")
+    assert fmt.warning is not None
+    assert f"{math.log2(10**7):.1f} bits" in fmt.warning
+    assert NumberFormat("XXXXXXXXXX").warning is None
+
+
+@pytest.mark.parametrize(
+    "pattern", ["", "+", "XXXXXXXXx", "XXXXXXX-XXX", "++XXXXXXXX", "XXXXXXX+XX", "XXXXXXX٣XX", "X" * 21]
+)
+def test_invalid_patterns(pattern: str) -> None:
+    with pytest.raises(FormatError):
+        NumberFormat(pattern)
+
+
+def test_render_fills_right_to_left() -> None:
+    fmt = NumberFormat("NXXXXXXX")  # 8 * 10^7
+    assert fmt.render(0) == "20000000"
+    assert fmt.render(1) == "20000001"
+    assert fmt.render(10**7) == "30000000"
+    assert fmt.render(fmt.size - 1) == "99999999"
+    with pytest.raises(FormatError):
+        fmt.render(fmt.size)
+
+
+patterns = st.text(alphabet="XNZ0123456789", min_size=7, max_size=15).filter(
+    lambda p: math.prod({"X": 10, "N": 8, "Z": 9}.get(c, 1) for c in p) >= 10**6
+)
+
+
+@given(pattern=patterns, plus=st.booleans(), data=st.data())
+def test_render_is_a_bijection_onto_matching_numbers(pattern: str, plus: bool, data: st.DataObject) -> None:
+    fmt = NumberFormat(("+" if plus else "") + pattern)
+    a = data.draw(st.integers(0, fmt.size - 1))
+    b = data.draw(st.integers(0, fmt.size - 1))
+    ra, rb = fmt.render(a), fmt.render(b)
+    assert len(ra) == len(fmt.pattern)
+    assert ra.startswith("+") == plus
+    assert fmt.matches(ra.lstrip("+"))
+    assert (ra == rb) == (a == b)
+    # literals are copied where they stand
+    for c, p in zip(ra.lstrip("+"), pattern, strict=True):
+        if p.isdigit():
+            assert c == p
+        elif p == "N":
+            assert c in "23456789"
+        elif p == "Z":
+            assert c in "123456789"

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asterisk_securelink.formats import NumberFormat
+from asterisk_securelink.keyindex import Candidate, KeyIndex, Window
+from asterisk_securelink.slk1 import Direction, derive_key
+
+
+def secret(i: int) -> bytes:
+    return hashlib.sha256(b"dev%d" % i).digest()
+
+
+def make(n: int, fmt: str = "XXXXXXXXXX", behind: int = 1, ahead: int = 0) -> KeyIndex:
+    idx = KeyIndex(Direction.INBOUND, NumberFormat(fmt), Window(30, 0, behind, ahead))
+    for i in range(n):
+        idx.set_device(i, secret(i))
+    return idx
+
+
+def naive(n: int, digits: str, epochs: range, fmt: str = "XXXXXXXXXX") -> set[Candidate]:
+    f = NumberFormat(fmt)
+    return {
+        Candidate(i, e)
+        for i in range(n)
+        for e in epochs
+        if derive_key(secret(i), Direction.INBOUND, e, f).lstrip("+") == digits
+    }
+
+
+def test_live_epochs_only() -> None:
+    idx = make(3, ahead=1)
+    assert idx.advance(100) == 3
+    assert idx.epochs == [99, 100, 101]
+    assert idx.advance(101) == 1  # only the new epoch is built
+    assert idx.epochs == [100, 101, 102]
+    assert idx.advance(101) == 0
+
+
+def test_lookup_matches_naive_scan() -> None:
+    idx = make(50)
+    idx.advance(1000)
+    for dev in (0, 17, 49):
+        for e in (999, 1000):
+            key = derive_key(secret(dev), Direction.INBOUND, e, idx.fmt)
+            assert set(idx.lookup(key)) == naive(50, key, range(999, 1001))
+            assert Candidate(dev, e) in idx.lookup(key)
+            assert idx.confirm(Candidate(dev, e), key)
+    stale = derive_key(secret(3), Direction.INBOUND, 998, idx.fmt)
+    assert Candidate(3, 998) not in idx.lookup(stale)
+    outbound = derive_key(secret(3), Direction.OUTBOUND, 1000, idx.fmt)
+    assert Candidate(3, 1000) not in idx.lookup(outbound)
+
+
+def test_plus_formats_are_indexed_by_digits() -> None:
+    idx = make(5, fmt="+1NXXNXXXXXX")
+    idx.advance(7)
+    key = derive_key(secret(2), Direction.INBOUND, 7, idx.fmt)
+    assert key.startswith("+1")
+    assert idx.lookup(key[1:]) == [Candidate(2, 7)]
+
+
+def test_rotation_and_removal_take_effect_in_live_tables() -> None:
+    idx = make(4)
+    idx.advance(50)
+    old = derive_key(secret(1), Direction.INBOUND, 50, idx.fmt)
+    new_secret = hashlib.sha256(b"rotated").digest()
+    idx.set_device(1, new_secret)
+    assert idx.lookup(old) == []
+    new = derive_key(new_secret, Direction.INBOUND, 50, idx.fmt)
+    assert idx.lookup(new) == [Candidate(1, 50)]
+    idx.set_device(1, None)
+    assert idx.lookup(new) == []
+    assert len(idx) == 3
+
+
+def test_collisions_keep_every_device() -> None:
+    # 10^6 keys and 3000 devices: about 4.5 colliding pairs per epoch
+    idx = make(3000, fmt="XXXXXX", behind=0)
+    idx.advance(1)
+    f = NumberFormat("XXXXXX")
+    by_key: dict[str, list[int]] = {}
+    for i in range(3000):
+        by_key.setdefault(derive_key(secret(i), Direction.INBOUND, 1, f), []).append(i)
+    collided = {k: v for k, v in by_key.items() if len(v) > 1}
+    assert collided, "expected at least one collision at this density"
+    for key, devices in collided.items():
+        assert sorted(c.device_id for c in idx.lookup(key)) == sorted(devices)
+    # removing one colliding device leaves the other
+    key, devices = next(iter(collided.items()))
+    idx.set_device(devices[0], None)
+    assert [c.device_id for c in idx.lookup(key)] == devices[1:]
+
+
+def test_install_patches_devices_changed_during_a_background_build() -> None:
+    idx = make(3)
+    idx.advance(10)
+    snapshot = idx.snapshot()
+    tables = {11: idx.build(11, snapshot)}
+    idx.set_device(0, None)  # removed while the table was being built
+    idx.set_device(7, secret(7))  # added meanwhile
+    idx.install(11, tables, snapshot)
+    assert Candidate(0, 11) not in idx.lookup(derive_key(secret(0), Direction.INBOUND, 11, idx.fmt))
+    assert idx.lookup(derive_key(secret(7), Direction.INBOUND, 11, idx.fmt)) == [Candidate(7, 11)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 39), st.integers(0, 10**6), st.text(alphabet="0123456789", min_size=10, max_size=10))
+def test_lookup_equals_naive_for_any_number(dev: int, epoch: int, noise: str) -> None:
+    idx = make(40)
+    idx.advance(epoch)
+    live = range(max(0, epoch - 1), epoch + 1)
+    real = derive_key(secret(dev), Direction.INBOUND, epoch, idx.fmt)
+    for digits in (real, noise):
+        assert set(idx.lookup(digits)) == naive(40, digits, live)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asterisk_securelink.numbers import Kind, classify, key_digits, normalize, safe_display
+
+
+@pytest.mark.parametrize(
+    ("raw", "digits"),
+    [
+        ("6141638475", "6141638475"),
+        ("+12677638475", "12677638475"),
+        ("+1 (267) 763-8475", "12677638475"),
+        (" 555.163.8475 ", "5551638475"),
+        ("123", "123"),
+        ("1" * 20, "1" * 20),
+    ],
+)
+def test_digits(raw: str, digits: str) -> None:
+    assert classify(raw).kind is Kind.DIGITS
+    assert normalize(raw) == digits
+
+
+@pytest.mark.parametrize("raw", [None, "", "  ", "anonymous", "Anonymous", "UNKNOWN", "restricted", "private"])
+def test_anonymous(raw: str | None) -> None:
+    assert classify(raw).kind is Kind.ANONYMOUS
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["12", "1" * 21, "1" * 64, "abc", "123abc", "++123456", "1234\x00567", "1234\r\n5678", "١٢٣٤٥٦٧",
+     "'; DROP TABLE devices; --", "sip:123@host", "%31%32%33", "12 34 +56", b"1234567", 1234567],
+)  # fmt: skip
+def test_malformed(raw: object) -> None:
+    assert classify(raw).kind is Kind.MALFORMED
+    assert normalize(raw) is None
+
+
+def test_key_digits_strips_plus_only() -> None:
+    assert key_digits("+12677638475") == "12677638475"
+    assert key_digits("6141638475") == "6141638475"
+
+
+def test_safe_display_bounds_and_strips_control_characters() -> None:
+    shown = safe_display("12\x00\r\n" + "9" * 100)
+    assert "\x00" not in shown and "\r" not in shown and "\n" not in shown
+    assert len(shown) <= 35
+
+
+@given(st.one_of(st.text(), st.binary(), st.none(), st.integers()))
+def test_classify_never_raises_and_digits_are_ascii(raw: object) -> None:
+    p = classify(raw)
+    if p.kind is Kind.DIGITS:
+        assert p.digits.isascii() and p.digits.isdigit()
+        assert 3 <= len(p.digits) <= 20
+    else:
+        assert p.digits == ""
+
+
+@given(st.text(alphabet="0123456789", min_size=3, max_size=20), st.sampled_from(["", "+"]))
+def test_punctuation_does_not_change_digits(digits: str, prefix: str) -> None:
+    dashed = prefix + "-".join(digits[i : i + 3] for i in range(0, len(digits), 3))
+    if len(dashed) <= 64:
+        assert normalize(dashed) == digits

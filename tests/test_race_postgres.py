@@ -1,0 +1,69 @@
+"""Two processes race to spend the same key on one PostgreSQL database: exactly one wins, every round."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+from pgutil import create_pg_database, drop_pg_database, pg_admin_url
+
+from asterisk_securelink.slk1 import Direction
+from asterisk_securelink.store import Store
+
+pytestmark = pytest.mark.skipif(pg_admin_url() is None, reason="SECURELINK_TEST_DATABASE_URL not set")
+ROUNDS = 30
+
+
+def _racer(url: str, device_id: int, name: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    async def go() -> list[bool]:
+        store = Store.from_url(url, pool_size=1)
+        wins = []
+        try:
+            async with store.engine.connect():  # warm the connection before the start line
+                pass
+            for epoch in range(ROUNDS):
+                barrier.wait()
+                wins.append(await store.spend(device_id, Direction.INBOUND, epoch, f"{name}-{epoch}", 0))
+        finally:
+            await store.close()
+        return wins
+
+    out.put((name, asyncio.run(go())))
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    from asterisk_securelink.migrations import upgrade
+
+    url = await create_pg_database()
+    try:
+        await upgrade(url)
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+async def test_two_processes_exactly_one_wins(pg_url: str) -> None:
+    store = Store.from_url(pg_url)
+    try:
+        device = await store.add_device("A", "1555", None, "race", "t")
+    finally:
+        await store.close()
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_racer, args=(pg_url, device.id, n, barrier, out)) for n in ("node-a", "node-b")]
+    for p in procs:
+        p.start()
+    results = dict(await asyncio.to_thread(lambda: [out.get(timeout=120) for _ in procs]))
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    a, b = results["node-a"], results["node-b"]
+    assert len(a) == len(b) == ROUNDS
+    for epoch in range(ROUNDS):
+        assert a[epoch] != b[epoch], f"epoch {epoch}: node-a={a[epoch]} node-b={b[epoch]}"
+    assert os.environ.get("SECURELINK_TEST_DATABASE_URL")
