@@ -1,0 +1,286 @@
+"""The verification service: the one place a presented number becomes a verdict.
+
+It glues the pure parts (normalization, key index, policy, lockout) to the store, and is shared by every adapter
+(Stasis app, FastAGI, CLI). Any failure to decide is the verdict `error`: the caller rejects the call (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .config import Config
+from .keyindex import Candidate, KeyIndex, Window
+from .lockout import LockoutTracker
+from .models import utcnow
+from .numbers import Kind, classify, normalize
+from .policy import DeviceStatus, after_spend, identify, status_verdict, strength_bits
+from .slk1 import Direction, device_secret, epoch_at
+from .store import DeviceRow, Store, audit_fields
+from .verdicts import FAILURES, Mode, Verdict
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_AUDIT = 100_000  # audit events kept in memory while the database is down
+DEVICE_SYNC_MIN_INTERVAL = 0.5  # seconds between device reloads triggered by an unknown key
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    presented: str | None  # the number carrying the key (caller number in ANI mode, dialed number in DNIS mode)
+    mode: Mode = Mode.ANI
+    caller: str | None = None  # the caller number when it is not the key (DNIS): narrows collisions
+    dialed: str | None = None  # for Mode.EITHER: the dialed number, tried before the caller number
+    call_id: str | None = None  # same call re-presented is not a replay
+    source: str | None = None  # trunk / remote address, for per-source lockout
+    channel: str | None = None
+    at: float | None = None  # unix time; now when None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    device_id: int | None = None
+    epoch: int | None = None
+    mode: Mode = Mode.ANI
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class VerificationService:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        master_key: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+        device_sync_interval: float = DEVICE_SYNC_MIN_INTERVAL,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._master_key = master_key
+        self.clock = clock
+        self.device_sync_interval = device_sync_interval
+        k = config.keys
+        self.window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
+        self.index = KeyIndex(Direction.INBOUND, config.inbound_fmt, self.window)
+        lo = config.lockout
+        self.caller_lockout = LockoutTracker(lo.max_failures, lo.window, lo.cooldown)
+        self.source_lockout = LockoutTracker(lo.source_max_failures, lo.window, lo.cooldown)
+        self._key_ids: dict[int, str] = {}
+        self._mobile: dict[int, str | None] = {}
+        self._synced_at: datetime | None = None
+        self._last_sync_mono = -1e9
+        self._lock = asyncio.Lock()
+        self._refresh_lock = asyncio.Lock()
+        self._pending_audit: list[dict[str, Any]] = []
+        self.last_refresh_seconds = 0.0
+
+    # -- population ------------------------------------------------------------------------------------------
+    def epoch_now(self, at: float | None = None) -> int:
+        return epoch_at(self.clock() if at is None else at, self.window.period, self.window.t0)
+
+    async def sync_devices(self, full: bool = False) -> int:
+        """Load devices changed since the last sync (all of them when `full`) into the index."""
+        async with self._lock:
+            since = None if full or self._synced_at is None else self._synced_at - timedelta(seconds=2)
+            started = utcnow()
+            rows = await self.store.list_devices(since)
+            for row in rows:
+                self._apply(row)
+            self._synced_at = started
+            self._last_sync_mono = time.monotonic()
+            return len(rows)
+
+    def _apply(self, row: DeviceRow) -> None:
+        self._mobile[row.id] = row.mobile_number
+        if self._key_ids.get(row.id) != row.key_id:
+            self._key_ids[row.id] = row.key_id
+            self.index.set_device(row.id, device_secret(self._master_key, row.key_id))
+
+    async def refresh(self, at: float | None = None) -> int:
+        """Bring the index to the live epochs of `at`; the HMAC work runs in a worker thread."""
+        current = self.epoch_now(at)
+        async with self._refresh_lock:
+            missing = self.index.missing(current)
+            if not missing and self.index.current == current:
+                return 0
+            started = time.perf_counter()
+            snapshot = self.index.snapshot()
+            tables = await asyncio.to_thread(lambda: {e: self.index.build(e, snapshot) for e in missing})
+            self.index.install(current, tables, snapshot)
+            self.last_refresh_seconds = time.perf_counter() - started
+            return len(missing)
+
+    async def start(self) -> None:
+        await self.sync_devices(full=True)
+        await self.refresh()
+
+    async def keep_fresh(self, stop: asyncio.Event) -> None:
+        """Background task: at every epoch boundary load device changes and roll the index."""
+        while not stop.is_set():
+            now = self.clock()
+            boundary = self.window.t0 + (self.epoch_now(now) + 1) * self.window.period
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, boundary - now) + 0.005)
+                return
+            except TimeoutError:
+                pass
+            await self.refresh()  # pure CPU: works even while the database is down
+            try:
+                await self.sync_devices()
+            except Exception as exc:  # noqa: BLE001 - keep going; verify() syncs on demand too
+                log.warning("device sync failed (%s); retrying at the next boundary", type(exc).__name__)
+            else:
+                await self.flush_audit()  # events kept while the database was down
+
+    def strength(self) -> float:
+        return strength_bits(self.index.fmt.size, self.window.width, len(self.index))
+
+    # -- verification ----------------------------------------------------------------------------------------
+    async def verify(self, req: VerifyRequest) -> Outcome:
+        try:
+            outcome = await self._verify(req)
+        except Exception as exc:  # noqa: BLE001 - any failure to decide is `error`: the call is rejected
+            log.error("verification failed (%s); verdict error", type(exc).__name__)
+            outcome = Outcome(Verdict.ERROR, mode=req.mode, detail={"reason": type(exc).__name__})
+        await self._record(req, outcome)
+        return outcome
+
+    async def _verify(self, req: VerifyRequest) -> Outcome:
+        now = self.clock() if req.at is None else req.at
+        mode = req.mode
+        presented = req.presented
+        if mode is Mode.EITHER:
+            mode, presented = await self._pick_either(req, now)
+        p = classify(presented)
+        caller_subject = p.digits if mode is Mode.ANI else normalize(req.caller)
+        if p.kind is Kind.ANONYMOUS:
+            return Outcome(Verdict.ANONYMOUS, mode=mode)
+        if self._locked(caller_subject, req.source, now):
+            return Outcome(Verdict.LOCKED_OUT, mode=mode)
+        if p.kind is Kind.MALFORMED:
+            return self._failed(Outcome(Verdict.MALFORMED, mode=mode), caller_subject, req.source, now)
+
+        current = self.epoch_now(now)
+        candidates = await self._candidates(p.digits, current)
+        hint = normalize(req.caller) if mode is not Mode.ANI else None
+        found = identify(
+            candidates,
+            self._mobile,
+            hint,
+            require_hint=self.config.inbound.require_registered_number and hint is not None,
+        )
+        if found.verdict is not None or found.candidate is None:
+            verdict = found.verdict or Verdict.MISMATCH
+            return self._failed(Outcome(verdict, mode=mode), caller_subject, req.source, now)
+        cand = found.candidate
+        device = await self.store.get_device(cand.device_id)
+        if device is None or device.key_id != self._key_ids.get(cand.device_id):
+            # deleted or rotated since the index was built: its old keys no longer count
+            await self.sync_devices()
+            return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
+        stopped = status_verdict(device.status)
+        if stopped is not None:
+            return Outcome(stopped, device.id, cand.epoch, mode, {"status": device.status})
+        spent = await self.store.spend(device.id, Direction.INBOUND, cand.epoch, req.call_id, cand.epoch - current)
+        verdict = after_spend(device.status, spent)
+        outcome = Outcome(verdict, device.id, cand.epoch, mode, {"drift": cand.epoch - current})
+        if verdict is Verdict.REPLAYED:
+            return self._failed(outcome, caller_subject, req.source, now)
+        if caller_subject:
+            self.caller_lockout.record_success(caller_subject)
+        return outcome
+
+    async def _pick_either(self, req: VerifyRequest, now: float) -> tuple[Mode, str | None]:
+        """EITHER mode: the dialed number when it carries a live key, else the caller number."""
+        dialed = normalize(req.dialed)
+        if dialed is not None and await self._candidates(dialed, self.epoch_now(now)):
+            return Mode.DNIS, req.dialed
+        return Mode.ANI, req.presented
+
+    async def _candidates(self, digits: str, current: int) -> list[Candidate]:
+        if self.index.current != current:
+            await self.refresh_to(current)
+        found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
+        if not found and time.monotonic() - self._last_sync_mono >= self.device_sync_interval:
+            if await self.sync_devices():  # a device added or rotated moments ago
+                found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
+        return found
+
+    async def refresh_to(self, current: int) -> None:
+        await self.refresh(self.window.t0 + current * self.window.period)
+
+    def _locked(self, caller: str | None, source: str | None, now: float) -> bool:
+        if not self.config.lockout.enabled:
+            return False
+        return bool(
+            (caller and self.caller_lockout.is_locked(caller, now))
+            or (source and self.source_lockout.is_locked(source, now))
+        )
+
+    def _failed(self, outcome: Outcome, caller: str | None, source: str | None, now: float) -> Outcome:
+        if self.config.lockout.enabled and outcome.verdict in FAILURES:
+            if caller:
+                self.caller_lockout.record_failure(caller, now)
+            if source:
+                self.source_lockout.record_failure(source, now)
+        return outcome
+
+    # -- registration ----------------------------------------------------------------------------------------
+    async def register(self, device_id: int, actor: str) -> DeviceRow:
+        device = await self.store.get_device(device_id)
+        if device is None:
+            raise LookupError(f"no device with id {device_id}")
+        if device.status != DeviceStatus.PROVISIONED:
+            return device
+        return await self.store.update_device(
+            device_id, "device.register", actor, status=DeviceStatus.REGISTERED.value, registered_at=utcnow()
+        )
+
+    # -- audit -----------------------------------------------------------------------------------------------
+    async def _record(self, req: VerifyRequest, outcome: Outcome) -> None:
+        subject = normalize(req.caller) if outcome.mode is not Mode.ANI else None  # never the key itself
+        event = audit_fields(
+            "verify",
+            outcome.verdict.value,
+            "asterisk",
+            device_id=outcome.device_id,
+            direction=Direction.INBOUND.value,
+            mode=outcome.mode.value,
+            call_id=req.call_id,
+            channel=req.channel,
+            subject=subject,
+            source=req.source[:128] if req.source else None,
+            detail=outcome.detail or None,
+        )
+        await self.write_audit(event)
+
+    async def write_audit(self, event: dict[str, Any]) -> bool:
+        """Write one audit event; while the database is unreachable events are kept and written later."""
+        if len(self._pending_audit) >= MAX_PENDING_AUDIT:
+            log.error("audit buffer full (%d events): dropping the oldest", MAX_PENDING_AUDIT)
+            del self._pending_audit[0]
+        self._pending_audit.append(event)
+        return await self.flush_audit()
+
+    async def flush_audit(self) -> bool:
+        if not self._pending_audit:
+            return True
+        batch = list(self._pending_audit)
+        try:
+            await self.store.audit_many(batch)
+        except Exception as exc:  # noqa: BLE001 - the database may be down; keep the events for later
+            log.warning("audit write failed (%s); %d event(s) kept for retry", type(exc).__name__, len(batch))
+            return False
+        del self._pending_audit[: len(batch)]
+        return True
+
+    @property
+    def pending_audit(self) -> int:
+        return len(self._pending_audit)

@@ -1,0 +1,186 @@
+"""The `securelink` command as an administrator runs it: real processes, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asterisk_securelink.provisioning import parse
+
+
+def run(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
+    p = subprocess.run(
+        [sys.executable, "-m", "asterisk_securelink.cli", *args],
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    run(tmp_path, "init")
+    return tmp_path
+
+
+def add(home: Path, *extra: str) -> dict[str, object]:
+    out = json.loads(run(home, "device", "add", "Alice iPhone", "--number", "+1 555 010 0001", *extra, "--json").stdout)
+    assert isinstance(out, dict)
+    return out
+
+
+def test_init_creates_config_key_and_schema(home: Path) -> None:
+    assert (home / "securelink.toml").is_file()
+    assert stat.S_IMODE((home / "master.key").stat().st_mode) == 0o600
+    assert (home / "securelink.sqlite3").is_file()
+    again = run(home, "init")  # idempotent: keeps the key
+    assert "kept existing master key" in again.stdout
+
+
+def test_round_trip_admitted_replayed_mismatch_revoked(home: Path) -> None:
+    dev = add(home)
+    assert dev["status"] == "provisioned"
+    run(home, "device", "register", str(dev["id"]))
+    key = run(home, "key", "current", str(dev["id"])).stdout.strip()
+    assert run(home, "verify", key).stdout.strip() == f"admitted device {dev['id']}"
+    assert run(home, "verify", key).stdout.strip() == f"replayed device {dev['id']}"
+    old = run(home, "key", "current", str(dev["id"]), "--at", str(time.time() - 60)).stdout.strip()
+    assert run(home, "verify", old).stdout.strip() == "mismatch"
+    run(home, "device", "revoke", str(dev["key_id"]), "--reason", "lost phone")
+    fresh = run(home, "key", "current", str(dev["id"]), "--at", str(time.time() + 30)).stdout.strip()
+    verdict = json.loads(run(home, "verify", fresh, "--at", str(time.time() + 30), "--json").stdout)
+    assert verdict["verdict"] == "revoked"
+
+
+def test_provisioning_uri_carries_the_secret_once(home: Path) -> None:
+    dev = add(home, "--desk-endpoint", "PJSIP/1001")
+    prov = parse(str(dev["provisioning_uri"]))
+    assert prov.key_id == dev["key_id"] and prov.period == 30
+    secret_b64 = str(dev["provisioning_uri"]).split("secret=")[1].split("&")[0]
+    listing = run(home, "device", "list", "--json").stdout + run(home, "device", "show", "1").stdout
+    audit = run(home, "audit", "list", "--json").stdout
+    for text in (listing, audit):
+        assert secret_b64 not in text and prov.secret.hex() not in text
+    db = (home / "securelink.sqlite3").read_bytes()
+    assert prov.secret not in db and secret_b64.encode() not in db
+
+
+def test_key_id_from_uid_is_stable_and_unique(home: Path) -> None:
+    a = add(home, "--key-id-from-uid", "IMEI-35-000000-000000-0")
+    p = run(
+        home, "device", "add", "Again", "--number", "1555", "--key-id-from-uid", "IMEI-35-000000-000000-0", check=False
+    )
+    assert p.returncode == 2 and "already" in p.stderr
+    assert "IMEI" not in str(a["key_id"])
+
+
+def test_rotate_invalidates_old_keys(home: Path) -> None:
+    dev = add(home)
+    run(home, "device", "register", "1")
+    old = run(home, "key", "current", "1").stdout.strip()
+    rotated = json.loads(run(home, "device", "rotate", "1", "--json").stdout)
+    assert rotated["key_id"] != dev["key_id"] and "provisioning_uri" in rotated
+    assert run(home, "verify", old).stdout.strip() == "mismatch"
+    new = run(home, "key", "current", "1").stdout.strip()
+    assert run(home, "verify", new).stdout.strip() == "admitted device 1"
+
+
+def test_status_transitions_and_audit(home: Path) -> None:
+    add(home)
+    run(home, "device", "suspend", "1")
+    assert run(home, "device", "register", "1", check=False).returncode == 2
+    run(home, "device", "resume", "1")
+    actions = [e["action"] for e in json.loads(run(home, "audit", "list", "--json").stdout)]
+    assert actions == ["init", "init", "device.add", "device.suspend", "device.resume"][-len(actions) :]
+    assert "device.suspend" in actions and "device.resume" in actions
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["device", "add", "X", "--number", "abc"], "--number"),
+        (["device", "add", "X", "--number", "1555", "--desk-endpoint", "no-slash"], "--desk-endpoint"),
+        (["device", "show", "999"], "no device"),
+        (["device", "revoke", "1", "--reason", " "], "--reason"),
+        (["key", "current", "1", "--direction", "sideways"], "invalid choice"),
+        (["audit", "list", "--since", "yesterday-ish"], "--since"),
+        (["device"], "required"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(home: Path, args: list[str], message: str) -> None:
+    add(home)
+    before = run(home, "audit", "list", "--json").stdout
+    p = run(home, *args, check=False)
+    assert p.returncode == 2
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    assert run(home, "audit", "list", "--json").stdout == before
+
+
+def test_world_readable_master_key_is_refused(home: Path) -> None:
+    os.chmod(home / "master.key", 0o644)
+    p = run(home, "device", "add", "X", "--number", "1555", check=False)
+    assert p.returncode == 2 and "chmod 600" in p.stderr
+    assert json.loads(run(home, "device", "list", "--json").stdout) == []
+
+
+def test_unmigrated_database_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "securelink.toml").write_text('[database]\nurl = "sqlite:///empty.sqlite3"\n')
+    p = run(tmp_path, "device", "list", check=False)
+    assert p.returncode == 2 and "securelink db upgrade" in p.stderr
+    run(tmp_path, "db", "upgrade")
+    assert run(tmp_path, "device", "list", "--json").stdout.strip() == "[]"
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "securelink.toml").write_text("[keys]\nperiod = 90\n")
+    p = run(tmp_path, "device", "list", check=False)
+    assert p.returncode == 2 and "keys.period" in p.stderr
+
+
+def test_escrow_keygen_decrypt_list_purge(home: Path) -> None:
+    import asyncio
+
+    from asterisk_securelink import config
+    from asterisk_securelink.calls import CallBook
+    from asterisk_securelink.store import Store
+
+    out = json.loads(
+        run(home, "escrow", "keygen", "--private-key", "esc.key", "--public-key", "esc.pub", "--json").stdout
+    )
+    assert stat.S_IMODE((home / "esc.key").stat().st_mode) == 0o600
+    cfg = config.build({"escrow": {"public_key_file": "esc.pub"}}, {}, home)
+
+    async def issue() -> bytes:
+        store = Store.from_url(cfg.database_url)
+        try:
+            issued = await CallBook(cfg, store).issue_call_key("call-42", None, "outbound")
+        finally:
+            await store.close()
+        assert issued is not None
+        return issued.key
+
+    key = asyncio.run(issue())
+    listed = json.loads(run(home, "escrow", "list", "--json").stdout)
+    assert [(r["call_id"], r["key_version"]) for r in listed] == [("call-42", out["key_version"])]
+    assert key.hex() not in json.dumps(listed)
+    no_reason = run(home, "escrow", "decrypt", "call-42", "--private-key", "esc.key", "--reason", " ", check=False)
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    opened = json.loads(
+        run(home, "escrow", "decrypt", "call-42", "--private-key", "esc.key", "--reason", "case 7", "--json").stdout
+    )
+    assert opened[0]["key"] == key.hex()
+    audit = json.loads(run(home, "audit", "list", "--action", "escrow.decrypt", "--json").stdout)
+    assert audit[-1]["result"] == "ok" and audit[-1]["detail"]["reason"] == "case 7"
+    assert key.hex() not in json.dumps(audit)
+    assert json.loads(run(home, "escrow", "purge", "--json").stdout) == {"deleted": 0}
+    assert json.loads(run(home, "calls", "list", "--json").stdout) == []

@@ -1,0 +1,123 @@
+"""Per-call key escrow: HPKE to the escrow public key, bound to its row; the database alone holds no key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text, update
+
+from asterisk_securelink import config, escrow
+from asterisk_securelink.calls import CallBook, open_row
+from asterisk_securelink.models import CallKey, utcnow
+from asterisk_securelink.store import Store
+
+
+@pytest.fixture
+def keypair(tmp_path: Path) -> tuple[Path, Path]:
+    priv, pub = tmp_path / "escrow.key", tmp_path / "escrow.pub"
+    escrow.generate(priv, pub)
+    return priv, pub
+
+
+def book(tmp_path: Path, store: Store, pub: Path, days: int = 90) -> CallBook:
+    cfg = config.build({"escrow": {"public_key_file": str(pub), "retention_days": days}}, {}, tmp_path)
+    return CallBook(cfg, store)
+
+
+def test_keygen_modes_and_no_overwrite(keypair: tuple[Path, Path]) -> None:
+    priv, pub = keypair
+    assert stat.S_IMODE(priv.stat().st_mode) == 0o600
+    before = priv.read_bytes()
+    with pytest.raises(escrow.EscrowError, match="already exists"):
+        escrow.generate(priv, pub)
+    assert priv.read_bytes() == before
+    os.chmod(priv, 0o640)
+    with pytest.raises(escrow.EscrowError, match="chmod 600"):
+        escrow.load_private(priv)
+
+
+async def test_issue_store_open(store: Store, keypair: tuple[Path, Path], tmp_path: Path) -> None:
+    priv, pub = keypair
+    issued = await book(tmp_path, store, pub).issue_call_key("call-1", None, "outbound")
+    assert issued is not None and len(issued.key) == 32
+    assert issued.key.hex() not in repr(issued)
+    [row] = await store.get_call_keys("call-1")
+    assert row.id == issued.key_id and row.key_version == escrow.key_version(escrow.load_public(pub))
+    assert open_row(row, priv) == issued.key
+    # the database alone reveals nothing: the plaintext key is nowhere in any column
+    async with store.engine.connect() as conn:
+        dump = b"".join(
+            repr(tuple(r)).encode() + b"".join(v for v in r if isinstance(v, bytes))
+            for r in await conn.execute(text("SELECT * FROM call_keys"))
+        )
+    assert issued.key not in dump and issued.key.hex().encode() not in dump
+    audit = [e.action for e in await store.list_audit()]
+    assert "escrow.store" in audit
+
+
+async def test_ciphertext_moved_to_another_row_does_not_open(
+    store: Store, keypair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    priv, pub = keypair
+    b = book(tmp_path, store, pub)
+    await b.issue_call_key("call-a", None, "outbound")
+    await b.issue_call_key("call-b", None, "outbound")
+    [a] = await store.get_call_keys("call-a")
+    [bb] = await store.get_call_keys("call-b")
+    async with store.transaction() as s:
+        await s.execute(update(CallKey).where(CallKey.id == bb.id).values(enc=a.enc, wrapped_key=a.wrapped_key))
+    [moved] = await store.get_call_keys("call-b")
+    with pytest.raises(escrow.EscrowError, match="does not open"):
+        open_row(moved, priv)
+    for field, value in (("call_id", "x"), ("direction", "inbound"), ("device_id", 9)):
+        with pytest.raises(escrow.EscrowError):
+            escrow.open_sealed(
+                escrow.Sealed(a.enc, a.wrapped_key),
+                escrow.load_private(priv),
+                dataclasses.replace(
+                    escrow.RowBinding(a.id, a.call_id, a.device_id, a.direction, a.created_at, a.key_version),
+                    **{field: value},
+                ),
+            )
+
+
+async def test_rotation_new_key_for_new_calls_old_rows_still_open(store: Store, tmp_path: Path) -> None:
+    old_priv, pub = tmp_path / "old.key", tmp_path / "escrow.pub"
+    old_version = escrow.generate(old_priv, pub)
+    b = book(tmp_path, store, pub)
+    await b.issue_call_key("before", None, "outbound")
+    new_priv, new_pub = tmp_path / "new.key", tmp_path / "new.pub"
+    new_version = escrow.generate(new_priv, new_pub)
+    os.replace(new_pub, pub)  # the administrator installs the new public key
+    await b.issue_call_key("after", None, "outbound")
+    [before] = await store.get_call_keys("before")
+    [after] = await store.get_call_keys("after")
+    assert (before.key_version, after.key_version) == (old_version, new_version)
+    assert len(open_row(before, old_priv)) == 32
+    assert len(open_row(after, new_priv)) == 32
+    with pytest.raises(escrow.EscrowError, match=old_version):
+        open_row(before, new_priv)
+
+
+async def test_no_escrow_key_configured_issues_nothing(store: Store, tmp_path: Path) -> None:
+    cfg = config.build({}, {}, tmp_path)
+    assert await CallBook(cfg, store).issue_call_key("c", None, "outbound") is None
+    assert await store.get_call_keys("c") == []
+
+
+async def test_purge_deletes_only_expired(store: Store, keypair: tuple[Path, Path], tmp_path: Path) -> None:
+    _, pub = keypair
+    b = book(tmp_path, store, pub, days=1)
+    await b.issue_call_key("old", None, "outbound")
+    await b.issue_call_key("new", None, "outbound")
+    async with store.transaction() as s:
+        await s.execute(
+            update(CallKey).where(CallKey.call_id == "old").values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert await store.purge_call_keys(utcnow(), "test") == 1
+    assert [r.call_id for r in await store.list_call_keys()] == ["new"]

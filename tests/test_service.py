@@ -1,0 +1,228 @@
+"""The verification service end to end on a real database (no Asterisk): every verdict of the fixed set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from asterisk_securelink import config
+from asterisk_securelink.config import Config
+from asterisk_securelink.service import VerificationService, VerifyRequest
+from asterisk_securelink.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.store import DeviceRow, Store
+from asterisk_securelink.verdicts import Mode, Verdict
+
+MASTER = bytes(range(32))
+T = 1_790_000_000.0  # epoch 59666666 at period 30
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def cfg(tmp_path: Path, **sections: dict[str, object]) -> Config:
+    return config.build(dict(sections), {}, tmp_path)
+
+
+def key(device: DeviceRow, t: float, c: Config, direction: Direction = Direction.INBOUND) -> str:
+    epoch = int(t // c.keys.period)
+    return derive_key(device_secret(MASTER, device.key_id), direction, epoch, c.inbound_fmt)
+
+
+async def registered(store: Store, name: str, mobile: str, key_id: str) -> DeviceRow:
+    d = await store.add_device(name, mobile, None, key_id, "test")
+    return await store.update_device(d.id, "device.register", "test", status="registered")
+
+
+@pytest.fixture
+async def svc(store: Store, tmp_path: Path) -> VerificationService:
+    s = VerificationService(cfg(tmp_path), store, MASTER, clock=Clock(T), device_sync_interval=0)
+    await s.start()
+    return s
+
+
+async def verify(s: VerificationService, number: str | None, **kw: object) -> Verdict:
+    return (await s.verify(VerifyRequest(presented=number, **kw))).verdict  # type: ignore[arg-type]
+
+
+async def test_current_previous_and_old_windows(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    c = svc.config
+    assert await verify(svc, key(d, T - 30, c), call_id="c0") is Verdict.ADMITTED  # previous window
+    assert await verify(svc, key(d, T, c), call_id="c1") is Verdict.ADMITTED  # current window
+    d2 = await registered(store, "B", "15550002", "kid-b")
+    assert await verify(svc, key(d2, T - 60, c), call_id="c2") is Verdict.MISMATCH  # two windows old
+    assert await verify(svc, key(d2, T + 30, c), call_id="c3") is Verdict.MISMATCH  # future (look_ahead 0)
+    assert await verify(svc, key(d2, T, c, Direction.OUTBOUND), call_id="c4") is Verdict.MISMATCH
+
+
+async def test_once_only_but_same_call_again_is_fine(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    k = key(d, T, svc.config)
+    assert await verify(svc, k, call_id="call-1") is Verdict.ADMITTED
+    assert await verify(svc, k, call_id="call-1") is Verdict.ADMITTED  # retransmission / second Stasis entry
+    assert await verify(svc, k, call_id="call-2") is Verdict.REPLAYED
+    # the previous window's key is spent too, once the current one was used
+    assert await verify(svc, key(d, T - 30, svc.config), call_id="call-3") is Verdict.REPLAYED
+
+
+async def test_status_verdicts(store: Store, svc: VerificationService) -> None:
+    new = await store.add_device("New", "15550003", None, "kid-new", "test")
+    susp = await registered(store, "S", "15550004", "kid-s")
+    await store.update_device(susp.id, "device.suspend", "test", status="suspended")
+    rev = await registered(store, "R", "15550005", "kid-r")
+    await store.update_device(rev.id, "device.revoke", "test", status="revoked", revoke_reason="lost")
+    out = await svc.verify(VerifyRequest(presented=key(new, T, svc.config), call_id="n"))
+    assert (out.verdict, out.device_id) == (Verdict.UNREGISTERED, new.id)
+    assert await verify(svc, key(susp, T, svc.config)) is Verdict.REVOKED
+    assert await verify(svc, key(rev, T, svc.config)) is Verdict.REVOKED
+
+
+async def test_revocation_takes_effect_immediately(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    await store.update_device(d.id, "device.revoke", "test", status="revoked")
+    assert await verify(svc, key(d, T, svc.config)) is Verdict.REVOKED
+
+
+async def test_rotated_device_old_key_stops_working(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    old = key(d, T, svc.config)
+    d = await store.update_device(d.id, "device.rotate", "test", key_id="kid-a2")
+    svc.clock.t += 1  # type: ignore[attr-defined]
+    assert await verify(svc, old, call_id="x") is Verdict.MISMATCH
+    assert await verify(svc, key(d, T, svc.config), call_id="y") is Verdict.ADMITTED
+
+
+@pytest.mark.parametrize(
+    ("raw", "verdict"),
+    [
+        (None, Verdict.ANONYMOUS),
+        ("", Verdict.ANONYMOUS),
+        ("anonymous", Verdict.ANONYMOUS),
+        ("Restricted", Verdict.ANONYMOUS),
+        ("abc", Verdict.MALFORMED),
+        ("9" * 64, Verdict.MALFORMED),
+        ("'; DROP TABLE devices; --", Verdict.MALFORMED),
+        ("١٢٣٤٥٦٧٨٩٠", Verdict.MALFORMED),
+        ("12", Verdict.MALFORMED),
+    ],
+)
+async def test_anonymous_and_malformed(svc: VerificationService, raw: str | None, verdict: Verdict) -> None:
+    assert await verify(svc, raw) is verdict
+
+
+async def test_lockout_per_caller_and_success_resets(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    for i in range(5):
+        assert await verify(svc, "1234567890", mode=Mode.DNIS, caller="15559999", call_id=f"g{i}") is Verdict.MISMATCH
+    # even the right key is refused while locked out
+    k = key(d, T, svc.config)
+    assert await verify(svc, k, mode=Mode.DNIS, caller="15559999", call_id="late") is Verdict.LOCKED_OUT
+    assert await verify(svc, k, mode=Mode.DNIS, caller="15550001", call_id="ok") is Verdict.ADMITTED
+    svc.clock.t += 901  # type: ignore[attr-defined]
+    assert await verify(svc, "1234567890", mode=Mode.DNIS, caller="15559999") is Verdict.MISMATCH
+
+
+async def test_lockout_per_source_defeats_rotating_caller_numbers(store: Store, tmp_path: Path) -> None:
+    c = cfg(tmp_path, lockout={"source_max_failures": 10})
+    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    await svc.start()
+    for i in range(10):
+        assert await verify(svc, f"55500{i:05d}", source="trunk-1") is Verdict.MISMATCH
+    assert await verify(svc, "5559999999", source="trunk-1") is Verdict.LOCKED_OUT
+    assert await verify(svc, "5559999999", source="trunk-2") is Verdict.MISMATCH
+
+
+async def _colliding_pair(store: Store, c: Config) -> tuple[DeviceRow, DeviceRow]:
+    """Two devices whose keys collide in the current epoch of a 10^6 format (searched deterministically)."""
+    seen: dict[str, str] = {}
+    epoch = int(T // c.keys.period)
+    for i in range(20000):
+        kid = f"coll-{i}"
+        k = derive_key(device_secret(MASTER, kid), Direction.INBOUND, epoch, c.inbound_fmt)
+        if k in seen:
+            a = await registered(store, "A", "15550001", seen[k])
+            b = await registered(store, "B", "15550002", kid)
+            return a, b
+        seen[k] = kid
+    raise AssertionError("no collision found")
+
+
+async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store: Store, tmp_path: Path) -> None:
+    c = cfg(tmp_path, keys={"inbound_format": "XXXXXX"})
+    a, b = await _colliding_pair(store, c)
+    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    await svc.start()
+    k = key(a, T, c)
+    assert k == key(b, T, c)
+    out = await svc.verify(VerifyRequest(presented=k, call_id="x"))
+    assert (out.verdict, out.device_id) == (Verdict.AMBIGUOUS, None)
+    out = await svc.verify(VerifyRequest(presented=k, mode=Mode.DNIS, caller="+1 555 0002", call_id="y"))
+    assert (out.verdict, out.device_id) == (Verdict.ADMITTED, b.id)
+
+
+async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path: Path) -> None:
+    c = cfg(tmp_path, inbound={"require_registered_number": True})
+    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    a = await registered(store, "A", "15550001", "kid-a")
+    await registered(store, "B", "15550002", "kid-b")
+    await svc.start()
+    k = key(a, T, c)
+    assert await verify(svc, k, mode=Mode.DNIS, caller="15550002", call_id="1") is Verdict.MISMATCH
+    assert await verify(svc, k, mode=Mode.DNIS, caller="15550001", call_id="2") is Verdict.ADMITTED
+
+
+async def test_either_mode_prefers_the_dialed_number(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    out = await svc.verify(
+        VerifyRequest(presented="15550001", dialed=key(d, T, svc.config), mode=Mode.EITHER, caller="15550001")
+    )
+    assert (out.verdict, out.mode) == (Verdict.ADMITTED, Mode.DNIS)
+
+
+async def test_device_added_after_start_is_found(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "Late", "15550009", "kid-late")
+    assert await verify(svc, key(d, T, svc.config), call_id="z") is Verdict.ADMITTED
+
+
+async def test_epoch_roll_refreshes_the_index(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    svc.clock.t += 3600  # type: ignore[attr-defined]
+    assert await verify(svc, key(d, T + 3600, svc.config), call_id="r") is Verdict.ADMITTED
+    assert svc.index.current == int((T + 3600) // 30)
+
+
+async def test_every_verdict_is_audited_without_the_key(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    k = key(d, T, svc.config)
+    await verify(svc, k, call_id="a1", channel="PJSIP/carrier-1")
+    await verify(svc, "abc")
+    events = await store.list_audit(action="verify")
+    assert [e.result for e in events] == ["admitted", "malformed"]
+    assert events[0].device_id == d.id and events[0].call_id == "a1" and events[0].channel == "PJSIP/carrier-1"
+    for e in await store.list_audit():
+        assert k not in " ".join(str(v) for v in vars(e).values())
+
+
+async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: Path) -> None:
+    svc = VerificationService(cfg(tmp_path), store, MASTER, clock=Clock(T), device_sync_interval=0)
+    d = await registered(store, "A", "15550001", "kid-a")
+    await svc.start()
+    good_engine = store.engine
+    store.engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/missing-dir/x.sqlite3")
+    store.sessions.configure(bind=store.engine)
+    out = await svc.verify(VerifyRequest(presented=key(d, T, svc.config), call_id="down"))
+    assert out.verdict is Verdict.ERROR
+    assert svc.pending_audit == 1
+    await store.engine.dispose()
+    store.engine = good_engine
+    store.sessions.configure(bind=good_engine)
+    assert await verify(svc, "abc") is Verdict.MALFORMED
+    assert svc.pending_audit == 0
+    assert [e.result for e in await store.list_audit(action="verify")] == ["error", "malformed"]
