@@ -1,0 +1,183 @@
+"""Thin handlers: Stasis events and FastAGI requests in, verification service calls and channel commands out.
+
+The decisions live elsewhere (`inbound.route_for`, `service.VerificationService`); a handler only reads the channel,
+asks, applies the answer, and fails closed when anything goes wrong: a channel it could not decide on is hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .config import Config
+from .inbound import RESULT_VAR, Action, channel_vars, parse_mode, request_for, route_for
+from .service import Outcome, VerificationService
+from .verdicts import Mode, Verdict
+
+log = logging.getLogger(__name__)
+
+VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
+REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to Stasis(securelink,register)
+
+
+class ChannelControl(Protocol):
+    """What the handlers need from ARI (implemented by `ari.AriClient`)."""
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None: ...
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+    ) -> None: ...
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool: ...
+
+
+class VerdictPublisher(Protocol):
+    """What the handlers need from AMI (implemented by `ami.AmiPublisher`)."""
+
+    async def publish_verdict(
+        self, result: str, device: str, direction: str, mode: str, channel: str, uniqueid: str
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """The parts of a channel the handlers use (from a StasisStart event or `GET /channels`)."""
+
+    channel_id: str
+    name: str
+    caller: str | None
+    exten: str | None
+    args: tuple[str, ...] = ()
+
+
+class Handlers:
+    def __init__(
+        self,
+        config: Config,
+        service: VerificationService,
+        channels: ChannelControl,
+        publisher: VerdictPublisher | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.channels = channels
+        self.publisher = publisher
+        self._registrable: dict[str, tuple[int, float]] = {}  # channel id -> (device id, monotonic deadline)
+        self._background: set[asyncio.Task[Any]] = set()
+        self.handled = 0
+
+    # -- Stasis ------------------------------------------------------------------------------------------------
+    async def stasis_start(self, call: CallInfo) -> None:
+        kind = call.args[0].strip().lower() if call.args else "inbound"
+        try:
+            if kind == "inbound":
+                await self.admit(call)
+            elif kind == "register":
+                await self.register(call)
+            else:
+                log.warning("channel %s entered Stasis with unknown arguments; rejecting", call.channel_id)
+                await self.channels.hangup(call.channel_id, "rejected")
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
+            log.error("handling channel %s failed (%s); rejecting", call.channel_id, type(exc).__name__)
+            await self._reject_quietly(call.channel_id)
+        finally:
+            self.handled += 1
+
+    async def admit(self, call: CallInfo) -> None:
+        outcome = await self.decide(call, call.args[1] if len(call.args) > 1 else None, "stasis")
+        route = route_for(outcome.verdict, self.config.inbound)
+        for name, value in channel_vars(outcome.verdict, outcome.device_id, outcome.mode).items():
+            await self.channels.set_channel_var(call.channel_id, name, value)
+        if route.action is Action.REJECT:
+            await self.channels.hangup(call.channel_id, "rejected")
+            return
+        if route.action is Action.REGISTER and outcome.device_id is not None:
+            self._remember_registrable(call.channel_id, outcome.device_id)
+        if route.context is None:
+            await self.channels.continue_in_dialplan(call.channel_id)
+        else:
+            await self.channels.continue_in_dialplan(call.channel_id, route.context, call.exten, 1)
+
+    async def register(self, call: CallInfo) -> None:
+        """`Stasis(securelink,register)` from the registration context: only a channel this app admitted as
+        `unregistered` may register its device, and only once."""
+        entry = self._registrable.pop(call.channel_id, None)
+        if entry is None or entry[1] < time.monotonic():
+            log.warning("channel %s asked to register without a verified unregistered key", call.channel_id)
+            await self.channels.hangup(call.channel_id, "rejected")
+            return
+        device = await self.service.register(entry[0], actor="call")
+        await self.channels.set_channel_var(call.channel_id, RESULT_VAR, Verdict.ADMITTED.value)
+        await self.channels.continue_in_dialplan(call.channel_id, self.config.inbound.admitted_context, call.exten, 1)
+        log.info("device %s registered by its first verified call", device.id)
+
+    # -- shared with FastAGI ---------------------------------------------------------------------------------
+    async def decide(self, call: CallInfo, mode_arg: str | None, via: str) -> Outcome:
+        try:
+            mode = parse_mode(mode_arg, self.config.inbound.mode)
+        except ValueError:
+            log.error("channel %s: bad mode argument; verdict error", call.channel_id)
+            outcome = Outcome(Verdict.ERROR, mode=Mode.ANI, detail={"reason": "bad mode argument"})
+        else:
+            req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
+            try:
+                outcome = await asyncio.wait_for(self.service.verify(req), VERIFY_TIMEOUT)
+            except TimeoutError:
+                log.error("channel %s: verification timed out; verdict error", call.channel_id)
+                outcome = Outcome(Verdict.ERROR, mode=mode, detail={"reason": "timeout"})
+        self._publish(call, outcome)
+        log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
+        return outcome
+
+    async def agi_verify(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
+        """FastAGI `verify` route: returns the channel variables to set; the dialplan decides."""
+        call = CallInfo(
+            channel_id=env.get("agi_uniqueid", ""),
+            name=env.get("agi_channel", ""),
+            caller=env.get("agi_callerid"),
+            exten=env.get("agi_extension") or env.get("agi_dnid"),
+        )
+        outcome = await self.decide(call, args[0] if args else None, "agi")
+        return channel_vars(outcome.verdict, outcome.device_id, outcome.mode)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _publish(self, call: CallInfo, outcome: Outcome) -> None:
+        if self.publisher is None:
+            return
+        task = asyncio.create_task(
+            self.publisher.publish_verdict(
+                outcome.verdict.value,
+                "" if outcome.device_id is None else str(outcome.device_id),
+                "inbound",
+                outcome.mode.value,
+                call.name,
+                call.channel_id,
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _remember_registrable(self, channel_id: str, device_id: int) -> None:
+        now = time.monotonic()
+        for cid in [c for c, (_, deadline) in self._registrable.items() if deadline < now]:
+            del self._registrable[cid]
+        self._registrable[channel_id] = (device_id, now + REGISTRABLE_TTL)
+
+    async def _reject_quietly(self, channel_id: str) -> None:
+        try:
+            await self.channels.hangup(channel_id, "rejected")
+        except Exception as exc:  # noqa: BLE001 - the channel may already be gone
+            log.warning("could not hang up channel %s (%s)", channel_id, type(exc).__name__)
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=3)

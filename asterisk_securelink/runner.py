@@ -1,0 +1,216 @@
+"""Wiring for the long-running commands: `securelink run` (Stasis app) and `securelink agi` (FastAGI server).
+
+Builds the service from the config, connects the adapters, runs until SIGINT/SIGTERM, and shuts down cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from . import masterkey
+from .agi import FastAgiServer
+from .ami import AmiPublisher
+from .app import CallInfo, Handlers
+from .ari import AriClient, Channel, Event, StasisStart
+from .cli import StartupError
+from .config import Config
+from .migrations import head_revision
+from .outbound import Outbound, OutboundHooks, keyer_for
+from .service import VerificationService
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
+    key = masterkey.load(cfg.master_key_path)
+    store = Store.from_url(cfg.database_url)
+    try:
+        rev = await store.schema_revision()
+        if rev != head_revision():
+            raise StartupError("the database schema is not current: run `securelink db upgrade`")
+        service = VerificationService(cfg, store, key)
+        await service.start()
+        for warning in cfg.warnings():
+            log.warning("%s", warning)
+        log.info(
+            "index ready: %d devices, one guess succeeds with ~2^-%.1f (key alone)",
+            len(service.index),
+            service.strength(),
+        )
+        yield service
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def publisher_for(cfg: Config) -> AsyncIterator[AmiPublisher | None]:
+    if not cfg.ami.enabled or not cfg.ami.secret:
+        log.info("AMI disabled (ami.enabled = false or no ami.secret): no SecureLinkVerdict events")
+        yield None
+        return
+    pub = AmiPublisher.from_config(cfg.ami)
+    await pub.start()
+    try:
+        yield pub
+    finally:
+        await pub.close()
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def ari_client(cfg: Config) -> AriClient:
+    url = cfg.ari.url.rstrip("/")
+    return AriClient(url if url.endswith("/ari") else url + "/ari", cfg.ari.username, cfg.ari.password, cfg.ari.app)
+
+
+def call_info(event: StasisStart) -> CallInfo:
+    ch = event.channel
+    return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(event.args))
+
+
+def waiting_call(ch: Channel, app: str) -> CallInfo | None:
+    """A channel sitting in our Stasis app (seen by `GET /channels` after a reconnect), as a call to handle."""
+    if ch.app_name != "Stasis" or not (ch.app_data == app or ch.app_data.startswith(app + ",")):
+        return None
+    return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(ch.app_data.split(",")[1:]))
+
+
+class StasisRunner:
+    """Connects the ARI event stream to the handlers; re-syncs channels after every reconnect."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        service: VerificationService,
+        ari: AriClient,
+        handlers: Handlers,
+        outbound: Outbound | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.service = service
+        self.ari = ari
+        self.handlers = handlers
+        self.outbound = outbound
+        self._in_flight: set[str] = set()
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, StasisStart):
+            await self._handle(call_info(event))
+        elif self.outbound is not None:
+            await self.outbound.on_event(event)  # leg and caller hangups of outbound calls; others are ignored
+
+    async def _handle(self, call: CallInfo) -> None:
+        if call.channel_id in self._in_flight:
+            return
+        self._in_flight.add(call.channel_id)
+        try:
+            if self.outbound is not None and self.outbound.handles(call):  # mobile, fork, leg
+                await self.outbound.stasis_start(call)
+            else:
+                await self.handlers.stasis_start(call)
+        finally:
+            self._in_flight.discard(call.channel_id)
+
+    async def on_connect(self) -> None:
+        """Events sent while disconnected are lost: pick up channels that are waiting in our app."""
+        try:
+            channels = await self.ari.get_channels()
+        except Exception as exc:  # noqa: BLE001 - the next reconnect tries again
+            log.warning("re-sync after connect failed (%s)", type(exc).__name__)
+            return
+        if self.outbound is not None:
+            await self.outbound.reconcile({ch.id for ch in channels})
+        waiting = [c for c in (waiting_call(ch, self.cfg.ari.app) for ch in channels) if c is not None]
+        if waiting:
+            log.warning("re-sync: %d channel(s) were waiting in Stasis while disconnected", len(waiting))
+        await asyncio.gather(*(self._handle(call) for call in waiting))
+
+
+def outbound_for(
+    cfg: Config,
+    service: VerificationService,
+    ari: AriClient,
+    publisher: AmiPublisher | None,
+    hooks: OutboundHooks | None = None,
+) -> Outbound:
+    return Outbound(
+        cfg,
+        service.store,
+        ari,
+        keyer_for(service._master_key, cfg.outbound_fmt),  # TODO(lead): a public accessor on the service
+        service.epoch_now,
+        hooks=hooks,
+        audit=service.write_audit,
+        publisher=publisher,
+    )
+
+
+async def run_stasis(cfg: Config) -> None:
+    stop = _stop_event()
+    async with service_for(cfg) as service, publisher_for(cfg) as publisher:
+        ari = ari_client(cfg)
+        handlers = Handlers(cfg, service, ari, publisher)
+        outbound = outbound_for(cfg, service, ari, publisher)
+        runner = StasisRunner(cfg, service, ari, handlers, outbound)
+        tasks = [
+            asyncio.create_task(service.keep_fresh(stop), name="index"),
+            asyncio.create_task(ari.run(runner.on_event, on_connect=runner.on_connect), name="ari"),
+        ]
+        tasks[1].add_done_callback(lambda t: stop.set())  # ARI refused our credentials: stop, exit non-zero
+        log.info("securelink Stasis app %r starting (ARI %s)", cfg.ari.app, cfg.ari.url)
+        try:
+            await stop.wait()
+            if tasks[1].done() and not tasks[1].cancelled() and tasks[1].exception() is not None:
+                raise StartupError(f"ARI refused the connection ({tasks[1].exception()}): check [ari] in the config")
+        finally:
+            log.info("securelink stopping")
+            await ari.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await outbound.close()
+            await handlers.drain()
+
+
+async def run_agi(cfg: Config) -> None:
+    stop = _stop_event()
+    async with service_for(cfg) as service, publisher_for(cfg) as publisher:
+        handlers = Handlers(cfg, service, _NoChannels(), publisher)
+        server = FastAgiServer(handlers.agi_verify)
+        await server.serve(cfg.agi.host, cfg.agi.port)
+        refresher = asyncio.create_task(service.keep_fresh(stop), name="index")
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+            await handlers.drain()
+
+
+class _NoChannels:
+    """FastAGI does not control channels: the dialplan decides from the variables."""
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        raise NotImplementedError
+
+    async def continue_in_dialplan(
+        self, channel_id: str, context: str | None = None, extension: str | None = None, priority: int | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        raise NotImplementedError

@@ -1,0 +1,255 @@
+"""End-to-end harness, re-exported by conftest.py: the real Asterisk testbed, a real `securelink run`,
+SIPp calls and an AMI monitor.
+
+Every e2e test needs the testbed; if it cannot be brought up the tests fail (they are never skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from panoramisk import Manager
+
+from asterisk_securelink import masterkey
+from asterisk_securelink.formats import NumberFormat
+from asterisk_securelink.slk1 import derive_key, device_secret, epoch_at
+from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get, ensure_up
+
+PERIOD = 5
+APP = "securelink"
+AGI_PORT = 4573
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def testbed() -> None:
+    ensure_up()
+
+
+@dataclass
+class Home:
+    """A securelink installation in a temp folder, configured for the testbed (5 s period)."""
+
+    path: Path
+    env: dict[str, str]
+    master: bytes = b""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [sys.executable, "-m", "asterisk_securelink.cli", *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p
+
+    def add_device(self, name: str, number: str, *, register: bool = True) -> dict[str, Any]:
+        dev = json.loads(self.cli("device", "add", name, "--number", number, "--json").stdout)
+        if register:
+            self.cli("device", "register", str(dev["id"]))
+        assert isinstance(dev, dict)
+        return dev
+
+    def key(self, dev: Mapping[str, Any], at: float | None = None, direction: str = "inbound") -> str:
+        t = time.time() if at is None else at
+        epoch = epoch_at(t, PERIOD)
+        fmt = NumberFormat("XXXXXXXXXX")
+        return derive_key(device_secret(self.master, str(dev["key_id"])), direction, epoch, fmt)
+
+    def audit(self, action: str = "verify") -> list[dict[str, Any]]:
+        rows = json.loads(self.cli("audit", "list", "--action", action, "--json").stdout)
+        assert isinstance(rows, list)
+        return rows
+
+    def log_text(self, name: str) -> str:
+        p = self.path / f"{name}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.path / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "asterisk_securelink.cli", *args],
+            cwd=self.path,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        return proc.returncode
+
+
+CONFIG = f"""
+[database]
+url = "sqlite:///securelink.sqlite3"
+[keys]
+period = {PERIOD}
+[inbound]
+require_registered_number = true
+[lockout]
+max_failures = 50
+source_max_failures = 100000
+[ari]
+url = "http://127.0.0.1:8088"
+username = "{ARI_USER}"
+password = "{ARI_PASSWORD}"
+app = "{APP}"
+[ami]
+host = "{AMI_HOST}"
+port = {AMI_PORT}
+username = "{AMI_USER}"
+secret = "{AMI_SECRET}"
+[agi]
+host = "127.0.0.1"
+port = {AGI_PORT}
+"""
+
+
+def app_registered(name: str = APP) -> bool:
+    try:
+        apps = ari_get("/applications")
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+    return any(a.get("name") == name for a in apps)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def new_home(path: Path, db_url: str = "sqlite:///securelink.sqlite3", app: str = APP) -> Home:
+    """A securelink installation in `path`, initialised (config, master key, schema)."""
+    config = CONFIG.replace('url = "sqlite:///securelink.sqlite3"', f'url = "{db_url}"').replace(
+        f'app = "{APP}"', f'app = "{app}"'
+    )
+    (path / "securelink.toml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
+    h = Home(path, env)
+    h.cli("init")
+    h.master = masterkey.load(path / "master.key")
+    return h
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    h = new_home(tmp_path_factory.mktemp("securelink"))
+    yield h
+    for p in h.procs:
+        h.stop(p)
+
+
+@pytest.fixture(scope="module")
+def app(home: Home) -> Iterator[subprocess.Popen[bytes]]:
+    """`securelink run` + `securelink agi`, as an administrator would run them."""
+    run, agi = start_app(home)
+    yield run
+    stop_app(home, run, agi)
+
+
+def start_app(
+    home: Home, name: str = APP, agi: bool = True
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
+    wait_until(lambda: not app_registered(name), 15, f"a previous {name} app to go away")
+    run = home.start("run", "run")
+    agi_proc = home.start("agi", "agi") if agi else None
+    wait_until(lambda: app_registered(name), 20, f"{name} to register its Stasis app")
+    return run, agi_proc
+
+
+def stop_app(home: Home, *procs: subprocess.Popen[bytes] | None) -> None:
+    for p in procs:
+        if p is not None:
+            home.stop(p)
+    for name in ("run", "agi"):
+        assert "Traceback" not in home.log_text(name), home.log_text(name)[-3000:]
+
+
+def next_window(margin: float = 0.6) -> None:
+    """Sleep until just after the next epoch boundary, so a test's keys stay live for almost a whole period."""
+    now = time.time()
+    boundary = (epoch_at(now, PERIOD) + 1) * PERIOD
+    time.sleep(boundary - now + 0.05)
+
+
+def fresh_window(need: float = 2.5) -> None:
+    """Make sure at least `need` seconds of the current window remain."""
+    now = time.time()
+    left = (epoch_at(now, PERIOD) + 1) * PERIOD - now
+    if left < need:
+        time.sleep(left + 0.05)
+
+
+def no_channels_left(timeout: float = 10) -> None:
+    wait_until(lambda: ari_get("/channels") == [], timeout, "every channel to be gone")
+
+
+class AmiMonitor:
+    """An independent AMI session recording SecureLinkVerdict UserEvents."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.logged_in = asyncio.Event()
+        self.manager = Manager(
+            host=AMI_HOST,
+            port=AMI_PORT,
+            username=AMI_USER,
+            secret=AMI_SECRET,
+            events="on",
+            loop=asyncio.get_running_loop(),
+            on_login=lambda m: self.logged_in.set(),
+        )
+        self.manager.register_event("UserEvent", self._record)
+
+    def _record(self, manager: Any, event: Any) -> None:
+        if event.get("UserEvent") == "SecureLinkVerdict":
+            self.events.append(dict(event))
+
+    def results(self) -> list[str]:
+        return [e.get("Result", "") for e in self.events]
+
+
+@pytest.fixture
+async def ami() -> AsyncIterator[AmiMonitor]:
+    mon = AmiMonitor()
+    await mon.manager.connect()
+    await asyncio.wait_for(mon.logged_in.wait(), 10)
+    try:
+        yield mon
+    finally:
+        mon.manager.close()

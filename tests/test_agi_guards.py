@@ -1,0 +1,578 @@
+"""The guards around panoramisk 1.4 (see asterisk_securelink/agi.py and ami.py), on real loopback sockets.
+
+FastAGI: our server against raw clients. AMI: our publisher against a fake AMI peer (no Asterisk needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import pytest
+from panoramisk.fast_agi import Application
+
+from asterisk_securelink.agi import RESULT_VAR, FastAgiServer, agi_args, quote_value, script_of
+from asterisk_securelink.ami import (
+    AmiNotConnected,
+    AmiPublisher,
+    AmiTimeout,
+    check_header_name,
+    sanitize_action,
+    sanitize_value,
+)
+
+ENV_TIMEOUT = 0.5
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+class _Watchdog(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def loop_watchdog(seconds: float) -> Iterator[None]:
+    """A loop blocked by a busy coroutine never runs a timeout: SIGALRM interrupts whatever Python code runs."""
+
+    def fire(signum: int, frame: object) -> None:
+        raise _Watchdog("event loop blocked")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def agi_env(script: str = "verify", *args: str, **extra: str) -> bytes:
+    env = {
+        "agi_network": "yes",
+        "agi_network_script": script,
+        "agi_request": f"agi://127.0.0.1:4573/{script}",
+        "agi_channel": "PJSIP/carrier-0000002a",
+        "agi_language": "en",
+        "agi_type": "PJSIP",
+        "agi_uniqueid": "1700000000.42",
+        "agi_version": "22.0.0",
+        "agi_callerid": "4915112345678",
+        "agi_calleridname": "unknown",
+        "agi_dnid": "7000",
+        "agi_rdnis": "unknown",
+        "agi_context": "securelink-inbound-agi",
+        "agi_extension": "7000",
+        "agi_priority": "3",
+        "agi_enhanced": "0.0",
+        "agi_accountcode": "",
+        "agi_threadid": "140000000000",
+    }
+    env.update(extra)
+    for i, a in enumerate(args, 1):
+        env[f"agi_arg_{i}"] = a
+    return "".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n"
+
+
+async def answer_commands(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes = b"200 result=1\n"
+) -> list[str]:
+    """Play Asterisk: answer every command until the server closes; return the commands."""
+    commands: list[str] = []
+    async with asyncio.timeout(5):
+        while line := await reader.readline():
+            commands.append(line.decode().rstrip("\n"))
+            writer.write(reply)
+            await writer.drain()
+    writer.close()
+    return commands
+
+
+class Recorder:
+    def __init__(self, result: Mapping[str, str] | None = None, delay: float = 0.0, fail: bool = False) -> None:
+        self.calls: list[tuple[dict[str, str], list[str]]] = []
+        self.result = result if result is not None else {RESULT_VAR: "admitted", "SECURELINK_DEVICE": "7"}
+        self.delay = delay
+        self.fail = fail
+
+    async def __call__(self, env: dict[str, str], args: list[str]) -> Mapping[str, str]:
+        self.calls.append((env, args))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("boom")
+        return self.result
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def agi(recorder: Recorder) -> AsyncIterator[FastAgiServer]:
+    server = FastAgiServer(recorder, env_timeout=ENV_TIMEOUT, command_timeout=1.0, verify_timeout=1.0, max_line=512)
+    await server.serve("127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def proper_request(port: int, *args: str) -> list[str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(agi_env("verify", *args))
+    await writer.drain()
+    return await answer_commands(reader, writer)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """Seconds until the server closed the connection (reads and discards anything it sends)."""
+    t0 = time.monotonic()
+    async with asyncio.timeout(seconds):
+        with contextlib.suppress(ConnectionResetError):  # closed with our unread bytes: RST
+            while await reader.read(4096):
+                pass
+    return time.monotonic() - t0
+
+
+# ---- FastAGI guard 1: no spinning on early close -------------------------------------------------------------
+def _connect_and_close(port: int, n: int, reset: bool) -> None:
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        if reset:  # RST instead of FIN, as some scanners do
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+
+
+async def test_connect_and_close_does_not_spin_the_loop(agi: FastAgiServer, recorder: Recorder) -> None:
+    with loop_watchdog(5.0):
+        await asyncio.to_thread(_connect_and_close, agi.port, 100, False)
+        await asyncio.to_thread(_connect_and_close, agi.port, 100, True)
+        await asyncio.sleep(0.2)  # let the handlers see their EOFs
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(1.0)
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - wall0
+    assert wall < 1.5, "the event loop was blocked"
+    assert cpu < 0.3, f"{cpu:.2f} s CPU in 1 s idle: the loop spins"
+    assert agi.app is not None and not agi.app.active  # every early-closed connection is gone
+    assert await proper_request(agi.port, "ani") == [
+        'SET VARIABLE SECURELINK_RESULT "admitted"',
+        'SET VARIABLE SECURELINK_DEVICE "7"',
+    ]
+    assert len(recorder.calls) == 1
+
+
+async def test_stock_panoramisk_handler_spins() -> None:
+    """The control: the same measurement catches panoramisk 1.4's own handler (if this fails, panoramisk was fixed
+    and the guard could go)."""
+    app = Application(loop=asyncio.get_running_loop())
+    server = await asyncio.start_server(app.handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cpu0 = time.process_time()
+        with loop_watchdog(1.0):
+            await asyncio.to_thread(_connect_and_close, port, 1, False)
+            with contextlib.suppress(_Watchdog):
+                await asyncio.sleep(1.5)
+        cpu = time.process_time() - cpu0
+    finally:
+        server.close()
+    assert cpu > 0.5, f"stock handler used only {cpu:.2f} s CPU"
+
+
+# ---- FastAGI guard 2: read timeout ---------------------------------------------------------------------------
+async def test_silent_client_is_closed_after_env_timeout(agi: FastAgiServer, recorder: Recorder) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    took = await closed_within(reader, ENV_TIMEOUT + 2)
+    writer.close()
+    assert ENV_TIMEOUT * 0.8 <= took < ENV_TIMEOUT + 1
+    assert recorder.calls == []
+
+
+async def test_slow_client_is_closed_at_the_env_deadline(agi: FastAgiServer, recorder: Recorder) -> None:
+    """One deadline for the whole environment: a line every 0.1 s does not keep the connection open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for line in agi_env("verify").splitlines(keepends=True)[:-1]:
+                writer.write(line)
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    t = asyncio.create_task(trickle())
+    took = await closed_within(reader, ENV_TIMEOUT + 2)
+    t.cancel()
+    writer.close()
+    assert took < ENV_TIMEOUT + 1
+    assert recorder.calls == []
+
+
+async def test_unanswered_command_is_bounded(agi: FastAgiServer, recorder: Recorder) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    writer.write(agi_env("verify", "ani"))
+    took = await closed_within(reader, 3)  # we never answer the SET VARIABLE
+    writer.close()
+    assert took < 2.0  # command_timeout 1 s
+    assert len(recorder.calls) == 1
+
+
+# ---- FastAGI guard 3: a well-formed request ------------------------------------------------------------------
+async def test_verify_gets_env_and_args_and_sets_variables(agi: FastAgiServer, recorder: Recorder) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    writer.write(agi_env("verify", "ani", "x y"))
+    commands = await answer_commands(reader, writer)
+    assert commands == ['SET VARIABLE SECURELINK_RESULT "admitted"', 'SET VARIABLE SECURELINK_DEVICE "7"']
+    [(env, args)] = recorder.calls
+    assert args == ["ani", "x y"]
+    assert env["agi_callerid"] == "4915112345678"
+    assert env["agi_dnid"] == "7000"
+    assert env["agi_network_script"] == "verify"
+    assert env["agi_accountcode"] == ""
+
+
+async def test_values_are_quoted_and_cannot_inject_commands(recorder: Recorder) -> None:
+    recorder.result = {RESULT_VAR: 'a"b\\c\r\nEXEC Dial PJSIP/666', "BAD NAME": "x", "SECURELINK_MODE": "ani"}
+    server = FastAgiServer(recorder, command_timeout=1.0)
+    await server.serve("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(agi_env("verify"))
+        commands = await answer_commands(reader, writer)
+    finally:
+        await server.stop()
+    assert commands == [
+        'SET VARIABLE SECURELINK_RESULT "a\\"b\\\\cEXEC Dial PJSIP/666"',
+        'SET VARIABLE SECURELINK_MODE "ani"',
+    ]
+
+
+async def test_hangup_notice_and_100_trying_are_skipped(agi: FastAgiServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    writer.write(agi_env("verify"))
+    commands = await answer_commands(reader, writer, reply=b"HANGUP\n100 Trying...\n200 result=1\n")
+    assert len(commands) == 2
+
+
+async def test_callback_failure_and_timeout_set_error(recorder: Recorder) -> None:
+    for rec in (Recorder(fail=True), Recorder(delay=5)):
+        server = FastAgiServer(rec, verify_timeout=0.3)
+        await server.serve("127.0.0.1", 0)
+        try:
+            assert await proper_request(server.port) == ['SET VARIABLE SECURELINK_RESULT "error"']
+        finally:
+            await server.stop()
+
+
+async def test_unknown_script_sets_error_and_closes(agi: FastAgiServer, recorder: Recorder) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    writer.write(agi_env("nosuch"))
+    assert await answer_commands(reader, writer) == ['SET VARIABLE SECURELINK_RESULT "error"']
+    assert recorder.calls == []
+
+
+async def test_stop_is_clean_with_a_call_in_progress(recorder: Recorder) -> None:
+    server = FastAgiServer(Recorder(delay=30), verify_timeout=60)
+    await server.serve("127.0.0.1", 0)
+    port = server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(agi_env("verify"))
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    await server.stop(grace=0.2)
+    assert time.monotonic() - t0 < 2
+    assert await closed_within(reader, 2) >= 0
+    writer.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_connection_cap(recorder: Recorder) -> None:
+    server = FastAgiServer(recorder, env_timeout=2.0, max_connections=2)
+    await server.serve("127.0.0.1", 0)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await closed_within(reader, 1.0) < 0.5  # the third is closed at once
+        writer.close()
+        for _r, w in held:
+            w.close()
+        await asyncio.sleep(0.1)
+        assert await proper_request(server.port) != []  # capacity comes back
+    finally:
+        await server.stop()
+
+
+# ---- FastAGI guard 4: garbage --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # a web scanner
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),  # a TLS ClientHello
+        b"agi_network: yes\nagi_network_script: verify\nnot an agi line\n\n",
+        b"\n\n",  # blank environment
+        b"agi_network_script: verify\n" + b"agi_x: " + b"A" * 5000 + b"\n\n",  # overlong line (limit 512)
+        b"".join(b"agi_x%d: y\n" % i for i in range(300)) + b"\n",  # too many lines
+        b"agi_network: yes\nagi_network_script: verify\n",  # no blank line, then EOF
+    ],
+    ids=["http", "tls", "bad-line", "blank", "overlong", "many-lines", "eof-mid-env"],
+)
+async def test_garbage_is_closed_without_verifying(agi: FastAgiServer, recorder: Recorder, payload: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    writer.write(payload)
+    if payload.endswith(b"verify\n"):
+        writer.write_eof()
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    sent = b""
+    t0 = time.monotonic()
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(ENV_TIMEOUT + 2):
+            while chunk := await reader.read(4096):
+                sent += chunk
+    writer.close()
+    assert time.monotonic() - t0 < ENV_TIMEOUT  # closed at once, not at the env deadline
+    assert sent == b""  # nothing sent to a peer that is not Asterisk
+    assert recorder.calls == []
+    assert await proper_request(agi.port) != []  # and the server still serves
+
+
+def test_agi_helpers() -> None:
+    assert quote_value('x"\\\n\x00é') == '"x\\"\\\\"'
+    assert quote_value(None) == '""'
+    assert script_of({"agi_network_script": "/verify?x=1"}) == "verify"
+    assert script_of({}) is None
+    assert agi_args({"agi_arg_1": "a", "agi_arg_2": "", "agi_arg_4": "d"}) == ["a", ""]
+
+
+# ---- AMI: sanitizer ------------------------------------------------------------------------------------------
+def test_sanitize_value_strips_crlf_controls_and_non_ascii() -> None:
+    assert sanitize_value("+4915\r\nAction: Originate\r\n\r\n") == "+4915Action: Originate"
+    assert sanitize_value("a\x00b\tc\x7fd\x85e") == "abcde"
+    assert sanitize_value("Müller") == "M?ller"
+    assert sanitize_value(None) == ""
+    assert sanitize_value(42) == "42"
+    assert sanitize_value("x" * 1000) == "x" * 256
+    assert sanitize_value("  padded  ") == "padded"
+    for c in range(0x3000):
+        out = sanitize_value(f"a{chr(c)}b")
+        assert all(0x20 <= ord(ch) < 0x7F for ch in out), c
+
+
+def test_sanitize_action_checks_names() -> None:
+    assert sanitize_action({"Action": "UserEvent", "Variable": ["A=1\r\n", "B=2"]}) == {
+        "Action": "UserEvent",
+        "Variable": ["A=1", "B=2"],
+    }
+    for bad in ("Bad Name", "X\r\nAction", "", "1abc"):
+        with pytest.raises(ValueError):
+            check_header_name(bad)
+    with pytest.raises(ValueError):
+        sanitize_action({"Channel": "x"})  # no Action
+
+
+# ---- AMI: a fake peer ----------------------------------------------------------------------------------------
+class FakeAmi:
+    """Accepts a login (secret `good`), then acts on UserEvent per `mode`: ack | drop | silent."""
+
+    def __init__(self, mode: str = "ack") -> None:
+        self.mode = mode
+        self.raw = b""
+        self.actions: list[dict[str, str]] = []
+        self.logins = 0
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", port)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for w in self.writers:
+            w.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
+        try:
+            while True:
+                block = await reader.readuntil(b"\r\n\r\n")
+                self.raw += block
+                action: dict[str, str] = {}
+                for line in block.decode().split("\r\n"):
+                    if ": " in line:
+                        k, v = line.split(": ", 1)
+                        action.setdefault(k.lower(), v)
+                self.actions.append(action)
+                aid = action.get("actionid", "")
+                name = action.get("action", "").lower()
+                if name == "login":
+                    ok = action.get("secret") == "good"
+                    self.logins += ok
+                    status = "Success\r\nMessage: Authentication accepted" if ok else "Error\r\nMessage: Auth failed"
+                    writer.write(f"Response: {status}\r\nActionID: {aid}\r\n\r\n".encode())
+                    if not ok:
+                        await writer.drain()
+                        writer.close()
+                        return
+                elif name in ("userevent", "ping") and self.mode == "drop":
+                    writer.close()
+                    return
+                elif name in ("userevent", "ping") and self.mode == "silent":
+                    pass
+                else:
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    fake = FakeAmi()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def publisher_for(fake: FakeAmi, secret: str = "good", **kw: Any) -> AmiPublisher:  # noqa: S107
+    assert fake.server is not None
+    port = fake.server.sockets[0].getsockname()[1]
+    return AmiPublisher("127.0.0.1", port, "securelink", secret, reconnect_delay=1, **kw)
+
+
+async def test_publish_verdict_sends_sanitized_headers(fake_ami: FakeAmi) -> None:
+    async with publisher_for(fake_ami) as pub:
+        assert await pub.wait_logged_in(2)
+        ok = await pub.publish_verdict(
+            "admitted", 7, "inbound", "ani", "PJSIP/x\r\nAction: Originate\r\nChannel: PJSIP/666", "1700.1\n"
+        )
+    assert ok
+    ev = fake_ami.actions[-1]
+    assert ev["action"] == "UserEvent" and ev["userevent"] == "SecureLinkVerdict"
+    assert ev["result"] == "admitted" and ev["device"] == "7" and ev["direction"] == "inbound"
+    assert ev["mode"] == "ani" and ev["uniqueid"] == "1700.1"
+    assert ev["channel"] == "PJSIP/xAction: OriginateChannel: PJSIP/666"  # one header, no injected action
+    assert b"\r\nAction: Originate" not in fake_ami.raw
+    assert sum(a.get("action") == "Originate" for a in fake_ami.actions) == 0
+
+
+async def test_send_action_is_bounded_when_the_connection_drops_mid_action(fake_ami: FakeAmi) -> None:
+    fake_ami.mode = "drop"
+    async with publisher_for(fake_ami) as pub:
+        assert await pub.wait_logged_in(2)
+        t0 = time.monotonic()
+        with pytest.raises(AmiTimeout):
+            await pub.send_action({"Action": "UserEvent", "UserEvent": "X"}, timeout=0.5)
+        assert time.monotonic() - t0 < 1.0
+        # the cut action is not re-sent after the reconnect, and publish never raises
+        fake_ami.mode = "ack"
+        assert await pub.wait_logged_in(3)
+        await asyncio.sleep(0.3)
+        assert sum(a.get("userevent") == "X" for a in fake_ami.actions) == 1
+        assert await pub.publish_verdict("mismatch", None, "inbound", "ani", "c", "u")
+
+
+async def test_send_action_is_bounded_when_ami_never_answers(fake_ami: FakeAmi) -> None:
+    fake_ami.mode = "silent"
+    async with publisher_for(fake_ami, timeout=0.3) as pub:
+        assert await pub.wait_logged_in(2)
+        t0 = time.monotonic()
+        assert await pub.publish_verdict("admitted", 1, "inbound", "ani", "c", "u") is False
+        assert time.monotonic() - t0 < 0.8
+        assert pub.manager is not None and not pub.manager.protocol.responses  # forgotten, not leaked
+
+
+async def test_reconnects_after_loss(fake_ami: FakeAmi) -> None:
+    async with publisher_for(fake_ami) as pub:
+        assert await pub.wait_logged_in(2)
+        for w in fake_ami.writers:
+            w.close()
+        await asyncio.sleep(0.2)
+        assert not pub.logged_in
+        assert await pub.publish_verdict("admitted", 1, "inbound", "ani", "c", "u") is False  # fails fast
+        assert await pub.wait_logged_in(4)
+        assert fake_ami.logins == 2
+        assert await pub.publish_verdict("admitted", 1, "inbound", "ani", "c", "u")
+
+
+async def test_no_ami_never_blocks() -> None:
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pub = AmiPublisher("127.0.0.1", port, "securelink", "x", reconnect_delay=1)
+    t0 = time.monotonic()
+    assert await pub.publish_verdict("admitted", 1, "inbound", "ani", "c", "u") is False  # never started
+    with pytest.raises(AmiNotConnected):
+        await pub.send_action({"Action": "Ping"})
+    ok, detail = await pub.check(timeout=2)
+    assert not ok and "cannot connect" in detail
+    assert time.monotonic() - t0 < 1.0
+    assert pub.manager is None  # check() cleaned up what it started
+
+
+async def test_check_reports_login_result(fake_ami: FakeAmi) -> None:
+    ok, detail = await publisher_for(fake_ami).check(timeout=2)
+    assert ok, detail
+    t0 = time.monotonic()
+    ok, detail = await publisher_for(fake_ami, secret="bad").check(timeout=2)
+    assert not ok and "refused" in detail and "bad" not in detail
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_unanswered_login_is_retried() -> None:
+    """A peer that accepts TCP but never answers the login: the watchdog reconnects instead of waiting forever."""
+    accepted = 0
+
+    def count(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+
+    silent = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    pub = AmiPublisher("127.0.0.1", port, "securelink", "good", login_timeout=0.3, reconnect_delay=1)
+    try:
+        ok, detail = await pub.check(timeout=0.6)
+        assert not ok and "not answered" in detail
+        await pub.start()
+        await asyncio.sleep(1.8)
+        assert accepted >= 2
+    finally:
+        await pub.close()
+        silent.close()
+
+
+async def test_utf8_split_across_tcp_reads_survives(fake_ami: FakeAmi) -> None:
+    """panoramisk decodes each read alone with errors='ignore'; our protocol decodes the stream."""
+    async with publisher_for(fake_ami) as pub:
+        assert await pub.wait_logged_in(2)
+        got: list[str] = []
+        arrived = asyncio.Event()
+
+        def on_event(manager: Any, event: Any) -> None:
+            got.append(event["Name"])
+            arrived.set()
+
+        pub.manager.register_event("UserEvent", on_event)
+        [w] = fake_ami.writers
+        msg = "Event: UserEvent\r\nUserEvent: T\r\nName: Müller-€\r\n\r\n".encode()
+        cut = msg.index("ü".encode()) + 1  # in the middle of the two bytes of ü
+        w.write(msg[:cut])
+        await w.drain()
+        await asyncio.sleep(0.1)
+        w.write(msg[cut:])
+        await w.drain()
+        await asyncio.wait_for(arrived.wait(), 2)
+    assert got == ["Müller-€"]
