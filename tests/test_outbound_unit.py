@@ -1,0 +1,444 @@
+"""Outbound keyed calls without Asterisk: the pure decisions (`CallState`, cause mapping, leg plans) and the
+controller (`Outbound`) against a fake ARI and a fake store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from asterisk_securelink import outbound as ob
+from asterisk_securelink.app import CallInfo
+from asterisk_securelink.ari import Channel, ChannelDestroyed, StasisEnd
+from asterisk_securelink.config import Config, OutboundConfig
+from asterisk_securelink.formats import NumberFormat
+from asterisk_securelink.outbound import (
+    Bridge,
+    CallState,
+    Hangup,
+    LegOutcome,
+    LegPlan,
+    Outbound,
+    Phase,
+    caller_reason,
+    device_verdict,
+    keyer_for,
+    leg_outcome,
+    plan_legs,
+    reject_reason,
+)
+from asterisk_securelink.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.store import DeviceRow
+from asterisk_securelink.verdicts import Verdict
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+MASTER = bytes(range(32))
+
+
+def device(
+    status: str = "registered", desk: str | None = "PJSIP/desk1001", fork: bool = True, id: int = 7
+) -> DeviceRow:
+    return DeviceRow(id, "Alice", "15550001111", desk, f"key-{id}", status, None, fork, T, T, None, None)
+
+
+# ------------------------------------------------------------------------------------------- pure decisions
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        ("registered", None),
+        ("provisioned", Verdict.UNREGISTERED),
+        ("revoked", Verdict.REVOKED),
+        ("suspended", Verdict.REVOKED),
+        ("weird", Verdict.ERROR),
+    ],
+)
+def test_device_verdict(status: str, verdict: Verdict | None) -> None:
+    assert device_verdict(device(status)) == verdict
+
+
+def test_unknown_device_is_error() -> None:
+    assert device_verdict(None) is Verdict.ERROR
+
+
+def test_reject_reasons() -> None:
+    assert reject_reason(Verdict.RATE_LIMITED) == "congestion"
+    for v in (Verdict.REVOKED, Verdict.UNREGISTERED, Verdict.ERROR):
+        assert reject_reason(v) == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("cause", "outcome"),
+    [(17, LegOutcome.BUSY), (18, LegOutcome.NOANSWER), (19, LegOutcome.NOANSWER), (21, LegOutcome.DECLINED),
+     (34, LegOutcome.FAILED), (16, LegOutcome.FAILED), (None, LegOutcome.FAILED), (0, LegOutcome.FAILED)],
+)  # fmt: skip
+def test_leg_outcome(cause: int | None, outcome: LegOutcome) -> None:
+    assert leg_outcome(cause) is outcome
+
+
+def test_caller_reason_priority() -> None:
+    assert caller_reason([LegOutcome.BUSY]) == "busy"
+    assert caller_reason([LegOutcome.DECLINED]) == "busy"
+    assert caller_reason([LegOutcome.NOANSWER]) == "no_answer"
+    assert caller_reason([LegOutcome.FAILED]) == "congestion"
+    assert caller_reason([]) == "congestion"
+    assert caller_reason([LegOutcome.NOANSWER, LegOutcome.BUSY]) == "busy"
+    assert caller_reason([LegOutcome.FAILED, LegOutcome.NOANSWER]) == "no_answer"
+
+
+def test_plan_legs() -> None:
+    fmt = "PJSIP/{number}@carrier"
+    mobile = LegPlan("mobile", "PJSIP/15550001111@carrier", "KEY")
+    assert plan_legs("mobile", device(), fmt, "KEY", "100") == [mobile]
+    assert plan_legs("fork", device(), fmt, "KEY", "100") == [mobile, LegPlan("desk", "PJSIP/desk1001", "100")]
+    assert plan_legs("fork", device(fork=False), fmt, "KEY", "100") == [mobile]  # forking off: mobile only
+    assert plan_legs("fork", device(desk=None), fmt, "KEY", "100") == [mobile]  # no desk: mobile only
+    assert plan_legs("fork", device(), fmt, "KEY", None)[1].caller_id is None  # the desk never sees the key
+
+
+def test_keyer_matches_spec_vector() -> None:
+    # SLK1.md test vectors: outbound, epoch 1, XXXXXXXXXX -> 5575039342 (secret = bytes 0..31)
+    assert derive_key(bytes(range(32)), Direction.OUTBOUND, 1, NumberFormat("XXXXXXXXXX")) == "5575039342"
+    key = keyer_for(MASTER, NumberFormat("XXXXXXXXXX"))
+    expected = derive_key(device_secret(MASTER, "dev-0001"), Direction.OUTBOUND, 5, NumberFormat("XXXXXXXXXX"))
+    assert key("dev-0001", 5) == expected
+    assert key("dev-0001", 5) != derive_key(
+        device_secret(MASTER, "dev-0001"), Direction.INBOUND, 5, NumberFormat("XXXXXXXXXX")
+    )
+
+
+def fork_state() -> CallState:
+    st = CallState("c1", "c1", 7, "fork", Verdict.ADMITTED, T)
+    st.add_leg(LegPlan("mobile", "PJSIP/m@carrier", "KEY"), "m")
+    st.add_leg(LegPlan("desk", "PJSIP/desk1001", "100"), "d")
+    return st
+
+
+def test_first_answer_wins_and_cancels_the_other() -> None:
+    st = fork_state()
+    assert st.leg_answered("d", T) == [Bridge("d"), Hangup("m", "answered_elsewhere")]
+    assert st.phase is Phase.BRIDGED and st.winner == "d"
+    # both answered at once: the second one is hung up, never bridged
+    assert st.leg_answered("m", T) == [Hangup("m", "answered_elsewhere")]
+    assert st.winner == "d"
+    assert st.legs["m"].outcome is LegOutcome.ANSWERED_ELSEWHERE
+
+
+def test_exactly_one_bridge_whatever_the_order() -> None:
+    for order in (["m", "d"], ["d", "m"], ["m", "m", "d"]):
+        st = fork_state()
+        cmds = [c for leg in order for c in st.leg_answered(leg, T)]
+        assert sum(isinstance(c, Bridge) for c in cmds) == 1
+
+
+def test_failed_legs_then_the_caller_gets_the_cause() -> None:
+    st = fork_state()
+    assert st.leg_gone("d", 17, T) == []  # the desk is busy, the mobile still rings
+    assert st.phase is Phase.DIALING
+    assert st.leg_gone("m", 19, T) == [Hangup("c1", "busy")]  # busy beats no answer
+    assert st.cause == "busy" and st.phase.value == "ended"
+
+
+def test_single_leg_failures() -> None:
+    for cause, reason in ((17, "busy"), (19, "no_answer"), (34, "congestion"), (21, "busy")):
+        st = CallState("c1", "c1", 7, "mobile", Verdict.ADMITTED, T)
+        st.add_leg(LegPlan("mobile", "PJSIP/m@carrier", "KEY"), "m")
+        assert st.leg_gone("m", cause, T) == [Hangup("c1", reason)]
+
+
+def test_timeout_cancels_ringing_legs() -> None:
+    st = fork_state()
+    st.leg_gone("d", 34, T)
+    assert st.timed_out(T) == [Hangup("m", "normal"), Hangup("c1", "no_answer")]
+    assert st.legs["m"].outcome is LegOutcome.NOANSWER and st.cause == "no_answer"
+    assert st.timed_out(T) == []  # once
+    assert st.leg_answered("m", T) == [Hangup("m", "normal")]  # answered just too late: never bridged
+
+
+def test_timeout_after_bridge_does_nothing() -> None:
+    st = fork_state()
+    st.leg_answered("m", T)
+    assert st.timed_out(T) == []
+
+
+def test_caller_hangs_up_first_cancels_legs() -> None:
+    st = fork_state()
+    assert st.caller_left(T) == [Hangup("m", "normal"), Hangup("d", "normal")]
+    assert st.cause == "caller_cancelled"
+    assert {leg.outcome for leg in st.legs.values()} == {LegOutcome.CANCELLED}
+    assert st.leg_answered("m", T) == [Hangup("m", "normal")]  # a leg answering now is not bridged
+    assert st.leg_gone("m", 16, T) == [] and st.leg_gone("d", 16, T) == []
+    assert st.finished
+
+
+def test_bridged_hangups_both_ways() -> None:
+    st = fork_state()
+    st.leg_answered("m", T)
+    st.leg_gone("d", 26, T)
+    assert st.leg_gone("m", 16, T) == [Hangup("c1", "normal")]  # mobile hangs up: caller too
+    assert st.caller_left(T) == []
+    assert st.finished
+    st = fork_state()
+    st.leg_answered("m", T)
+    assert st.caller_left(T) == [Hangup("m", "normal")]  # caller hangs up: mobile too
+
+
+def test_abort_tears_everything_down() -> None:
+    st = fork_state()
+    st.leg_answered("m", T)
+    assert st.abort(T) == [Hangup("m", "normal"), Hangup("d", "normal"), Hangup("c1", "congestion")]
+    assert st.phase is Phase.ENDED and st.cause == "error"
+
+
+def test_record() -> None:
+    st = fork_state()
+    st.leg_answered("d", T)
+    st.leg_gone("m", 26, T)
+    st.caller_left(T)
+    st.leg_gone("d", 16, T)
+    rec = st.record()
+    assert rec["direction"] == "outbound" and rec["answered_by"] == "PJSIP/desk1001"
+    assert rec["legs"] == [
+        {"endpoint": "PJSIP/m@carrier", "channel": "m", "role": "mobile", "outcome": "answered_elsewhere"},
+        {"endpoint": "PJSIP/desk1001", "channel": "d", "role": "desk", "outcome": "answered"},
+    ]
+    assert rec["verdict"] == "admitted" and rec["hangup_cause"] == "normal"
+    assert all(rec[k] is not None and rec[k].tzinfo is not None for k in ("started_at", "answered_at", "ended_at"))
+
+
+def test_rejected_state() -> None:
+    st, cmds = CallState.rejected("c1", "c1", 7, "mobile", Verdict.RATE_LIMITED, T)
+    assert cmds == [Hangup("c1", "congestion")] and st.phase is Phase.ENDED
+    st.caller_left(T)
+    assert st.finished and st.record()["legs"] == []
+
+
+# ------------------------------------------------------------------------------------------------ controller
+class FakeAri:
+    def __init__(self, fail_originate: Sequence[str] = ()) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail_originate = set(fail_originate)
+        self.bridges = 0
+
+    async def originate(self, endpoint: str, **kw: Any) -> Channel:
+        self.calls.append(("originate", endpoint, kw))
+        if endpoint in self.fail_originate:
+            raise RuntimeError("refused")
+        return Channel(kw["channel_id"])
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        self.calls.append(("hangup", channel_id, reason))
+        return True
+
+    async def answer(self, channel_id: str) -> None:
+        self.calls.append(("answer", channel_id))
+
+    async def ring(self, channel_id: str) -> None:
+        self.calls.append(("ring", channel_id))
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        self.calls.append(("var", channel_id, name, value))
+
+    async def create_bridge(self, type: str = "mixing", *, bridge_id: str | None = None, name: str | None = None
+                            ) -> str:  # fmt: skip
+        self.bridges += 1
+        self.calls.append(("bridge", type))
+        return f"b{self.bridges}"
+
+    async def add_channel_to_bridge(self, bridge_id: str, channel_ids: Any, **kw: Any) -> None:
+        self.calls.append(("add", bridge_id, tuple(channel_ids), kw))
+
+    async def destroy_bridge(self, bridge_id: str) -> bool:
+        self.calls.append(("destroy", bridge_id))
+        return True
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == kind]
+
+
+class FakeStore:
+    def __init__(self, dev: DeviceRow | None) -> None:
+        self.dev = dev
+        self.last = -1
+
+    async def get_device(self, ref: str | int) -> DeviceRow | None:
+        return self.dev if self.dev is not None and int(ref) == self.dev.id else None
+
+    async def next_outbound_epoch(self, device_id: int, current: int, call_id: str | None) -> int | None:
+        for e in (current, current + 1):
+            if e > self.last:
+                self.last = e
+                return e
+        return None
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.bridged: list[tuple[Any, ...]] = []
+        self.finished: list[dict[str, Any]] = []
+        self.done = asyncio.Event()
+
+    async def on_bridged(self, *args: Any) -> None:
+        self.bridged.append(args)
+
+    async def on_finished(self, record: dict[str, Any]) -> None:
+        self.finished.append(record)
+        self.done.set()
+
+
+_made: list[Outbound] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_outbounds() -> Any:
+    """Calls a test leaves up keep their supervisor waiting: stop them so the event loop can close."""
+    yield
+    while _made:
+        await _made.pop().close(0)
+
+
+def make(dev: DeviceRow | None = None, ring_timeout: int = 5, **ari_kw: Any) -> tuple[Outbound, FakeAri, Hooks]:
+    cfg = replace(Config(), outbound=OutboundConfig(ring_timeout=ring_timeout))
+    ari = FakeAri(**ari_kw)
+    hooks = Hooks()
+    out = Outbound(cfg, FakeStore(dev if dev is not None else device()), ari, keyer_for(MASTER, cfg.outbound_fmt),
+                   lambda: 100, hooks=hooks)  # fmt: skip
+    _made.append(out)
+    return out, ari, hooks
+
+
+def caller(kind: str = "mobile", dev: str = "7", cid: str = "c1") -> CallInfo:
+    return CallInfo(cid, "PJSIP/carrier-00000001", "100", "67", (kind, dev))
+
+
+def leg_ids(ari: FakeAri) -> dict[str, str]:
+    return {c[2]["channel_id"].rsplit("-", 1)[1]: c[2]["channel_id"] for c in ari.of("originate")}
+
+
+async def destroyed(out: Outbound, cid: str, cause: int = 16) -> None:
+    await out.on_event(ChannelDestroyed(type="ChannelDestroyed", channel=Channel(cid), cause=cause))
+
+
+async def test_mobile_call_presents_the_key_and_bridges_on_answer() -> None:
+    out, ari, hooks = make()
+    await out.stasis_start(caller())
+    (orig,) = ari.of("originate")
+    expected = derive_key(device_secret(MASTER, "key-7"), Direction.OUTBOUND, 100, NumberFormat("XXXXXXXXXX"))
+    assert orig[1] == "PJSIP/15550001111@carrier"
+    assert orig[2]["caller_id"] == expected and orig[2]["app_args"] == "leg,c1" and orig[2]["app"] == "securelink"
+    assert ("ring", "c1") in ari.calls and not ari.of("answer")  # ringback, not answered yet
+    assert ("var", "c1", "SECURELINK_RESULT", "admitted") in ari.calls
+    leg = orig[2]["channel_id"]
+    await out.stasis_start(CallInfo(leg, "PJSIP/carrier-2", expected, "s", ("leg", "c1")))
+    assert ari.of("answer") == [("answer", "c1")]
+    assert ari.of("add") == [("add", "b1", ("c1", leg), {"inhibit_connected_line_updates": True})]
+    assert hooks.bridged == [("c1", 7, "c1", leg, "PJSIP/15550001111@carrier")]
+    await destroyed(out, leg)
+    assert ("hangup", "c1", "normal") in ari.calls
+    await destroyed(out, "c1")
+    await asyncio.wait_for(hooks.done.wait(), 2)
+    assert hooks.finished[0]["answered_by"] == "PJSIP/15550001111@carrier"
+    assert ari.of("destroy") == [("destroy", "b1")]
+    assert out.active == 0
+
+
+async def test_third_call_in_a_period_is_rate_limited() -> None:
+    out, ari, _hooks = make()
+    for cid in ("c1", "c2", "c3"):
+        await out.stasis_start(caller(cid=cid))
+    assert len(ari.of("originate")) == 2
+    assert ("var", "c3", "SECURELINK_RESULT", "rate_limited") in ari.calls
+    assert ("hangup", "c3", "congestion") in ari.calls
+    keys = [c[2]["caller_id"] for c in ari.of("originate")]
+    assert len(set(keys)) == 2  # epochs 100 and 101: never the same key twice
+
+
+@pytest.mark.parametrize(
+    ("dev", "ref", "verdict"),
+    [(device("revoked"), "7", "revoked"), (device("provisioned"), "7", "unregistered"), (device(), "8", "error"),
+     (device(), "x; DROP", "error")],
+)  # fmt: skip
+async def test_refused_devices_get_no_leg(dev: DeviceRow, ref: str, verdict: str) -> None:
+    out, ari, hooks = make(dev)
+    await out.stasis_start(caller(dev=ref))
+    assert ari.of("originate") == []
+    assert ("var", "c1", "SECURELINK_RESULT", verdict) in ari.calls
+    assert ("hangup", "c1", "rejected") in ari.calls
+    await out.on_event(StasisEnd(type="StasisEnd", channel=Channel("c1")))
+    await asyncio.wait_for(hooks.done.wait(), 2)
+    assert hooks.finished[0]["verdict"] == verdict and hooks.finished[0]["legs"] == []
+
+
+async def test_fork_rings_both_and_first_wins() -> None:
+    out, ari, _hooks = make()
+    await out.stasis_start(caller("fork"))
+    legs = leg_ids(ari)
+    assert set(legs) == {"mobile", "desk"}
+    desk_orig = next(c for c in ari.of("originate") if c[1] == "PJSIP/desk1001")
+    assert desk_orig[2]["caller_id"] == "100"  # the desk sees the real caller, not the key
+    await asyncio.gather(
+        out.stasis_start(CallInfo(legs["desk"], "d", "", "", ("leg", "c1"))),
+        out.stasis_start(CallInfo(legs["mobile"], "m", "", "", ("leg", "c1"))),
+    )
+    assert ari.bridges == 1
+    hangups = ari.of("hangup")
+    assert len([h for h in hangups if h[2] == "answered_elsewhere"]) >= 1
+    assert all(h[1] != "c1" for h in hangups)
+
+
+async def test_ring_timeout_gives_noanswer() -> None:
+    out, ari, hooks = make(ring_timeout=5)
+    out.ring_timeout = 0.05
+    await out.stasis_start(caller())
+    leg = leg_ids(ari)["mobile"]
+    await asyncio.sleep(0.2)
+    assert ("hangup", leg, "normal") in ari.calls and ("hangup", "c1", "no_answer") in ari.calls
+    await destroyed(out, leg, 16)
+    await destroyed(out, "c1", 19)
+    await asyncio.wait_for(hooks.done.wait(), 2)
+    assert hooks.finished[0]["hangup_cause"] == "no_answer"
+    assert hooks.finished[0]["legs"][0]["outcome"] == "no_answer"
+
+
+async def test_originate_failure_gives_congestion() -> None:
+    out, ari, _hooks = make(fail_originate=["PJSIP/15550001111@carrier"])
+    await out.stasis_start(caller())
+    assert ("hangup", "c1", "congestion") in ari.calls
+
+
+async def test_unknown_leg_is_hung_up() -> None:
+    out, ari, _hooks = make()
+    await out.stasis_start(CallInfo("stray", "x", "", "", ("leg", "nope")))
+    assert ari.of("hangup") == [("hangup", "stray", "normal")]
+
+
+async def test_reconcile_treats_vanished_channels_as_gone() -> None:
+    out, _ari, hooks = make()
+    await out.stasis_start(caller())
+    await out.reconcile(set())
+    await asyncio.wait_for(hooks.done.wait(), 2)
+    assert hooks.finished[0]["hangup_cause"] == "caller_cancelled"
+    assert out.active == 0
+
+
+async def test_hook_failure_does_not_break_the_call() -> None:
+    out, ari, hooks = make()
+
+    async def boom(*args: Any) -> None:
+        raise RuntimeError("escrow down")
+
+    hooks.on_bridged = boom  # type: ignore[method-assign]
+    await out.stasis_start(caller())
+    leg = leg_ids(ari)["mobile"]
+    await out.stasis_start(CallInfo(leg, "m", "", "", ("leg", "c1")))
+    assert ari.bridges == 1 and ("hangup", "c1", "congestion") not in ari.calls
+
+
+def test_handles() -> None:
+    assert Outbound.handles(caller("mobile")) and Outbound.handles(caller("fork")) and Outbound.handles(caller("leg"))
+    assert not Outbound.handles(CallInfo("x", "", None, None, ("inbound", "ani")))
+    assert not Outbound.handles(CallInfo("x", "", None, None, ()))
+    assert ob.CALL_KINDS == {"mobile", "fork"}
