@@ -527,6 +527,18 @@ class AriClient:
             raise
         return result
 
+    async def get_config_object(self, config_class: str, object_type: str, object_id: str) -> dict[str, str] | None:
+        """`GET /asterisk/config/dynamic/...`: a sorcery object's fields (e.g. res_pjsip endpoint), None if absent."""
+        try:
+            tuples = await self.request(
+                "GET", _path("asterisk", "config", "dynamic", config_class, object_type, object_id)
+            )
+        except AriError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {_str(t.get("attribute")): _str(t.get("value")) for t in tuples or [] if isinstance(t, Mapping)}
+
     async def get_channels(self) -> list[Channel]:
         data = await self.request("GET", "/channels")
         return [Channel.from_json(c) for c in data] if isinstance(data, list) else []

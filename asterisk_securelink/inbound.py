@@ -17,6 +17,7 @@ from .verdicts import Mode, Verdict
 RESULT_VAR = "SECURELINK_RESULT"
 DEVICE_VAR = "SECURELINK_DEVICE"
 MODE_VAR = "SECURELINK_MODE"
+CALL_KEY_VAR = "SECURELINK_CALL_KEY_ID"  # the escrow row id of a connected call's per-call key
 
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;[12])?$")
 

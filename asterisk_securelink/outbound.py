@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -33,7 +33,7 @@ from .app import CallInfo, VerdictPublisher
 from .ari import ChannelDestroyed, Event, StasisEnd
 from .config import Config
 from .formats import NumberFormat
-from .inbound import DEVICE_VAR, RESULT_VAR
+from .inbound import CALL_KEY_VAR, DEVICE_VAR, RESULT_VAR
 from .models import utcnow
 from .policy import DeviceStatus
 from .slk1 import Direction, derive_key, device_secret
@@ -298,9 +298,23 @@ class CallState:
 
 
 # ----------------------------------------------------------------------------------------------- collaborators
+@dataclass(frozen=True)
+class LegExtras:
+    """What the hooks add to a keyed call before its legs ring: the per-call key id (set on every channel as
+    SECURELINK_CALL_KEY_ID) and extra channel variables per leg endpoint (e.g. a PJSIP header on a TLS leg)."""
+
+    call_key_id: str | None = None
+    variables: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the variables may carry the per-call key
+        return f"LegExtras(call_key_id={self.call_key_id!r}, legs={sorted(self.variables)!r})"
+
+
 class OutboundHooks(Protocol):
-    """Injected by the lead (escrowed per-call key, call records). Both are awaited, bounded by HOOK_TIMEOUT;
-    an exception is logged and the call goes on."""
+    """Injected by the runner (escrowed per-call key, call records: `calls.CallHooks`). Each is awaited, bounded by
+    HOOK_TIMEOUT; an exception is logged and the call goes on (without a per-call key if `before_legs` failed)."""
+
+    async def before_legs(self, call_id: str, device_id: int, endpoints: Sequence[str]) -> LegExtras: ...
 
     async def on_bridged(
         self, call_id: str, device_id: int, caller_channel_id: str, leg_channel_id: str, leg_endpoint: str
@@ -310,6 +324,9 @@ class OutboundHooks(Protocol):
 
 
 class NoHooks:
+    async def before_legs(self, call_id: str, device_id: int, endpoints: Sequence[str]) -> LegExtras:
+        return LegExtras()
+
     async def on_bridged(
         self, call_id: str, device_id: int, caller_channel_id: str, leg_channel_id: str, leg_endpoint: str
     ) -> None:
@@ -338,6 +355,7 @@ class OutboundChannels(Protocol):
         app_args: str | Sequence[str] | None = None,
         caller_id: str | None = None,
         timeout: int | None = None,  # noqa: ASYNC109 - ARI's ring timeout
+        variables: Mapping[str, str] | None = None,
         channel_id: str | None = None,
     ) -> Any: ...
 
@@ -503,13 +521,14 @@ class Outbound:
             state.add_leg(plan, leg_id)
         c = self._track(state)
         async with c.lock:
-            await self._set_vars(call_id, verdict, device.id)
+            extras = await self._before_legs(call_id, device.id, plans)
+            await self._set_vars(call_id, verdict, device.id, extras.call_key_id)
             try:
                 await self.channels.ring(call_id)  # ringback (180) while the legs ring; not answered yet
             except Exception as exc:  # noqa: BLE001 - the caller may be gone already; its events will say so
                 log.warning("outbound %s: ring failed (%s)", call_id, type(exc).__name__)
             results = await asyncio.gather(
-                *(self._originate(call_id, plan, leg_id) for plan, leg_id in zip(plans, ids, strict=True)),
+                *(self._originate(call_id, plan, leg_id, extras) for plan, leg_id in zip(plans, ids, strict=True)),
                 return_exceptions=True,
             )
             for leg_id, result in zip(ids, results, strict=True):
@@ -518,13 +537,25 @@ class Outbound:
                     await self._hangup_quietly(leg_id, "normal")  # in case it exists after all
                     await self._apply(c, state.leg_gone(leg_id, None, self.clock()))
 
-    async def _originate(self, call_id: str, plan: LegPlan, leg_id: str) -> None:
+    async def _before_legs(self, call_id: str, device_id: int, plans: Sequence[LegPlan]) -> LegExtras:
+        try:
+            coro = self.hooks.before_legs(call_id, device_id, [p.endpoint for p in plans])
+            return await asyncio.wait_for(coro, HOOK_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - no per-call key for this call; the call itself goes on
+            log.error("outbound %s: no per-call key (%s)", call_id, type(exc).__name__)
+            return LegExtras()
+
+    async def _originate(self, call_id: str, plan: LegPlan, leg_id: str, extras: LegExtras) -> None:
+        variables = dict(extras.variables.get(plan.endpoint, {}))
+        if extras.call_key_id:
+            variables[CALL_KEY_VAR] = extras.call_key_id
         await self.channels.originate(
             plan.endpoint,
             app=self.config.ari.app,
             app_args=f"{LEG_KIND},{call_id}",
             caller_id=plan.caller_id,
             timeout=int(self.ring_timeout) + ORIGINATE_BACKSTOP,
+            variables=variables or None,
             channel_id=leg_id,
         )
 
@@ -642,8 +673,12 @@ class Outbound:
         except Exception as exc:  # noqa: BLE001 - a hook must not break call handling
             log.error("outbound hook %s failed (%s)", name, type(exc).__name__)
 
-    async def _set_vars(self, channel_id: str, verdict: Verdict, device_id: int | None) -> None:
+    async def _set_vars(
+        self, channel_id: str, verdict: Verdict, device_id: int | None, call_key_id: str | None = None
+    ) -> None:
         values = {RESULT_VAR: verdict.value, DEVICE_VAR: "" if device_id is None else str(device_id)}
+        if call_key_id:
+            values[CALL_KEY_VAR] = call_key_id
         for name, value in values.items():
             try:
                 await self.channels.set_channel_var(channel_id, name, value)

@@ -16,6 +16,7 @@ from .agi import FastAgiServer
 from .ami import AmiPublisher
 from .app import CallInfo, Handlers
 from .ari import AriClient, Channel, Event, StasisStart
+from .calls import CallBook, CallHooks, TlsLegs
 from .cli import StartupError
 from .config import Config
 from .migrations import head_revision
@@ -146,11 +147,21 @@ def outbound_for(
     publisher: AmiPublisher | None,
     hooks: OutboundHooks | None = None,
 ) -> Outbound:
+    """The outbound controller; by default with the escrowed per-call keys and call records of `calls.CallHooks`."""
+    if hooks is None:
+        book = CallBook(cfg, service.store)
+        try:
+            public = book.keyring.current()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"escrow.public_key_file: cannot load the escrow public key ({exc})") from None
+        if public is None:
+            log.warning("escrow.public_key_file is not set: connected calls get no per-call key")
+        hooks = CallHooks(book, TlsLegs(ari))
     return Outbound(
         cfg,
         service.store,
         ari,
-        keyer_for(service._master_key, cfg.outbound_fmt),  # TODO(lead): a public accessor on the service
+        keyer_for(masterkey.load(cfg.master_key_path), cfg.outbound_fmt),
         service.epoch_now,
         hooks=hooks,
         audit=service.write_audit,

@@ -12,7 +12,14 @@ import pytest
 from sqlalchemy import text, update
 
 from asterisk_securelink import config, escrow
-from asterisk_securelink.calls import CallBook, open_row
+from asterisk_securelink.calls import (
+    CallBook,
+    CallHooks,
+    TlsLegs,
+    call_key_header_value,
+    open_row,
+    pjsip_endpoint_name,
+)
 from asterisk_securelink.models import CallKey, utcnow
 from asterisk_securelink.store import Store
 
@@ -121,3 +128,80 @@ async def test_purge_deletes_only_expired(store: Store, keypair: tuple[Path, Pat
         )
     assert await store.purge_call_keys(utcnow(), "test") == 1
     assert [r.call_id for r in await store.list_call_keys()] == ["new"]
+
+
+# -- the outbound hooks: escrowed before the legs ring, sent only on TLS legs ------------------------------------
+class FakeConfigSource:
+    """ARI's dynamic config, as a dict: (type, id) -> fields. Counts lookups; can fail."""
+
+    def __init__(self, objects: dict[tuple[str, str], dict[str, str]], fail: bool = False) -> None:
+        self.objects = objects
+        self.fail = fail
+        self.lookups = 0
+
+    async def get_config_object(self, config_class: str, object_type: str, object_id: str) -> dict[str, str] | None:
+        self.lookups += 1
+        if self.fail:
+            raise ConnectionError("ARI down")
+        assert config_class == "res_pjsip"
+        return self.objects.get((object_type, object_id))
+
+
+PJSIP = {
+    ("endpoint", "carrier"): {"transport": "transport-udp"},
+    ("endpoint", "carrier-tls"): {"transport": "transport-tls"},
+    ("endpoint", "desk1001"): {"transport": ""},
+    ("transport", "transport-udp"): {"protocol": "udp"},
+    ("transport", "transport-tls"): {"protocol": "tls"},
+}
+
+
+@pytest.mark.parametrize(
+    ("dial", "name"),
+    [
+        ("PJSIP/15550001111@carrier", "carrier"),
+        ("PJSIP/desk1001", "desk1001"),
+        ("pjsip/desk1001/sip:1001@10.0.0.1:5061", "desk1001"),
+        ("SIP/1001", None),
+        ("PJSIP/", None),
+        ("Local/100@ctx", None),
+    ],
+)
+def test_pjsip_endpoint_name(dial: str, name: str | None) -> None:
+    assert pjsip_endpoint_name(dial) == name
+
+
+async def test_tls_legs_fail_closed_and_cache() -> None:
+    src = FakeConfigSource(PJSIP)
+    tls = TlsLegs(src)
+    assert await tls.is_tls("PJSIP/1555@carrier-tls") is True
+    assert await tls.is_tls("PJSIP/1555@carrier") is False
+    assert await tls.is_tls("PJSIP/desk1001") is False  # no explicit transport: cannot tell, so not TLS
+    assert await tls.is_tls("PJSIP/1555@nosuch") is False
+    assert await tls.is_tls("SIP/1555") is False
+    before = src.lookups
+    assert await tls.is_tls("PJSIP/1666@carrier-tls") is True  # cached per endpoint
+    assert src.lookups == before
+    down = TlsLegs(FakeConfigSource(PJSIP, fail=True))
+    assert await down.is_tls("PJSIP/1555@carrier-tls") is False
+
+
+async def test_call_hooks_send_the_escrowed_key_only_on_tls_legs(
+    store: Store, keypair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    priv, pub = keypair
+    hooks = CallHooks(book(tmp_path, store, pub), TlsLegs(FakeConfigSource(PJSIP)))
+    dev = await store.add_device("Alice", "15550001111", None, "kid-9", "test")
+    extras = await hooks.before_legs("call-9", dev.id, ["PJSIP/1555@carrier-tls", "PJSIP/1555@carrier"])
+    [row] = await store.get_call_keys("call-9")
+    assert extras.call_key_id == row.id
+    assert set(extras.variables) == {"PJSIP/1555@carrier-tls"}  # the UDP leg gets nothing
+    (value,) = extras.variables["PJSIP/1555@carrier-tls"].values()
+    assert value == call_key_header_value(open_row(row, priv))  # the header carries the escrowed key
+    assert value not in repr(extras)
+
+
+async def test_call_hooks_without_escrow_key_give_no_key(store: Store, tmp_path: Path) -> None:
+    hooks = CallHooks(CallBook(config.build({}, {}, tmp_path), store), TlsLegs(FakeConfigSource(PJSIP)))
+    extras = await hooks.before_legs("call-10", 0, ["PJSIP/1555@carrier-tls"])
+    assert extras.call_key_id is None and not extras.variables

@@ -20,6 +20,7 @@ from asterisk_securelink.outbound import (
     Bridge,
     CallState,
     Hangup,
+    LegExtras,
     LegOutcome,
     LegPlan,
     Outbound,
@@ -280,6 +281,12 @@ class Hooks:
         self.bridged: list[tuple[Any, ...]] = []
         self.finished: list[dict[str, Any]] = []
         self.done = asyncio.Event()
+        self.extras = LegExtras()
+        self.before: list[tuple[Any, ...]] = []
+
+    async def before_legs(self, call_id: str, device_id: int, endpoints: Any) -> LegExtras:
+        self.before.append((call_id, device_id, list(endpoints)))
+        return self.extras
 
     async def on_bridged(self, *args: Any) -> None:
         self.bridged.append(args)
@@ -442,3 +449,29 @@ def test_handles() -> None:
     assert not Outbound.handles(CallInfo("x", "", None, None, ("inbound", "ani")))
     assert not Outbound.handles(CallInfo("x", "", None, None, ()))
     assert ob.CALL_KINDS == {"mobile", "fork"}
+
+
+async def test_per_call_key_id_on_the_caller_and_every_leg_header_only_where_the_hooks_put_it() -> None:
+    out, ari, hooks = make()
+    header = "PJSIP_HEADER(add,X-SecureLink-Call-Key)"
+    hooks.extras = LegExtras("ck-1", {"PJSIP/15550001111@carrier": {header: "secret"}})
+    await out.stasis_start(caller("fork"))
+    assert hooks.before == [("c1", 7, ["PJSIP/15550001111@carrier", "PJSIP/desk1001"])]
+    assert ("var", "c1", "SECURELINK_CALL_KEY_ID", "ck-1") in ari.calls
+    by_endpoint = {c[1]: c[2]["variables"] for c in ari.of("originate")}
+    assert by_endpoint["PJSIP/15550001111@carrier"] == {header: "secret", "SECURELINK_CALL_KEY_ID": "ck-1"}
+    assert by_endpoint["PJSIP/desk1001"] == {"SECURELINK_CALL_KEY_ID": "ck-1"}  # no header on that leg
+    assert "secret" not in repr(hooks.extras)
+
+
+async def test_a_failing_before_legs_hook_rings_the_legs_without_a_per_call_key() -> None:
+    out, ari, hooks = make()
+
+    async def boom(*_a: Any) -> LegExtras:
+        raise RuntimeError("escrow store down")
+
+    hooks.before_legs = boom  # type: ignore[method-assign]
+    await out.stasis_start(caller())
+    (orig,) = ari.of("originate")
+    assert orig[2]["variables"] is None
+    assert not [c for c in ari.calls if c[0] == "var" and c[2] == "SECURELINK_CALL_KEY_ID"]
