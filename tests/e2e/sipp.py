@@ -217,6 +217,8 @@ class UasProcess:
         code: int = 486,
         reason: str = "Busy Here",
         max_lifetime: float = 300.0,
+        transport: str = "u1",
+        scenario: Path | None = None,
     ) -> None:
         scenarios = {"answer": "uas.xml", "reject": "uas_reject.xml", "noanswer": "uas_noanswer.xml"}
         if mode not in scenarios:
@@ -228,6 +230,9 @@ class UasProcess:
         self.code = code
         self.reason = reason
         self.max_lifetime = max_lifetime
+        self.transport = transport  # u1 (UDP) or t1 (TCP: behind stunnel for TLS)
+        if scenario is not None:
+            self.scenario = scenario
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -261,6 +266,8 @@ class UasProcess:
             "-d",
             str(self.ring_ms),
             "-nostdin",
+            "-t",
+            self.transport,
             "-trace_logs",
             "-log_file",
             str(self._dir / "uas.log"),
@@ -286,7 +293,7 @@ class UasProcess:
                 out = (self._dir / "sipp.out").read_text(errors="replace")[-2000:]
                 self.stop()
                 raise SippError(f"SIPp UAS on port {self.port} exited at start:\n{out}")
-            if _udp_port_bound(self.port):
+            if (_tcp_port_listening if self.transport.startswith("t") else _udp_port_bound)(self.port):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -323,6 +330,14 @@ class UasProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _tcp_port_listening(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((LOCAL_IP, port)) == 0
 
 
 def _udp_port_bound(port: int) -> bool:
