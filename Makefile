@@ -23,4 +23,4 @@ unit: bootstrap
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
 
 demo: testbed
-	$(PY) -m asterisk_securelink.demo
+	$(PY) scripts/demo.py

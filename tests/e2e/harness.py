@@ -78,7 +78,7 @@ class Home:
         return derive_key(device_secret(self.master, str(dev["key_id"])), direction, epoch, fmt)
 
     def audit(self, action: str = "verify") -> list[dict[str, Any]]:
-        rows = json.loads(self.cli("audit", "list", "--action", action, "--json").stdout)
+        rows = json.loads(self.cli("audit", "list", "--action", action, "--limit", "100000", "--json").stdout)
         assert isinstance(rows, list)
         return rows
 
