@@ -272,13 +272,18 @@ class VerificationService:
     async def flush_audit(self) -> bool:
         if not self._pending_audit:
             return True
-        batch = list(self._pending_audit)
+        # take the whole buffer before the first await: a concurrent flush then finds it empty, so no event is
+        # written twice (copying it and deleting after the write let two flushers write the same events)
+        batch, self._pending_audit = self._pending_audit, []
         try:
             await self.store.audit_many(batch)
         except Exception as exc:  # noqa: BLE001 - the database may be down; keep the events for later
             log.warning("audit write failed (%s); %d event(s) kept for retry", type(exc).__name__, len(batch))
+            self._pending_audit[:0] = batch  # back in front, in order, ahead of what arrived meanwhile
+            if len(self._pending_audit) > MAX_PENDING_AUDIT:
+                log.error("audit buffer full (%d events): dropping the oldest", MAX_PENDING_AUDIT)
+                del self._pending_audit[: len(self._pending_audit) - MAX_PENDING_AUDIT]
             return False
-        del self._pending_audit[: len(batch)]
         return True
 
     @property

@@ -226,3 +226,20 @@ async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: 
     assert await verify(svc, "abc") is Verdict.MALFORMED
     assert svc.pending_audit == 0
     assert [e.result for e in await store.list_audit(action="verify")] == ["error", "malformed"]
+
+
+async def test_concurrent_verifications_write_exactly_one_audit_row_each(
+    store: Store, svc: VerificationService
+) -> None:
+    import asyncio
+
+    devices = [await registered(store, f"C{i}", f"1555100{i:04d}", f"kid-c{i}") for i in range(10)]
+    before = len(await store.list_audit(action="verify", limit=10_000))
+    c = svc.config
+    numbers = [key(d, T, c) for d in devices] + [f"99999{i:05d}" for i in range(10)]
+    got = await asyncio.gather(*(verify(svc, n, call_id=f"cc{i}") for i, n in enumerate(numbers)))
+    await svc.flush_audit()
+    assert got.count(Verdict.ADMITTED) == 10
+    rows = await store.list_audit(action="verify", limit=10_000)
+    assert len(rows) - before == 20  # twenty calls, twenty rows: none lost, none written twice
+    assert svc.pending_audit == 0
