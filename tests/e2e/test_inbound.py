@@ -147,10 +147,12 @@ async def test_unregistered_device_registers_on_its_first_call(home: Home, app: 
 async def test_lockout_after_repeated_guesses(home: Home, app: Popen[bytes], ami: AmiMonitor) -> None:
     # the testbed config allows 50 failures per caller number: DNIS guesses from one caller number
     pairs = [("15559990000", f"8{1000000000 + i}") for i in range(51)]
+    since = last_audit_id(home)
     results = await acalls(*pairs)
     assert results == [403] * 51
     events = await wait_events(ami, 51, timeout=20)
     assert Counter(events) == Counter({"mismatch": 50, "locked_out": 1})
+    assert Counter(verdicts(home, since)) == Counter({"mismatch": 50, "locked_out": 1})  # the audit shows it too
     no_channels_left()
 
 
