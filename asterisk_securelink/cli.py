@@ -348,6 +348,8 @@ async def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
                 )
             )
             data = {"verdict": outcome.verdict.value, "device": outcome.device_id, "epoch": outcome.epoch}
+            if not await service.drain_audit():
+                raise CliError("the verdict could not be written to the audit (database unreachable?)")
             if service.strength() < WEAK_BITS:
                 print(
                     f"warning: one guess has about 2^-{service.strength():.1f} chance "

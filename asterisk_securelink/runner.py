@@ -45,6 +45,8 @@ async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
             service.strength(),
         )
         yield service
+        if not await service.drain_audit():
+            log.error("%d audit event(s) could not be written before stopping", service.pending_audit)
     finally:
         await store.close()
 

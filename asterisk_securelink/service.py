@@ -79,6 +79,7 @@ class VerificationService:
         self._lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
         self._pending_audit: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.last_refresh_seconds = 0.0
 
     # -- population ------------------------------------------------------------------------------------------
@@ -259,7 +260,28 @@ class VerificationService:
             source=req.source[:128] if req.source else None,
             detail=outcome.detail or None,
         )
-        await self.write_audit(event)
+        self.record_audit(event)  # written in the background: the verdict never waits for the audit commit
+
+    def record_audit(self, event: dict[str, Any]) -> None:
+        """Keep one event and have it written by the single background flusher (batched while a write is in
+        flight). While the database is down events stay in memory; `keep_fresh` retries at every boundary."""
+        if len(self._pending_audit) >= MAX_PENDING_AUDIT:
+            log.error("audit buffer full (%d events): dropping the oldest", MAX_PENDING_AUDIT)
+            del self._pending_audit[0]
+        self._pending_audit.append(event)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending(), name="audit-flush")
+
+    async def _flush_pending(self) -> None:
+        while self._pending_audit:
+            if not await self.flush_audit():
+                return  # the database is down: keep the events, retry at the next epoch boundary
+
+    async def drain_audit(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109 - a bound, not an operation timeout
+        """Wait for the background flusher, then write what is left. True when nothing is pending."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher}, timeout=timeout)
+        return await self.flush_audit()
 
     async def write_audit(self, event: dict[str, Any]) -> bool:
         """Write one audit event; while the database is unreachable events are kept and written later."""

@@ -305,6 +305,7 @@ async def test_the_verifier_admits_the_device_key(sqlite_store: Store, tmp_path:
             k = inbound_key(enrolled(c, d), at)
             out = await svc.verify(VerifyRequest(presented=k.key, call_id=f"{d.id}-{i}"))
             assert (out.verdict, out.device_id, out.epoch) == (Verdict.ADMITTED, d.id, k.epoch)
+    await svc.drain_audit()
 
 
 async def test_the_verifier_windows_seen_from_the_device(sqlite_store: Store, tmp_path: Path) -> None:
@@ -323,6 +324,7 @@ async def test_the_verifier_windows_seen_from_the_device(sqlite_store: Store, tm
     assert await verdict(inbound_key(p, T - 30).key, "prev") is Verdict.ADMITTED  # previous window, a slow call
     assert await verdict(now.key, "c1") is Verdict.ADMITTED
     assert await verdict(now.key, "c2") is Verdict.REPLAYED  # one call per key: the device waits seconds_left
+    await svc.drain_audit()
 
 
 async def test_the_pbx_outbound_keys_pass_the_device_check(sqlite_store: Store, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,11 @@ async def registered(store: Store, name: str, mobile: str, key_id: str) -> Devic
 
 
 @pytest.fixture
-async def svc(store: Store, tmp_path: Path) -> VerificationService:
+async def svc(store: Store, tmp_path: Path) -> AsyncIterator[VerificationService]:
     s = VerificationService(cfg(tmp_path), store, MASTER, clock=Clock(T), device_sync_interval=0)
     await s.start()
-    return s
+    yield s
+    await s.drain_audit()  # the background audit writer finishes before the store closes
 
 
 async def verify(s: VerificationService, number: str | None, **kw: object) -> Verdict:
@@ -203,6 +205,7 @@ async def test_every_verdict_is_audited_without_the_key(store: Store, svc: Verif
     k = key(d, T, svc.config)
     await verify(svc, k, call_id="a1", channel="PJSIP/carrier-1")
     await verify(svc, "abc")
+    assert await svc.drain_audit()
     events = await store.list_audit(action="verify")
     assert [e.result for e in events] == ["admitted", "malformed"]
     assert events[0].device_id == d.id and events[0].call_id == "a1" and events[0].channel == "PJSIP/carrier-1"
@@ -219,11 +222,13 @@ async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: 
     store.sessions.configure(bind=store.engine)
     out = await svc.verify(VerifyRequest(presented=key(d, T, svc.config), call_id="down"))
     assert out.verdict is Verdict.ERROR
-    assert svc.pending_audit == 1
+    assert not await svc.drain_audit()  # cannot be written now ...
+    assert svc.pending_audit == 1  # ... so it is kept
     await store.engine.dispose()
     store.engine = good_engine
     store.sessions.configure(bind=good_engine)
     assert await verify(svc, "abc") is Verdict.MALFORMED
+    assert await svc.drain_audit()
     assert svc.pending_audit == 0
     assert [e.result for e in await store.list_audit(action="verify")] == ["error", "malformed"]
 
@@ -238,8 +243,28 @@ async def test_concurrent_verifications_write_exactly_one_audit_row_each(
     c = svc.config
     numbers = [key(d, T, c) for d in devices] + [f"99999{i:05d}" for i in range(10)]
     got = await asyncio.gather(*(verify(svc, n, call_id=f"cc{i}") for i, n in enumerate(numbers)))
-    await svc.flush_audit()
+    assert await svc.drain_audit()
     assert got.count(Verdict.ADMITTED) == 10
     rows = await store.list_audit(action="verify", limit=10_000)
     assert len(rows) - before == 20  # twenty calls, twenty rows: none lost, none written twice
     assert svc.pending_audit == 0
+
+
+async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: VerificationService) -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+    real = store.audit_many
+
+    async def slow(events: list[dict[str, object]]) -> None:
+        await gate.wait()  # the audit database is stuck
+        await real(events)
+
+    store.audit_many = slow  # type: ignore[method-assign]
+    d = await registered(store, "S", "15550009", "kid-s")
+    out = await asyncio.wait_for(svc.verify(VerifyRequest(presented=key(d, T, svc.config), call_id="s1")), 2)
+    assert out.verdict is Verdict.ADMITTED  # decided while the audit write still hangs
+    assert await store.list_audit(action="verify") == []
+    gate.set()
+    assert await svc.drain_audit()
+    assert [e.result for e in await store.list_audit(action="verify")] == ["admitted"]
