@@ -181,16 +181,20 @@ class VerificationService:
             verdict = found.verdict or Verdict.MISMATCH
             return self._failed(Outcome(verdict, mode=mode), caller_subject, req.source, now)
         cand = found.candidate
-        device = await self.store.get_device(cand.device_id)
-        if device is None or device.key_id != self._key_ids.get(cand.device_id):
+        key_id = self._key_ids.get(cand.device_id, "")
+        # one transaction: read the device, spend only if it still has this key id and may use keys
+        result = await self.store.check_and_spend(
+            cand.device_id, key_id, Direction.INBOUND, cand.epoch, req.call_id, cand.epoch - current
+        )
+        device = result.device
+        if device is None or device.key_id != key_id:
             # deleted or rotated since the index was built: its old keys no longer count
             await self.sync_devices()
             return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
         stopped = status_verdict(device.status)
         if stopped is not None:
             return Outcome(stopped, device.id, cand.epoch, mode, {"status": device.status})
-        spent = await self.store.spend(device.id, Direction.INBOUND, cand.epoch, req.call_id, cand.epoch - current)
-        verdict = after_spend(device.status, spent)
+        verdict = after_spend(device.status, result.spent)
         outcome = Outcome(verdict, device.id, cand.epoch, mode, {"drift": cand.epoch - current})
         if verdict is Verdict.REPLAYED:
             return self._failed(outcome, caller_subject, req.source, now)

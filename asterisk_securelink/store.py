@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import delete, event, exists, func, select, text, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -29,6 +29,49 @@ class StoreError(RuntimeError):
 
 class DuplicateError(StoreError):
     pass
+
+
+SPENDABLE = ("provisioned", "registered")  # statuses whose keys count (policy.status_verdict)
+
+
+@dataclass(frozen=True)
+class SpendResult:
+    device: DeviceRow | None  # as read in the spending transaction
+    spent: bool
+
+
+async def _spend_in(
+    s: AsyncSession,
+    device_id: int,
+    key_id: str | None,
+    direction: Direction,
+    epoch: int,
+    call_id: str | None,
+    drift: int,
+) -> bool:
+    """One conditional UPDATE decides (see `Store.spend`); with `key_id`, only while the device still has that key id
+    and a spendable status."""
+    conditions = [KeyEpoch.device_id == device_id, KeyEpoch.direction == direction.value, KeyEpoch.last_epoch < epoch]
+    if key_id is not None:
+        conditions.append(exists().where(Device.id == device_id, Device.key_id == key_id, Device.status.in_(SPENDABLE)))
+    result = await s.execute(
+        update(KeyEpoch)
+        .where(*conditions)
+        .values(last_epoch=epoch, last_call_id=call_id, drift=drift, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) == 1:
+        return True
+    if call_id is None:
+        return False
+    row = (
+        await s.execute(
+            select(KeyEpoch.last_epoch, KeyEpoch.last_call_id).where(
+                KeyEpoch.device_id == device_id, KeyEpoch.direction == direction.value
+            )
+        )
+    ).first()
+    return row is not None and row.last_epoch == epoch and row.last_call_id == call_id
 
 
 @dataclass(frozen=True)
@@ -191,30 +234,21 @@ class Store:
         One conditional UPDATE decides: its row count is 1 for exactly one of any number of racing nodes.
         A re-presentation by the same call (SIP retransmission, second Stasis entry) is not a second use.
         """
-        now = utcnow()
         async with self.transaction() as s:
-            result = await s.execute(
-                update(KeyEpoch)
-                .where(
-                    KeyEpoch.device_id == device_id,
-                    KeyEpoch.direction == direction.value,
-                    KeyEpoch.last_epoch < epoch,
-                )
-                .values(last_epoch=epoch, last_call_id=call_id, drift=drift, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) == 1:
-                return True
-            if call_id is None:
-                return False
-            row = (
-                await s.execute(
-                    select(KeyEpoch.last_epoch, KeyEpoch.last_call_id).where(
-                        KeyEpoch.device_id == device_id, KeyEpoch.direction == direction.value
-                    )
-                )
-            ).first()
-            return row is not None and row.last_epoch == epoch and row.last_call_id == call_id
+            return await _spend_in(s, device_id, None, direction, epoch, call_id, drift)
+
+    async def check_and_spend(
+        self, device_id: int, key_id: str, direction: Direction, epoch: int, call_id: str | None, drift: int
+    ) -> SpendResult:
+        """The verifier's last step, in one transaction: read the device and, if it still has `key_id` and a status
+        that may use keys (provisioned, registered), spend like `spend`. The UPDATE itself re-checks key id and
+        status, so a device revoked or rotated by another node after the read is not admitted."""
+        async with self.transaction() as s:
+            device = await s.get(Device, device_id)
+            row = DeviceRow.of(device) if device is not None else None
+            if row is None or row.key_id != key_id or row.status not in SPENDABLE:
+                return SpendResult(row, False)
+            return SpendResult(row, await _spend_in(s, device_id, key_id, direction, epoch, call_id, drift))
 
     async def next_outbound_epoch(self, device_id: int, current: int, call_id: str | None) -> int | None:
         """Claim the outbound epoch to present: max(current, last + 1), at most current + 1 (SLK1.md).

@@ -79,3 +79,31 @@ async def test_no_column_can_hold_a_device_secret(store: Store) -> None:
     names = {c.name for c in Device.__table__.columns}
     assert not {n for n in names if "secret" in n or n in ("key", "seed")}
     assert await store.schema_revision() is not None
+
+
+async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(store: Store) -> None:
+    d = await store.add_device("A", "15550001", None, "kid-a", "t")
+    r = await store.check_and_spend(d.id, "kid-a", Direction.INBOUND, 100, "c1", 0)
+    assert r.spent and r.device is not None and r.device.status == "provisioned"
+    r = await store.check_and_spend(d.id, "kid-old", Direction.INBOUND, 101, "c2", 0)  # rotated meanwhile
+    assert not r.spent and r.device is not None and r.device.key_id == "kid-a"
+    await store.update_device(d.id, "device.revoke", "t", status="revoked")
+    r = await store.check_and_spend(d.id, "kid-a", Direction.INBOUND, 102, "c3", 0)
+    assert not r.spent and r.device is not None and r.device.status == "revoked"
+    assert (await store.check_and_spend(d.id + 999, "kid-a", Direction.INBOUND, 103, "c4", 0)).device is None
+    epoch = await store.key_epoch(d.id, Direction.INBOUND)
+    assert epoch is not None and epoch.last_epoch == 100  # none of the refused attempts spent anything
+
+
+async def test_the_spend_update_itself_rechecks_key_id_and_status(store: Store) -> None:
+    """What another node changes between the verifier's read and its UPDATE: the UPDATE's own guard refuses."""
+    from asterisk_securelink.store import _spend_in
+
+    d = await store.add_device("A", "15550001", None, "kid-a", "t")
+    await store.update_device(d.id, "device.suspend", "t", status="suspended")
+    async with store.transaction() as s:
+        assert not await _spend_in(s, d.id, "kid-a", Direction.INBOUND, 100, "c1", 0)  # suspended
+    await store.update_device(d.id, "device.resume", "t", status="registered")
+    async with store.transaction() as s:
+        assert not await _spend_in(s, d.id, "kid-b", Direction.INBOUND, 100, "c1", 0)  # another key id
+        assert await _spend_in(s, d.id, "kid-a", Direction.INBOUND, 100, "c1", 0)
