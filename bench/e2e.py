@@ -5,8 +5,9 @@
   (b) stasis   - a trivial Stasis app that only continues   (testbed 7002: Stasis(testbed-probe), our ARI client)
   (c) securelink - securelink admission of a genuine key    (testbed 1XX: Stasis(securelink,inbound,ani))
 
-SIPp measures the response time itself (start_rtd on the INVITE, rtd on the final response; -trace_rtt). The three
-runs are interleaved in rounds so drift of the machine hits them alike. Needs the testbed up (`make testbed`).
+SIPp measures the response time itself (its microsecond clock, read before the INVITE and at the final
+response). The three runs are interleaved in rounds so drift of the machine hits them alike. Needs the testbed up
+(`make testbed`).
 
     python3 bench/e2e.py [--calls 300] [--rate 20] [--rounds 3] [--out bench/results/e2e-DATE.json]
 """
@@ -49,14 +50,27 @@ def progress(msg: str) -> None:
 
 
 def timed_scenario(dest: Path) -> Path:
-    """uac.xml with SIPp's response-time measure from the INVITE to the final 200 or 403."""
+    """uac.xml with SIPp's own microsecond clock read just before the INVITE goes out and when the final 200 or 403
+    arrives (`gettimeofday` actions), logged as `TIME|<call>|<code>|<latency us>`."""
     text = (SCENARIO_DIR / "uac.xml").read_text()
-    text = text.replace('<send retrans="500">', '<send retrans="500" start_rtd="1">', 1)
-    text = text.replace('<recv response="403" optional="true" next="failed">',
-                        '<recv response="403" optional="true" next="failed" rtd="1">', 1)  # fmt: skip
-    text = text.replace('<recv response="200" rrs="true" timeout="15000"',
-                        '<recv response="200" rrs="true" rtd="1" timeout="15000"', 1)  # fmt: skip
-    assert text.count('rtd="1"') == 3, "uac.xml changed: update bench/e2e.py"
+    stamp = '<gettimeofday assign_to="{0}s,{0}u"/>'
+    text = text.replace(
+        '  <send retrans="500">', f'  <nop><action>{stamp.format("t0")}</action></nop>\n  <send retrans="500">', 1
+    )
+    text = text.replace(
+        '<action><assignstr assign_to="code" value="403"/></action>',
+        f'<action><assignstr assign_to="code" value="403"/>{stamp.format("t1")}</action>',
+        1,
+    )
+    text = text.replace(
+        '<action><assignstr assign_to="code" value="200"/></action>',
+        f'<action><assignstr assign_to="code" value="200"/>{stamp.format("t1")}</action>',
+        1,
+    )
+    text = text.replace('<log message="RESULT|[call_number]|[field0]|[field1]|[$code]"/>',
+                        '<log message="RESULT|[call_number]|[field0]|[field1]|[$code]"/>'
+                        '<log message="TIME|[call_number]|[$code]|[$t0s]|[$t0u]|[$t1s]|[$t1u]"/>', 1)  # fmt: skip
+    assert text.count("gettimeofday") == 3 and "TIME|" in text, "uac.xml changed: update bench/e2e.py"
     dest.write_text(text)
     return dest
 
@@ -67,18 +81,17 @@ def run_sipp(calls: list[tuple[str, str]], rate: float, scenario: Path) -> dict[
         (d / "calls.csv").write_text("SEQUENTIAL\n" + "".join(_csv_row(a, b) for a, b in calls))
         cmd = [SIPP, "127.0.0.1:5060", "-sf", str(scenario), "-inf", str(d / "calls.csv"), "-m", str(len(calls)),
                "-r", str(rate), "-l", "200", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", "0",
-               "-mp", str(_free_udp_port()), "-nostdin", "-trace_rtt", "-rtt_freq", "1", "-trace_logs",
+               "-mp", str(_free_udp_port()), "-nostdin", "-trace_logs",
                "-log_file", str(d / "results.log"), "-timeout", f"{int(len(calls) / rate) + 60}s"]  # fmt: skip
         t0 = time.monotonic()
         subprocess.run(cmd, cwd=d, stdin=subprocess.DEVNULL, capture_output=True, timeout=len(calls) / rate + 90)
         wall = time.monotonic() - t0
         rtts: list[float] = []
-        for f in d.glob("*_rtt.csv"):
-            for line in f.read_text().splitlines()[1:]:
-                parts = line.split(";")
-                if len(parts) >= 2:
-                    with contextlib.suppress(ValueError):
-                        rtts.append(float(parts[1]))
+        for line in (d / "results.log").read_text().splitlines():
+            if line.startswith("TIME|"):
+                _, _, _code, s0, u0, s1, u1 = line.split("|")
+                with contextlib.suppress(ValueError):
+                    rtts.append(((float(s1) - float(s0)) * 1e6 + float(u1) - float(u0)) / 1000.0)
         codes = [line.split("|")[4] for line in (d / "results.log").read_text().splitlines()
                  if line.startswith("RESULT|")]  # fmt: skip
     return {"rtts_ms": rtts, "codes": codes, "wall_s": wall}
