@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20.0, help="calls per second")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--database-url", help="store for securelink (default: the embedded SQLite file)")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="securelink-bench-home-"))
@@ -172,6 +173,7 @@ def main() -> int:
     (home / "securelink.toml").write_text(
         f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
         f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n[lockout]\nsource_max_failures = 1000000\n'
+        + (f'[database]\nurl = "{args.database_url}"\n' if args.database_url else "")
     )
     cli(home, env, "init")
     n_dev = args.calls * args.rounds
@@ -237,6 +239,7 @@ def main() -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
         "calls_per_target": args.calls * args.rounds,
         "offered_rate": args.rate,
+        "store": "postgresql" if args.database_url and "postgres" in args.database_url else "sqlite",
         "targets": {},
     }
     for target, res in results.items():
