@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from .config import Config
 from .inbound import RESULT_VAR, Action, channel_vars, parse_mode, request_for, route_for
+from .metrics import Metrics
 from .service import Outcome, VerificationService
 from .verdicts import Mode, Verdict
 
@@ -66,8 +67,10 @@ class Handlers:
         service: VerificationService,
         channels: ChannelControl,
         publisher: VerdictPublisher | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.service = service
         self.channels = channels
         self.publisher = publisher
@@ -93,6 +96,14 @@ class Handlers:
             self.handled += 1
 
     async def admit(self, call: CallInfo) -> None:
+        started = time.perf_counter()
+        try:
+            await self._admit(call)
+        finally:
+            if self.metrics is not None:
+                self.metrics.admission.observe(time.perf_counter() - started)
+
+    async def _admit(self, call: CallInfo) -> None:
         outcome = await self.decide(call, call.args[1] if len(call.args) > 1 else None, "stasis")
         route = route_for(outcome.verdict, self.config.inbound)
         # the variables go in parallel (one ARI round trip instead of three); any failure raises -> rejected
@@ -140,6 +151,8 @@ class Handlers:
                 log.error("channel %s: verification timed out; verdict error", call.channel_id)
                 outcome = Outcome(Verdict.ERROR, mode=mode, detail={"reason": "timeout"})
         self._publish(call, outcome)
+        if self.metrics is not None:
+            self.metrics.verdict(outcome.verdict.value, "inbound", outcome.mode.value)
         log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
         return outcome
 

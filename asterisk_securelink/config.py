@@ -98,7 +98,8 @@ class EscrowConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    listen: str = ""
+    listen: str = ""  # host:port of /metrics and /health; empty = off
+    allow_remote: bool = False  # a non-loopback listen address must be asked for explicitly
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"outbound.ring_timeout: must be 5..300 seconds, got {cfg.outbound.ring_timeout}")
     if cfg.escrow.retention_days < 1:
         raise ConfigError(f"escrow.retention_days: must be >= 1, got {cfg.escrow.retention_days}")
+    if cfg.metrics.listen:
+        from .metrics import parse_listen
+
+        try:
+            parse_listen(cfg.metrics.listen, cfg.metrics.allow_remote)
+        except ValueError as exc:
+            raise ConfigError(f"metrics.listen: {exc}") from None
     if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log.level: must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
     if not cfg.database.url.startswith(("sqlite", "postgresql", "postgres")):

@@ -19,6 +19,7 @@ from .ari import AriClient, Channel, Event, StasisStart
 from .calls import CallBook, CallHooks, TlsLegs
 from .cli import StartupError
 from .config import Config
+from .metrics import Metrics, MetricsServer, parse_listen
 from .migrations import head_revision
 from .outbound import Outbound, OutboundHooks, keyer_for
 from .service import VerificationService
@@ -63,6 +64,31 @@ async def publisher_for(cfg: Config) -> AsyncIterator[AmiPublisher | None]:
         yield pub
     finally:
         await pub.close()
+
+
+@contextlib.asynccontextmanager
+async def metrics_for(cfg: Config, service: VerificationService, needs_ari: bool) -> AsyncIterator[Metrics | None]:
+    """The /metrics + /health server when `[metrics] listen` is set (validated with the config)."""
+    if not cfg.metrics.listen:
+        yield None
+        return
+    metrics = Metrics(cfg.keys.period)
+    metrics.needs_ari = needs_ari
+    service.metrics = metrics
+    metrics.index_refreshed(service.last_refresh_seconds, len(service.index))  # built by service.start()
+    host, port = parse_listen(cfg.metrics.listen, cfg.metrics.allow_remote)
+    server = MetricsServer(
+        metrics, host, port, count_escrow=service.store.count_call_keys, pending_audit=lambda: service.pending_audit
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartupError(f"metrics.listen: cannot listen on {cfg.metrics.listen} ({exc.strerror})") from None
+    try:
+        yield metrics
+    finally:
+        service.metrics = None
+        await server.close()
 
 
 def _stop_event() -> asyncio.Event:
@@ -173,14 +199,25 @@ def outbound_for(
 
 async def run_stasis(cfg: Config) -> None:
     stop = _stop_event()
-    async with service_for(cfg) as service, publisher_for(cfg) as publisher:
+    async with (
+        service_for(cfg) as service,
+        publisher_for(cfg) as publisher,
+        metrics_for(cfg, service, needs_ari=True) as metrics,
+    ):
         ari = ari_client(cfg)
-        handlers = Handlers(cfg, service, ari, publisher)
+        handlers = Handlers(cfg, service, ari, publisher, metrics)
         outbound = outbound_for(cfg, service, ari, publisher)
         runner = StasisRunner(cfg, service, ari, handlers, outbound)
         tasks = [
             asyncio.create_task(service.keep_fresh(stop), name="index"),
-            asyncio.create_task(ari.run(runner.on_event, on_connect=runner.on_connect), name="ari"),
+            asyncio.create_task(
+                ari.run(
+                    runner.on_event,
+                    on_connect=runner.on_connect,
+                    on_state_change=metrics.ari_state if metrics is not None else None,
+                ),
+                name="ari",
+            ),
         ]
         tasks[1].add_done_callback(lambda t: stop.set())  # ARI refused our credentials: stop, exit non-zero
         log.info("securelink Stasis app %r starting (ARI %s)", cfg.ari.app, cfg.ari.url)
@@ -200,8 +237,12 @@ async def run_stasis(cfg: Config) -> None:
 
 async def run_agi(cfg: Config) -> None:
     stop = _stop_event()
-    async with service_for(cfg) as service, publisher_for(cfg) as publisher:
-        handlers = Handlers(cfg, service, _NoChannels(), publisher)
+    async with (
+        service_for(cfg) as service,
+        publisher_for(cfg) as publisher,
+        metrics_for(cfg, service, needs_ari=False) as metrics,
+    ):
+        handlers = Handlers(cfg, service, _NoChannels(), publisher, metrics)
         server = FastAgiServer(handlers.agi_verify)
         await server.serve(cfg.agi.host, cfg.agi.port)
         refresher = asyncio.create_task(service.keep_fresh(stop), name="index")

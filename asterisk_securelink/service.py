@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .keyindex import Candidate, KeyIndex, Window
@@ -23,6 +23,9 @@ from .policy import DeviceStatus, after_spend, identify, status_verdict, strengt
 from .slk1 import Direction, device_secret, epoch_at
 from .store import DeviceRow, Store, audit_fields
 from .verdicts import FAILURES, Mode, Verdict
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class VerificationService:
         self._master_key = master_key
         self.clock = clock
         self.device_sync_interval = device_sync_interval
+        self.metrics: Metrics | None = None  # set by the runner when [metrics] listen is configured
         k = config.keys
         self.window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
         self.index = KeyIndex(Direction.INBOUND, config.inbound_fmt, self.window)
@@ -116,6 +120,8 @@ class VerificationService:
             tables = await asyncio.to_thread(lambda: {e: self.index.build(e, snapshot) for e in missing})
             self.index.install(current, tables, snapshot)
             self.last_refresh_seconds = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.index_refreshed(self.last_refresh_seconds, len(self.index))
             return len(missing)
 
     async def start(self) -> None:
@@ -309,7 +315,11 @@ class VerificationService:
             if len(self._pending_audit) > MAX_PENDING_AUDIT:
                 log.error("audit buffer full (%d events): dropping the oldest", MAX_PENDING_AUDIT)
                 del self._pending_audit[: len(self._pending_audit) - MAX_PENDING_AUDIT]
+            if self.metrics is not None:
+                self.metrics.database(False)
             return False
+        if self.metrics is not None:
+            self.metrics.database(True)
         return True
 
     @property

@@ -285,6 +285,10 @@ class Store:
             )
             return list((await s.execute(q)).scalars())
 
+    async def count_call_keys(self) -> int:
+        async with self.sessions() as s:
+            return int((await s.execute(select(func.count(CallKey.id)))).scalar_one())
+
     async def list_call_keys(self, limit: int = 1000) -> list[CallKey]:
         async with self.sessions() as s:
             q = select(CallKey).order_by(CallKey.created_at.desc()).limit(limit)
