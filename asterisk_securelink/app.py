@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from .config import Config
 from .inbound import RESULT_VAR, Action, channel_vars, parse_mode, request_for, route_for
 from .metrics import Metrics
+from .policy import DeviceStatus
 from .service import Outcome, VerificationService
 from .verdicts import Mode, Verdict
 
@@ -132,6 +133,10 @@ class Handlers:
             await self.channels.hangup(call.channel_id, "rejected")
             return
         device = await self.service.register(entry[0], actor="call")
+        if device.status != DeviceStatus.REGISTERED:  # suspended or revoked since the call was verified
+            log.warning("device %s is %s: not registered, call rejected", device.id, device.status)
+            await self.channels.hangup(call.channel_id, "rejected")
+            return
         await self.channels.set_channel_var(call.channel_id, RESULT_VAR, Verdict.ADMITTED.value)
         await self.channels.continue_in_dialplan(call.channel_id, self.config.inbound.admitted_context, call.exten, 1)
         log.info("device %s registered by its first verified call", device.id)

@@ -174,14 +174,17 @@ class VerificationService:
         if p.kind is Kind.MALFORMED:
             return self._failed(Outcome(Verdict.MALFORMED, mode=mode), caller_subject, req.source, now)
 
+        hint = normalize(req.caller) if mode is not Mode.ANI else None
+        if mode is not Mode.ANI and hint is None and self.config.inbound.require_registered_number:
+            # two-factor: the caller's registered number picks the device; without one there is nothing to check
+            return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
         current = self.epoch_now(now)
         candidates = await self._candidates(p.digits, current)
-        hint = normalize(req.caller) if mode is not Mode.ANI else None
         found = identify(
             candidates,
             self._mobile,
             hint,
-            require_hint=self.config.inbound.require_registered_number and hint is not None,
+            require_hint=self.config.inbound.require_registered_number and mode is not Mode.ANI,
         )
         if found.verdict is not None or found.candidate is None:
             verdict = found.verdict or Verdict.MISMATCH
@@ -256,7 +259,8 @@ class VerificationService:
 
     # -- audit -----------------------------------------------------------------------------------------------
     async def _record(self, req: VerifyRequest, outcome: Outcome) -> None:
-        subject = normalize(req.caller) if outcome.mode is not Mode.ANI else None  # never the key itself
+        # the caller number only when the key was the dialed number: in ANI (and undecided EITHER) mode it is the key
+        subject = normalize(req.caller) if outcome.mode is Mode.DNIS else None
         event = audit_fields(
             "verify",
             outcome.verdict.value,

@@ -178,6 +178,31 @@ async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path:
     k = key(a, T, c)
     assert await verify(svc, k, mode=Mode.DNIS, caller="15550002", call_id="1") is Verdict.MISMATCH
     assert await verify(svc, k, mode=Mode.DNIS, caller="15550001", call_id="2") is Verdict.ADMITTED
+    k2 = key(a, T + 30, c)
+    svc.clock = Clock(T + 30)  # type: ignore[method-assign]
+    for caller in (None, "anonymous", ""):  # no caller number: nothing picks the device, so no admission
+        assert await verify(svc, k2, mode=Mode.DNIS, caller=caller, call_id=f"n{caller}") is Verdict.MISMATCH
+    assert await verify(svc, k2, mode=Mode.DNIS, caller="15550001", call_id="3") is Verdict.ADMITTED  # not spent
+    await svc.drain_audit()
+
+
+async def test_two_factor_leaves_ani_mode_alone(store: Store, tmp_path: Path) -> None:
+    c = cfg(tmp_path, inbound={"require_registered_number": True})
+    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    a = await registered(store, "A", "15550001", "kid-a")
+    await svc.start()
+    assert await verify(svc, key(a, T, c), mode=Mode.ANI, call_id="1") is Verdict.ADMITTED
+    await svc.drain_audit()
+
+
+async def test_audit_subject_is_never_the_presented_key(store: Store, svc: VerificationService) -> None:
+    d = await registered(store, "A", "15550001", "kid-a")
+    k = key(d, T, svc.config)
+    await verify(svc, k, mode=Mode.ANI, caller=k, call_id="1")
+    await verify(svc, "12345", mode=Mode.EITHER, caller=k, dialed="12345", call_id="2")
+    await svc.drain_audit()
+    rows = await store.list_audit(action="verify")
+    assert len(rows) == 2 and all(r.subject is None for r in rows)
 
 
 async def test_either_mode_prefers_the_dialed_number(store: Store, svc: VerificationService) -> None:
