@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import config as config_mod
 from . import masterkey
 from .config import Config, ConfigError
+from .escrow import EscrowError
 from .formats import FormatError
 from .masterkey import MasterKeyError
 from .models import utcnow
@@ -104,11 +107,34 @@ def _provisioning(cfg: Config, master: bytes, device: DeviceRow) -> Provisioning
     )
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if not 1 <= n <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be 1..10000000, got {n}")
+    return n
+
+
+def _unix_time(value: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected unix seconds, got {value!r}") from None
+    if not math.isfinite(t) or not 0 <= t < 2**40:
+        raise argparse.ArgumentTypeError(f"expected unix seconds between 0 and 2^40, got {value!r}")
+    return t
+
+
 def _parse_since(value: str) -> datetime:
     m = re.fullmatch(r"(\d+)([smhd])", value)
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return utcnow() - timedelta(**{unit: int(m.group(1))})
+        try:
+            return utcnow() - timedelta(**{unit: int(m.group(1))})
+        except (OverflowError, ValueError):
+            raise CliError(f"--since: {value!r} reaches back before year 1") from None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -328,6 +354,9 @@ async def cmd_key_current(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
+    if args.at is not None and args.at > time.time() + cfg.keys.period:
+        # an admitted verdict spends the key: spending windows no device has reached yet would burn real keys
+        raise CliError("--at is in the future: verify spends the key it admits, so only past or present times")
     master = masterkey.load(cfg.master_key_path)
     store = _store(cfg)
     try:
@@ -568,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     cur = key.add_parser("current", parents=[common], help="print a device's current key (audited)")
     cur.add_argument("device", help="device id or key_id")
     cur.add_argument("--direction", choices=[d.value for d in Direction], default="inbound")
-    cur.add_argument("--at", type=float, metavar="UNIX_TIME")
+    cur.add_argument("--at", type=_unix_time, metavar="UNIX_TIME")
 
     ver = sub.add_parser("verify", parents=[common], help="run the verifier on a number, as a call would")
     ver.add_argument("number")
@@ -576,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--mode", choices=["ani", "dnis"], default="ani")
     ver.add_argument("--caller", help="the caller number (DNIS mode: narrows collisions / two-factor)")
     ver.add_argument("--call-id", help="call id (the same call re-presented is not a replay)")
-    ver.add_argument("--at", type=float, metavar="UNIX_TIME")
+    ver.add_argument("--at", type=_unix_time, metavar="UNIX_TIME")
 
     esc = sub.add_parser("escrow", help="escrowed per-call keys").add_subparsers(dest="escrow_cmd", required=True)
     kg = esc.add_parser("keygen", parents=[common], help="write a new escrow key pair (private key 0600)")
@@ -591,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     calls = sub.add_parser("calls", help="call records").add_subparsers(dest="calls_cmd", required=True)
     cl = calls.add_parser("list", parents=[common], help="call records, oldest first")
     cl.add_argument("--since", help="ISO time or duration (15m, 2h, 7d)")
-    cl.add_argument("--limit", type=int, default=1000)
+    cl.add_argument("--limit", type=_positive_int, default=1000)
 
     sub.add_parser("run", help="run the Stasis app (connects to ARI and AMI; runs until stopped)")
     sub.add_parser("agi", help="run the FastAGI server for AGI(agi://HOST:4573/verify,ani|dnis)")
@@ -601,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     al = audit.add_parser("list", parents=[common], help="list audit events, oldest first")
     al.add_argument("--since", help="ISO time or duration (15m, 2h, 7d)")
     al.add_argument("--action", help="only this action, e.g. verify, device.revoke")
-    al.add_argument("--limit", type=int, default=1000)
+    al.add_argument("--limit", type=_positive_int, default=1000)
     return p
 
 
@@ -654,6 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         StoreError,
         LookupError,
         StartupError,
+        EscrowError,
     ) as exc:
         print(f"securelink: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -663,6 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "database server is running",
             file=sys.stderr,
         )
+        return EXIT_USAGE
+    except UnicodeError:
+        print("securelink: error: an argument or file is not valid UTF-8 text", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -100,11 +100,26 @@ def generate(private_path: Path, public_path: Path) -> str:
     pem_public = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(pem_private)
-    public_path.write_bytes(pem_public)
+    # both files are written under temporary names and renamed only when both are complete: never half a pair
+    temps: list[Path] = []
+    try:
+        for path, data, mode in ((private_path, pem_private, 0o600), (public_path, pem_public, 0o644)):
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.rename(temps[0], private_path)
+        os.rename(temps[1], public_path)
+    except OSError as exc:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        if not public_path.exists():
+            private_path.unlink(missing_ok=True)  # only ours: existence was refused above
+        raise EscrowError(f"cannot write the escrow key pair: {exc.strerror or type(exc).__name__}") from None
     return key_version(private.public_key())
 
 

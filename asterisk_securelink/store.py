@@ -184,6 +184,8 @@ class Store:
         """By numeric id, or by key_id."""
         async with self.sessions() as s:
             if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+                if not 0 < int(ref) < 2**63:  # beyond any row id (and SQLite's INTEGER)
+                    return None
                 device = await s.get(Device, int(ref))
             else:
                 device = (await s.execute(select(Device).where(Device.key_id == ref))).scalar_one_or_none()

@@ -114,6 +114,15 @@ def test_status_transitions_and_audit(home: Path) -> None:
         (["key", "current", "1", "--direction", "sideways"], "invalid choice"),
         (["audit", "list", "--since", "yesterday-ish"], "--since"),
         (["device"], "required"),
+        (["audit", "list", "--since", "99999999999d"], "before year 1"),
+        (["calls", "list", "--since", "99999999999d"], "before year 1"),
+        (["audit", "list", "--limit", "-5"], "--limit"),
+        (["device", "show", "99999999999999999999999"], "no device"),
+        (["device", "add", "X", "--number", "1555", "--key-id-from-uid", "\udcff\udcfe"], "UTF-8"),
+        (["verify", "12345", "--at", "nan"], "--at"),
+        (["verify", "12345", "--at", "1e30"], "--at"),
+        (["verify", "12345", "--at", "4000000000"], "future"),
+        (["escrow", "keygen", "--private-key", "k", "--public-key", "/nonexistent/dir/k.pub"], "key pair"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(home: Path, args: list[str], message: str) -> None:
@@ -184,3 +193,12 @@ def test_escrow_keygen_decrypt_list_purge(home: Path) -> None:
     assert key.hex() not in json.dumps(audit)
     assert json.loads(run(home, "escrow", "purge", "--json").stdout) == {"deleted": 0}
     assert json.loads(run(home, "calls", "list", "--json").stdout) == []
+
+
+def test_escrow_keygen_never_leaves_half_a_pair(home: Path) -> None:
+    p = run(home, "escrow", "keygen", "--private-key", "k.key", "--public-key", "missing/k.pub", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert sorted(x.name for x in home.iterdir() if x.name.startswith((".k", "k"))) == []
+    run(home, "escrow", "keygen", "--private-key", "k.key", "--public-key", "k.pub")
+    again = run(home, "escrow", "keygen", "--private-key", "k.key", "--public-key", "k2.pub", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr and not (home / "k2.pub").exists()
