@@ -7,7 +7,7 @@ Enrolls one device, starts `securelink run`, and plays a short scene with SIPp a
   3. someone replays the key that was just used                                     -> rejected (replayed)
   4. the PBX calls the mobile and presents a fresh key; the phone checks it         -> genuine
 Exit code 0 when every scene behaved as described, 1 otherwise. Everything lives in ./.demo (removed at start).
-The SIPp driver and testbed helpers are the end-to-end tests' own (tests/e2e).
+The SIPp driver and the testbed helpers are the end-to-end tests' own (tests/e2e).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 
+from harness import app_registered, wait_until  # noqa: E402
 from sipp import UasProcess, run_uac  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
 from asterisk_securelink.formats import NumberFormat  # noqa: E402
 from asterisk_securelink.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
-from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get  # noqa: E402
+from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER  # noqa: E402
 
 HOME = REPO / ".demo"
 APP = "securelink"
@@ -71,22 +72,6 @@ def last_verdict(action: str = "verify") -> dict[str, Any]:
     return rows[-1] if rows else {}
 
 
-def app_registered() -> bool:
-    try:
-        return any(a.get("name") == APP for a in ari_get("/applications"))
-    except Exception:  # noqa: BLE001 - not up yet
-        return False
-
-
-def wait_for(predicate: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"demo: timed out waiting for {what}")
-
-
 def code(status: int | None) -> str:
     return {200: "200 OK", 403: "403 Forbidden"}.get(status or 0, str(status))
 
@@ -105,7 +90,7 @@ def main() -> int:
     master = masterkey.load(HOME / "master.key")
     secret = device_secret(master, str(dev["key_id"]))
 
-    wait_for(lambda: not app_registered(), 15, "a previous securelink app to go away")
+    wait_until(lambda: not app_registered(), 15, "a previous securelink app to go away")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
     env["PYTHONPATH"] = str(REPO)
     log = (HOME / "run.log").open("ab")
@@ -115,7 +100,7 @@ def main() -> int:
     )  # fmt: skip
     ok = True
     try:
-        wait_for(app_registered, 20, "`securelink run` to register its Stasis app")
+        wait_until(app_registered, 20, "`securelink run` to register its Stasis app")
         say("Started `securelink run`: the Stasis app is connected to Asterisk (ARI).\n")
 
         key = derive_key(secret, Direction.INBOUND, epoch_at(time.time(), 30), FMT)
