@@ -9,8 +9,8 @@ from sqlalchemy.engine import Connection
 
 from alembic import context
 from asterisk_securelink import config as sl_config
-from asterisk_securelink.models import Base
-from asterisk_securelink.store import make_engine
+from asterisk_securelink.store.models import Base
+from asterisk_securelink.store.store import make_engine
 
 cfg = context.config
 if cfg.config_file_name is not None and cfg.attributes.get("configure_logging", True):

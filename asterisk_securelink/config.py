@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .formats import FormatError, NumberFormat
-from .slk1 import MAX_PERIOD, MIN_PERIOD
+from asterisk_securelink.core.formats import FormatError, NumberFormat
+from asterisk_securelink.core.slk1 import MAX_PERIOD, MIN_PERIOD
 
 ENV_PREFIX = "SECURELINK_"
 CONFIG_ENV = "SECURELINK_CONFIG"
@@ -234,7 +234,7 @@ def _validate(cfg: Config) -> None:
     if cfg.escrow.retention_days < 1:
         raise ConfigError(f"escrow.retention_days: must be >= 1, got {cfg.escrow.retention_days}")
     if cfg.metrics.listen:
-        from .metrics import parse_listen
+        from asterisk_securelink.metrics import parse_listen
 
         try:
             parse_listen(cfg.metrics.listen, cfg.metrics.allow_remote)

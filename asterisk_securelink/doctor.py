@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import masterkey
-from .ami import AmiPublisher
-from .ari import AriError
-from .config import Config
-from .masterkey import MasterKeyError
-from .migrations import head_revision
-from .runner import ari_client
-from .store import Store
+from asterisk_securelink import masterkey
+from asterisk_securelink.asterisk.ami import AmiPublisher
+from asterisk_securelink.asterisk.ari import AriError
+from asterisk_securelink.config import Config
+from asterisk_securelink.masterkey import MasterKeyError
+from asterisk_securelink.runner import ari_client
+from asterisk_securelink.store.migrations import head_revision
+from asterisk_securelink.store.store import Store
 
 CONTEXTS = ("securelink-inbound", "securelink-after-stasis")
 

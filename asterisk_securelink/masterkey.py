@@ -13,7 +13,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from .slk1 import MASTER_KEY_LEN
+from asterisk_securelink.core.slk1 import MASTER_KEY_LEN
 
 
 class MasterKeyError(ValueError):

@@ -74,10 +74,8 @@ class Metrics:
         self._db_ok: bool | None = None
 
     # -- hooks ---------------------------------------------------------------------------------------------------
-    def verdict(self, result: str, direction: str, mode: str, seconds: float | None = None) -> None:
+    def verdict(self, result: str, direction: str, mode: str) -> None:
         self.verdicts.labels(result, direction, mode).inc()
-        if seconds is not None:
-            self.admission.observe(seconds)
 
     def ari_state(self, connected: bool) -> None:
         self.ari_connected.set(1 if connected else 0)

@@ -11,19 +11,19 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 
-from . import masterkey
-from .agi import FastAgiServer
-from .ami import AmiPublisher
-from .app import CallInfo, Handlers
-from .ari import AriClient, Channel, Event, StasisStart
-from .calls import CallBook, CallHooks, TlsLegs
-from .cli import StartupError
-from .config import Config
-from .metrics import Metrics, MetricsServer, parse_listen
-from .migrations import head_revision
-from .outbound import Outbound, OutboundHooks, keyer_for
-from .service import VerificationService
-from .store import Store
+from asterisk_securelink import masterkey
+from asterisk_securelink.asterisk.agi import FastAgiServer
+from asterisk_securelink.asterisk.ami import AmiPublisher
+from asterisk_securelink.asterisk.ari import AriClient, Channel, Event, StasisStart
+from asterisk_securelink.cli import StartupError
+from asterisk_securelink.config import Config
+from asterisk_securelink.inbound.service import VerificationService
+from asterisk_securelink.inbound.stasis import CallInfo, Handlers
+from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
+from asterisk_securelink.outbound.callkeys import CallBook, CallHooks, TlsLegs
+from asterisk_securelink.outbound.controller import Outbound, OutboundHooks
+from asterisk_securelink.store.migrations import head_revision
+from asterisk_securelink.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def outbound_for(
         cfg,
         service.store,
         ari,
-        keyer_for(masterkey.load(cfg.master_key_path), cfg.outbound_fmt),
+        service.outbound_key,
         service.epoch_now,
         hooks=hooks,
         audit=service.write_audit,

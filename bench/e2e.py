@@ -37,9 +37,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 from sipp import SCENARIO_DIR, SIPP, _csv_row, _free_udp_port  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
-from asterisk_securelink.ari import AriClient, Event, StasisStart  # noqa: E402
-from asterisk_securelink.formats import NumberFormat  # noqa: E402
-from asterisk_securelink.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
+from asterisk_securelink.asterisk.ari import AriClient, Event, StasisStart  # noqa: E402
+from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
 from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get  # noqa: E402
 
 PERIOD = 30
@@ -179,7 +179,7 @@ def main() -> int:
     n_dev = args.calls * args.rounds
     progress(f"enrolling {n_dev} devices (one genuine call each: every key is single use)")
     import asterisk_securelink.config as config
-    from asterisk_securelink.store import Store
+    from asterisk_securelink.store.store import Store
 
     cfg = config.load(home / "securelink.toml", env={})
 

@@ -45,15 +45,15 @@ from typing import Any
 from sqlalchemy import insert
 
 from asterisk_securelink import config
-from asterisk_securelink.formats import NumberFormat
-from asterisk_securelink.keyindex import KeyIndex, Window
-from asterisk_securelink.migrations import upgrade
-from asterisk_securelink.models import Device, KeyEpoch
-from asterisk_securelink.numbers import key_digits
-from asterisk_securelink.service import VerificationService, VerifyRequest
-from asterisk_securelink.slk1 import Direction, derive_key, device_secret, epoch_at
-from asterisk_securelink.store import Store
-from asterisk_securelink.verdicts import Verdict
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.keyindex import KeyIndex, Window
+from asterisk_securelink.core.numbers import key_digits
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at
+from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.store.migrations import upgrade
+from asterisk_securelink.store.models import Device, KeyEpoch
+from asterisk_securelink.store.store import Store
 
 MASTER = bytes(range(32))
 T = 1_790_000_000.0  # a fixed "now": epoch 59666666 at period 30

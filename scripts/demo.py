@@ -29,8 +29,8 @@ from harness import app_registered, wait_until  # noqa: E402
 from sipp import UasProcess, run_uac  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
-from asterisk_securelink.formats import NumberFormat  # noqa: E402
-from asterisk_securelink.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
+from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
 from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER  # noqa: E402
 
 HOME = REPO / ".demo"

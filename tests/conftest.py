@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pgutil import create_pg_database, drop_pg_database, pg_admin_url
 
-from asterisk_securelink.migrations import upgrade
-from asterisk_securelink.store import Store
+from asterisk_securelink.store.migrations import upgrade
+from asterisk_securelink.store.store import Store
 
 MASTER = bytes(range(32))
 

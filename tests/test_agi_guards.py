@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from panoramisk.fast_agi import Application
 
-from asterisk_securelink.agi import RESULT_VAR, FastAgiServer, agi_args, quote_value, script_of
-from asterisk_securelink.ami import (
+from asterisk_securelink.asterisk.agi import RESULT_VAR, FastAgiServer, agi_args, quote_value, script_of
+from asterisk_securelink.asterisk.ami import (
     AmiNotConnected,
     AmiPublisher,
     AmiTimeout,

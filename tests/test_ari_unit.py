@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from asterisk_securelink.ari import (
+from asterisk_securelink.asterisk.ari import (
     AriClient,
     AriError,
     Channel,
@@ -255,7 +255,7 @@ async def test_handler_exception_is_logged_without_its_text_and_lane_goes_on(
         seen.append(e.type)
 
     d = Dispatcher(handler)
-    with caplog.at_level(logging.INFO, logger="asterisk_securelink.ari"):
+    with caplog.at_level(logging.INFO, logger="asterisk_securelink.asterisk.ari"):
         d.submit(parse_event(ev("StasisStart", "A")))
         d.submit(parse_event(ev("ChannelStateChange", "A")))
         d.submit(parse_event(ev("StasisEnd", "A")))
@@ -323,7 +323,7 @@ async def test_full_lane_drops_with_a_warning(caplog: pytest.LogCaptureFixture) 
         await gate.wait()
 
     d = Dispatcher(handler, max_queue=3)
-    with caplog.at_level(logging.WARNING, logger="asterisk_securelink.ari"):
+    with caplog.at_level(logging.WARNING, logger="asterisk_securelink.asterisk.ari"):
         results = [d.submit(parse_event(ev("ChannelVarset", "A"))) for _ in range(10)]
     assert results == [True] * 3 + [False] * 7
     assert d.dropped == 7

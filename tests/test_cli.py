@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asterisk_securelink.provisioning import parse
+from asterisk_securelink.core.provisioning import parse
 
 
 def run(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -160,8 +160,8 @@ def test_escrow_keygen_decrypt_list_purge(home: Path) -> None:
     import asyncio
 
     from asterisk_securelink import config
-    from asterisk_securelink.calls import CallBook
-    from asterisk_securelink.store import Store
+    from asterisk_securelink.outbound.callkeys import CallBook
+    from asterisk_securelink.store.store import Store
 
     out = json.loads(
         run(home, "escrow", "keygen", "--private-key", "esc.key", "--public-key", "esc.pub", "--json").stdout

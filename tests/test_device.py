@@ -25,17 +25,18 @@ import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asterisk_securelink import config, device
+from asterisk_securelink import config
 from asterisk_securelink.config import Config
-from asterisk_securelink.device import CheckResult, CheckStatus, check, inbound_key, outbound_epochs
-from asterisk_securelink.formats import NumberFormat
-from asterisk_securelink.migrations import upgrade
-from asterisk_securelink.outbound import keyer_for
-from asterisk_securelink.provisioning import Provisioning, ProvisioningError
-from asterisk_securelink.service import VerificationService, VerifyRequest
-from asterisk_securelink.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at
-from asterisk_securelink.store import DeviceRow, Store
-from asterisk_securelink.verdicts import Verdict
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at
+from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.device import reference as device
+from asterisk_securelink.device.reference import CheckResult, CheckStatus, check, inbound_key, outbound_epochs
+from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.outbound.controller import keyer_for
+from asterisk_securelink.store.migrations import upgrade
+from asterisk_securelink.store.store import DeviceRow, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = bytes(range(32))
@@ -361,7 +362,7 @@ def run(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subpro
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
-        [sys.executable, "-m", "asterisk_securelink.device_cli", *args],
+        [sys.executable, "-m", "asterisk_securelink.device.cli", *args],
         input=stdin, capture_output=True, text=True, timeout=60, env=env, cwd=cwd,
     )  # fmt: skip
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text, update
 
 from asterisk_securelink import config, escrow
-from asterisk_securelink.calls import (
+from asterisk_securelink.outbound.callkeys import (
     CallBook,
     CallHooks,
     TlsLegs,
@@ -20,8 +20,8 @@ from asterisk_securelink.calls import (
     open_row,
     pjsip_endpoint_name,
 )
-from asterisk_securelink.models import CallKey, utcnow
-from asterisk_securelink.store import Store
+from asterisk_securelink.store.models import CallKey, utcnow
+from asterisk_securelink.store.store import Store
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asterisk_securelink.formats import FormatError, NumberFormat
+from asterisk_securelink.core.formats import FormatError, NumberFormat
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asterisk_securelink import config
-from asterisk_securelink.migrations import upgrade
-from asterisk_securelink.service import VerificationService, VerifyRequest
-from asterisk_securelink.store import Store
-from asterisk_securelink.verdicts import Mode, Verdict
+from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.store.migrations import upgrade
+from asterisk_securelink.store.store import Store
 
 MASTER = bytes(range(32))
 hostile = st.one_of(

@@ -7,10 +7,10 @@ from pathlib import Path
 from test_metrics import MASTER, Channels, T
 
 from asterisk_securelink import config
-from asterisk_securelink.app import CallInfo, Handlers
-from asterisk_securelink.service import VerificationService
-from asterisk_securelink.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.store import Store
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.inbound.service import VerificationService
+from asterisk_securelink.inbound.stasis import CallInfo, Handlers
+from asterisk_securelink.store.store import Store
 
 
 async def registration_setup(store: Store, tmp_path: Path) -> tuple[Handlers, Channels, int]:

@@ -5,9 +5,9 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asterisk_securelink.formats import NumberFormat
-from asterisk_securelink.keyindex import Candidate, KeyIndex, Window
-from asterisk_securelink.slk1 import Direction, derive_key
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
+from asterisk_securelink.core.slk1 import Direction, derive_key
 
 
 def secret(i: int) -> bytes:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from asterisk_securelink.lockout import LockoutTracker
+from asterisk_securelink.core.lockout import LockoutTracker
 
 
 def test_locks_after_n_failures_within_window() -> None:

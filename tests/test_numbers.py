@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asterisk_securelink.numbers import Kind, classify, key_digits, normalize, safe_display
+from asterisk_securelink.core.numbers import Kind, classify, key_digits, normalize, safe_display
 
 
 @pytest.mark.parametrize(

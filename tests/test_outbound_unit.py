@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from asterisk_securelink import outbound as ob
-from asterisk_securelink.app import CallInfo
-from asterisk_securelink.ari import Channel, ChannelDestroyed, StasisEnd
+from asterisk_securelink.asterisk.ari import Channel, ChannelDestroyed, StasisEnd
 from asterisk_securelink.config import Config, OutboundConfig
-from asterisk_securelink.formats import NumberFormat
-from asterisk_securelink.outbound import (
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.inbound.stasis import CallInfo
+from asterisk_securelink.outbound import controller as ob
+from asterisk_securelink.outbound.controller import (
     Bridge,
     CallState,
     Hangup,
@@ -32,9 +34,7 @@ from asterisk_securelink.outbound import (
     plan_legs,
     reject_reason,
 )
-from asterisk_securelink.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.store import DeviceRow
-from asterisk_securelink.verdicts import Verdict
+from asterisk_securelink.store.store import DeviceRow
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 MASTER = bytes(range(32))

@@ -5,9 +5,9 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asterisk_securelink.keyindex import Candidate
-from asterisk_securelink.policy import after_spend, identify, status_verdict, strength_bits
-from asterisk_securelink.verdicts import Verdict
+from asterisk_securelink.core.keyindex import Candidate
+from asterisk_securelink.core.policy import after_spend, identify, status_verdict, strength_bits
+from asterisk_securelink.core.verdicts import Verdict
 
 MOBILE = {1: "15550001", 2: "15550002", 3: "15550003"}
 

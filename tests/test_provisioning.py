@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from asterisk_securelink.provisioning import Provisioning, ProvisioningError, parse
+from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError, parse
 
 P = Provisioning(7, "kabc", bytes(range(32)), 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", 1, 0)
 

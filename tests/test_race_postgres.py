@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pgutil import create_pg_database, drop_pg_database, pg_admin_url
 
-from asterisk_securelink.slk1 import Direction
-from asterisk_securelink.store import Store
+from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.store.store import Store
 
 pytestmark = pytest.mark.skipif(pg_admin_url() is None, reason="SECURELINK_TEST_DATABASE_URL not set")
 ROUNDS = 30
@@ -36,7 +36,7 @@ def _racer(url: str, device_id: int, name: str, barrier: mp.synchronize.Barrier,
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    from asterisk_securelink.migrations import upgrade
+    from asterisk_securelink.store.migrations import upgrade
 
     url = await create_pg_database()
     try:

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from asterisk_securelink import config
 from asterisk_securelink.config import Config
-from asterisk_securelink.service import VerificationService, VerifyRequest
-from asterisk_securelink.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.store import DeviceRow, Store
-from asterisk_securelink.verdicts import Mode, Verdict
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.store.store import DeviceRow, Store
 
 MASTER = bytes(range(32))
 T = 1_790_000_000.0  # epoch 59666666 at period 30
@@ -293,3 +293,11 @@ async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: 
     gate.set()
     assert await svc.drain_audit()
     assert [e.result for e in await store.list_audit(action="verify")] == ["admitted"]
+
+
+async def test_outbound_key_is_slk1_outbound_for_the_device(store: Store, tmp_path: Path) -> None:
+    c = cfg(tmp_path, keys={"outbound_format": "+1NXXNXXXXXX"})
+    svc = VerificationService(c, store, MASTER, clock=Clock(T))
+    want = derive_key(device_secret(MASTER, "kid-o"), Direction.OUTBOUND, 59666667, c.outbound_fmt)
+    assert svc.outbound_key("kid-o", 59666667) == want
+    assert want != derive_key(device_secret(MASTER, "kid-o"), Direction.INBOUND, 59666667, c.outbound_fmt)

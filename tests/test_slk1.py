@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from asterisk_securelink.formats import NumberFormat
-from asterisk_securelink.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at, key_index
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at, key_index
 
 SECRET = bytes(range(32))
 FORMATS = ("XXXXXXXXXX", "+1NXXNXXXXXX", "555XXXXXXX", "9ZXXXXXXXX")

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from asterisk_securelink.slk1 import Direction
-from asterisk_securelink.store import DuplicateError, Store
+from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.store.store import DuplicateError, Store
 
 
 async def test_add_device_creates_epoch_rows_and_audit(store: Store) -> None:
@@ -74,7 +74,7 @@ async def test_audit_is_append_only_in_the_database(store: Store) -> None:
 
 
 async def test_no_column_can_hold_a_device_secret(store: Store) -> None:
-    from asterisk_securelink.models import Device
+    from asterisk_securelink.store.models import Device
 
     names = {c.name for c in Device.__table__.columns}
     assert not {n for n in names if "secret" in n or n in ("key", "seed")}
@@ -97,7 +97,7 @@ async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(s
 
 async def test_the_spend_update_itself_rechecks_key_id_and_status(store: Store) -> None:
     """What another node changes between the verifier's read and its UPDATE: the UPDATE's own guard refuses."""
-    from asterisk_securelink.store import _spend_in
+    from asterisk_securelink.store.store import _spend_in
 
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     await store.update_device(d.id, "device.suspend", "t", status="suspended")

@@ -22,8 +22,8 @@ import pytest
 from panoramisk import Manager
 
 from asterisk_securelink import masterkey
-from asterisk_securelink.formats import NumberFormat
-from asterisk_securelink.slk1 import derive_key, device_secret, epoch_at
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.slk1 import derive_key, device_secret, epoch_at
 from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get, ensure_up
 
 PERIOD = 5

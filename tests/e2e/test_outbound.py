@@ -20,7 +20,7 @@ import pytest
 from harness import PERIOD, Home, fresh_window, new_home, no_channels_left
 from sipp import SCENARIO_DIR, UasProcess, _parse_log, run_uac
 
-from asterisk_securelink.slk1 import epoch_at
+from asterisk_securelink.core.slk1 import epoch_at
 from testbed import ari_get
 
 RING_TIMEOUT = 5

@@ -28,7 +28,7 @@ from harness import (
 from pgutil import create_pg_database, drop_pg_database, pg_admin_url
 from sipp import run_uac
 
-from asterisk_securelink.store import Store
+from asterisk_securelink.store.store import Store
 from testbed import asterisk_cli, ensure_up
 
 ANI = "100"

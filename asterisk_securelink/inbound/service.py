@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .config import Config
-from .keyindex import Candidate, KeyIndex, Window
-from .lockout import LockoutTracker
-from .models import utcnow
-from .numbers import Kind, classify, normalize
-from .policy import DeviceStatus, after_spend, identify, status_verdict, strength_bits
-from .slk1 import Direction, device_secret, epoch_at
-from .store import DeviceRow, Store, audit_fields
-from .verdicts import FAILURES, Mode, Verdict
+from asterisk_securelink.config import Config
+from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
+from asterisk_securelink.core.lockout import LockoutTracker
+from asterisk_securelink.core.numbers import Kind, classify, normalize
+from asterisk_securelink.core.policy import DeviceStatus, after_spend, identify, status_verdict, strength_bits
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at
+from asterisk_securelink.core.verdicts import FAILURES, Mode, Verdict
+from asterisk_securelink.store.models import utcnow
+from asterisk_securelink.store.store import DeviceRow, Store, audit_fields
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from asterisk_securelink.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class VerificationService:
         k = config.keys
         self.window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
         self.index = KeyIndex(Direction.INBOUND, config.inbound_fmt, self.window)
+        self._outbound_fmt = config.outbound_fmt
         lo = config.lockout
         self.caller_lockout = LockoutTracker(lo.max_failures, lo.window, lo.cooldown)
         self.source_lockout = LockoutTracker(lo.source_max_failures, lo.window, lo.cooldown)
@@ -145,6 +146,11 @@ class VerificationService:
                 log.warning("device sync failed (%s); retrying at the next boundary", type(exc).__name__)
             else:
                 await self.flush_audit()  # events kept while the database was down
+
+    def outbound_key(self, key_id: str, epoch: int) -> str:
+        """The key the PBX presents to the device with `key_id` in `epoch` (an `outbound.Keyer`); the master key
+        stays inside the service."""
+        return derive_key(device_secret(self._master_key, key_id), Direction.OUTBOUND, epoch, self._outbound_fmt)
 
     def strength(self) -> float:
         return strength_bits(self.index.fmt.size, self.window.width, len(self.index))
@@ -298,12 +304,9 @@ class VerificationService:
         return await self.flush_audit()
 
     async def write_audit(self, event: dict[str, Any]) -> bool:
-        """Write one audit event; while the database is unreachable events are kept and written later."""
-        if len(self._pending_audit) >= MAX_PENDING_AUDIT:
-            log.error("audit buffer full (%d events): dropping the oldest", MAX_PENDING_AUDIT)
-            del self._pending_audit[0]
-        self._pending_audit.append(event)
-        return await self.flush_audit()
+        """Write one audit event and wait for it; while the database is unreachable it is kept and written later."""
+        self.record_audit(event)
+        return await self.drain_audit()
 
     async def flush_audit(self) -> bool:
         if not self._pending_audit:

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .keyindex import Candidate
-from .verdicts import Verdict
+from asterisk_securelink.core.keyindex import Candidate
+from asterisk_securelink.core.verdicts import Verdict
 
 
 class DeviceStatus(StrEnum):

@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 
 from alembic import command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def alembic_config(url: str | None = None) -> AlembicConfig:

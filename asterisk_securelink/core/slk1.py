@@ -13,7 +13,7 @@ import math
 from enum import StrEnum
 from typing import Final
 
-from .formats import NumberFormat
+from asterisk_securelink.core.formats import NumberFormat
 
 MIN_PERIOD: Final = 5
 MAX_PERIOD: Final = 60

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .formats import NumberFormat
-from .numbers import Kind, classify, key_digits
-from .provisioning import Provisioning, parse
-from .slk1 import Direction, derive_key, epoch_at
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.numbers import Kind, classify, key_digits
+from asterisk_securelink.core.provisioning import Provisioning, parse
+from asterisk_securelink.core.slk1 import Direction, derive_key, epoch_at
 
 __all__ = [
     "OUTBOUND_OFFSETS",

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import Config
-from .inbound import RESULT_VAR, Action, channel_vars, parse_mode, request_for, route_for
-from .metrics import Metrics
-from .policy import DeviceStatus
-from .service import Outcome, VerificationService
-from .verdicts import Mode, Verdict
+from asterisk_securelink.config import Config
+from asterisk_securelink.core.policy import DeviceStatus
+from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.inbound.routing import RESULT_VAR, Action, channel_vars, parse_mode, request_for, route_for
+from asterisk_securelink.inbound.service import Outcome, VerificationService
+from asterisk_securelink.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -29,16 +29,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from .app import CallInfo, VerdictPublisher
-from .ari import ChannelDestroyed, Event, StasisEnd
-from .config import Config
-from .formats import NumberFormat
-from .inbound import CALL_KEY_VAR, DEVICE_VAR, RESULT_VAR
-from .models import utcnow
-from .policy import DeviceStatus
-from .slk1 import Direction, derive_key, device_secret
-from .store import DeviceRow, audit_fields
-from .verdicts import Verdict
+from asterisk_securelink.asterisk.ari import ChannelDestroyed, Event, StasisEnd
+from asterisk_securelink.config import Config
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.policy import DeviceStatus
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.inbound.routing import CALL_KEY_VAR, DEVICE_VAR, RESULT_VAR
+from asterisk_securelink.inbound.stasis import CallInfo, VerdictPublisher
+from asterisk_securelink.store.models import utcnow
+from asterisk_securelink.store.store import DeviceRow, audit_fields
 
 log = logging.getLogger(__name__)
 

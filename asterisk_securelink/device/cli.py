@@ -26,10 +26,10 @@ from typing import BinaryIO, NoReturn
 
 import segno
 
-from . import device
-from .numbers import safe_display
-from .provisioning import Provisioning, ProvisioningError
-from .slk1 import SLK1Error
+from asterisk_securelink.core.numbers import safe_display
+from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
+from asterisk_securelink.core.slk1 import SLK1Error
+from asterisk_securelink.device import reference as device
 
 MAX_URI_BYTES = 4096  # a provisioning URI is a few hundred bytes
 URI_PREFIX = "securelink:"

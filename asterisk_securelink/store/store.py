@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from .models import AuditEvent, CallKey, CallRecord, Device, KeyEpoch, utcnow
-from .slk1 import Direction
+from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.store.models import AuditEvent, CallKey, CallRecord, Device, KeyEpoch, utcnow
 
 
 class StoreError(RuntimeError):

@@ -11,9 +11,9 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .formats import NumberFormat
-from .numbers import key_digits
-from .slk1 import Direction, derive_key
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.numbers import key_digits
+from asterisk_securelink.core.slk1 import Direction, derive_key
 
 _Entry = int | tuple[int, ...]  # one device id, or several when keys collide
 

@@ -10,8 +10,8 @@ import binascii
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .formats import FormatError, NumberFormat
-from .slk1 import MIN_SECRET_LEN, SLK1Error, check_period
+from asterisk_securelink.core.formats import FormatError, NumberFormat
+from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, SLK1Error, check_period
 
 SCHEME = "securelink"
 VERSION = "1"

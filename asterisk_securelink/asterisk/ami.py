@@ -30,7 +30,7 @@ from typing import Any
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 
-from .config import AmiConfig
+from asterisk_securelink.config import AmiConfig
 
 log = logging.getLogger(__name__)
 

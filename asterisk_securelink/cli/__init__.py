@@ -23,20 +23,20 @@ from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import config as config_mod
-from . import masterkey
-from .config import Config, ConfigError
-from .escrow import EscrowError
-from .formats import FormatError
-from .masterkey import MasterKeyError
-from .models import utcnow
-from .numbers import normalize, safe_display
-from .policy import WEAK_BITS, DeviceStatus
-from .provisioning import Provisioning
-from .service import VerificationService, VerifyRequest
-from .slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at
-from .store import DeviceRow, DuplicateError, Store, StoreError
-from .verdicts import Mode
+from asterisk_securelink import config as config_mod
+from asterisk_securelink import masterkey
+from asterisk_securelink.config import Config, ConfigError
+from asterisk_securelink.core.formats import FormatError
+from asterisk_securelink.core.numbers import normalize, safe_display
+from asterisk_securelink.core.policy import WEAK_BITS, DeviceStatus
+from asterisk_securelink.core.provisioning import Provisioning
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at
+from asterisk_securelink.core.verdicts import Mode
+from asterisk_securelink.escrow import EscrowError
+from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.masterkey import MasterKeyError
+from asterisk_securelink.store.models import utcnow
+from asterisk_securelink.store.store import DeviceRow, DuplicateError, Store, StoreError
 
 EXIT_USAGE = 2
 ACTOR = "cli"
@@ -66,7 +66,7 @@ def _store(cfg: Config) -> Store:
 
 
 async def _require_migrated(store: Store) -> None:
-    from .migrations import head_revision
+    from asterisk_securelink.store.migrations import head_revision
 
     rev = await store.schema_revision()
     if rev is None:
@@ -144,7 +144,7 @@ def _parse_since(value: str) -> datetime:
 
 # -- commands ---------------------------------------------------------------------------------------------
 async def cmd_init(args: argparse.Namespace, cfg_path: Path | None) -> int:
-    from .migrations import upgrade
+    from asterisk_securelink.store.migrations import upgrade
 
     path = cfg_path or Path(config_mod.DEFAULT_CONFIG_NAME)
     done: list[str] = []
@@ -173,7 +173,7 @@ async def cmd_init(args: argparse.Namespace, cfg_path: Path | None) -> int:
 
 
 async def cmd_db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
-    from .migrations import head_revision, upgrade
+    from asterisk_securelink.store.migrations import head_revision, upgrade
 
     await upgrade(cfg.database_url)
     _emit(args, {"revision": head_revision()}, f"database at revision {head_revision()}")
@@ -445,8 +445,8 @@ async def cmd_audit_list(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_escrow(args: argparse.Namespace, cfg: Config) -> int:
-    from . import escrow
-    from .calls import open_row
+    from asterisk_securelink import escrow
+    from asterisk_securelink.outbound.callkeys import open_row
 
     if args.escrow_cmd == "keygen":
         private, public = Path(args.private_key), Path(args.public_key)
@@ -509,7 +509,7 @@ async def cmd_escrow(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_calls_list(args: argparse.Namespace, cfg: Config) -> int:
-    from .calls import record_public
+    from asterisk_securelink.outbound.callkeys import record_public
 
     since = _parse_since(args.since) if args.since else None
     store = _store(cfg)
@@ -528,21 +528,21 @@ async def cmd_calls_list(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    from .runner import run_stasis
+    from asterisk_securelink.runner import run_stasis
 
     await run_stasis(cfg)
     return 0
 
 
 async def cmd_agi(args: argparse.Namespace, cfg: Config) -> int:
-    from .runner import run_agi
+    from asterisk_securelink.runner import run_agi
 
     await run_agi(cfg)
     return 0
 
 
 async def cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
-    from .doctor import run_checks
+    from asterisk_securelink.doctor import run_checks
 
     checks = await run_checks(cfg)
     _emit(
@@ -554,7 +554,7 @@ async def cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def setup_logging(cfg: Config) -> None:
-    from .logs import configure
+    from asterisk_securelink.logs import configure
 
     configure(cfg.log.level, cfg.log.json)
 

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .config import InboundConfig
-from .service import VerifyRequest
-from .verdicts import Mode, Verdict
+from asterisk_securelink.config import InboundConfig
+from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.inbound.service import VerifyRequest
 
 RESULT_VAR = "SECURELINK_RESULT"
 DEVICE_VAR = "SECURELINK_DEVICE"

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from . import escrow
-from .config import Config
-from .models import CallKey, CallRecord, utcnow
-from .outbound import LegExtras
-from .store import Store
+from asterisk_securelink import escrow
+from asterisk_securelink.config import Config
+from asterisk_securelink.outbound.controller import LegExtras
+from asterisk_securelink.store.models import CallKey, CallRecord, utcnow
+from asterisk_securelink.store.store import Store
 
 log = logging.getLogger(__name__)
 
