@@ -14,14 +14,15 @@ from collections.abc import AsyncIterator
 from asterisk_securelink import masterkey
 from asterisk_securelink.asterisk.agi import FastAgiServer
 from asterisk_securelink.asterisk.ami import AmiPublisher
-from asterisk_securelink.asterisk.ari import AriClient, Channel, Event, StasisStart
-from asterisk_securelink.cli import StartupError
+from asterisk_securelink.asterisk.ari import AriClient, Event, StasisStart
 from asterisk_securelink.config import Config
+from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.service import VerificationService
-from asterisk_securelink.inbound.stasis import CallInfo, Handlers
+from asterisk_securelink.inbound.stasis import Handlers
 from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
 from asterisk_securelink.outbound.callkeys import CallBook, CallHooks, TlsLegs
 from asterisk_securelink.outbound.controller import Outbound, OutboundHooks
+from asterisk_securelink.stasis import CallInfo, call_info, waiting_call
 from asterisk_securelink.store.migrations import head_revision
 from asterisk_securelink.store.store import Store
 
@@ -103,18 +104,6 @@ def _stop_event() -> asyncio.Event:
 def ari_client(cfg: Config) -> AriClient:
     url = cfg.ari.url.rstrip("/")
     return AriClient(url if url.endswith("/ari") else url + "/ari", cfg.ari.username, cfg.ari.password, cfg.ari.app)
-
-
-def call_info(event: StasisStart) -> CallInfo:
-    ch = event.channel
-    return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(event.args))
-
-
-def waiting_call(ch: Channel, app: str) -> CallInfo | None:
-    """A channel sitting in our Stasis app (seen by `GET /channels` after a reconnect), as a call to handle."""
-    if ch.app_name != "Stasis" or not (ch.app_data == app or ch.app_data.startswith(app + ",")):
-        return None
-    return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(ch.app_data.split(",")[1:]))
 
 
 class StasisRunner:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from panoramisk.fast_agi import Application
 
-from asterisk_securelink.asterisk.agi import RESULT_VAR, FastAgiServer, agi_args, quote_value, script_of
+from asterisk_securelink.asterisk.agi import FastAgiServer, agi_args, quote_value, script_of
 from asterisk_securelink.asterisk.ami import (
     AmiNotConnected,
     AmiPublisher,
@@ -26,6 +26,7 @@ from asterisk_securelink.asterisk.ami import (
     sanitize_action,
     sanitize_value,
 )
+from asterisk_securelink.dialplan import RESULT_VAR
 
 ENV_TIMEOUT = 0.5
 

@@ -9,7 +9,8 @@ from test_metrics import MASTER, Channels, T
 from asterisk_securelink import config
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.inbound.service import VerificationService
-from asterisk_securelink.inbound.stasis import CallInfo, Handlers
+from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
 
 

@@ -16,7 +16,6 @@ from asterisk_securelink.config import Config, OutboundConfig
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Verdict
-from asterisk_securelink.inbound.stasis import CallInfo
 from asterisk_securelink.outbound import controller as ob
 from asterisk_securelink.outbound.controller import (
     Bridge,
@@ -28,12 +27,12 @@ from asterisk_securelink.outbound.controller import (
     Outbound,
     Phase,
     caller_reason,
-    device_verdict,
     keyer_for,
     leg_outcome,
     plan_legs,
     reject_reason,
 )
+from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import DeviceRow
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,24 +46,6 @@ def device(
 
 
 # ------------------------------------------------------------------------------------------- pure decisions
-@pytest.mark.parametrize(
-    ("status", "verdict"),
-    [
-        ("registered", None),
-        ("provisioned", Verdict.UNREGISTERED),
-        ("revoked", Verdict.REVOKED),
-        ("suspended", Verdict.REVOKED),
-        ("weird", Verdict.ERROR),
-    ],
-)
-def test_device_verdict(status: str, verdict: Verdict | None) -> None:
-    assert device_verdict(device(status)) == verdict
-
-
-def test_unknown_device_is_error() -> None:
-    assert device_verdict(None) is Verdict.ERROR
-
-
 def test_reject_reasons() -> None:
     assert reject_reason(Verdict.RATE_LIMITED) == "congestion"
     for v in (Verdict.REVOKED, Verdict.UNREGISTERED, Verdict.ERROR):

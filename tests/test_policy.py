@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asterisk_securelink.core.keyindex import Candidate
-from asterisk_securelink.core.policy import after_spend, identify, status_verdict, strength_bits
+from asterisk_securelink.core.policy import identify, strength_bits
 from asterisk_securelink.core.verdicts import Verdict
 
 MOBILE = {1: "15550001", 2: "15550002", 3: "15550003"}
@@ -39,17 +39,6 @@ def test_two_factor_requires_the_callers_own_device() -> None:
     assert identify([Candidate(1, 10)], MOBILE, "15550002", require_hint=True).verdict is Verdict.MISMATCH
     assert identify([Candidate(1, 10)], MOBILE, None, require_hint=True).verdict is Verdict.MISMATCH
     assert identify([Candidate(1, 10)], MOBILE, "15550001", require_hint=True).candidate == Candidate(1, 10)
-
-
-def test_status_rules() -> None:
-    assert status_verdict("revoked") is Verdict.REVOKED
-    assert status_verdict("suspended") is Verdict.REVOKED
-    assert status_verdict("provisioned") is None
-    assert status_verdict("registered") is None
-    assert status_verdict("garbage") is Verdict.ERROR  # fail closed
-    assert after_spend("registered", True) is Verdict.ADMITTED
-    assert after_spend("provisioned", True) is Verdict.UNREGISTERED
-    assert after_spend("registered", False) is Verdict.REPLAYED
 
 
 def test_strength_matches_spec_example() -> None:

@@ -28,6 +28,8 @@ from typing import Any
 from panoramisk.fast_agi import Application, Request
 from panoramisk.utils import parse_agi_result
 
+from asterisk_securelink.dialplan import RESULT_VAR
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -39,7 +41,6 @@ MAX_LINE = 4096  # bytes per line from the peer
 MAX_ENV_LINES = 256  # Asterisk sends ~25 + one per argument
 MAX_CONNECTIONS = 256  # concurrent; more are closed at once
 MAX_VALUE_LENGTH = 1024  # characters of a SET VARIABLE value
-RESULT_VAR = "SECURELINK_RESULT"
 VERIFY_ROUTE = "verify"
 
 VerifyCallback = Callable[[dict[str, str], list[str]], Awaitable[Mapping[str, str]]]

@@ -28,12 +28,14 @@ from asterisk_securelink import masterkey
 from asterisk_securelink.config import Config, ConfigError
 from asterisk_securelink.core.formats import FormatError
 from asterisk_securelink.core.numbers import normalize, safe_display
-from asterisk_securelink.core.policy import WEAK_BITS, DeviceStatus
+from asterisk_securelink.core.policy import WEAK_BITS
 from asterisk_securelink.core.provisioning import Provisioning
 from asterisk_securelink.core.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at
 from asterisk_securelink.core.verdicts import Mode
+from asterisk_securelink.errors import StartupError
 from asterisk_securelink.escrow import EscrowError
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.lifecycle import TRANSITIONS, DeviceStatus, can_rotate
 from asterisk_securelink.masterkey import MasterKeyError
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, DuplicateError, Store, StoreError
@@ -41,10 +43,6 @@ from asterisk_securelink.store.store import DeviceRow, DuplicateError, Store, St
 EXIT_USAGE = 2
 ACTOR = "cli"
 _ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/[A-Za-z0-9_.@:+\-]{1,100}$")
-
-
-class StartupError(RuntimeError):
-    """A long-running command cannot start (or had to stop); the message says what to fix."""
 
 
 class CliError(Exception):
@@ -243,17 +241,9 @@ async def cmd_device_show(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-# status changes: command -> (allowed from, new status)
-_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "register": (("provisioned",), "registered"),
-    "suspend": (("provisioned", "registered"), "suspended"),
-    "resume": (("suspended",), "registered"),
-    "revoke": (("provisioned", "registered", "suspended"), "revoked"),
-}
-
-
 async def cmd_device_status(args: argparse.Namespace, cfg: Config) -> int:
-    allowed, new_status = _TRANSITIONS[args.device_cmd]
+    transition = TRANSITIONS[args.device_cmd]
+    new_status = transition.to
     reason = getattr(args, "reason", None)
     if args.device_cmd == "revoke" and (not reason or not reason.strip() or len(reason) > 256):
         raise CliError("revoke needs --reason TEXT (1..256 characters)")
@@ -261,10 +251,10 @@ async def cmd_device_status(args: argparse.Namespace, cfg: Config) -> int:
     try:
         await _require_migrated(store)
         device = await _device(store, args.device)
-        if device.status not in allowed:
+        if device.status not in transition.allowed_from:
             raise CliError(f"device {device.id} is {device.status}; cannot {args.device_cmd} it")
         now = utcnow()
-        values: dict[str, Any] = {"status": new_status}
+        values: dict[str, Any] = {"status": new_status.value}
         if new_status == DeviceStatus.REGISTERED and device.registered_at is None:
             values["registered_at"] = now
         if new_status == DeviceStatus.REVOKED:
@@ -288,7 +278,7 @@ async def cmd_device_rotate(args: argparse.Namespace, cfg: Config) -> int:
     try:
         await _require_migrated(store)
         device = await _device(store, args.device)
-        if device.status == DeviceStatus.REVOKED:
+        if not can_rotate(device.status):
             raise CliError(f"device {device.id} is revoked; add a new device instead of rotating")
         old = device.key_id
         device = await store.update_device(

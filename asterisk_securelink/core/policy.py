@@ -3,8 +3,9 @@
 The steps, in order (SLK1.md, "Verification rules"):
 1. `identify`: which single device the key belongs to, or `mismatch` / `ambiguous`. A key matching several devices
    is never resolved by an arbitrary pick; only the caller's registered number may narrow it to one.
-2. `status_verdict`: a suspended or revoked device's valid key is `revoked`.
-3. the atomic single-use spend (store); its outcome becomes `admitted`/`unregistered` or `replayed` via `after_spend`.
+2. `lifecycle.inbound_verdict`: a suspended or revoked device's valid key is `revoked`.
+3. the atomic single-use spend (store); its outcome becomes `admitted`/`unregistered` or `replayed` via
+   `lifecycle.after_spend`.
 """
 
 from __future__ import annotations
@@ -12,17 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from asterisk_securelink.core.keyindex import Candidate
 from asterisk_securelink.core.verdicts import Verdict
-
-
-class DeviceStatus(StrEnum):
-    PROVISIONED = "provisioned"  # enrolled, limited ability until registered
-    REGISTERED = "registered"
-    SUSPENDED = "suspended"
-    REVOKED = "revoked"
 
 
 @dataclass(frozen=True)
@@ -54,21 +47,6 @@ def identify(
     if len(devices) > 1:
         return Identified(Verdict.AMBIGUOUS)
     return Identified(None, max(candidates, key=lambda c: c.epoch))
-
-
-def status_verdict(status: str) -> Verdict | None:
-    """A verdict that stops verification because of the device's status, or None to go on."""
-    if status in (DeviceStatus.REVOKED, DeviceStatus.SUSPENDED):
-        return Verdict.REVOKED
-    if status in (DeviceStatus.PROVISIONED, DeviceStatus.REGISTERED):
-        return None
-    return Verdict.ERROR  # unknown status: fail closed
-
-
-def after_spend(status: str, spent: bool) -> Verdict:
-    if not spent:
-        return Verdict.REPLAYED
-    return Verdict.ADMITTED if status == DeviceStatus.REGISTERED else Verdict.UNREGISTERED
 
 
 def strength_bits(size: int, window_width: int, devices: int) -> float:

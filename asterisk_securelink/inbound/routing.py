@@ -1,6 +1,7 @@
 """Inbound admission decisions that do not need I/O: Stasis arguments, the request, and where the call goes.
 
-The Stasis handler (`app.py`) and the FastAGI handler (`agi_verify` in `runner.py`) both use these, so both
+The Stasis handler and the FastAGI handler (`Handlers.stasis_start` and `Handlers.agi_verify` in `stasis.py`)
+both use these, so both
 dialplan styles behave the same.
 """
 
@@ -12,12 +13,8 @@ from enum import StrEnum
 
 from asterisk_securelink.config import InboundConfig
 from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
 from asterisk_securelink.inbound.service import VerifyRequest
-
-RESULT_VAR = "SECURELINK_RESULT"
-DEVICE_VAR = "SECURELINK_DEVICE"
-MODE_VAR = "SECURELINK_MODE"
-CALL_KEY_VAR = "SECURELINK_CALL_KEY_ID"  # the escrow row id of a connected call's per-call key
 
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;[12])?$")
 

@@ -18,9 +18,10 @@ from asterisk_securelink.config import Config
 from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
 from asterisk_securelink.core.lockout import LockoutTracker
 from asterisk_securelink.core.numbers import Kind, classify, normalize
-from asterisk_securelink.core.policy import DeviceStatus, after_spend, identify, status_verdict, strength_bits
+from asterisk_securelink.core.policy import identify, strength_bits
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at
 from asterisk_securelink.core.verdicts import FAILURES, Mode, Verdict
+from asterisk_securelink.lifecycle import DeviceStatus, after_spend, can_register, inbound_verdict
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store, audit_fields
 
@@ -206,7 +207,7 @@ class VerificationService:
             # deleted or rotated since the index was built: its old keys no longer count
             await self.sync_devices()
             return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
-        stopped = status_verdict(device.status)
+        stopped = inbound_verdict(device.status)
         if stopped is not None:
             return Outcome(stopped, device.id, cand.epoch, mode, {"status": device.status})
         verdict = after_spend(device.status, result.spent)
@@ -257,7 +258,7 @@ class VerificationService:
         device = await self.store.get_device(device_id)
         if device is None:
             raise LookupError(f"no device with id {device_id}")
-        if device.status != DeviceStatus.PROVISIONED:
+        if not can_register(device.status):
             return device
         return await self.store.update_device(
             device_id, "device.register", actor, status=DeviceStatus.REGISTERED.value, registered_at=utcnow()

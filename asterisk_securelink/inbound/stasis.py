@@ -10,55 +10,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from asterisk_securelink.config import Config
-from asterisk_securelink.core.policy import DeviceStatus
 from asterisk_securelink.core.verdicts import Mode, Verdict
-from asterisk_securelink.inbound.routing import RESULT_VAR, Action, channel_vars, parse_mode, request_for, route_for
+from asterisk_securelink.dialplan import RESULT_VAR
+from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for
 from asterisk_securelink.inbound.service import Outcome, VerificationService
+from asterisk_securelink.lifecycle import DeviceStatus
 from asterisk_securelink.metrics import Metrics
+from asterisk_securelink.stasis import CallInfo, ChannelControl, VerdictPublisher
 
 log = logging.getLogger(__name__)
 
 VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
 REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to Stasis(securelink,register)
-
-
-class ChannelControl(Protocol):
-    """What the handlers need from ARI (implemented by `ari.AriClient`)."""
-
-    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None: ...
-
-    async def continue_in_dialplan(
-        self,
-        channel_id: str,
-        context: str | None = None,
-        extension: str | None = None,
-        priority: int | None = None,
-    ) -> None: ...
-
-    async def hangup(self, channel_id: str, reason: str = "normal") -> bool: ...
-
-
-class VerdictPublisher(Protocol):
-    """What the handlers need from AMI (implemented by `ami.AmiPublisher`)."""
-
-    async def publish_verdict(
-        self, result: str, device: str, direction: str, mode: str, channel: str, uniqueid: str
-    ) -> bool: ...
-
-
-@dataclass(frozen=True)
-class CallInfo:
-    """The parts of a channel the handlers use (from a StasisStart event or `GET /channels`)."""
-
-    channel_id: str
-    name: str
-    caller: str | None
-    exten: str | None
-    args: tuple[str, ...] = ()
 
 
 class Handlers:

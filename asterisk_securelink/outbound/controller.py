@@ -32,11 +32,11 @@ from typing import Any, Protocol
 from asterisk_securelink.asterisk.ari import ChannelDestroyed, Event, StasisEnd
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.formats import NumberFormat
-from asterisk_securelink.core.policy import DeviceStatus
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Verdict
-from asterisk_securelink.inbound.routing import CALL_KEY_VAR, DEVICE_VAR, RESULT_VAR
-from asterisk_securelink.inbound.stasis import CallInfo, VerdictPublisher
+from asterisk_securelink.dialplan import CALL_KEY_VAR, DEVICE_VAR, RESULT_VAR
+from asterisk_securelink.lifecycle import outbound_verdict
+from asterisk_securelink.stasis import CallInfo, VerdictPublisher
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, audit_fields
 
@@ -75,19 +75,6 @@ class LegOutcome(StrEnum):
 
 
 # ---------------------------------------------------------------------------------------------- pure decisions
-def device_verdict(device: DeviceRow | None) -> Verdict | None:
-    """Why a device gets no keyed leg, or None when it may be called."""
-    if device is None:
-        return Verdict.ERROR  # the dialplan named a device that does not exist
-    if device.status == DeviceStatus.REGISTERED:
-        return None
-    if device.status == DeviceStatus.PROVISIONED:
-        return Verdict.UNREGISTERED
-    if device.status in (DeviceStatus.REVOKED, DeviceStatus.SUSPENDED):
-        return Verdict.REVOKED
-    return Verdict.ERROR  # unknown status: fail closed
-
-
 def reject_reason(verdict: Verdict) -> str:
     """ARI hangup reason for a call that gets no legs. rate_limited: try again later (cause 34, SIP 503);
     revoked / unregistered / error: refused (cause 21, SIP 403)."""
@@ -490,7 +477,7 @@ class Outbound:
         try:
             async with asyncio.timeout(DECIDE_TIMEOUT):
                 device = await self.devices.get_device(int(ref)) if ref.isascii() and ref.isdigit() else None
-                refused = device_verdict(device)
+                refused = outbound_verdict(device.status if device is not None else None)
                 if refused is not None or device is None:
                     verdict = refused or Verdict.ERROR
                 else:

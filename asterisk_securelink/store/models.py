@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from asterisk_securelink.lifecycle import STATUSES
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -60,7 +62,6 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-DEVICE_STATUSES = ("provisioned", "registered", "suspended", "revoked")
 DIRECTIONS = ("inbound", "outbound")
 
 
@@ -71,7 +72,7 @@ class Base(DeclarativeBase):
 class Device(Base):
     __tablename__ = "devices"
     __table_args__ = (
-        CheckConstraint(f"status IN {DEVICE_STATUSES!r}", name="status"),
+        CheckConstraint(f"status IN {STATUSES!r}", name="status"),
         Index("ix_devices_updated_at", "updated_at"),
     )
 

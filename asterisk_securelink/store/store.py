@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.store.models import AuditEvent, CallKey, CallRecord, Device, KeyEpoch, utcnow
 
 
@@ -29,9 +30,6 @@ class StoreError(RuntimeError):
 
 class DuplicateError(StoreError):
     pass
-
-
-SPENDABLE = ("provisioned", "registered")  # statuses whose keys count (policy.status_verdict)
 
 
 @dataclass(frozen=True)

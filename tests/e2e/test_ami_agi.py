@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from panoramisk import Manager
 
-from asterisk_securelink.asterisk.agi import RESULT_VAR, AgiRequest, FastAgiServer
+from asterisk_securelink.asterisk.agi import AgiRequest, FastAgiServer
 from asterisk_securelink.asterisk.ami import AmiPublisher
+from asterisk_securelink.dialplan import RESULT_VAR
 from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,59 @@
+"""What a feature sees of a call in our Stasis app, and what it may do to it.
+
+The Stasis app's handlers (inbound admission, outbound legs) are written against these small protocols, not against
+the ARI client, so they can be tested with fakes and read without the protocol code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from asterisk_securelink.asterisk.ari import Channel, StasisStart
+
+
+class ChannelControl(Protocol):
+    """What the handlers need from ARI (implemented by `ari.AriClient`)."""
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None: ...
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+    ) -> None: ...
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool: ...
+
+
+class VerdictPublisher(Protocol):
+    """What the handlers need from AMI (implemented by `ami.AmiPublisher`)."""
+
+    async def publish_verdict(
+        self, result: str, device: str, direction: str, mode: str, channel: str, uniqueid: str
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """The parts of a channel the handlers use (from a StasisStart event or `GET /channels`)."""
+
+    channel_id: str
+    name: str
+    caller: str | None
+    exten: str | None
+    args: tuple[str, ...] = ()
+
+
+def call_info(event: StasisStart) -> CallInfo:
+    ch = event.channel
+    return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(event.args))
+
+
+def waiting_call(ch: Channel, app: str) -> CallInfo | None:
+    """A channel sitting in our Stasis app (seen by `GET /channels` after a reconnect), as a call to handle."""
+    if ch.app_name != "Stasis" or not (ch.app_data == app or ch.app_data.startswith(app + ",")):
+        return None
+    return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(ch.app_data.split(",")[1:]))
