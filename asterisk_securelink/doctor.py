@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.asterisk.ami import AmiPublisher
-from asterisk_securelink.asterisk.ari import AriError
+from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.config import Config
 from asterisk_securelink.masterkey import MasterKeyError
 from asterisk_securelink.runner import ari_client

@@ -119,7 +119,7 @@ def generate(private_path: Path, public_path: Path) -> str:
             tmp.unlink(missing_ok=True)
         if not public_path.exists():
             private_path.unlink(missing_ok=True)  # only ours: existence was refused above
-        raise EscrowError(f"cannot write the escrow key pair: {exc.strerror or type(exc).__name__}") from None
+        raise EscrowError(f"cannot write the escrow key pair: {_reason(exc)}") from None
     return key_version(private.public_key())
 
 
@@ -127,7 +127,7 @@ def load_public(path: Path) -> X25519PublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise EscrowError(f"escrow public key {path} cannot be read: {type(exc).__name__}") from None
+        raise EscrowError(f"escrow public key {path} cannot be read: {_reason(exc)}") from None
     if not isinstance(key, X25519PublicKey):
         raise EscrowError(f"escrow public key {path} is not an X25519 key")
     return key
@@ -145,7 +145,14 @@ def load_private(path: Path) -> X25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise EscrowError(f"escrow private key {path} cannot be read: {type(exc).__name__}") from None
+        raise EscrowError(f"escrow private key {path} cannot be read: {_reason(exc)}") from None
     if not isinstance(key, X25519PrivateKey):
         raise EscrowError(f"escrow private key {path} is not an X25519 key")
     return key
+
+
+def _reason(exc: Exception) -> str:
+    """Why a key file could not be written or used, never its content: the OS reason, or the parser's first sentence."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).split(". ")[0].strip() or type(exc).__name__

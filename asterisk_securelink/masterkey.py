@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
-import stat
 from pathlib import Path
 
+from asterisk_securelink import keyfile
 from asterisk_securelink.core.slk1 import MASTER_KEY_LEN
 
 
@@ -25,38 +24,32 @@ def create(path: Path) -> bytes:
     key = secrets.token_bytes(MASTER_KEY_LEN)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        keyfile.create_private(path, base64.b64encode(key) + b"\n")
     except FileExistsError:
         raise MasterKeyError(f"master key file {path} already exists; refusing to overwrite it") from None
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)  # independent of the umask
-        f.write(base64.b64encode(key) + b"\n")
     return key
 
 
 def load(path: Path) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        found = keyfile.read_private(path, 1024)  # never follows a symlink
     except FileNotFoundError:
         raise MasterKeyError(
             f"master key file {path} not found: run `securelink init` or set keys.master_key_file"
         ) from None
+    except keyfile.NotRegularFileError:
+        raise MasterKeyError(f"master key file {path} is not a regular file") from None
     except OSError as exc:
-        raise MasterKeyError(f"master key file {path} cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise MasterKeyError(f"master key file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise MasterKeyError(
-                f"master key file {path} has mode {stat.S_IMODE(st.st_mode):04o}: it must not be accessible "
-                f"by group or others; fix with: chmod 600 {path}"
-            )
-        if st.st_uid != os.geteuid():
-            raise MasterKeyError(f"master key file {path} is not owned by the user running securelink")
-        raw = f.read(1024)
+        raise MasterKeyError(f"master key file {path} cannot be opened: {exc.strerror or exc}") from None
+    if found.shared:
+        raise MasterKeyError(
+            f"master key file {path} has mode {found.mode:04o}: it must not be accessible "
+            f"by group or others; fix with: chmod 600 {path}"
+        )
+    if not found.owned:
+        raise MasterKeyError(f"master key file {path} is not owned by the user running securelink")
     try:
-        key = base64.b64decode(raw.strip(), validate=True)
+        key = base64.b64decode(found.data.strip(), validate=True)
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != MASTER_KEY_LEN:

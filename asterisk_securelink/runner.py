@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from asterisk_securelink import masterkey
 from asterisk_securelink.asterisk.agi import FastAgiServer
 from asterisk_securelink.asterisk.ami import AmiPublisher
-from asterisk_securelink.asterisk.ari import AriClient, Event, StasisStart
+from asterisk_securelink.asterisk.ari.client import AriClient
+from asterisk_securelink.asterisk.ari.events import Event, StasisStart
+from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import Config
 from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.service import VerificationService
@@ -33,23 +35,25 @@ log = logging.getLogger(__name__)
 async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
     key = masterkey.load(cfg.master_key_path)
     store = Store.from_url(cfg.database_url)
+    audit = AuditWriter(store.audit_many)
     try:
         rev = await store.schema_revision()
         if rev != head_revision():
             raise StartupError("the database schema is not current: run `securelink db upgrade`")
-        service = VerificationService(cfg, store, key)
+        service = VerificationService(cfg, store, key, audit=audit)
         await service.start()
         for warning in cfg.warnings():
             log.warning("%s", warning)
         log.info(
             "index ready: %d devices, one guess succeeds with ~2^-%.1f (key alone)",
-            len(service.index),
-            service.strength(),
+            len(service.keys.index),
+            service.keys.strength(),
         )
         yield service
-        if not await service.drain_audit():
-            log.error("%d audit event(s) could not be written before stopping", service.pending_audit)
+        if not await audit.drain():
+            log.error("%d audit event(s) could not be written before stopping", audit.pending)
     finally:
+        await audit.close()
         await store.close()
 
 
@@ -75,11 +79,12 @@ async def metrics_for(cfg: Config, service: VerificationService, needs_ari: bool
         return
     metrics = Metrics(cfg.keys.period)
     metrics.needs_ari = needs_ari
-    service.metrics = metrics
-    metrics.index_refreshed(service.last_refresh_seconds, len(service.index))  # built by service.start()
+    service.keys.metrics = metrics
+    service.audit.on_database_state = metrics.database
+    metrics.index_refreshed(service.keys.last_refresh_seconds, len(service.keys.index))  # built by service.start()
     host, port = parse_listen(cfg.metrics.listen, cfg.metrics.allow_remote)
     server = MetricsServer(
-        metrics, host, port, count_escrow=service.store.count_call_keys, pending_audit=lambda: service.pending_audit
+        metrics, host, port, count_escrow=service.store.count_call_keys, pending_audit=lambda: service.audit.pending
     )
     try:
         await server.start()
@@ -88,7 +93,8 @@ async def metrics_for(cfg: Config, service: VerificationService, needs_ari: bool
     try:
         yield metrics
     finally:
-        service.metrics = None
+        service.keys.metrics = None
+        service.audit.on_database_state = None
         await server.close()
 
 
@@ -178,69 +184,72 @@ def outbound_for(
         cfg,
         service.store,
         ari,
-        service.outbound_key,
-        service.epoch_now,
+        service.keys.outbound_key,
+        service.keys.epoch_now,
         hooks=hooks,
-        audit=service.write_audit,
+        audit=service.audit.record,
         publisher=publisher,
     )
 
 
-async def run_stasis(cfg: Config) -> None:
+@contextlib.asynccontextmanager
+async def _serving(
+    cfg: Config, needs_ari: bool
+) -> AsyncIterator[tuple[asyncio.Event, VerificationService, AmiPublisher | None, Metrics | None]]:
+    """What both long-running commands share: the service with its index kept fresh, AMI, metrics, and the stop
+    signal (SIGINT/SIGTERM)."""
     stop = _stop_event()
     async with (
         service_for(cfg) as service,
         publisher_for(cfg) as publisher,
-        metrics_for(cfg, service, needs_ari=True) as metrics,
+        metrics_for(cfg, service, needs_ari=needs_ari) as metrics,
     ):
+        refresher = asyncio.create_task(service.keys.keep_fresh(stop), name="index")
+        try:
+            yield stop, service, publisher, metrics
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+
+
+async def run_stasis(cfg: Config) -> None:
+    async with _serving(cfg, needs_ari=True) as (stop, service, publisher, metrics):
         ari = ari_client(cfg)
         handlers = Handlers(cfg, service, ari, publisher, metrics)
         outbound = outbound_for(cfg, service, ari, publisher)
         runner = StasisRunner(cfg, service, ari, handlers, outbound)
-        tasks = [
-            asyncio.create_task(service.keep_fresh(stop), name="index"),
-            asyncio.create_task(
-                ari.run(
-                    runner.on_event,
-                    on_connect=runner.on_connect,
-                    on_state_change=metrics.ari_state if metrics is not None else None,
-                ),
-                name="ari",
+        events = asyncio.create_task(
+            ari.run(
+                runner.on_event,
+                on_connect=runner.on_connect,
+                on_state_change=metrics.ari_state if metrics is not None else None,
             ),
-        ]
-        tasks[1].add_done_callback(lambda t: stop.set())  # ARI refused our credentials: stop, exit non-zero
+            name="ari",
+        )
+        events.add_done_callback(lambda t: stop.set())  # ARI refused our credentials: stop, exit non-zero
         log.info("securelink Stasis app %r starting (ARI %s)", cfg.ari.app, cfg.ari.url)
         try:
             await stop.wait()
-            if tasks[1].done() and not tasks[1].cancelled() and tasks[1].exception() is not None:
-                raise StartupError(f"ARI refused the connection ({tasks[1].exception()}): check [ari] in the config")
+            if events.done() and not events.cancelled() and events.exception() is not None:
+                raise StartupError(f"ARI refused the connection ({events.exception()}): check [ari] in the config")
         finally:
             log.info("securelink stopping")
             await ari.close()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            events.cancel()
+            await asyncio.gather(events, return_exceptions=True)
             await outbound.close()
             await handlers.drain()
 
 
 async def run_agi(cfg: Config) -> None:
-    stop = _stop_event()
-    async with (
-        service_for(cfg) as service,
-        publisher_for(cfg) as publisher,
-        metrics_for(cfg, service, needs_ari=False) as metrics,
-    ):
+    async with _serving(cfg, needs_ari=False) as (stop, service, publisher, metrics):
         handlers = Handlers(cfg, service, _NoChannels(), publisher, metrics)
         server = FastAgiServer(handlers.agi_verify)
         await server.serve(cfg.agi.host, cfg.agi.port)
-        refresher = asyncio.create_task(service.keep_fresh(stop), name="index")
         try:
             await stop.wait()
         finally:
             await server.stop()
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
             await handlers.drain()
 
 

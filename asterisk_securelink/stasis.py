@@ -6,14 +6,21 @@ the ARI client, so they can be tested with fakes and read without the protocol c
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from asterisk_securelink.asterisk.ari import Channel, StasisStart
+from asterisk_securelink.asterisk.ari.events import Channel, StasisStart
+
+log = logging.getLogger(__name__)
+
+
+class CanHangUp(Protocol):
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool: ...
 
 
 class ChannelControl(Protocol):
-    """What the handlers need from ARI (implemented by `ari.AriClient`)."""
+    """What the handlers need from ARI (implemented by `asterisk.ari.client.AriClient`)."""
 
     async def set_channel_var(self, channel_id: str, name: str, value: str) -> None: ...
 
@@ -57,3 +64,11 @@ def waiting_call(ch: Channel, app: str) -> CallInfo | None:
     if ch.app_name != "Stasis" or not (ch.app_data == app or ch.app_data.startswith(app + ",")):
         return None
     return CallInfo(ch.id, ch.name, ch.caller_number, ch.exten, tuple(ch.app_data.split(",")[1:]))
+
+
+async def hangup_quietly(channels: CanHangUp, channel_id: str, reason: str) -> None:
+    """Hang up a channel that may already be gone; an ARI error is logged, never raised."""
+    try:
+        await channels.hangup(channel_id, reason)
+    except Exception as exc:  # noqa: BLE001 - already gone, ARI hiccup
+        log.warning("could not hang up channel %s (%s)", channel_id, type(exc).__name__)

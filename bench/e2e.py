@@ -37,7 +37,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
 from sipp import SCENARIO_DIR, SIPP, _csv_row, _free_udp_port  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
-from asterisk_securelink.asterisk.ari import AriClient, Event, StasisStart  # noqa: E402
+from asterisk_securelink.asterisk.ari.client import AriClient  # noqa: E402
+from asterisk_securelink.asterisk.ari.events import Event, StasisStart  # noqa: E402
 from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
 from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get  # noqa: E402

@@ -3,9 +3,10 @@
 
 One run measures, side by side for every size in `--sizes`:
 
-  (a) KeyIndex: one `lookup()` + `confirm()` (exactly what `VerificationService._candidates` does) for hits and
-      for misses (random 10-digit numbers); the initial build of the two live epoch tables; `advance()` rolling
-      one epoch (one new table); and the service's refresh path (snapshot + build + install with patch).
+  (a) KeyIndex: one `lookup()` + `confirm()` (exactly what `LiveKeys.candidates` does) for hits and
+      for misses (random 10-digit numbers); the initial build of the two live epoch tables; `advance()` (missing +
+      build + install) rolling one epoch (one new table); and the service's refresh path (snapshot + build in a
+      thread + install with patch, as `LiveKeys.refresh` does).
   (b) the naive, pyotp-style approach: for every device render its key for the live windows (current, previous)
       and compare it in constant time; first match wins (hits stop early, misses scan everything).
   (c) `VerificationService.verify()` on a real, migrated SQLite database holding N registered devices: admitted
@@ -65,6 +66,13 @@ NAIVE_KEY_BUDGET = 4_000_000  # key derivations per naive miss series at one siz
 INSERT_CHUNK = 5000
 
 _started = time.perf_counter()
+
+
+def advance(idx: KeyIndex, current: int) -> int:
+    """Make exactly the live epochs of `current` present, synchronously. Returns how many epochs were built."""
+    missing = idx.missing(current)
+    idx.install(current, {e: idx.build(e) for e in missing})
+    return len(missing)
 
 
 def progress(msg: str) -> None:
@@ -134,18 +142,19 @@ def derive_secrets(n: int) -> dict[int, bytes]:
 def bench_index(n: int, secrets: dict[int, bytes], rng: random.Random, samples: int) -> dict[str, Any]:
     fmt = NumberFormat(FORMAT)
     idx = KeyIndex(Direction.INBOUND, fmt, Window(PERIOD))
-    idx.replace_all(secrets.items())
+    for i, s in secrets.items():
+        idx.set_device(i, s)
     current = epoch_at(T, PERIOD)
 
     t = time.perf_counter()
-    idx.advance(current)
+    advance(idx, current)
     initial_build_s = time.perf_counter() - t
 
     rolls = 5 if n <= 10_000 else 3
     roll_s: list[float] = []
     for _ in range(rolls):
         t = time.perf_counter()
-        built = idx.advance(idx.current + 1 if idx.current is not None else current)
+        built = advance(idx, idx.current + 1 if idx.current is not None else current)
         roll_s.append(time.perf_counter() - t)
         assert built == 1
 
@@ -352,7 +361,7 @@ async def bench_verify(n: int, rng: random.Random, samples: int, workdir: Path) 
         start_s = time.perf_counter() - t
         timer = StoreTimer(store)
         fmt = cfg.inbound_fmt
-        epoch = svc.epoch_now()
+        epoch = svc.keys.epoch_now()
         warm = 10
         chosen = rng.sample(range(1, n + 1), min(n, samples + warm))
 
@@ -406,7 +415,7 @@ async def bench_verify(n: int, rng: random.Random, samples: int, workdir: Path) 
             "mismatch_unexpected_verdicts": not_mismatch,
             "mismatch_device_syncs": miss_syncs,
             "mismatch_wall_s": miss_wall_s,
-            "device_sync_interval_s": svc.device_sync_interval,
+            "device_sync_interval_s": svc.keys.device_sync_interval,
         }
     finally:
         await store.close()
@@ -419,9 +428,10 @@ def memory_child(n: int) -> dict[str, Any]:
     fmt = NumberFormat(FORMAT)
     rss0 = rss_bytes()
     idx = KeyIndex(Direction.INBOUND, fmt, Window(PERIOD))
-    idx.replace_all((i, device_secret(MASTER, key_id(i))) for i in range(1, n + 1))
+    for i in range(1, n + 1):
+        idx.set_device(i, device_secret(MASTER, key_id(i)))
     rss1 = rss_bytes()
-    idx.advance(current)
+    advance(idx, current)
     rss2 = rss_bytes()
     del idx
 

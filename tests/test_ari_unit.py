@@ -1,13 +1,12 @@
-"""Unit tests of the ARI client's pure parts: event parsing, backoff, the per-channel dispatcher.
+"""Unit tests of the ARI package's pure parts: event parsing, backoff, the per-channel dispatcher.
 
-Plus the reconnect loop against an in-process aiohttp server that speaks just enough ARI (no Asterisk needed);
-tests/e2e/test_ari_client.py runs the same client against the real Asterisk testbed.
+Plus the REST calls and the reconnect loop against `fakes.FakeAriServer`, an in-process aiohttp server that speaks
+just enough ARI (no Asterisk needed); tests/e2e/test_ari_client.py runs the same client against the real testbed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import itertools
 import logging
@@ -16,10 +15,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fakes import FakeAriServer
 
-from asterisk_securelink.asterisk.ari import (
-    AriClient,
-    AriError,
+from asterisk_securelink.asterisk.ari.client import AriClient, backoff_delays
+from asterisk_securelink.asterisk.ari.dispatch import Dispatcher
+from asterisk_securelink.asterisk.ari.errors import AriError
+from asterisk_securelink.asterisk.ari.events import (
     Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -27,14 +28,12 @@ from asterisk_securelink.asterisk.ari import (
     ChannelHangupRequest,
     ChannelStateChange,
     Dial,
-    Dispatcher,
     Event,
     StasisEnd,
     StasisStart,
-    _query,
-    backoff_delays,
     parse_event,
 )
+from asterisk_securelink.asterisk.ari.rest import AriRest, _query
 
 # Shaped like Asterisk 22's events (captured from the testbed, ids shortened).
 CHANNEL = {
@@ -255,7 +254,7 @@ async def test_handler_exception_is_logged_without_its_text_and_lane_goes_on(
         seen.append(e.type)
 
     d = Dispatcher(handler)
-    with caplog.at_level(logging.INFO, logger="asterisk_securelink.asterisk.ari"):
+    with caplog.at_level(logging.INFO, logger="asterisk_securelink.asterisk.ari.dispatch"):
         d.submit(parse_event(ev("StasisStart", "A")))
         d.submit(parse_event(ev("ChannelStateChange", "A")))
         d.submit(parse_event(ev("StasisEnd", "A")))
@@ -323,7 +322,7 @@ async def test_full_lane_drops_with_a_warning(caplog: pytest.LogCaptureFixture) 
         await gate.wait()
 
     d = Dispatcher(handler, max_queue=3)
-    with caplog.at_level(logging.WARNING, logger="asterisk_securelink.asterisk.ari"):
+    with caplog.at_level(logging.WARNING, logger="asterisk_securelink.asterisk.ari.dispatch"):
         results = [d.submit(parse_event(ev("ChannelVarset", "A"))) for _ in range(10)]
     assert results == [True] * 3 + [False] * 7
     assert d.dropped == 7
@@ -382,58 +381,9 @@ def test_ari_error_text() -> None:
 
 
 # ----------------------------------------------------------------------- client against a fake ARI server
-class FakeAri:
-    """Just enough ARI: Basic auth, /events WebSocket (sends queued events, closes on demand), a few REST routes."""
-
-    def __init__(self) -> None:
-        self.auth = "Basic " + base64.b64encode(b"securelink:pw-123").decode()
-        self.sockets: list[web.WebSocketResponse] = []
-        self.connects = 0
-        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
-        app = web.Application()
-        app.router.add_get("/ari/events", self.events)
-        app.router.add_route("*", "/ari/{tail:.*}", self.rest)
-        self.app = app
-
-    def _authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == self.auth
-
-    async def events(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
-            return web.json_response({"message": "Authentication required"}, status=401)
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self.connects += 1
-        self.sockets.append(ws)
-        async for _ in ws:
-            pass
-        return ws
-
-    async def rest(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
-            return web.json_response({"message": "Authentication required"}, status=401)
-        body = await request.json() if request.can_read_body else None
-        self.requests.append((request.method, request.path, dict(request.query), body))
-        tail = request.match_info["tail"]
-        if tail == "channels" and request.method == "POST":
-            return web.json_response({**CHANNEL, "id": request.query.get("channelId", "new.1")})
-        if tail == "channels":
-            return web.json_response([CHANNEL])
-        if tail.startswith("channels/gone"):
-            return web.json_response({"message": "Channel not found"}, status=404)
-        if tail.endswith("/variable") and request.method == "GET":
-            return web.json_response({"value": "v-" + request.query["variable"]})
-        if tail == "bridges":
-            return web.json_response({"id": "br-1", "bridge_type": "mixing"})
-        return web.Response(status=204)
-
-    async def send(self, data: dict[str, Any]) -> None:
-        await self.sockets[-1].send_json(data)
-
-
 @pytest.fixture
-async def fake_ari() -> AsyncIterator[tuple[FakeAri, str]]:
-    fake = FakeAri()
+async def fake_ari() -> AsyncIterator[tuple[FakeAriServer, str]]:
+    fake = FakeAriServer(CHANNEL)
     runner = web.AppRunner(fake.app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -447,7 +397,7 @@ async def fake_ari() -> AsyncIterator[tuple[FakeAri, str]]:
         await runner.cleanup()
 
 
-async def test_rest_helpers_against_fake(fake_ari: tuple[FakeAri, str]) -> None:
+async def test_rest_helpers_against_fake(fake_ari: tuple[FakeAriServer, str]) -> None:
     fake, url = fake_ari
     async with AriClient(url, "securelink", "pw-123", "securelink") as ari:
         chans = await ari.get_channels()
@@ -470,6 +420,8 @@ async def test_rest_helpers_against_fake(fake_ari: tuple[FakeAri, str]) -> None:
             channel_id="my-id",
         )
         assert ch.id == "my-id"
+        created = await ari.create_channel("Local/answer@ctx", app_args="x", channel_id="new-id", variables={"B": "2"})
+        assert created.id == "new-id"
         assert await ari.create_bridge() == "br-1"
         await ari.add_channel_to_bridge("br-1", ["c1", "c2"], inhibit_connected_line_updates=True)
     got = {(m, p): (q, b) for m, p, q, b in fake.requests}
@@ -480,13 +432,16 @@ async def test_rest_helpers_against_fake(fake_ari: tuple[FakeAri, str]) -> None:
     assert q == {"endpoint": "Local/7000@testbed-inbound", "app": "securelink", "appArgs": "inbound,ani",
                  "callerId": "123", "timeout": "30", "channelId": "my-id"}  # fmt: skip
     assert body == {"variables": {"A": "1"}}
+    q, body = got[("POST", "/ari/channels/create")]  # app defaults to the client's own
+    assert q == {"endpoint": "Local/answer@ctx", "app": "securelink", "appArgs": "x", "channelId": "new-id"}
+    assert body == {"variables": {"B": "2"}}
     assert got[("POST", "/ari/bridges/br-1/addChannel")][0] == {
         "channel": "c1,c2",
         "inhibitConnectedLineUpdates": "true",
     }
 
 
-async def test_rest_wrong_password_is_a_clean_error(fake_ari: tuple[FakeAri, str]) -> None:
+async def test_rest_wrong_password_is_a_clean_error(fake_ari: tuple[FakeAriServer, str]) -> None:
     _, url = fake_ari
     async with AriClient(url, "securelink", "wrong-secret-xyz", "securelink") as ari:
         with pytest.raises(AriError) as exc:
@@ -495,7 +450,19 @@ async def test_rest_wrong_password_is_a_clean_error(fake_ari: tuple[FakeAri, str
     assert "wrong-secret-xyz" not in str(exc.value) and "wrong-secret-xyz" not in repr(exc.value)
 
 
-async def test_run_gives_up_on_bad_credentials(fake_ari: tuple[FakeAri, str], caplog: pytest.LogCaptureFixture) -> None:
+async def test_rest_alone_opens_no_events_socket(fake_ari: tuple[FakeAriServer, str]) -> None:
+    fake, url = fake_ari
+    async with AriRest(url, "securelink", "pw-123", "securelink") as rest:
+        assert [c.id for c in await rest.get_channels()] == ["1795380914.144"]
+        assert "pw-123" not in repr(rest)
+    assert fake.connects == 0
+    with pytest.raises(AriError):
+        await rest.get_channels()  # closed
+
+
+async def test_run_gives_up_on_bad_credentials(
+    fake_ari: tuple[FakeAriServer, str], caplog: pytest.LogCaptureFixture
+) -> None:
     _, url = fake_ari
     ari = AriClient(url, "securelink", "wrong-secret-xyz", "securelink")
 
@@ -512,7 +479,7 @@ async def test_run_gives_up_on_bad_credentials(fake_ari: tuple[FakeAri, str], ca
     assert "wrong-secret-xyz" not in caplog.text
 
 
-async def test_reconnects_after_clean_close_and_calls_on_connect_again(fake_ari: tuple[FakeAri, str]) -> None:
+async def test_reconnects_after_clean_close_and_calls_on_connect_again(fake_ari: tuple[FakeAriServer, str]) -> None:
     fake, url = fake_ari
     ari = AriClient(url, "securelink", "pw-123", "securelink")
     events: asyncio.Queue[Event] = asyncio.Queue()

@@ -202,3 +202,40 @@ def test_escrow_keygen_never_leaves_half_a_pair(home: Path) -> None:
     run(home, "escrow", "keygen", "--private-key", "k.key", "--public-key", "k.pub")
     again = run(home, "escrow", "keygen", "--private-key", "k.key", "--public-key", "k2.pub", check=False)
     assert again.returncode == 2 and "already exists" in again.stderr and not (home / "k2.pub").exists()
+
+
+def test_verify_outbound_finds_the_key_in_the_device_window(home: Path) -> None:
+    add(home)
+    at = 59682345 * 30 + 10.0
+    key = run(home, "key", "current", "1", "--direction", "outbound", "--at", str(at)).stdout.strip()
+
+    def verify(when: float) -> dict[str, object]:
+        out = run(home, "verify", key, "--direction", "outbound", "--at", str(when), "--json").stdout
+        result = json.loads(out)
+        assert isinstance(result, dict)
+        return result
+
+    for when in (at - 30, at, at + 30):  # the device accepts e-1, e, e+1 of its own clock
+        assert verify(when) == {"verdict": "admitted", "device": 1, "epoch": 59682345}
+    assert verify(at + 60)["verdict"] == "mismatch"
+    assert verify(at - 60)["verdict"] == "mismatch"
+    assert run(home, "verify", "no-number", "--direction", "outbound", "--json").stdout.count("malformed") == 1
+
+
+def test_an_os_error_prints_its_message_and_the_file(tmp_path: Path) -> None:
+    p = run(tmp_path, "--config", "missing-dir/securelink.toml", "init", check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "No such file or directory" in p.stderr and "missing-dir/securelink.toml" in p.stderr
+
+
+def test_no_error_is_printed_as_a_bare_class_name() -> None:
+    from asterisk_securelink.cli import describe
+
+    assert describe(FileNotFoundError("alembic.ini not found next to the package")) == (
+        "alembic.ini not found next to the package"
+    )
+    assert describe(OSError(13, "Permission denied", "/etc/x")) == "Permission denied: /etc/x"
+    assert describe(KeyError("unknown")) == "unknown"
+    assert describe(ValueError("first\nsecond")) == "first second"  # still one line
+    for bare in (TimeoutError(), OSError(), RuntimeError()):
+        assert describe(bare) != type(bare).__name__ and type(bare).__name__ in describe(bare)

@@ -1,8 +1,9 @@
 """The device side (`device.py`, `securelink-device`): it computes what the platform accepts, checks what it presents.
 
 The platform side in these tests is the platform's own code: `VerificationService` on a real SQLite store for inbound
-keys, `Store.next_outbound_epoch` + `outbound.keyer_for` for the outbound keys the PBX presents, and the `securelink`
-command for the black-box round trip.
+keys, `Store.next_outbound_epoch` + the SLK1 outbound derivation (`outbound_keyer` below, what the service's
+`outbound_key` computes) for the outbound keys the PBX presents, and the `securelink` command for the black-box round
+trip.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,6 @@ from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.device import reference as device
 from asterisk_securelink.device.reference import CheckResult, CheckStatus, check, inbound_key, outbound_epochs
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
-from asterisk_securelink.outbound.controller import keyer_for
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -61,6 +61,15 @@ def prov(
 def outbound(p: Provisioning, epoch: int) -> str:
     """The PBX's outbound key of `epoch`, as the platform renders it."""
     return derive_key(p.secret, Direction.OUTBOUND, epoch, NumberFormat(p.outbound_format))
+
+
+def outbound_keyer(master_key: bytes, fmt: NumberFormat) -> Callable[[str, int], str]:
+    """The PBX's outbound keyer, as the service's `outbound_key`: the device secret from the master key, then SLK1."""
+
+    def key(key_id: str, epoch: int) -> str:
+        return derive_key(device_secret(master_key, key_id), Direction.OUTBOUND, epoch, fmt)
+
+    return key
 
 
 # -- spec vectors (SLK1.md, "Test vectors") --------------------------------------------------------------------
@@ -306,7 +315,7 @@ async def test_the_verifier_admits_the_device_key(sqlite_store: Store, tmp_path:
             k = inbound_key(enrolled(c, d), at)
             out = await svc.verify(VerifyRequest(presented=k.key, call_id=f"{d.id}-{i}"))
             assert (out.verdict, out.device_id, out.epoch) == (Verdict.ADMITTED, d.id, k.epoch)
-    await svc.drain_audit()
+    await svc.audit.drain()
 
 
 async def test_the_verifier_windows_seen_from_the_device(sqlite_store: Store, tmp_path: Path) -> None:
@@ -325,14 +334,14 @@ async def test_the_verifier_windows_seen_from_the_device(sqlite_store: Store, tm
     assert await verdict(inbound_key(p, T - 30).key, "prev") is Verdict.ADMITTED  # previous window, a slow call
     assert await verdict(now.key, "c1") is Verdict.ADMITTED
     assert await verdict(now.key, "c2") is Verdict.REPLAYED  # one call per key: the device waits seconds_left
-    await svc.drain_audit()
+    await svc.audit.drain()
 
 
 async def test_the_pbx_outbound_keys_pass_the_device_check(sqlite_store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, outbound_format="+1NXXNXXXXXX")
     d = await registered(sqlite_store, "A", "15550001", "kid-a")
     p = enrolled(c, d)
-    keyer = keyer_for(MASTER, c.outbound_fmt)
+    keyer = outbound_keyer(MASTER, c.outbound_fmt)
     current = 59666666
     accepted: set[int] = set()
 

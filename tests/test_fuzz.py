@@ -61,6 +61,6 @@ def test_verify_never_raises_and_never_admits_garbage(tmp_path: Path) -> None:
     try:
         check()
     finally:
-        loop.run_until_complete(svc.drain_audit())
+        loop.run_until_complete(svc.audit.drain())
         loop.run_until_complete(svc.store.close())
         loop.close()

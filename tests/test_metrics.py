@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from fakes import Channels
 
 from asterisk_securelink import config
 from asterisk_securelink.config import ConfigError
@@ -19,25 +20,6 @@ from asterisk_securelink.store.store import Store
 
 MASTER = bytes(range(32))
 T = 1_790_000_000.0
-
-
-class Channels:
-    """Records what the handlers do to channels (the ARI side is covered by the e2e tests)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, ...]] = []
-
-    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
-        self.calls.append(("var", channel_id, name, value))
-
-    async def continue_in_dialplan(
-        self, channel_id: str, context: str | None = None, extension: str | None = None, priority: int | None = None
-    ) -> None:
-        self.calls.append(("continue", channel_id))
-
-    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
-        self.calls.append(("hangup", channel_id, reason))
-        return True
 
 
 @pytest.mark.parametrize(
@@ -93,7 +75,8 @@ async def test_real_verifications_move_the_counters(
     metrics, server, base = served
     cfg = config.build({}, {}, tmp_path)
     svc = VerificationService(cfg, store, MASTER, clock=lambda: T, device_sync_interval=0)
-    svc.metrics = metrics
+    svc.keys.metrics = metrics
+    svc.audit.on_database_state = metrics.database
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     d = await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
@@ -101,7 +84,7 @@ async def test_real_verifications_move_the_counters(
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, int(T // 30), cfg.inbound_fmt)
     for i, number in enumerate([key, key, "12345", "anonymous"]):
         await handlers.stasis_start(CallInfo(f"ch{i}", "PJSIP/x", number, "100", ("inbound", "ani")))
-    await svc.drain_audit()
+    await svc.audit.drain()
     await server.poll_once()
     status, text = await get(base + "/metrics")
     assert status == 200

@@ -1,33 +1,32 @@
-"""Outbound keyed calls without Asterisk: the pure decisions (`CallState`, cause mapping, leg plans) and the
-controller (`Outbound`) against a fake ARI and a fake store."""
+"""Outbound keyed calls without Asterisk: the pure decisions (`outbound.state`: `CallState`, cause mapping, leg plans)
+and the controller (`outbound.controller.Outbound`) against a fake ARI, a fake store and a list-backed audit sink."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fakes import RecordingAri
 
-from asterisk_securelink.asterisk.ari import Channel, ChannelDestroyed, StasisEnd
+from asterisk_securelink.asterisk.ari.events import Channel, ChannelDestroyed, StasisEnd
 from asterisk_securelink.config import Config, OutboundConfig
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.outbound import controller as ob
-from asterisk_securelink.outbound.controller import (
+from asterisk_securelink.outbound.controller import Keyer, Outbound
+from asterisk_securelink.outbound.state import (
     Bridge,
     CallState,
     Hangup,
     LegExtras,
     LegOutcome,
     LegPlan,
-    Outbound,
     Phase,
     caller_reason,
-    keyer_for,
     leg_outcome,
     plan_legs,
     reject_reason,
@@ -37,6 +36,15 @@ from asterisk_securelink.store.store import DeviceRow
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 MASTER = bytes(range(32))
+
+
+def keyer_for(master_key: bytes, fmt: NumberFormat) -> Keyer:
+    """An outbound keyer like the one the runner passes (the service's `outbound_key`), straight from SLK1."""
+
+    def key(key_id: str, epoch: int) -> str:
+        return derive_key(device_secret(master_key, key_id), Direction.OUTBOUND, epoch, fmt)
+
+    return key
 
 
 def device(
@@ -199,48 +207,6 @@ def test_rejected_state() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ controller
-class FakeAri:
-    def __init__(self, fail_originate: Sequence[str] = ()) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        self.fail_originate = set(fail_originate)
-        self.bridges = 0
-
-    async def originate(self, endpoint: str, **kw: Any) -> Channel:
-        self.calls.append(("originate", endpoint, kw))
-        if endpoint in self.fail_originate:
-            raise RuntimeError("refused")
-        return Channel(kw["channel_id"])
-
-    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
-        self.calls.append(("hangup", channel_id, reason))
-        return True
-
-    async def answer(self, channel_id: str) -> None:
-        self.calls.append(("answer", channel_id))
-
-    async def ring(self, channel_id: str) -> None:
-        self.calls.append(("ring", channel_id))
-
-    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
-        self.calls.append(("var", channel_id, name, value))
-
-    async def create_bridge(self, type: str = "mixing", *, bridge_id: str | None = None, name: str | None = None
-                            ) -> str:  # fmt: skip
-        self.bridges += 1
-        self.calls.append(("bridge", type))
-        return f"b{self.bridges}"
-
-    async def add_channel_to_bridge(self, bridge_id: str, channel_ids: Any, **kw: Any) -> None:
-        self.calls.append(("add", bridge_id, tuple(channel_ids), kw))
-
-    async def destroy_bridge(self, bridge_id: str) -> bool:
-        self.calls.append(("destroy", bridge_id))
-        return True
-
-    def of(self, kind: str) -> list[tuple[Any, ...]]:
-        return [c for c in self.calls if c[0] == kind]
-
-
 class FakeStore:
     def __init__(self, dev: DeviceRow | None) -> None:
         self.dev = dev
@@ -259,7 +225,6 @@ class FakeStore:
 
 class Hooks:
     def __init__(self) -> None:
-        self.bridged: list[tuple[Any, ...]] = []
         self.finished: list[dict[str, Any]] = []
         self.done = asyncio.Event()
         self.extras = LegExtras()
@@ -268,9 +233,6 @@ class Hooks:
     async def before_legs(self, call_id: str, device_id: int, endpoints: Any) -> LegExtras:
         self.before.append((call_id, device_id, list(endpoints)))
         return self.extras
-
-    async def on_bridged(self, *args: Any) -> None:
-        self.bridged.append(args)
 
     async def on_finished(self, record: dict[str, Any]) -> None:
         self.finished.append(record)
@@ -288,9 +250,9 @@ async def _close_outbounds() -> Any:
         await _made.pop().close(0)
 
 
-def make(dev: DeviceRow | None = None, ring_timeout: int = 5, **ari_kw: Any) -> tuple[Outbound, FakeAri, Hooks]:
+def make(dev: DeviceRow | None = None, ring_timeout: int = 5, **ari_kw: Any) -> tuple[Outbound, RecordingAri, Hooks]:
     cfg = replace(Config(), outbound=OutboundConfig(ring_timeout=ring_timeout))
-    ari = FakeAri(**ari_kw)
+    ari = RecordingAri(**ari_kw)
     hooks = Hooks()
     out = Outbound(cfg, FakeStore(dev if dev is not None else device()), ari, keyer_for(MASTER, cfg.outbound_fmt),
                    lambda: 100, hooks=hooks)  # fmt: skip
@@ -302,7 +264,7 @@ def caller(kind: str = "mobile", dev: str = "7", cid: str = "c1") -> CallInfo:
     return CallInfo(cid, "PJSIP/carrier-00000001", "100", "67", (kind, dev))
 
 
-def leg_ids(ari: FakeAri) -> dict[str, str]:
+def leg_ids(ari: RecordingAri) -> dict[str, str]:
     return {c[2]["channel_id"].rsplit("-", 1)[1]: c[2]["channel_id"] for c in ari.of("originate")}
 
 
@@ -323,7 +285,6 @@ async def test_mobile_call_presents_the_key_and_bridges_on_answer() -> None:
     await out.stasis_start(CallInfo(leg, "PJSIP/carrier-2", expected, "s", ("leg", "c1")))
     assert ari.of("answer") == [("answer", "c1")]
     assert ari.of("add") == [("add", "b1", ("c1", leg), {"inhibit_connected_line_updates": True})]
-    assert hooks.bridged == [("c1", 7, "c1", leg, "PJSIP/15550001111@carrier")]
     await destroyed(out, leg)
     assert ("hangup", "c1", "normal") in ari.calls
     await destroyed(out, "c1")
@@ -414,15 +375,60 @@ async def test_reconcile_treats_vanished_channels_as_gone() -> None:
 
 async def test_hook_failure_does_not_break_the_call() -> None:
     out, ari, hooks = make()
+    failed = asyncio.Event()
 
-    async def boom(*args: Any) -> None:
-        raise RuntimeError("escrow down")
+    async def boom(record: dict[str, Any]) -> None:
+        failed.set()
+        raise RuntimeError("call records down")
 
-    hooks.on_bridged = boom  # type: ignore[method-assign]
+    hooks.on_finished = boom  # type: ignore[method-assign]
     await out.stasis_start(caller())
     leg = leg_ids(ari)["mobile"]
     await out.stasis_start(CallInfo(leg, "m", "", "", ("leg", "c1")))
     assert ari.bridges == 1 and ("hangup", "c1", "congestion") not in ari.calls
+    await destroyed(out, leg)
+    await destroyed(out, "c1")
+    await asyncio.wait_for(failed.wait(), 2)
+    for _ in range(100):  # the supervisor logs the failure and forgets the call
+        if out.active == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert out.active == 0 and ari.of("destroy") == [("destroy", "b1")]
+
+
+async def test_the_verdict_is_queued_for_audit_synchronously_and_never_carries_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out, ari, _hooks = make()
+    audit: list[dict[str, Any]] = []
+    legs_when_queued: list[int] = []
+
+    def sink(event: dict[str, Any]) -> None:  # a plain function: the controller cannot await it
+        legs_when_queued.append(len(ari.of("originate")))
+        audit.append(event)
+
+    out.audit = sink
+    await out.stasis_start(caller())
+    (orig,) = ari.of("originate")
+    [event] = audit
+    assert legs_when_queued == [0]  # queued before the legs rang
+    assert (event["action"], event["result"], event["actor"]) == ("outbound", "admitted", "asterisk")
+    assert (event["device_id"], event["direction"], event["mode"], event["call_id"]) == (7, "outbound", "mobile", "c1")
+    assert orig[2]["caller_id"] not in repr(event)  # only the epoch drift, never the key
+    await out.stasis_start(caller(dev="8", cid="c2"))
+    assert [e["result"] for e in audit] == ["admitted", "error"]
+    assert "audit failed" not in caplog.text  # called, not awaited
+
+
+async def test_an_audit_sink_that_raises_does_not_stop_the_call() -> None:
+    out, ari, _hooks = make()
+
+    def broken(event: dict[str, Any]) -> None:
+        raise RuntimeError("queue gone")
+
+    out.audit = broken
+    await out.stasis_start(caller())
+    assert len(ari.of("originate")) == 1 and ("hangup", "c1", "congestion") not in ari.calls
 
 
 def test_handles() -> None:

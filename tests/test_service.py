@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from asterisk_securelink import config
+from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Mode, Verdict
@@ -46,7 +47,7 @@ async def svc(store: Store, tmp_path: Path) -> AsyncIterator[VerificationService
     s = VerificationService(cfg(tmp_path), store, MASTER, clock=Clock(T), device_sync_interval=0)
     await s.start()
     yield s
-    await s.drain_audit()  # the background audit writer finishes before the store closes
+    await s.audit.drain()  # the background audit writer finishes before the store closes
 
 
 async def verify(s: VerificationService, number: str | None, **kw: object) -> Verdict:
@@ -183,7 +184,7 @@ async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path:
     for caller in (None, "anonymous", ""):  # no caller number: nothing picks the device, so no admission
         assert await verify(svc, k2, mode=Mode.DNIS, caller=caller, call_id=f"n{caller}") is Verdict.MISMATCH
     assert await verify(svc, k2, mode=Mode.DNIS, caller="15550001", call_id="3") is Verdict.ADMITTED  # not spent
-    await svc.drain_audit()
+    await svc.audit.drain()
 
 
 async def test_two_factor_leaves_ani_mode_alone(store: Store, tmp_path: Path) -> None:
@@ -192,7 +193,7 @@ async def test_two_factor_leaves_ani_mode_alone(store: Store, tmp_path: Path) ->
     a = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     assert await verify(svc, key(a, T, c), mode=Mode.ANI, call_id="1") is Verdict.ADMITTED
-    await svc.drain_audit()
+    await svc.audit.drain()
 
 
 async def test_audit_subject_is_never_the_presented_key(store: Store, svc: VerificationService) -> None:
@@ -200,7 +201,7 @@ async def test_audit_subject_is_never_the_presented_key(store: Store, svc: Verif
     k = key(d, T, svc.config)
     await verify(svc, k, mode=Mode.ANI, caller=k, call_id="1")
     await verify(svc, "12345", mode=Mode.EITHER, caller=k, dialed="12345", call_id="2")
-    await svc.drain_audit()
+    await svc.audit.drain()
     rows = await store.list_audit(action="verify")
     assert len(rows) == 2 and all(r.subject is None for r in rows)
 
@@ -222,7 +223,7 @@ async def test_epoch_roll_refreshes_the_index(store: Store, svc: VerificationSer
     d = await registered(store, "A", "15550001", "kid-a")
     svc.clock.t += 3600  # type: ignore[attr-defined]
     assert await verify(svc, key(d, T + 3600, svc.config), call_id="r") is Verdict.ADMITTED
-    assert svc.index.current == int((T + 3600) // 30)
+    assert svc.keys.index.current == int((T + 3600) // 30)
 
 
 async def test_every_verdict_is_audited_without_the_key(store: Store, svc: VerificationService) -> None:
@@ -230,7 +231,7 @@ async def test_every_verdict_is_audited_without_the_key(store: Store, svc: Verif
     k = key(d, T, svc.config)
     await verify(svc, k, call_id="a1", channel="PJSIP/carrier-1")
     await verify(svc, "abc")
-    assert await svc.drain_audit()
+    assert await svc.audit.drain()
     events = await store.list_audit(action="verify")
     assert [e.result for e in events] == ["admitted", "malformed"]
     assert events[0].device_id == d.id and events[0].call_id == "a1" and events[0].channel == "PJSIP/carrier-1"
@@ -247,14 +248,14 @@ async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: 
     store.sessions.configure(bind=store.engine)
     out = await svc.verify(VerifyRequest(presented=key(d, T, svc.config), call_id="down"))
     assert out.verdict is Verdict.ERROR
-    assert not await svc.drain_audit()  # cannot be written now ...
-    assert svc.pending_audit == 1  # ... so it is kept
+    assert not await svc.audit.drain()  # cannot be written now ...
+    assert svc.audit.pending == 1  # ... so it is kept
     await store.engine.dispose()
     store.engine = good_engine
     store.sessions.configure(bind=good_engine)
     assert await verify(svc, "abc") is Verdict.MALFORMED
-    assert await svc.drain_audit()
-    assert svc.pending_audit == 0
+    assert await svc.audit.drain()
+    assert svc.audit.pending == 0
     assert [e.result for e in await store.list_audit(action="verify")] == ["error", "malformed"]
 
 
@@ -268,11 +269,11 @@ async def test_concurrent_verifications_write_exactly_one_audit_row_each(
     c = svc.config
     numbers = [key(d, T, c) for d in devices] + [f"99999{i:05d}" for i in range(10)]
     got = await asyncio.gather(*(verify(svc, n, call_id=f"cc{i}") for i, n in enumerate(numbers)))
-    assert await svc.drain_audit()
+    assert await svc.audit.drain()
     assert got.count(Verdict.ADMITTED) == 10
     rows = await store.list_audit(action="verify", limit=10_000)
     assert len(rows) - before == 20  # twenty calls, twenty rows: none lost, none written twice
-    assert svc.pending_audit == 0
+    assert svc.audit.pending == 0
 
 
 async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: VerificationService) -> None:
@@ -285,13 +286,13 @@ async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: 
         await gate.wait()  # the audit database is stuck
         await real(events)
 
-    store.audit_many = slow  # type: ignore[method-assign]
+    svc.audit = AuditWriter(slow)
     d = await registered(store, "S", "15550009", "kid-s")
     out = await asyncio.wait_for(svc.verify(VerifyRequest(presented=key(d, T, svc.config), call_id="s1")), 2)
     assert out.verdict is Verdict.ADMITTED  # decided while the audit write still hangs
     assert await store.list_audit(action="verify") == []
     gate.set()
-    assert await svc.drain_audit()
+    assert await svc.audit.drain()
     assert [e.result for e in await store.list_audit(action="verify")] == ["admitted"]
 
 
@@ -299,5 +300,5 @@ async def test_outbound_key_is_slk1_outbound_for_the_device(store: Store, tmp_pa
     c = cfg(tmp_path, keys={"outbound_format": "+1NXXNXXXXXX"})
     svc = VerificationService(c, store, MASTER, clock=Clock(T))
     want = derive_key(device_secret(MASTER, "kid-o"), Direction.OUTBOUND, 59666667, c.outbound_fmt)
-    assert svc.outbound_key("kid-o", 59666667) == want
+    assert svc.keys.outbound_key("kid-o", 59666667) == want
     assert want != derive_key(device_secret(MASTER, "kid-o"), Direction.INBOUND, 59666667, c.outbound_fmt)

@@ -8,7 +8,15 @@ import hmac
 import pytest
 
 from asterisk_securelink.core.formats import NumberFormat
-from asterisk_securelink.core.slk1 import Direction, SLK1Error, derive_key, device_secret, epoch_at, key_index
+from asterisk_securelink.core.slk1 import (
+    Direction,
+    SLK1Error,
+    derive_key,
+    device_secret,
+    epoch_at,
+    key_index,
+    outbound_window,
+)
 
 SECRET = bytes(range(32))
 FORMATS = ("XXXXXXXXXX", "+1NXXNXXXXXX", "555XXXXXXX", "9ZXXXXXXXX")
@@ -98,3 +106,8 @@ def test_bad_inputs_are_refused_without_secret_material() -> None:
         key_index(SECRET, "sideways", 0)
     with pytest.raises(SLK1Error):
         key_index(SECRET, "inbound", 2**64)
+
+
+def test_outbound_window_is_e_then_next_then_previous_and_never_negative() -> None:
+    assert outbound_window(100) == [100, 101, 99]
+    assert outbound_window(0) == [0, 1]

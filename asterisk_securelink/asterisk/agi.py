@@ -11,8 +11,9 @@ Every AGI command is bounded by `command_timeout`, the verify callback by `verif
 the connection is closed and the server keeps serving.
 
 Routes: `verify` runs the injected callback `verify(env, args) -> {variable: value}` and sends
-`SET VARIABLE name "value"` for each; an unknown script sets `SECURELINK_RESULT=error` (the dialplan then
-rejects: fail closed). The AGI environment holds the presented number, so it is never logged.
+`SET VARIABLE name "value"` for each; an unknown script from an Asterisk channel sets `SECURELINK_RESULT=error`
+(the dialplan then rejects: fail closed). The AGI environment holds the presented number, so it is never logged,
+nor is the text of the callback's exception (only its type; the traceback at DEBUG).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def agi_args(env: Mapping[str, str]) -> list[str]:
 
 
 def script_of(env: Mapping[str, str]) -> str | None:
-    """The route: `agi_network_script` without a query string or slashes (`/verify?x=1` -> `verify`)."""
+    """The route: `agi_network_script` without its query string and outer slashes (`/a/verify?x=1` -> `a/verify`)."""
     script = env.get("agi_network_script")
     if script is None:
         return None
@@ -164,7 +165,6 @@ class GuardedApplication(Application):  # type: ignore[misc]
         self.max_env_lines = max_env_lines
         self.max_connections = max_connections
         self.active: set[asyncio.Task[Any]] = set()
-        self.served = 0  # connections that reached a route (for tests and metrics)
 
     async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -207,7 +207,6 @@ class GuardedApplication(Application):  # type: ignore[misc]
                 with contextlib.suppress(AgiError):
                     await request.set_variable(RESULT_VAR, "error")
             return
-        self.served += 1
         try:
             await route(request)
         except AgiHangup as exc:
@@ -339,8 +338,9 @@ class FastAgiServer:
         except TimeoutError:
             log.error("FastAGI verify: no decision within %gs; result=error", self.verify_timeout)
             variables = {RESULT_VAR: "error"}
-        except Exception:
-            log.exception("FastAGI verify failed; result=error")
+        except Exception as exc:  # its text can hold the caller number, which can be a key
+            log.error("FastAGI verify failed: %s; result=error", type(exc).__name__)
+            log.debug("FastAGI verify traceback", exc_info=True)
             variables = {RESULT_VAR: "error"}
         for name, value in variables.items():
             try:

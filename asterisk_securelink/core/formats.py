@@ -90,7 +90,3 @@ class NumberFormat:
             elif c != p:
                 return False
         return True
-
-
-def parse_format(pattern: str) -> NumberFormat:
-    return NumberFormat(pattern)

@@ -1,14 +1,15 @@
 """The live-key index: rendered key -> device(s), for the windows that are live now.
 
-Pure and synchronous. Identification is a dict lookup, O(1) in the number of devices; the cost moves to
-`advance()`, which renders one key per device when a new epoch becomes live and drops the epochs that fell out
-of the window. The final equality check is done again in constant time by the caller (`KeyIndex.confirm`).
+Pure and synchronous. Identification is a dict lookup, O(1) in the number of devices; the cost moves to rolling
+the window: `missing()` names the epochs that became live, `build()` renders one key per device for each (from a
+snapshot, so `livekeys.LiveKeys.refresh` runs it in a worker thread), and `install()` puts them in place and drops
+the epochs that fell out of the window. The final equality check is done again in constant time by the caller
+(`KeyIndex.confirm`).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from asterisk_securelink.core.formats import NumberFormat
@@ -72,16 +73,6 @@ class KeyIndex:
             for epoch, table in self._by_epoch.items():
                 _add(table, self.key_for(secret, epoch), device_id)
 
-    def replace_all(self, devices: Iterable[tuple[int, bytes]]) -> None:
-        self._secrets = dict(devices)
-        self._by_epoch = {e: self.build(e) for e in self._by_epoch}
-
-    def advance(self, current: int) -> int:
-        """Make exactly the live epochs of `current` present. Returns how many epochs were built."""
-        missing = self.missing(current)
-        self.install(current, {e: self.build(e) for e in missing})
-        return len(missing)
-
     def missing(self, current: int) -> list[int]:
         return sorted(set(self.window.live_epochs(current)) - self._by_epoch.keys())
 
@@ -140,9 +131,6 @@ class KeyIndex:
             return False
         expected = self.key_for(secret, candidate.epoch)
         return hmac.compare_digest(expected.encode(), digits.encode())
-
-    def secret_of(self, device_id: int) -> bytes | None:
-        return self._secrets.get(device_id)
 
 
 def _add(table: dict[str, _Entry], key: str, device_id: int) -> None:

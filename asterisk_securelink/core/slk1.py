@@ -53,6 +53,23 @@ def epoch_at(unix_time: float, period: int = DEFAULT_PERIOD, t0: int = 0) -> int
     return e
 
 
+OUTBOUND_OFFSETS: Final = (0, 1, -1)
+"""Epochs of the PBX's outbound key a device accepts, relative to its own current epoch, in the order tried.
+
+SLK1.md, "Outbound presentation": `e-1` (the call took a while, or the PBX clock is behind), `e` (the usual case) and
+`e+1` (the PBX already presented `e` to this device, or its clock is ahead). Nothing else: not `e-2`, not `e+2`.
+"""
+
+
+def outbound_window(epoch: int) -> list[int]:
+    """The epochs whose outbound key a device accepts when its own clock is at `epoch`, in the order tried.
+
+    The one home of the outbound window: the device reference checks a received key against it and the operator's
+    `securelink verify --direction outbound` looks a key up in it. Epochs before 0 do not exist and are left out.
+    """
+    return [epoch + d for d in OUTBOUND_OFFSETS if epoch + d >= 0]
+
+
 def key_index(secret: bytes, direction: Direction | str, epoch: int) -> int:
     """The 64-bit value `v` of the spec: first 8 bytes of HMAC-SHA256(secret, msg), big-endian."""
     if len(secret) < MIN_SECRET_LEN:

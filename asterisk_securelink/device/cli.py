@@ -15,10 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import BinaryIO, NoReturn
 
 import segno
 
+from asterisk_securelink import keyfile
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.core.slk1 import SLK1Error
@@ -85,22 +83,19 @@ def _uri_in(text: str) -> str:
 def _read_file(path: Path) -> str:
     shown = safe_display(str(path))
     try:
-        fd = os.open(path, os.O_RDONLY)
+        found = keyfile.read_private(path, MAX_URI_BYTES + 1, follow_symlinks=True)
     except FileNotFoundError:
         raise DeviceCliError(
             f"{shown}: no such file (give a securelink:// URI, a file holding it, or '-' for stdin)"
         ) from None
+    except keyfile.NotRegularFileError:
+        raise DeviceCliError(f"{shown} is not a regular file") from None
     except OSError as exc:
-        raise DeviceCliError(f"{shown}: cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise DeviceCliError(f"{shown} is not a regular file")
-        if st.st_mode & 0o077:
-            warn(f"{shown} holds the device secret but has mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod 600 {shown}")
-        raw = f.read(MAX_URI_BYTES + 1)
+        raise DeviceCliError(f"{shown}: cannot be opened: {exc.strerror or exc}") from None
+    if found.shared:
+        warn(f"{shown} holds the device secret but has mode {found.mode:04o}; fix: chmod 600 {shown}")
     try:
-        return raw.decode("utf-8")
+        return found.data.decode("utf-8")
     except UnicodeDecodeError:
         raise DeviceCliError(f"{shown} is not a text file holding a provisioning URI") from None
 
@@ -219,23 +214,14 @@ def cmd_qr(args: argparse.Namespace) -> int:
 
 
 def _write_private(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file readable by its owner only: a 0600 temporary in the same directory, renamed over `path`."""
-    directory = path.parent if str(path.parent) else Path(".")
+    """Write `path` readable by its owner only (`keyfile.replace_private`), with this tool's error messages."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".securelink-qr-", suffix=".tmp", dir=directory)
+        keyfile.replace_private(path, write, prefix=".securelink-qr-")
+    except keyfile.UnwritableDirectoryError as exc:
+        shown = safe_display(str(path.parent), 200)
+        raise DeviceCliError(f"--png: cannot write in {shown}: {exc.strerror}") from None
     except OSError as exc:
-        raise DeviceCliError(f"--png: cannot write in {safe_display(str(directory), 200)}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)  # mkstemp already uses 0600; be explicit, independent of the umask
-            write(f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise DeviceCliError(f"--png: cannot write {safe_display(str(path), 200)}: {exc.strerror}") from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        raise DeviceCliError(f"--png: cannot write {safe_display(str(path), 200)}: {exc.strerror or exc}") from None
 
 
 # -- argument parsing ----------------------------------------------------------------------------------------

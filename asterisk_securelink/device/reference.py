@@ -22,15 +22,13 @@ import hmac
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
 
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.numbers import Kind, classify, key_digits
 from asterisk_securelink.core.provisioning import Provisioning, parse
-from asterisk_securelink.core.slk1 import Direction, derive_key, epoch_at
+from asterisk_securelink.core.slk1 import Direction, derive_key, epoch_at, outbound_window
 
 __all__ = [
-    "OUTBOUND_OFFSETS",
     "CheckResult",
     "CheckStatus",
     "InboundKey",
@@ -39,13 +37,6 @@ __all__ = [
     "load",
     "outbound_epochs",
 ]
-
-OUTBOUND_OFFSETS: Final = (0, 1, -1)
-"""Epochs of the PBX's outbound key the device accepts, relative to its own current epoch, in the order tried.
-
-SLK1.md, "Outbound presentation": `e-1` (the call took a while, or the PBX clock is behind), `e` (the usual case) and
-`e+1` (the PBX already presented `e` to this device, or its clock is ahead). Nothing else: not `e-2`, not `e+2`.
-"""
 
 
 def load(uri: str) -> Provisioning:
@@ -101,9 +92,9 @@ class CheckResult:
 
 
 def outbound_epochs(prov: Provisioning, at: float) -> list[int]:
-    """The epochs whose outbound key the device accepts at `at`, in the order `check` tries them."""
-    current = epoch_at(at, prov.period, prov.t0)
-    return [current + d for d in OUTBOUND_OFFSETS if current + d >= 0]
+    """The epochs whose outbound key the device accepts at `at`, in the order `check` tries them (SLK1.md,
+    "Outbound presentation": `e`, `e+1`, `e-1`; see `slk1.outbound_window`)."""
+    return outbound_window(epoch_at(at, prov.period, prov.t0))
 
 
 def check(prov: Provisioning, number: str | None, at: float, accepted: Collection[int] = ()) -> CheckResult:

@@ -19,7 +19,7 @@ from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode
 from asterisk_securelink.inbound.service import Outcome, VerificationService
 from asterisk_securelink.lifecycle import DeviceStatus
 from asterisk_securelink.metrics import Metrics
-from asterisk_securelink.stasis import CallInfo, ChannelControl, VerdictPublisher
+from asterisk_securelink.stasis import CallInfo, ChannelControl, VerdictPublisher, hangup_quietly
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ class Handlers:
         self.publisher = publisher
         self._registrable: dict[str, tuple[int, float]] = {}  # channel id -> (device id, monotonic deadline)
         self._background: set[asyncio.Task[Any]] = set()
-        self.handled = 0
 
     # -- Stasis ------------------------------------------------------------------------------------------------
     async def stasis_start(self, call: CallInfo) -> None:
@@ -58,9 +57,7 @@ class Handlers:
                 await self.channels.hangup(call.channel_id, "rejected")
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unexpected
             log.error("handling channel %s failed (%s); rejecting", call.channel_id, type(exc).__name__)
-            await self._reject_quietly(call.channel_id)
-        finally:
-            self.handled += 1
+            await hangup_quietly(self.channels, call.channel_id, "rejected")
 
     async def admit(self, call: CallInfo) -> None:
         started = time.perf_counter()
@@ -160,12 +157,6 @@ class Handlers:
         for cid in [c for c, (_, deadline) in self._registrable.items() if deadline < now]:
             del self._registrable[cid]
         self._registrable[channel_id] = (device_id, now + REGISTRABLE_TTL)
-
-    async def _reject_quietly(self, channel_id: str) -> None:
-        try:
-            await self.channels.hangup(channel_id, "rejected")
-        except Exception as exc:  # noqa: BLE001 - the channel may already be gone
-            log.warning("could not hang up channel %s (%s)", channel_id, type(exc).__name__)
 
     async def drain(self) -> None:
         if self._background:

@@ -1,4 +1,7 @@
-"""Connected calls: the escrowed per-call key and the call record. A thin layer between `escrow` and the store.
+"""The outbound controller's per-call hooks: the escrowed per-call key (sent only on TLS legs) and the call record.
+
+`CallBook` is the thin layer between `escrow` and the store; `TlsLegs` decides which legs may carry the key;
+`CallHooks` puts them together as the controller's `OutboundHooks`.
 
 The escrow public key file is re-read when it changes, so a rotated key applies to the next call without a
 restart; rows keep the version of the key they were sealed to.
@@ -21,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from asterisk_securelink import escrow
 from asterisk_securelink.config import Config
-from asterisk_securelink.outbound.controller import LegExtras
+from asterisk_securelink.outbound.state import LegExtras
 from asterisk_securelink.store.models import CallKey, CallRecord, utcnow
 from asterisk_securelink.store.store import Store
 
@@ -79,8 +82,7 @@ class CallBook:
             device_id=device_id,
             direction=direction,
             key_version=binding.key_version,
-            enc=sealed.enc,
-            nonce=b"",  # HPKE derives the AEAD nonce from the key schedule; nothing to store
+            enc=sealed.enc,  # HPKE derives the AEAD nonce from the key schedule: no nonce is stored
             wrapped_key=sealed.ciphertext,
             created_at=now,
             expires_at=now + self.retention,
@@ -89,7 +91,7 @@ class CallBook:
         return CallKeyIssued(binding.key_id, key)
 
     async def record(self, record: dict[str, Any]) -> None:
-        """Write one call record (from the outbound handlers' `on_finished`)."""
+        """Write one call record (from the outbound controller's `on_finished`)."""
         await self.store.add_call_record(
             CallRecord(
                 call_id=str(record["call_id"])[:128],
@@ -127,7 +129,7 @@ def call_key_header_value(key: bytes) -> str:
 
 
 class ConfigSource(Protocol):
-    """What the transport check needs from ARI (implemented by `ari.AriClient`)."""
+    """What the transport check needs from ARI (implemented by `asterisk.ari.client.AriClient`)."""
 
     async def get_config_object(self, config_class: str, object_type: str, object_id: str) -> dict[str, str] | None: ...
 
@@ -186,11 +188,6 @@ class CallHooks:
         log.info("call %s: per-call key %s escrowed; sent on %d of %d leg(s) (TLS only)", call_id, issued.key_id,
                  len(variables), len(endpoints))  # fmt: skip
         return LegExtras(issued.key_id, variables)
-
-    async def on_bridged(
-        self, call_id: str, device_id: int, caller_channel_id: str, leg_channel_id: str, leg_endpoint: str
-    ) -> None:
-        return None  # the key id is on both channels since the legs were originated
 
     async def on_finished(self, record: dict[str, Any]) -> None:
         await self.book.record(record)

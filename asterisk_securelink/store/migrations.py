@@ -1,9 +1,16 @@
-"""Running the Alembic migrations (the scripts live in the top-level `alembic/` folder) from the application."""
+"""Running the Alembic migrations from the application (`securelink init`, `securelink db upgrade`, start-up check).
+
+One source: the repository's top-level `alembic/` folder. A built wheel carries it as the package data
+`asterisk_securelink/store/alembic/` (setup.py maps it there), found with `importlib.resources`; an editable install
+or a source checkout reads the folder where it is. `alembic upgrade head` from a checkout (with `alembic.ini`) runs
+the same scripts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from alembic.config import Config as AlembicConfig
@@ -11,15 +18,29 @@ from alembic.script import ScriptDirectory
 
 from alembic import command
 
-ROOT = Path(__file__).resolve().parents[2]
+_CHECKOUT = Path(__file__).resolve().parents[2] / "alembic"
+
+
+class MigrationsMissing(RuntimeError):
+    pass
+
+
+def scripts_dir() -> Path:
+    """The folder holding `env.py` and `versions/`."""
+    packaged = resources.files("asterisk_securelink.store") / "alembic"
+    if packaged.is_dir() and (packaged / "env.py").is_file():
+        return Path(str(packaged))
+    if (_CHECKOUT / "env.py").is_file():
+        return _CHECKOUT
+    raise MigrationsMissing(
+        "the database migrations are missing from this installation (asterisk_securelink/store/alembic): "
+        "reinstall the package from a wheel or the source tree"
+    )
 
 
 def alembic_config(url: str | None = None) -> AlembicConfig:
-    ini = ROOT / "alembic.ini"
-    if not ini.is_file():
-        raise FileNotFoundError(f"alembic.ini not found next to the package ({ROOT}); install from the source tree")
-    cfg = AlembicConfig(str(ini))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg = AlembicConfig()  # no ini file: everything it needs is set here
+    cfg.set_main_option("script_location", str(scripts_dir()))
     cfg.attributes["configure_logging"] = False
     if url is not None:
         cfg.attributes["url"] = url

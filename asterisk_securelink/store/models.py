@@ -116,7 +116,6 @@ class CallKey(Base):
     direction: Mapped[str] = mapped_column(String(8))
     key_version: Mapped[str] = mapped_column(String(64))  # fingerprint of the escrow public key used
     enc: Mapped[bytes] = mapped_column(LargeBinary)  # ephemeral X25519 public key
-    nonce: Mapped[bytes] = mapped_column(LargeBinary)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)  # AES-256-GCM ciphertext + tag
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,4 +1,6 @@
-"""The store: a thin async layer over the SQLAlchemy models. No policy lives here.
+"""The store: a thin async layer over the SQLAlchemy models. Policy lives in `core` and `lifecycle`; the one piece
+of it enforced here is the single-use spend, which must be one atomic statement (it re-checks the device's key id
+and a spendable status, `lifecycle.SPENDABLE`, in the same UPDATE).
 
 Every admin change writes its audit event in the same transaction, so a change never lands without its record
 (and a failed change leaves neither).
@@ -189,11 +191,6 @@ class Store:
                 device = (await s.execute(select(Device).where(Device.key_id == ref))).scalar_one_or_none()
             return DeviceRow.of(device) if device else None
 
-    async def get_devices(self, ids: Sequence[int]) -> dict[int, DeviceRow]:
-        async with self.sessions() as s:
-            rows = (await s.execute(select(Device).where(Device.id.in_(ids)))).scalars()
-            return {d.id: DeviceRow.of(d) for d in rows}
-
     async def list_devices(self, since: datetime | None = None) -> list[DeviceRow]:
         """All devices, or those changed at or after `since` (for incremental index refreshes)."""
         q = select(Device).order_by(Device.id)
@@ -201,10 +198,6 @@ class Store:
             q = q.where(Device.updated_at >= since)
         async with self.sessions() as s:
             return [DeviceRow.of(d) for d in (await s.execute(q)).scalars()]
-
-    async def count_devices(self) -> int:
-        async with self.sessions() as s:
-            return int((await s.execute(select(func.count(Device.id)))).scalar_one())
 
     async def update_device(
         self, device_id: int, action: str, actor: str, detail: dict[str, Any] | None = None, **values: Any

@@ -1,4 +1,4 @@
-"""`asterisk_securelink.asterisk.ari.AriClient` against the real Asterisk testbed (scripts/asterisk-testbed).
+"""`asterisk_securelink.asterisk.ari.client.AriClient` against the real Asterisk testbed (scripts/asterisk-testbed).
 
 Every test uses its own ARI app name, so it never takes over another test's (or engineer's) app. Calls are ARI
 originated Local channels into that app: `Local/answer@testbed-selftest` answers, waits 1 s and hangs up.
@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 import pytest
 
 import testbed
-from asterisk_securelink.asterisk.ari import AriClient, AriError, ChannelDestroyed, Event, StasisEnd, StasisStart
+from asterisk_securelink.asterisk.ari.client import AriClient
+from asterisk_securelink.asterisk.ari.errors import AriError
+from asterisk_securelink.asterisk.ari.events import ChannelDestroyed, Event, StasisEnd, StasisStart
 
 pytestmark = pytest.mark.e2e
 

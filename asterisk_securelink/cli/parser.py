@@ -1,0 +1,143 @@
+"""The `securelink` argument parser: every command, its options, and the handler it runs (`args.handler`)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import NoReturn, TypeAlias
+
+from asterisk_securelink.cli import audit, devices, escrow, keys, service, setup
+from asterisk_securelink.core.slk1 import Direction
+
+EXIT_USAGE = 2  # bad input, from argparse or from a command
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"securelink: error: {message} (see `{self.prog} --help`)\n")
+
+
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"  # what add_subparsers() returns
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if not 1 <= n <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be 1..10000000, got {n}")
+    return n
+
+
+def _unix_time(value: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected unix seconds, got {value!r}") from None
+    if not math.isfinite(t) or not 0 <= t < 2**40:
+        raise argparse.ArgumentTypeError(f"expected unix seconds between 0 and 2^40, got {value!r}")
+    return t
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; `init` runs `setup.cmd_init` before any config exists, every other command sets `handler`."""
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p = _Parser(prog="securelink", description="Caller-ID anti-spoofing for Asterisk (SLK1 synchronized keys).")
+    p.add_argument("--config", help="config file (default: $SECURELINK_CONFIG or ./securelink.toml)")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    sub.add_parser("init", parents=[common], help="create config skeleton, master key and database schema")
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    up = db.add_parser("upgrade", parents=[common], help="migrate the database to the latest schema")
+    up.set_defaults(handler=setup.cmd_db_upgrade)
+
+    _add_device_commands(sub, common)
+    _add_key_commands(sub, common)
+    _add_escrow_commands(sub, common)
+
+    run = sub.add_parser("run", help="run the Stasis app (connects to ARI and AMI; runs until stopped)")
+    run.set_defaults(handler=service.cmd_run)
+    agi = sub.add_parser("agi", help="run the FastAGI server for AGI(agi://HOST:4573/verify,ani|dnis)")
+    agi.set_defaults(handler=service.cmd_agi)
+    doctor = sub.add_parser("doctor", parents=[common], help="check the installation; each failure says how to fix it")
+    doctor.set_defaults(handler=service.cmd_doctor)
+
+    au = sub.add_parser("audit", help="audit events").add_subparsers(dest="audit_cmd", required=True)
+    al = au.add_parser("list", parents=[common], help="list audit events, oldest first")
+    al.add_argument("--since", help="ISO time or duration (15m, 2h, 7d)")
+    al.add_argument("--action", help="only this action, e.g. verify, device.revoke")
+    al.add_argument("--limit", type=_positive_int, default=1000)
+    al.set_defaults(handler=audit.cmd_audit_list)
+    return p
+
+
+def _add_device_commands(sub: _Commands, common: _Parser) -> None:
+    dev = sub.add_parser("device", help="enrolled devices").add_subparsers(dest="device_cmd", required=True)
+    add = dev.add_parser("add", parents=[common], help="enroll a device; prints its one-time provisioning URI")
+    add.add_argument("name")
+    add.add_argument("--number", required=True, help="the device's mobile number (MSISDN)")
+    add.add_argument("--desk-endpoint", help="the user's desk phone, e.g. PJSIP/1001")
+    add.add_argument("--key-id-from-uid", metavar="UID", help="derive the key_id from the device uid")
+    add.set_defaults(handler=devices.cmd_device_add)
+    dev.add_parser("list", parents=[common], help="list devices").set_defaults(handler=devices.cmd_device_list)
+    for name, helptext, handler in (
+        ("show", "show one device", devices.cmd_device_show),
+        ("register", "mark a device registered (full ability)", devices.cmd_device_status),
+        ("suspend", "suspend a device (its keys are refused)", devices.cmd_device_status),
+        ("resume", "resume a suspended device", devices.cmd_device_status),
+        ("rotate", "give a device a new key_id; its old keys stop working", devices.cmd_device_rotate),
+    ):
+        one = dev.add_parser(name, parents=[common], help=helptext)
+        one.add_argument("device", help="device id or key_id")
+        one.set_defaults(handler=handler)
+    revoke = dev.add_parser("revoke", parents=[common], help="revoke a device for good")
+    revoke.add_argument("device", help="device id or key_id")
+    revoke.add_argument("--reason", required=True)
+    revoke.set_defaults(handler=devices.cmd_device_status)
+    fork = dev.add_parser("fork", parents=[common], help="ring desk and mobile together for this device")
+    fork.add_argument("device", help="device id or key_id")
+    fork.add_argument("state", choices=["on", "off"])
+    fork.set_defaults(handler=devices.cmd_device_fork)
+
+
+def _add_key_commands(sub: _Commands, common: _Parser) -> None:
+    key = sub.add_parser("key", help="keys (operator debug)").add_subparsers(dest="key_cmd", required=True)
+    cur = key.add_parser("current", parents=[common], help="print a device's current key (audited)")
+    cur.add_argument("device", help="device id or key_id")
+    cur.add_argument("--direction", choices=[d.value for d in Direction], default="inbound")
+    cur.add_argument("--at", type=_unix_time, metavar="UNIX_TIME")
+    cur.set_defaults(handler=keys.cmd_key_current)
+
+    ver = sub.add_parser("verify", parents=[common], help="run the verifier on a number, as a call would")
+    ver.add_argument("number")
+    ver.add_argument("--direction", choices=[d.value for d in Direction], default="inbound")
+    ver.add_argument("--mode", choices=["ani", "dnis"], default="ani")
+    ver.add_argument("--caller", help="the caller number (DNIS mode: narrows collisions / two-factor)")
+    ver.add_argument("--call-id", help="call id (the same call re-presented is not a replay)")
+    ver.add_argument("--at", type=_unix_time, metavar="UNIX_TIME")
+    ver.set_defaults(handler=keys.cmd_verify)
+
+
+def _add_escrow_commands(sub: _Commands, common: _Parser) -> None:
+    esc = sub.add_parser("escrow", help="escrowed per-call keys").add_subparsers(dest="escrow_cmd", required=True)
+    kg = esc.add_parser("keygen", parents=[common], help="write a new escrow key pair (private key 0600)")
+    kg.add_argument("--private-key", required=True, metavar="FILE")
+    kg.add_argument("--public-key", required=True, metavar="FILE")
+    kg.set_defaults(handler=escrow.cmd_escrow_keygen)
+    dec = esc.add_parser("decrypt", parents=[common], help="open the escrowed key(s) of a call (audited)")
+    dec.add_argument("call_id", help="call id or key id")
+    dec.add_argument("--private-key", required=True, metavar="FILE")
+    dec.add_argument("--reason", required=True)
+    dec.set_defaults(handler=escrow.cmd_escrow_decrypt)
+    ls = esc.add_parser("list", parents=[common], help="escrowed keys and the escrow key version each needs")
+    ls.set_defaults(handler=escrow.cmd_escrow_list)
+    purge = esc.add_parser("purge", parents=[common], help="delete escrowed keys past escrow.retention_days")
+    purge.set_defaults(handler=escrow.cmd_escrow_purge)
+
+    calls = sub.add_parser("calls", help="call records").add_subparsers(dest="calls_cmd", required=True)
+    cl = calls.add_parser("list", parents=[common], help="call records, oldest first")
+    cl.add_argument("--since", help="ISO time or duration (15m, 2h, 7d)")
+    cl.add_argument("--limit", type=_positive_int, default=1000)
+    cl.set_defaults(handler=escrow.cmd_calls_list)

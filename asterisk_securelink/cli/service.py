@@ -1,0 +1,42 @@
+"""`securelink run`, `agi` and `doctor`: the long-running services and the installation check."""
+
+from __future__ import annotations
+
+import argparse
+
+from asterisk_securelink.cli.context import emit
+from asterisk_securelink.config import Config
+
+
+def _setup_logging(cfg: Config) -> None:
+    from asterisk_securelink.logs import configure
+
+    configure(cfg.log.level, cfg.log.json)
+
+
+async def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    _setup_logging(cfg)  # before the runner and its dependencies are imported
+    from asterisk_securelink.runner import run_stasis
+
+    await run_stasis(cfg)
+    return 0
+
+
+async def cmd_agi(args: argparse.Namespace, cfg: Config) -> int:
+    _setup_logging(cfg)  # before the runner and its dependencies are imported
+    from asterisk_securelink.runner import run_agi
+
+    await run_agi(cfg)
+    return 0
+
+
+async def cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
+    from asterisk_securelink.doctor import run_checks
+
+    checks = await run_checks(cfg)
+    emit(
+        args,
+        [{"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks],
+        "\n".join(c.line() for c in checks),
+    )
+    return 0 if all(c.ok for c in checks) else 1
