@@ -19,6 +19,8 @@ from asterisk_securelink.core.slk1 import MAX_PERIOD, MIN_PERIOD
 ENV_PREFIX = "SECURELINK_"
 CONFIG_ENV = "SECURELINK_CONFIG"
 DEFAULT_CONFIG_NAME = "securelink.toml"
+SYSTEM_CONFIG = Path("/etc/securelink/securelink.toml")  # the system installation (`securelink init` as root)
+SYSTEM_STATE_DIR = Path("/var/lib/securelink")  # where a system installation keeps what it writes at run time
 _SECRET_KEYS = frozenset({"password", "secret"})
 
 
@@ -274,15 +276,28 @@ def build(data: dict[str, Any], env: dict[str, str], base_dir: Path, source: Pat
     return cfg
 
 
-def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
-    """Load from `path`, else $SECURELINK_CONFIG, else ./securelink.toml if present, else defaults."""
-    env = dict(os.environ) if env is None else env
+def find(path: str | os.PathLike[str] | None, env: dict[str, str], system: Path = SYSTEM_CONFIG) -> Path:
+    """Which config file to use: `path` (--config), else $SECURELINK_CONFIG, else ./securelink.toml, else the system
+    installation's /etc/securelink/securelink.toml. None of them: an error naming where it looked (never a silent
+    default, which would start a second, separate installation in the current directory)."""
     chosen = path or env.get(CONFIG_ENV)
-    if chosen is None and Path(DEFAULT_CONFIG_NAME).is_file():
-        chosen = DEFAULT_CONFIG_NAME
-    if chosen is None:
-        return build({}, env, Path.cwd())
-    file = Path(chosen).expanduser().resolve()
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    for candidate in (Path(DEFAULT_CONFIG_NAME), system):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(
+        f"no config file: looked for --config, ${CONFIG_ENV}, ./{DEFAULT_CONFIG_NAME} and {system}; "
+        f"pass --config FILE (or run `securelink init` to create an installation)"
+    )
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None, system: Path = SYSTEM_CONFIG
+) -> Config:
+    """Load the config file that `find` picks."""
+    env = dict(os.environ) if env is None else env
+    file = find(path, env, system)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -10,6 +10,7 @@ from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.config import Config
 from asterisk_securelink.masterkey import MasterKeyError
 from asterisk_securelink.runner import ari_client
+from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.migrations import head_revision
 from asterisk_securelink.store.store import Store
 
@@ -40,11 +41,14 @@ def _check_master_key(cfg: Config) -> Check:
     try:
         masterkey.load(cfg.master_key_path)
     except MasterKeyError as exc:
-        return Check("master key", False, str(exc), "run `securelink init`, or `chmod 600` the file named above")
+        return Check("master key", False, str(exc), exc.fix)
     return Check("master key", True, f"{cfg.master_key_path} (mode 0600, 32 bytes)")
 
 
 async def _check_database(cfg: Config) -> Check:
+    problem = sqlite.access_problem(cfg.database_url)
+    if problem is not None:
+        return Check("database", False, problem, "the service must be able to write its database")
     store = Store.from_url(cfg.database_url)
     try:
         rev = await store.schema_revision()

@@ -16,7 +16,9 @@ from asterisk_securelink.core.slk1 import MASTER_KEY_LEN
 
 
 class MasterKeyError(ValueError):
-    pass
+    def __init__(self, message: str, fix: str = "run `securelink init`, or set keys.master_key_file") -> None:
+        super().__init__(message)
+        self.fix = fix  # what `securelink doctor` tells the admin to do
 
 
 def create(path: Path) -> bytes:
@@ -44,16 +46,22 @@ def load(path: Path) -> bytes:
     if found.shared:
         raise MasterKeyError(
             f"master key file {path} has mode {found.mode:04o}: it must not be accessible "
-            f"by group or others; fix with: chmod 600 {path}"
+            f"by group or others; fix with: chmod 600 {path}",
+            fix=f"chmod 600 {path}",
         )
     if not found.owned:
-        raise MasterKeyError(f"master key file {path} is not owned by the user running securelink")
+        raise MasterKeyError(
+            f"master key file {path} is not owned by the user running securelink",
+            fix=f"run securelink as the user that owns {path} (e.g. `runuser -u securelink -- securelink ...`), "
+            f"or chown it to the service user",
+        )
     try:
         key = base64.b64decode(found.data.strip(), validate=True)
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != MASTER_KEY_LEN:
         raise MasterKeyError(
-            f"master key file {path} is malformed: it must hold base64 of exactly {MASTER_KEY_LEN} bytes"
+            f"master key file {path} is malformed: it must hold base64 of exactly {MASTER_KEY_LEN} bytes",
+            fix="restore the master key file from its backup (a new key would invalidate every device)",
         )
     return key

@@ -25,6 +25,7 @@ from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
 from asterisk_securelink.outbound.callkeys import CallBook, CallHooks, TlsLegs
 from asterisk_securelink.outbound.controller import Outbound, OutboundHooks
 from asterisk_securelink.stasis import CallInfo, call_info, waiting_call
+from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.migrations import head_revision
 from asterisk_securelink.store.store import Store
 
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
     key = masterkey.load(cfg.master_key_path)
+    problem = sqlite.access_problem(cfg.database_url)
+    if problem is not None:
+        raise StartupError(problem)
     store = Store.from_url(cfg.database_url)
     audit = AuditWriter(store.audit_many)
     try:

@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: $SECURELINK_CONFIG or ./securelink.toml)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
-    sub.add_parser("init", parents=[common], help="create config skeleton, master key and database schema")
+    init = sub.add_parser("init", parents=[common], help="create config skeleton, master key and database schema")
+    init.add_argument(
+        "--state-dir",
+        help="where the database goes (default: /var/lib/securelink for a config under /etc/securelink, "
+        "else next to the config)",
+    )
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
     up = db.add_parser("upgrade", parents=[common], help="migrate the database to the latest schema")
     up.set_defaults(handler=setup.cmd_db_upgrade)
