@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.keyindex import Window
+from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
+from asterisk_securelink.livekeys import key_settings_problem, strength_report
 from asterisk_securelink.masterkey import MasterKeyError
 from asterisk_securelink.runner import ari_client
 from asterisk_securelink.store import sqlite
@@ -17,21 +23,59 @@ from asterisk_securelink.store.store import Store
 CONTEXTS = ("securelink-inbound", "securelink-after-stasis")
 
 
+_CONTEXT_REF = re.compile(r"(?<![A-Za-z0-9_-])(securelink-inbound(?:-agi)?(?:-dnis)?)(?![A-Za-z0-9_-])")
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    warn: bool = False  # not ok, but nothing is broken yet: reported, does not fail `doctor`
+
+    @property
+    def passed(self) -> bool:
+        return self.ok or self.warn
 
     def line(self) -> str:
-        mark = "ok  " if self.ok else "FAIL"
+        mark = "ok  " if self.ok else "warn" if self.warn else "FAIL"
         fix = f"\n        fix: {self.fix}" if not self.ok and self.fix else ""
         return f"[{mark}] {self.name}: {self.detail}{fix}"
 
 
+def transports_in(config: Mapping[str, Any]) -> list[str]:
+    """The PJSIP transports of an AMI `GetConfig pjsip.conf` answer (categories with `type=transport`)."""
+    names: dict[str, str] = {}
+    found: list[str] = []
+    for key, value in config.items():
+        if key.startswith("Category-"):
+            names[key.split("-", 1)[1]] = str(value)
+    for key, value in config.items():
+        if key.startswith("Line-") and str(value).replace(" ", "").lower() == "type=transport":
+            category = names.get(key.split("-")[1])
+            if category is not None and category not in found:
+                found.append(category)
+    return found
+
+
+def entry_routes(dialplan: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Which of the admin's own contexts send calls to an entry context (`Goto(securelink-inbound,...)`, an
+    include, a Local channel), from AMI `ShowDialPlan` events."""
+    routes: list[str] = []
+    for event in dialplan:
+        context = str(event.get("Context", ""))
+        if not context or context.startswith("securelink-"):
+            continue
+        text = f"{event.get('AppData', '')} {event.get('IncludeContext', '')}"
+        if _CONTEXT_REF.search(text) and context not in routes:
+            routes.append(context)
+    return routes
+
+
 async def run_checks(cfg: Config) -> list[Check]:
     checks = [_check_master_key(cfg), await _check_database(cfg)]
+    checks.extend(await key_checks(cfg))
     checks.extend(await _check_ari(cfg))
     checks.extend(await _check_ami(cfg))
     return checks
@@ -128,8 +172,89 @@ async def _check_ami(cfg: Config) -> list[Check]:
                     "add `#include securelink/securelink.conf` to extensions.conf and run `dialplan reload`",
                 )
             )
+        checks.append(await _check_sip_transport(pub))
+        checks.append(await _check_entry_routes(pub))
         return checks
     except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
         return [Check("AMI", False, f"check failed ({type(exc).__name__})", "see the Asterisk log")]
     finally:
         await pub.close()
+
+
+async def _check_sip_transport(pub: AmiPublisher) -> Check:
+    name = "SIP transport"
+    try:
+        answer = await pub.send_action({"Action": "GetConfig", "Filename": "pjsip.conf"}, 5)
+    except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
+        return Check(name, False, f"could not read pjsip.conf through AMI ({type(exc).__name__})", warn=True)
+    found = transports_in(answer if isinstance(answer, Mapping) else {})
+    if found:
+        return Check(name, True, f"PJSIP transport(s): {', '.join(found[:5])}")
+    return Check(
+        name,
+        False,
+        "pjsip.conf defines no transport: Asterisk receives no SIP at all",
+        "add a [transport-udp] section (type=transport, protocol=udp, bind=0.0.0.0:5060) to pjsip.conf and run "
+        "`module reload res_pjsip.so` (see docs/install-manual.md)",
+        warn=True,
+    )
+
+
+async def _check_entry_routes(pub: AmiPublisher) -> Check:
+    name = "calls routed to securelink"
+    try:
+        answer = await pub.send_action({"Action": "ShowDialPlan"}, 10)
+    except Exception as exc:  # noqa: BLE001
+        return Check(name, False, f"could not read the dialplan through AMI ({type(exc).__name__})", warn=True)
+    routes = entry_routes(answer if isinstance(answer, list) else [])
+    if routes:
+        return Check(name, True, f"context(s) {', '.join(routes[:5])} send calls to the entry contexts")
+    return Check(
+        name,
+        False,
+        "no context of yours sends calls to securelink-inbound / securelink-inbound-dnis yet: no call is verified",
+        "route your DIDs, e.g. `exten => 4930123456,1,Goto(securelink-inbound,${EXTEN},1)` in your trunk's context "
+        "(README, Install on your own Asterisk)",
+        warn=True,
+    )
+
+
+# -- keys: strength (SLK1.md, "How strong is a key, really") and the period/t0 the devices' keys were made with ------
+async def key_checks(cfg: Config) -> list[Check]:
+    """Nothing when the database cannot be read: the database check already says why."""
+    store = Store.from_url(cfg.database_url)
+    try:
+        devices = await store.count_live_devices()
+        problem = await key_settings_problem(store, cfg.keys, record=False)
+    except Exception:  # noqa: BLE001 - a doctor reports, it does not crash
+        return []
+    finally:
+        await store.close()
+    settings = Check(
+        "key settings",
+        problem is None,
+        problem or f"the devices' keys are made with keys.period {cfg.keys.period}, keys.t0 {cfg.keys.t0}",
+        "restore the old keys.period / keys.t0, or `securelink device rotate --all` and re-provision every device",
+    )
+    return [strength_check(cfg, devices), settings]
+
+
+def strength_check(cfg: Config, devices: int) -> Check:
+    """The key-alone strength log2(S / (W*D)), W = look_behind + look_ahead + 1, with what burst costs of it.
+
+    Under 30 bits it is a warning, unless two-factor is on (then a guess succeeds with W / S for DNIS calls)."""
+    k = cfg.keys
+    window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
+    size = cfg.inbound_fmt.size
+    detail = strength_report(size, window, devices)
+    weak = strength_bits(size, window.width, devices) < WEAK_BITS
+    if cfg.inbound.require_registered_number:
+        detail += f"; two-factor (DNIS): ~2^-{strength_bits(size, window.width, 1):.1f}"
+        weak = False
+    return Check(
+        "key strength",
+        not weak,
+        detail,
+        "two-factor: DNIS mode with inbound.require_registered_number = true, or a larger keys.inbound_format",
+        warn=weak,
+    )

@@ -223,9 +223,10 @@ def test_verify_outbound_finds_the_key_in_the_device_window(home: Path) -> None:
 
 
 def test_an_os_error_prints_its_message_and_the_file(tmp_path: Path) -> None:
-    p = run(tmp_path, "--config", "missing-dir/securelink.toml", "init", check=False)
+    (tmp_path / "a-file").write_text("not a directory")
+    p = run(tmp_path, "--config", "a-file/securelink.toml", "init", check=False)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
-    assert "No such file or directory" in p.stderr and "missing-dir/securelink.toml" in p.stderr
+    assert "File exists" in p.stderr and "a-file" in p.stderr
 
 
 def test_no_error_is_printed_as_a_bare_class_name() -> None:

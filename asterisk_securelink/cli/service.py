@@ -36,7 +36,7 @@ async def cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
     checks = await run_checks(cfg)
     emit(
         args,
-        [{"check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks],
+        [{"check": c.name, "ok": c.ok, "warn": c.warn, "detail": c.detail, "fix": c.fix} for c in checks],
         "\n".join(c.line() for c in checks),
     )
-    return 0 if all(c.ok for c in checks) else 1
+    return 0 if all(c.passed for c in checks) else 1

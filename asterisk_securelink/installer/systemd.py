@@ -1,0 +1,110 @@
+"""`--systemd`: install the product's units (contrib/systemd/*.service), enable the Stasis app's; uninstall removes
+the units install wrote (marked by their first line), never one an admin copied by hand."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from asterisk_securelink.installer import resources
+from asterisk_securelink.installer.plan import FileChange, Owner, stamp, stamped
+
+UNIT_DIR = Path("/etc/systemd/system")
+MAIN_UNIT = "securelink.service"  # enabled and started; the FastAGI unit is installed for those who use it
+_EXEC = "ExecStart=/usr/local/bin/securelink "
+_CONFIG = "Environment=SECURELINK_CONFIG=/etc/securelink/securelink.toml\n"
+
+Runner = Callable[[list[str]], str | None]  # runs a command; None when it worked, else what went wrong
+
+
+def available() -> bool:
+    """Whether this host runs systemd (sd_booted(): /run/systemd/system exists) and has systemctl."""
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def unit_text(name: str, exe: str, config: Path) -> bytes:
+    """The packaged unit `name`, run by `exe` with `config`, marked as install's."""
+    text = resources.read("systemd", name).decode()
+    text = text.replace(_EXEC, f"ExecStart={_quote(exe)} ", 1)
+    text = text.replace(_CONFIG, f"Environment={_quote(f'SECURELINK_CONFIG={config}')}\n", 1)
+    return stamp(text, "#").encode()
+
+
+def _quote(word: str) -> str:
+    return f'"{word}"' if any(c.isspace() for c in word) else word
+
+
+def plan_units(
+    unit_dir: Path, existing: Mapping[str, bytes | None], owner: Owner, exe: str, config: Path
+) -> list[FileChange]:
+    """Install: create or update each packaged unit in `unit_dir` (files owned like the folder, 0644);
+    `existing` maps unit name -> current bytes."""
+    out: list[FileChange] = []
+    for name in resources.names("systemd", ".service"):
+        before = existing.get(name)
+        after = unit_text(name, exe, config)
+        if before is not None and stamped(before, "#") != "intact":
+            continue  # an admin's own unit, or one edited after install: left alone (reported by the caller)
+        if before != after:
+            unit_owner = Owner(owner.uid, owner.gid, 0o644)
+            out.append(FileChange(unit_dir / name, before, after, unit_owner, "systemd unit"))
+    return out
+
+
+def plan_removal(unit_dir: Path, existing: Mapping[str, bytes | None], owner: Owner) -> list[FileChange]:
+    """Uninstall: remove the units install wrote."""
+    return [
+        FileChange(unit_dir / name, data, None, owner, "systemd unit")
+        for name, data in sorted(existing.items())
+        if data is not None and stamped(data, "#") is not None
+    ]
+
+
+def read_units(unit_dir: Path) -> dict[str, bytes | None]:
+    """The current bytes of every packaged unit's name in `unit_dir` (None: absent)."""
+    return {
+        name: (unit_dir / name).read_bytes() if (unit_dir / name).is_file() else None
+        for name in resources.names("systemd", ".service")
+    }
+
+
+def foreign(existing: Mapping[str, bytes | None]) -> list[str]:
+    """Units present in the unit dir that install did not write, or that were edited since."""
+    return [name for name, data in sorted(existing.items()) if data is not None and stamped(data, "#") != "intact"]
+
+
+def run_systemctl(args: list[str]) -> str | None:
+    try:
+        p = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return type(exc).__name__
+    if p.returncode != 0:
+        return (p.stderr or p.stdout).strip().splitlines()[0] if (p.stderr or p.stdout).strip() else "failed"
+    return None
+
+
+def after_install(changes: list[FileChange], config_changed: bool, run: Runner = run_systemctl) -> list[str]:
+    """daemon-reload, enable --now the main unit, and restart it when its unit or its config changed (a running
+    service reads its passwords at start). Returns what failed."""
+    errors: list[str] = []
+    if changes:
+        errors += _step(run, ["daemon-reload"])
+    errors += _step(run, ["enable", "--now", MAIN_UNIT])
+    if config_changed or any(c.path.name == MAIN_UNIT and c.before is not None for c in changes):
+        errors += _step(run, ["try-restart", MAIN_UNIT])
+    return errors
+
+
+def before_removal(changes: list[FileChange], run: Runner = run_systemctl) -> list[str]:
+    return [e for c in changes for e in _step(run, ["disable", "--now", c.path.name])]
+
+
+def after_removal(run: Runner = run_systemctl) -> list[str]:
+    return _step(run, ["daemon-reload"])
+
+
+def _step(run: Runner, args: list[str]) -> list[str]:
+    error = run(args)
+    return [] if error is None else [f"systemctl {' '.join(args)}: {error}"]
