@@ -109,11 +109,13 @@ def run_uac(
     timeout: float = 60.0,
     target: str = ASTERISK_SIP,
     scenario: Path | None = None,
+    prefix: Sequence[str] = (),
 ) -> list[CallResult]:
     """Place ``calls`` (caller, called) through Asterisk; return results in input order.
 
     ``rate`` is calls per second, ``concurrency`` the max simultaneous calls.
-    Raises SippError if SIPp fails to start or some call produced no result line.
+    Raises SippError if SIPp fails to start or some call produced no result line. ``prefix`` runs SIPp through
+    another command (e.g. `nsenter --net=...` into a test's own network namespace).
     """
     if not calls:
         return []
@@ -125,6 +127,7 @@ def run_uac(
         log = tmpdir / "results.log"
         out = tmpdir / "sipp.out"
         cmd = [
+            *prefix,
             SIPP,
             target,
             "-sf",
