@@ -131,8 +131,9 @@ async def _check_ari(cfg: Config) -> list[Check]:
 
 
 _ARI_FIX = (
-    "enable ARI: http.conf `enabled=yes`, `bindaddr=127.0.0.1`; ari.conf user with the password in ari.password "
-    "(see dialplan/ari.conf.sample); then `module reload res_ari.so`"
+    "`securelink asterisk install` sets up HTTP, the ARI user and its password; by hand: http.conf `enabled=yes`, "
+    "`bindaddr=127.0.0.1`, an ari.conf user with the password in ari.password, `module reload http` and "
+    "`module reload res_ari.so` (docs/install-manual.md)"
 )
 
 
@@ -148,8 +149,8 @@ async def _check_ami(cfg: Config) -> list[Check]:
                     "AMI",
                     False,
                     detail,
-                    "manager.conf: enabled=yes, bindaddr=127.0.0.1 and a user matching ami.username/ami.secret "
-                    "(see dialplan/manager.conf.sample)",
+                    "`securelink asterisk install` adds the AMI user; by hand: manager.conf enabled=yes, "
+                    "bindaddr=127.0.0.1 and a user matching ami.username/ami.secret (docs/install-manual.md)",
                 )
             ]
         checks = [Check("AMI", True, detail)]
@@ -165,7 +166,8 @@ async def _check_ami(cfg: Config) -> list[Check]:
                     f"dialplan {context}",
                     found,
                     "loaded" if found else "not loaded",
-                    "add `#include securelink/securelink.conf` to extensions.conf and run `dialplan reload`",
+                    "`securelink asterisk install` (or `#include securelink/securelink.conf` in extensions.conf), "
+                    "then `dialplan reload`",
                 )
             )
         checks.append(await _check_sip_transport(pub))
