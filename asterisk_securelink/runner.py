@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.asterisk.agi import FastAgiServer
@@ -17,7 +18,8 @@ from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart
 from asterisk_securelink.audit import AuditWriter
-from asterisk_securelink.config import Config
+from asterisk_securelink.auditspool import Spool
+from asterisk_securelink.config import SYSTEM_CONFIG, SYSTEM_STATE_DIR, Config
 from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
@@ -32,6 +34,17 @@ from asterisk_securelink.store.store import Store
 log = logging.getLogger(__name__)
 
 
+def audit_spool_path(cfg: Config) -> Path:
+    """Where audit events wait while the database is down: beside an SQLite database, in the system state directory
+    for a system installation, else beside the config (a place the service may write)."""
+    db = sqlite.sqlite_path(cfg.database_url)
+    if db is not None:
+        return db.parent / "audit-spool.jsonl"
+    if cfg.source is not None and cfg.source.parent == SYSTEM_CONFIG.parent:
+        return SYSTEM_STATE_DIR / "audit-spool.jsonl"
+    return cfg.base_dir / "audit-spool.jsonl"
+
+
 @contextlib.asynccontextmanager
 async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
     key = masterkey.load(cfg.master_key_path)
@@ -39,12 +52,17 @@ async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
     if problem is not None:
         raise StartupError(problem)
     store = Store.from_url(cfg.database_url)
-    audit = AuditWriter(store.audit_many)
+
+    async def database_answers() -> bool:
+        return await store.schema_revision() is not None
+
+    audit = AuditWriter(store.audit_many, spool=Spool(audit_spool_path(cfg)), ping=database_answers)
     try:
         rev = await store.schema_revision()
         if rev != head_revision():
             raise StartupError("the database schema is not current: run `securelink db upgrade`")
         service = VerificationService(cfg, store, key, audit=audit)
+        await audit.replay()  # events a crash during a database outage left in the spool file
         await service.start()
         for warning in cfg.warnings():
             log.warning("%s", warning)

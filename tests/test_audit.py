@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import stat
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from asterisk_securelink.audit import AuditWriter
@@ -132,3 +134,86 @@ async def test_close_keeps_what_was_not_written() -> None:
     await asyncio.sleep(0)
     await w.close()  # the write in flight is cancelled ...
     assert w.pending == 1  # ... and its event is still queued
+
+
+# -- the review's findings: poisoned batches, crash during an outage ---------------------------------------------
+def test_clean_cuts_every_field_to_its_column_and_drops_unknown_ones() -> None:
+    from asterisk_securelink.audit import clean
+
+    e = clean({"action": "verify", "call_id": "c" * 10_000, "channel": 12345, "bogus": "x", "detail": "d" * 10**6})
+    assert len(e["call_id"]) == 128 and e["channel"] == "12345" and "bogus" not in e
+    assert len(e["detail"]) == 4096
+
+
+async def test_one_poisoned_event_is_quarantined_and_the_rest_written(store: Any, tmp_path: Path) -> None:
+    from asterisk_securelink.auditspool import Spool
+    from asterisk_securelink.store.store import audit_fields
+
+    async def ping() -> bool:
+        return await store.schema_revision() is not None
+
+    spool = Spool(tmp_path / "audit-spool.jsonl")
+    w = AuditWriter(store.audit_many, spool=spool, ping=ping)
+    for i in range(3):
+        w.record(audit_fields("verify", "mismatch", "asterisk", call_id=f"good{i}"))
+    w.record(audit_fields("verify", "mismatch", "asterisk", call_id="long", channel="PJSIP/" + "x" * 10_000))
+    w.record(audit_fields("verify", "mismatch", "asterisk", call_id="poison", device_id=2**70))  # no database takes it
+    w.record(audit_fields("verify", "admitted", "asterisk", call_id="after"))
+    assert await w.drain(timeout=10)
+    rows = {r.call_id: r for r in await store.list_audit(action="verify")}
+    assert set(rows) == {"good0", "good1", "good2", "long", "after"}  # nothing blocked behind the bad one
+    assert len(rows["long"].channel) == 128  # cut at the boundary (PostgreSQL refused it whole before)
+    assert w.quarantine_count == 1
+    kept = spool.quarantine_path.read_text().splitlines()
+    assert len(kept) == 1 and '"poison"' in kept[0]
+    assert not spool.path.exists()  # no outage: nothing was spooled
+    await w.close()
+
+
+SPOOL_CHILD = """
+import asyncio, sys
+from asterisk_securelink.audit import AuditWriter
+from asterisk_securelink.auditspool import Spool
+from asterisk_securelink.store.store import Store, audit_fields
+
+async def main() -> None:
+    down = Store.from_url(sys.argv[1])  # a database that cannot be opened: an outage
+    w = AuditWriter(down.audit_many, spool=Spool(__import__("pathlib").Path(sys.argv[2])))
+    for i in range(50):
+        w.record(audit_fields("verify", "admitted", "asterisk", call_id=f"c{i}"))
+    while True:
+        await asyncio.sleep(0.05)
+        if w._spooled == 50:
+            print("SPOOLED", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crash_during_an_outage_loses_no_event(store: Any, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from asterisk_securelink.auditspool import Spool
+
+    spool_file = tmp_path / "audit-spool.jsonl"
+    down = f"sqlite+aiosqlite:///{tmp_path}/missing-dir/x.sqlite3"
+    child = subprocess.Popen(  # noqa: ASYNC220 - a child process to kill, not awaited work
+        [sys.executable, "-c", SPOOL_CHILD, down, str(spool_file)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "SPOOLED"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # the process dies mid-outage, its memory with it
+        child.wait(timeout=10)
+    assert stat.S_IMODE(spool_file.stat().st_mode) == 0o600
+    w = AuditWriter(store.audit_many, spool=Spool(spool_file))
+    assert await w.replay() == 50
+    assert await w.drain(timeout=10)
+    got = sorted(r.call_id for r in await store.list_audit(action="verify", limit=1000))
+    assert got == sorted(f"c{i}" for i in range(50))
+    assert not spool_file.exists()  # removed once everything in it was written
+    await w.close()
