@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from asterisk_securelink.asterisk.agi_access import DEFAULT_ALLOW_FROM, check_listen, parse_allow_from
+from asterisk_securelink.core.compare import COUNTRY_CODES, check_trunk_prefixes
 from asterisk_securelink.core.formats import FormatError, NumberFormat
 from asterisk_securelink.core.slk1 import MAX_PERIOD, MIN_PERIOD
 
@@ -22,6 +24,7 @@ DEFAULT_CONFIG_NAME = "securelink.toml"
 SYSTEM_CONFIG = Path("/etc/securelink/securelink.toml")  # the system installation (`securelink init` as root)
 SYSTEM_STATE_DIR = Path("/var/lib/securelink")  # where a system installation keeps what it writes at run time
 _SECRET_KEYS = frozenset({"password", "secret"})
+MAX_DIAL_PREFIX_DIGITS = 8
 
 
 class ConfigError(ValueError):
@@ -39,9 +42,11 @@ class KeysConfig:
     period: int = 30
     t0: int = 0
     look_behind: int = 1
-    look_ahead: int = 0
+    look_ahead: int = 1  # SLK1 1.1: a device may place a second keyed call within one period
     inbound_format: str = "XXXXXXXXXX"
     outbound_format: str = "XXXXXXXXXX"
+    trunk_prefixes: tuple[str, ...] = ()  # digits a carrier may put in front of a number (SLK1.md, comparing)
+    default_country_code: str = ""  # for `device add --number` in national form; empty: national input refused
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class InboundConfig:
     on_failure: Literal["reject", "continue"] = "reject"
     anonymous: Literal["reject", "continue"] = "reject"
     require_registered_number: bool = False
+    dial_prefix: str = ""  # DNIS: an access prefix the phone dials before the key's significant part
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class AriConfig:
     username: str = "securelink"
     password: str = ""
     app: str = "securelink"
+    node: str = ""  # this node's identity in "the same call" (node + uniqueid); empty: Asterisk's entity id
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class AmiConfig:
 class AgiConfig:
     host: str = "127.0.0.1"
     port: int = 4573
+    allow_from: tuple[str, ...] = DEFAULT_ALLOW_FROM  # peers (addresses, networks) FastAGI accepts connections from
+    allow_remote: bool = False  # a non-loopback agi.host must be asked for explicitly
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,11 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{name}: must be a string, got {shown}")
+    if origin is tuple:  # a list of strings; from the environment a comma list ("0,00,011")
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(v, str) for v in items):
+            return tuple(dict.fromkeys(v.strip() for v in items if v.strip()))  # trimmed, each once, in order
+        raise ConfigError(f"{name}: must be a list of strings, got {shown}")
     raise ConfigError(f"{name}: unsupported type")  # pragma: no cover - every field has one of the types above
 
 
@@ -218,6 +232,7 @@ def _validate(cfg: Config) -> None:
             NumberFormat(getattr(k, name))
         except FormatError as exc:
             raise ConfigError(f"keys.{name}: {exc}") from None
+    _validate_numbers(cfg)
     lo = cfg.lockout
     for name in ("max_failures", "window", "source_max_failures"):
         if getattr(lo, name) < 1:
@@ -246,6 +261,33 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"log.level: must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
     if not cfg.database.url.startswith(("sqlite", "postgresql", "postgres")):
         raise ConfigError("database.url: must be a sqlite:// or postgresql:// URL")
+
+
+def _validate_numbers(cfg: Config) -> None:
+    """The number-form settings of SLK1 1.1: trunk prefixes, the default country code, the DNIS access prefix."""
+    k = cfg.keys
+    try:
+        check_trunk_prefixes(k.trunk_prefixes)
+    except ValueError as exc:
+        raise ConfigError(f'keys.trunk_prefixes: {exc} (e.g. ["0", "00", "011"])') from None
+    if k.default_country_code and k.default_country_code not in COUNTRY_CODES:
+        raise ConfigError(
+            "keys.default_country_code: must be an E.164 country code without '+' (e.g. 1, 44, 49), "
+            f"got {k.default_country_code!r}"
+        )
+    prefix = cfg.inbound.dial_prefix
+    if prefix and not (len(prefix) <= MAX_DIAL_PREFIX_DIGITS and prefix.isascii() and prefix.isdigit()):
+        raise ConfigError(f"inbound.dial_prefix: must be 1..{MAX_DIAL_PREFIX_DIGITS} digits or empty, got {prefix!r}")
+    try:
+        parse_allow_from(cfg.agi.allow_from)
+    except ValueError as exc:
+        raise ConfigError(f'agi.allow_from: {exc} (e.g. ["127.0.0.1", "10.0.0.0/24"])') from None
+    problem = check_listen(cfg.agi.host, cfg.agi.allow_remote)
+    if problem is not None:
+        raise ConfigError(f"agi.host: {problem}")
+    node = cfg.ari.node
+    if node and (len(node) > 64 or not node.isascii() or not node.isprintable() or " " in node):
+        raise ConfigError(f"ari.node: must be 1..64 printable ASCII characters without spaces, got {node!r}")
 
 
 def build(data: dict[str, Any], env: dict[str, str], base_dir: Path, source: Path | None = None) -> Config:
@@ -320,9 +362,11 @@ url = "sqlite:///securelink.sqlite3"      # or postgresql://user@host/dbname
 master_key_file = "master.key"           # base64 of 32 random bytes, mode 0600; created by `securelink init`
 period = 30                              # key refresh period, 5..60 s
 look_behind = 1                          # previous windows accepted
-look_ahead = 0                           # future windows accepted (device clock ahead)
+look_ahead = 1                           # next windows accepted: a redial within one period (burst), clock skew
 inbound_format = "XXXXXXXXXX"            # device -> PBX key format (X=0-9, N=2-9, Z=1-9, digits, leading +)
 outbound_format = "XXXXXXXXXX"           # PBX -> device caller-ID format
+trunk_prefixes = []                      # digits your carrier may put in front of numbers, e.g. ["0", "00", "011"]
+default_country_code = ""                # e.g. "1" or "44": lets `device add --number` take national numbers
 
 [inbound]
 mode = "ani"                             # ani | dnis | either
@@ -353,4 +397,6 @@ secret = ""
 [agi]
 host = "127.0.0.1"
 port = 4573
+allow_from = ["127.0.0.0/8", "::1"]      # Asterisk hosts FastAGI accepts connections from
+allow_remote = false                     # a non-loopback host must be asked for explicitly
 """

@@ -11,6 +11,9 @@ from asterisk_securelink import masterkey
 from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.keyindex import Window
+from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
+from asterisk_securelink.livekeys import key_settings_problem, strength_report
 from asterisk_securelink.masterkey import MasterKeyError
 from asterisk_securelink.runner import ari_client
 from asterisk_securelink.store import sqlite
@@ -72,6 +75,7 @@ def entry_routes(dialplan: Iterable[Mapping[str, Any]]) -> list[str]:
 
 async def run_checks(cfg: Config) -> list[Check]:
     checks = [_check_master_key(cfg), await _check_database(cfg)]
+    checks.extend(await key_checks(cfg))
     checks.extend(await _check_ari(cfg))
     checks.extend(await _check_ami(cfg))
     return checks
@@ -214,4 +218,45 @@ async def _check_entry_routes(pub: AmiPublisher) -> Check:
         "route your DIDs, e.g. `exten => 4930123456,1,Goto(securelink-inbound,${EXTEN},1)` in your trunk's context "
         "(README, Install on your own Asterisk)",
         warn=True,
+    )
+
+
+# -- keys: strength (SLK1.md, "How strong is a key, really") and the period/t0 the devices' keys were made with ------
+async def key_checks(cfg: Config) -> list[Check]:
+    """Nothing when the database cannot be read: the database check already says why."""
+    store = Store.from_url(cfg.database_url)
+    try:
+        devices = await store.count_live_devices()
+        problem = await key_settings_problem(store, cfg.keys, record=False)
+    except Exception:  # noqa: BLE001 - a doctor reports, it does not crash
+        return []
+    finally:
+        await store.close()
+    settings = Check(
+        "key settings",
+        problem is None,
+        problem or f"the devices' keys are made with keys.period {cfg.keys.period}, keys.t0 {cfg.keys.t0}",
+        "restore the old keys.period / keys.t0, or `securelink device rotate --all` and re-provision every device",
+    )
+    return [strength_check(cfg, devices), settings]
+
+
+def strength_check(cfg: Config, devices: int) -> Check:
+    """The key-alone strength log2(S / (W*D)), W = look_behind + look_ahead + 1, with what burst costs of it.
+
+    Under 30 bits it is a warning, unless two-factor is on (then a guess succeeds with W / S for DNIS calls)."""
+    k = cfg.keys
+    window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
+    size = cfg.inbound_fmt.size
+    detail = strength_report(size, window, devices)
+    weak = strength_bits(size, window.width, devices) < WEAK_BITS
+    if cfg.inbound.require_registered_number:
+        detail += f"; two-factor (DNIS): ~2^-{strength_bits(size, window.width, 1):.1f}"
+        weak = False
+    return Check(
+        "key strength",
+        not weak,
+        detail,
+        "two-factor: DNIS mode with inbound.require_registered_number = true, or a larger keys.inbound_format",
+        warn=weak,
     )

@@ -3,16 +3,16 @@
 Each bridged call gets 32 random bytes; only their encryption to the escrow public key is stored. The private key
 is held by a compliance officer, never by the plugin. The HPKE `info` binds the ciphertext to its row (key id, call
 id, device, direction, creation time, key version), so a ciphertext copied into another row does not open.
-Pure apart from the key-file helpers.
+Pure apart from the key-file helpers (at the end).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from asterisk_securelink import keyfile
 
 CALL_KEY_LEN = 32
 ENC_LEN = 32  # the X25519 encapsulated key at the front of an HPKE ciphertext
@@ -88,45 +90,103 @@ def open_sealed(sealed: Sealed, private_key: X25519PrivateKey, binding: RowBindi
 
 
 # -- key files ------------------------------------------------------------------------------------------------
+# Both files are opened without following a symlink and checked on the open descriptor (`keyfile.read_private`):
+# what is checked is what is read. The private key must be readable by its owner only. The public key may be read by
+# anyone, but whoever can rewrite it chooses who can open every future call key: it must not be writable by group or
+# others, and must be owned by the user running securelink or by root.
+KEY_FILE_LIMIT = 16384  # bytes; a PEM X25519 key is ~120
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def generate(private_path: Path, public_path: Path) -> str:
-    """Write a new escrow key pair (private 0600, PEM); returns its key version. Refuses to overwrite."""
-    private = X25519PrivateKey.generate()
+    """Write a new escrow key pair (private 0600, PEM); returns its key version. Never overwrites: each file is
+    written under a temporary name, then linked to its name (link(2) fails on an existing name, even one created a
+    moment ago); when the second link fails, the first is undone, so there is never half a pair."""
     for p in (private_path, public_path):
-        if p.exists():
+        if os.path.lexists(p):  # the early, friendly refusal; link() below is the one that holds
             raise EscrowError(f"{p} already exists; refusing to overwrite it")
+    private = X25519PrivateKey.generate()
     pem_private = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     pem_public = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    # both files are written under temporary names and renamed only when both are complete: never half a pair
+    pairs = ((private_path, pem_private, 0o600), (public_path, pem_public, 0o644))
     temps: list[Path] = []
+    linked: list[tuple[Path, Path]] = []  # (name, its temporary)
     try:
-        for path, data, mode in ((private_path, pem_private, 0o600), (public_path, pem_public, 0o644)):
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            temps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.rename(temps[0], private_path)
-        os.rename(temps[1], public_path)
-    except OSError as exc:
+        for path, data, mode in pairs:
+            temps.append(_write_temporary(path, data, mode))
+        for (path, _data, _mode), tmp in zip(pairs, temps, strict=True):
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise EscrowError(f"{path} already exists; refusing to overwrite it") from None
+            linked.append((path, tmp))
+    except (OSError, EscrowError) as exc:
+        for path, tmp in linked:
+            _unlink_if_same(path, tmp)
+        if isinstance(exc, EscrowError):
+            raise
+        raise EscrowError(f"cannot write the escrow key pair: {_reason(exc)}") from None
+    finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-        if not public_path.exists():
-            private_path.unlink(missing_ok=True)  # only ours: existence was refused above
-        raise EscrowError(f"cannot write the escrow key pair: {_reason(exc)}") from None
     return key_version(private.public_key())
 
 
-def load_public(path: Path) -> X25519PublicKey:
+def _write_temporary(path: Path, data: bytes, mode: int) -> Path:
+    """`data` in a new file next to `path` with `mode` (whatever the umask), synced to disk."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _unlink_if_same(path: Path, tmp: Path) -> None:
+    """Remove `path` only while it is still the file we linked from `tmp` (never someone else's file)."""
+    try:
+        ours, now = os.lstat(tmp), os.lstat(path)
+    except OSError:
+        return
+    if (ours.st_dev, ours.st_ino) == (now.st_dev, now.st_ino):
+        path.unlink(missing_ok=True)
+
+
+def _read_key_file(path: Path, what: str) -> keyfile.PrivateFile:
+    try:
+        return keyfile.read_private(path, KEY_FILE_LIMIT)  # O_NOFOLLOW; mode and owner from fstat
+    except FileNotFoundError:
+        raise EscrowError(f"{what} {path} not found") from None
+    except keyfile.NotRegularFileError:
+        raise EscrowError(f"{what} {path} is not a regular file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise EscrowError(f"{what} {path} cannot be opened: it is a symbolic link; name the file itself") from None
+        raise EscrowError(f"{what} {path} cannot be opened: {_reason(exc)}") from None
+
+
+def load_public(path: Path) -> X25519PublicKey:
+    found = _read_key_file(path, "escrow public key")
+    if found.writable_by_others:
+        raise EscrowError(
+            f"escrow public key {path} has mode {found.mode:04o}: whoever can write it chooses who can open the call "
+            f"keys; fix with: chmod go-w {path}"
+        )
+    if not (found.owned or found.uid == 0):
+        raise EscrowError(f"escrow public key {path} must be owned by the user running securelink or by root")
+    try:
+        key = serialization.load_pem_public_key(found.data)
+    except (ValueError, TypeError) as exc:
         raise EscrowError(f"escrow public key {path} cannot be read: {_reason(exc)}") from None
     if not isinstance(key, X25519PublicKey):
         raise EscrowError(f"escrow public key {path} is not an X25519 key")
@@ -134,17 +194,12 @@ def load_public(path: Path) -> X25519PublicKey:
 
 
 def load_private(path: Path) -> X25519PrivateKey:
+    found = _read_key_file(path, "escrow private key")
+    if found.shared:
+        raise EscrowError(f"escrow private key {path} has mode {found.mode:04o}; fix with: chmod 600 {path}")
     try:
-        st = path.stat()
-    except OSError:
-        raise EscrowError(f"escrow private key {path} not found") from None
-    if st.st_mode & 0o077:
-        raise EscrowError(
-            f"escrow private key {path} has mode {stat.S_IMODE(st.st_mode):04o}; fix with: chmod 600 {path}"
-        )
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+        key = serialization.load_pem_private_key(found.data, password=None)
+    except (ValueError, TypeError) as exc:
         raise EscrowError(f"escrow private key {path} cannot be read: {_reason(exc)}") from None
     if not isinstance(key, X25519PrivateKey):
         raise EscrowError(f"escrow private key {path} is not an X25519 key")

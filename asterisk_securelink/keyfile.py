@@ -1,8 +1,8 @@
 """Files that hold a secret: read from the open file itself, written readable by their owner only.
 
-Shared by the master key (`masterkey`) and the device tool (`device.cli`). This module opens, checks and writes;
-each caller keeps its own policy (refuse or only warn about a file others can read) and its own error messages.
-Nothing here reads a file's content into an exception message.
+Shared by the master key (`masterkey`), the escrow key files (`escrow`) and the device tool (`device.cli`). This
+module opens, checks and writes; each caller keeps its own policy (refuse or only warn about a file others can read
+or rewrite) and its own error messages. Nothing here reads a file's content into an exception message.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ class PrivateFile:
     def shared(self) -> bool:
         """Readable or writable by group or others."""
         return bool(self.mode & 0o077)
+
+    @property
+    def writable_by_others(self) -> bool:
+        """Writable by group or others: whoever that is can change what the file says (matters even for a file
+        that may be read by anyone, such as a public key)."""
+        return bool(self.mode & 0o022)
 
     @property
     def owned(self) -> bool:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from asterisk_securelink.config import Config
+from asterisk_securelink.config import Config, KeysConfig
 from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
-from asterisk_securelink.core.policy import strength_bits
-from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at
+from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, epoch_start_ms, now_ms
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEVICE_SYNC_MIN_INTERVAL = 0.5  # seconds between device reloads triggered by an unknown key
+SETTING_PERIOD = "keys.period"  # the settings rows recording what the devices' keys were made with
+SETTING_T0 = "keys.t0"
 
 
 class LiveKeys:
@@ -36,17 +39,17 @@ class LiveKeys:
         store: Store,
         master_key: bytes,
         *,
-        clock: Callable[[], float] = time.time,
+        clock_ms: Callable[[], int] = now_ms,
         device_sync_interval: float = DEVICE_SYNC_MIN_INTERVAL,
     ) -> None:
         self.store = store
         self._master_key = master_key
-        self.clock = clock
+        self.clock_ms = clock_ms  # unix time in integer milliseconds (SLK1 1.1: no floating-point epochs)
         self.device_sync_interval = device_sync_interval
-        self.metrics: Metrics | None = None  # set by the runner when [metrics] listen is configured
+        self._metrics: Metrics | None = None
         k = config.keys
         self.window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
-        self.index = KeyIndex(Direction.INBOUND, config.inbound_fmt, self.window)
+        self.index = KeyIndex(Direction.INBOUND, config.inbound_fmt, self.window, k.trunk_prefixes)
         self._outbound_fmt = config.outbound_fmt
         self._key_ids: dict[int, str] = {}
         self._mobile: dict[int, str | None] = {}
@@ -56,12 +59,26 @@ class LiveKeys:
         self._refresh_lock = asyncio.Lock()
         self.last_refresh_seconds = 0.0
 
-    def epoch_now(self, at: float | None = None) -> int:
-        return epoch_at(self.clock() if at is None else at, self.window.period, self.window.t0)
+    @property
+    def metrics(self) -> Metrics | None:
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metrics | None) -> None:
+        """Set by the runner when `[metrics] listen` is configured; reports the key strength right away."""
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.key_strength(self.strength())
+
+    def epoch_now(self, at_ms: int | None = None) -> int:
+        return epoch_at_ms(self.clock_ms() if at_ms is None else at_ms, self.window.period, self.window.t0)
+
+    def epoch_start_ms(self, epoch: int) -> int:
+        return epoch_start_ms(epoch, self.window.period, self.window.t0)
 
     @property
     def mobile_numbers(self) -> Mapping[int, str | None]:
-        """Device id -> registered mobile number (normalized digits), for two-factor identification."""
+        """Device id -> registered mobile number (E.164, or a 1.0 number 0003 could not rewrite), for two-factor."""
         return self._mobile
 
     def key_id_of(self, device_id: int) -> str:
@@ -73,7 +90,15 @@ class LiveKeys:
         return derive_key(device_secret(self._master_key, key_id), Direction.OUTBOUND, epoch, self._outbound_fmt)
 
     def strength(self) -> float:
+        """log2(S / (W*D)) with W = look_behind + look_ahead + 1 (SLK1.md, "How strong is a key, really")."""
         return strength_bits(self.index.fmt.size, self.window.width, len(self.index))
+
+    def strength_line(self) -> str:
+        """The strength report of the live configuration, for the start-up log (see `strength_report`)."""
+        line = strength_report(self.index.fmt.size, self.window, len(self.index))
+        if self.strength() < WEAK_BITS:
+            line += f"; below {WEAK_BITS:.0f} bits: use two-factor (DNIS, require_registered_number) or a larger format"
+        return line
 
     # -- population ------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,9 +123,9 @@ class LiveKeys:
             self._key_ids[row.id] = row.key_id
             self.index.set_device(row.id, device_secret(self._master_key, row.key_id))
 
-    async def refresh(self, at: float | None = None) -> int:
-        """Bring the index to the live epochs of `at`; the HMAC work runs in a worker thread."""
-        current = self.epoch_now(at)
+    async def refresh(self, at_ms: int | None = None) -> int:
+        """Bring the index to the live epochs of `at_ms`; the HMAC work runs in a worker thread."""
+        current = self.epoch_now(at_ms)
         async with self._refresh_lock:
             missing = self.index.missing(current)
             if not missing and self.index.current == current:
@@ -110,17 +135,18 @@ class LiveKeys:
             tables = await asyncio.to_thread(lambda: {e: self.index.build(e, snapshot) for e in missing})
             self.index.install(current, tables, snapshot)
             self.last_refresh_seconds = time.perf_counter() - started
-            if self.metrics is not None:
-                self.metrics.index_refreshed(self.last_refresh_seconds, len(self.index))
+            if self._metrics is not None:
+                self._metrics.index_refreshed(self.last_refresh_seconds, len(self.index))
+                self._metrics.key_strength(self.strength())
             return len(missing)
 
     async def keep_fresh(self, stop: asyncio.Event) -> None:
         """Background task: at every epoch boundary roll the index and load device changes."""
         while not stop.is_set():
-            now = self.clock()
-            boundary = self.window.t0 + (self.epoch_now(now) + 1) * self.window.period
+            now = self.clock_ms()
+            boundary = self.epoch_start_ms(self.epoch_now(now) + 1)
             try:
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, boundary - now) + 0.005)
+                await asyncio.wait_for(stop.wait(), timeout=max(0, boundary - now) / 1000 + 0.005)
                 return
             except TimeoutError:
                 pass
@@ -134,9 +160,53 @@ class LiveKeys:
     async def candidates(self, digits: str, current: int) -> list[Candidate]:
         """The (device, epoch) pairs whose live key is `digits`; reloads devices once when nothing matches."""
         if self.index.current != current:
-            await self.refresh(self.window.t0 + current * self.window.period)
+            await self.refresh(self.epoch_start_ms(current))
         found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
         if not found and time.monotonic() - self._last_sync_mono >= self.device_sync_interval:
             if await self.sync_devices():  # a device added or rotated moments ago
                 found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
         return found
+
+
+def burst_cost_bits(window: Window) -> float:
+    """What accepting `look_ahead` epochs ahead costs against look_ahead 0: log2(W / (W - look_ahead))."""
+    return math.log2(window.width / (window.width - window.look_ahead))
+
+
+def strength_report(size: int, window: Window, devices: int) -> str:
+    """One line: how likely one random guess is admitted when the key alone identifies the device, and what burst
+    (look_ahead) costs of it. SLK1.md: bits = log2(S / (W*D)), W = look_behind + look_ahead + 1."""
+    bits = strength_bits(size, window.width, devices)
+    line = (
+        f"key alone: one guess succeeds with ~2^-{bits:.1f} (S={size:.3g} keys, W={window.width} live windows = "
+        f"look_behind {window.look_behind} + look_ahead {window.look_ahead} + 1, D={devices} devices)"
+    )
+    if window.look_ahead:
+        line += f"; burst (look_ahead {window.look_ahead}) costs {burst_cost_bits(window):.2f} bits of it"
+    return line
+
+
+async def key_settings_problem(store: Store, keys: KeysConfig, *, record: bool, actor: str = "service") -> str | None:
+    """None when the devices' keys were made with this config's `period` and `t0`, else what is wrong and the fix.
+
+    SLK1.md: a change of either is a rotation, since epochs of another period are not comparable with the spent ones.
+    With `record`, the settings are recorded when none are yet (a database from before 0003) or no device's keys
+    depend on them. `doctor` calls it without `record`.
+    """
+    want = {SETTING_PERIOD: str(keys.period), SETTING_T0: str(keys.t0)}
+    have = await store.settings()
+    if all(have.get(name, value) == value for name, value in want.items()):
+        if record and have != {**have, **want}:
+            await store.record_settings(want, actor)
+        return None
+    live = await store.count_live_devices()
+    if not live:
+        if record:
+            await store.record_settings(want, actor)
+        return None
+    return (
+        f"keys.period = {keys.period}, keys.t0 = {keys.t0}, but the keys of the {live} device(s) were made with "
+        f"period {have.get(SETTING_PERIOD, keys.period)}, t0 {have.get(SETTING_T0, keys.t0)}: epochs of another "
+        f"period are not comparable. Restore the old values, or run `securelink device rotate --all` (every device "
+        f"then needs its new provisioning URI)"
+    )

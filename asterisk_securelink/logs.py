@@ -1,11 +1,62 @@
-"""Logging setup for the long-running commands: plain text or one JSON object per line."""
+"""Logging setup for the long-running commands: plain text or one JSON object per line.
+
+Log lines quote values from the network (caller numbers, channel and script names from AGI and ARI). In plain text
+every control character of the message is escaped (`\\r`, `\\n`, `\\x1b`, ...): a caller number holding CR/LF cannot
+start a forged log line, nor an ESC sequence drive the terminal that shows the log. A traceback keeps its lines, each
+indented, so none of them looks like a record. The JSON formatter escapes through `json.dumps(ensure_ascii=True)`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
+
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# C0 controls, DEL, C1 controls (U+0085 NEL, U+009B CSI...), the Unicode line/paragraph separators and the
+# bidirectional overrides and isolates (which reorder what a reader sees)
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\r`, `\\n`, `\\t`, `\\x1b`, `\\u2028`)."""
+    return _CONTROLS.sub(_escape, text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """The plain-text formatter: one line per record, whatever the logged values hold."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached, record.exc_text = record.exc_text, None  # another handler's traceback text is not escaped
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: logging._SysExcInfoType) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    """A traceback: its own lines kept, each escaped and indented."""
+    return "\n".join("  " + escape_controls(line) for line in text.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,9 +74,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if as_json else EscapingFormatter(PLAIN_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -65,6 +65,12 @@ class Metrics:
             "securelink_index_refresh_seconds", "Time the last key index refresh took", registry=r
         )
         self.index_devices = Gauge("securelink_index_devices", "Devices in the key index", registry=r)
+        self.key_strength_bits = Gauge(
+            "securelink_key_strength_bits",
+            "log2(S / (W*D)): bits one random guess needs when the key alone identifies the device "
+            "(W = look_behind + look_ahead + 1, D = devices in the index); under 30: use two-factor",
+            registry=r,
+        )
         self.escrow_rows = Gauge("securelink_escrow_rows", "Escrowed per-call keys stored", registry=r)
         self.audit_buffered = Gauge("securelink_audit_buffered", "Audit events waiting to be written", registry=r)
         self.needs_ari = False
@@ -89,6 +95,9 @@ class Metrics:
         self.index_refresh.set(seconds)
         self.index_devices.set(devices)
         self._index_at = time.monotonic()
+
+    def key_strength(self, bits: float) -> None:
+        self.key_strength_bits.set(bits)
 
     def database(self, ok: bool) -> None:
         self._db_ok = ok

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from asterisk_securelink import masterkey
-from asterisk_securelink.asterisk.agi import FastAgiServer
+from asterisk_securelink.asterisk.agi import REGISTER_ROUTE, FastAgiServer
 from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart
@@ -66,11 +66,7 @@ async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
         await service.start()
         for warning in cfg.warnings():
             log.warning("%s", warning)
-        log.info(
-            "index ready: %d devices, one guess succeeds with ~2^-%.1f (key alone)",
-            len(service.keys.index),
-            service.keys.strength(),
-        )
+        log.info("index ready: %d devices; %s", len(service.keys.index), service.keys.strength_line())
         yield service
         if not await audit.drain():
             log.error("%d audit event(s) could not be written before stopping", audit.pending)
@@ -237,6 +233,7 @@ async def _serving(
 async def run_stasis(cfg: Config) -> None:
     async with _serving(cfg, needs_ari=True) as (stop, service, publisher, metrics):
         ari = ari_client(cfg)
+        await service.learn_node(ari.asterisk_info)
         handlers = Handlers(cfg, service, ari, publisher, metrics)
         outbound = outbound_for(cfg, service, ari, publisher)
         runner = StasisRunner(cfg, service, ari, handlers, outbound)
@@ -263,11 +260,22 @@ async def run_stasis(cfg: Config) -> None:
             await handlers.drain()
 
 
+def agi_server(cfg: Config, handlers: Handlers) -> FastAgiServer:
+    """The FastAGI server of `securelink agi`: the `verify` and `register` routes of the handlers. Connections from
+    the peers `[agi] allow_from` names, on a loopback address unless `[agi] allow_remote` (`agi_access`)."""
+    server = FastAgiServer(handlers.agi_verify, allow_from=cfg.agi.allow_from, allow_remote=cfg.agi.allow_remote)
+    server.add_variables_route(REGISTER_ROUTE, handlers.agi_register)
+    return server
+
+
 async def run_agi(cfg: Config) -> None:
     async with _serving(cfg, needs_ari=False) as (stop, service, publisher, metrics):
         handlers = Handlers(cfg, service, _NoChannels(), publisher, metrics)
-        server = FastAgiServer(handlers.agi_verify)
-        await server.serve(cfg.agi.host, cfg.agi.port)
+        server = agi_server(cfg, handlers)
+        try:
+            await server.serve(cfg.agi.host, cfg.agi.port)
+        except ValueError as exc:  # a listen address the allow_remote rule refuses
+            raise StartupError(f"agi.host: {exc}") from None
         try:
             await stop.wait()
         finally:

@@ -40,7 +40,7 @@ from asterisk_securelink import masterkey  # noqa: E402
 from asterisk_securelink.asterisk.ari.client import AriClient  # noqa: E402
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart  # noqa: E402
 from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
-from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, now_ms  # noqa: E402
 from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get  # noqa: E402
 
 PERIOD = 30
@@ -220,7 +220,7 @@ def main() -> int:
                         now = time.time()
                         if PERIOD - now % PERIOD < args.calls / args.rate + 2:
                             time.sleep(PERIOD - now % PERIOD + 0.2)
-                        e = epoch_at(time.time(), PERIOD)
+                        e = epoch_at_ms(now_ms(), PERIOD)
                         batch = secrets_[r * args.calls : (r + 1) * args.calls]
                         calls = [(derive_key(s, Direction.INBOUND, e, fmt), "100") for s in batch]
                     progress(f"round {r + 1}/{args.rounds}: {target}, {len(calls)} calls at {args.rate}/s")

@@ -3,16 +3,20 @@
 
 One run measures, side by side for every size in `--sizes`:
 
-  (a) KeyIndex: one `lookup()` + `confirm()` (exactly what `LiveKeys.candidates` does) for hits and
-      for misses (random 10-digit numbers); the initial build of the two live epoch tables; `advance()` (missing +
-      build + install) rolling one epoch (one new table); and the service's refresh path (snapshot + build in a
-      thread + install with patch, as `LiveKeys.refresh` does).
-  (b) the naive, pyotp-style approach: for every device render its key for the live windows (current, previous)
-      and compare it in constant time; first match wins (hits stop early, misses scan everything).
+  SLK1 1.1 defaults throughout: look_behind 1, look_ahead 1 (three live epochs), keys indexed by their significant
+  part, trunk prefixes `TRUNKS` configured.
+
+  (a) KeyIndex: one `lookup()` + `confirm()` (exactly what `LiveKeys.candidates` does) for hits (the key as
+      rendered, and in another form: behind a trunk prefix) and for misses (random 10-digit numbers); the initial
+      build of the three live epoch tables; `advance()` (missing + build + install) rolling one epoch (one new
+      table); and the service's refresh path (snapshot + build in a thread + install with patch, as
+      `LiveKeys.refresh` does).
+  (b) the naive, pyotp-style approach: for every device render its key for the live windows (previous, current,
+      next) and compare it in constant time; first match wins (hits stop early, misses scan everything).
   (c) `VerificationService.verify()` on a real, migrated SQLite database holding N registered devices: admitted
       verifications (each on a different device: no replays) and mismatches, with the time spent in each store
-      call (get_device, spend, audit_many, list_devices) broken out.
-  memory: tracemalloc and RSS of an index of N devices (derived secrets + 2 epoch tables), each size in a fresh
+      call (check_and_spend, audit_many, list_devices) broken out.
+  memory: tracemalloc and RSS of an index of N devices (derived secrets + 3 epoch tables), each size in a fresh
       child process so freed memory of a previous size is not reused.
 
 Usage:
@@ -49,7 +53,7 @@ from asterisk_securelink import config
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.keyindex import KeyIndex, Window
 from asterisk_securelink.core.numbers import key_digits
-from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms
 from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
 from asterisk_securelink.store.migrations import upgrade
@@ -57,15 +61,26 @@ from asterisk_securelink.store.models import Device, KeyEpoch
 from asterisk_securelink.store.store import Store
 
 MASTER = bytes(range(32))
-T = 1_790_000_000.0  # a fixed "now": epoch 59666666 at period 30
+T_MS = 1_790_000_000_000  # a fixed "now" in unix ms: epoch 59666666 at period 30
 PERIOD = 30
 FORMAT = "XXXXXXXXXX"  # the default inbound format: 10 digits, 10^10 keys
+LOOK_BEHIND, LOOK_AHEAD = 1, 1  # SLK1 1.1 defaults: three live epochs
+TRUNKS = ("0", "00", "011", "1")  # keys.trunk_prefixes: every lookup also runs the prefix rule
+OTHER_FORM = "011"  # a hit "in another form": the key behind this trunk prefix
 DEFAULT_SIZES = (1000, 10_000, 100_000)
 QUICK_SIZES = (1000, 10_000)
 NAIVE_KEY_BUDGET = 4_000_000  # key derivations per naive miss series at one size; bounds the run time
 INSERT_CHUNK = 5000
 
 _started = time.perf_counter()
+
+
+def window() -> Window:
+    return Window(PERIOD, 0, LOOK_BEHIND, LOOK_AHEAD)
+
+
+def new_index() -> KeyIndex:
+    return KeyIndex(Direction.INBOUND, NumberFormat(FORMAT), window(), TRUNKS)
 
 
 def advance(idx: KeyIndex, current: int) -> int:
@@ -140,11 +155,10 @@ def derive_secrets(n: int) -> dict[int, bytes]:
 
 # -- (a) the key index --------------------------------------------------------------------------------------------
 def bench_index(n: int, secrets: dict[int, bytes], rng: random.Random, samples: int) -> dict[str, Any]:
-    fmt = NumberFormat(FORMAT)
-    idx = KeyIndex(Direction.INBOUND, fmt, Window(PERIOD))
+    idx = new_index()
     for i, s in secrets.items():
         idx.set_device(i, s)
-    current = epoch_at(T, PERIOD)
+    current = epoch_at_ms(T_MS, PERIOD)
 
     t = time.perf_counter()
     advance(idx, current)
@@ -184,13 +198,18 @@ def bench_index(n: int, secrets: dict[int, bytes], rng: random.Random, samples: 
         identify(random_number(rng))
         identify(idx.key_for(secrets[rng.choice(ids)], now))
     hit_ns: list[int] = []
+    other_form_ns: list[int] = []
     lookup_only_ns: list[int] = []
     for _ in range(samples):
         d = rng.choice(ids)
-        digits = idx.key_for(secrets[d], now if rng.random() < 0.5 else now - 1)
+        digits = idx.key_for(secrets[d], rng.choice(list(window().live_epochs(now))))
         t0 = time.perf_counter_ns()
         found = identify(digits)
         hit_ns.append(time.perf_counter_ns() - t0)
+        assert d in found
+        t0 = time.perf_counter_ns()
+        found = identify(OTHER_FORM + digits)
+        other_form_ns.append(time.perf_counter_ns() - t0)
         assert d in found
         t0 = time.perf_counter_ns()
         idx.lookup(digits)
@@ -226,12 +245,13 @@ def bench_index(n: int, secrets: dict[int, bytes], rng: random.Random, samples: 
         worker.join()
     return {
         "hit": summary(hit_ns),
+        "hit_other_form": summary(other_form_ns),
         "hit_lookup_only": summary(lookup_only_ns),
         "miss": summary(miss_ns),
         "miss_accidental_hits": accidental,
         "wake_identify_idle": summary(idle_ns),
         "wake_identify_during_build": summary(busy_ns),
-        "initial_build_2_epochs_s": initial_build_s,
+        "initial_build_3_epochs_s": initial_build_s,
         "advance_one_epoch_s": sorted(roll_s)[len(roll_s) // 2],
         "advance_one_epoch_all_s": roll_s,
         "refresh_path_one_epoch_s": sorted(refresh_s)[len(refresh_s) // 2],
@@ -243,8 +263,8 @@ def bench_index(n: int, secrets: dict[int, bytes], rng: random.Random, samples: 
 # -- (b) naive per-device scan --------------------------------------------------------------------------------------
 def bench_naive(n: int, secrets: dict[int, bytes], rng: random.Random, cap: int) -> dict[str, Any]:
     fmt = NumberFormat(FORMAT)
-    current = epoch_at(T, PERIOD)
-    windows = (current, current - 1)
+    current = epoch_at_ms(T_MS, PERIOD)
+    windows = tuple(window().live_epochs(current))
     devices = list(secrets.items())
 
     def naive_verify(digits: str) -> int | None:
@@ -276,17 +296,17 @@ def bench_naive(n: int, secrets: dict[int, bytes], rng: random.Random, cap: int)
 
 # -- (c) full verify() on SQLite ---------------------------------------------------------------------------------------
 class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
+    def __init__(self, t_ms: int) -> None:
+        self.t_ms = t_ms
 
-    def __call__(self) -> float:
-        return self.t
+    def __call__(self) -> int:
+        return self.t_ms
 
 
 class StoreTimer:
     """Wraps store methods on one Store instance to attribute verify() time to database calls."""
 
-    NAMES = ("get_device", "spend", "audit_many", "list_devices")
+    NAMES = ("check_and_spend", "list_devices")  # audit rows are written in the background (AuditWriter)
 
     def __init__(self, store: Store) -> None:
         self.acc: dict[str, int] = dict.fromkeys(self.NAMES, 0)
@@ -354,8 +374,9 @@ async def bench_verify(n: int, rng: random.Random, samples: int, workdir: Path) 
         t = time.perf_counter()
         await populate(store, n)
         populate_s = time.perf_counter() - t
-        cfg = config.build({}, {}, workdir)
-        svc = VerificationService(cfg, store, MASTER, clock=Clock(T))
+        keys = {"look_behind": LOOK_BEHIND, "look_ahead": LOOK_AHEAD, "trunk_prefixes": list(TRUNKS)}
+        cfg = config.build({"keys": keys}, {}, workdir)
+        svc = VerificationService(cfg, store, MASTER, clock_ms=Clock(T_MS))
         t = time.perf_counter()
         await svc.start()
         start_s = time.perf_counter() - t
@@ -416,6 +437,7 @@ async def bench_verify(n: int, rng: random.Random, samples: int, workdir: Path) 
             "mismatch_device_syncs": miss_syncs,
             "mismatch_wall_s": miss_wall_s,
             "device_sync_interval_s": svc.keys.device_sync_interval,
+            "audit_drained": await svc.audit.drain(),
         }
     finally:
         await store.close()
@@ -424,10 +446,9 @@ async def bench_verify(n: int, rng: random.Random, samples: int, workdir: Path) 
 # -- memory (in a child process) ------------------------------------------------------------------------------------
 def memory_child(n: int) -> dict[str, Any]:
     """Run in a fresh interpreter: RSS growth of building the index, then tracemalloc of a second build."""
-    current = epoch_at(T, PERIOD)
-    fmt = NumberFormat(FORMAT)
+    current = epoch_at_ms(T_MS, PERIOD)
     rss0 = rss_bytes()
-    idx = KeyIndex(Direction.INBOUND, fmt, Window(PERIOD))
+    idx = new_index()
     for i in range(1, n + 1):
         idx.set_device(i, device_secret(MASTER, key_id(i)))
     rss1 = rss_bytes()
@@ -437,13 +458,14 @@ def memory_child(n: int) -> dict[str, Any]:
 
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    idx2 = KeyIndex(Direction.INBOUND, fmt, Window(PERIOD))
-    idx2.replace_all((i, device_secret(MASTER, key_id(i))) for i in range(1, n + 1))
+    idx2 = new_index()
+    for i in range(1, n + 1):
+        idx2.set_device(i, device_secret(MASTER, key_id(i)))
     after_secrets = tracemalloc.get_traced_memory()[0]
-    idx2.advance(current)
+    advance(idx2, current)
     after_tables = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert len(idx2.epochs) == 2
+    assert len(idx2.epochs) == window().width
     return {
         "rss_secrets_bytes": rss1 - rss0,
         "rss_tables_bytes": rss2 - rss1,
@@ -497,21 +519,22 @@ def machine() -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     sizes = res["sizes"]
     lines = [
-        f"Format `{FORMAT}`, period {PERIOD} s, window current + previous; "
-        f"commit {res['machine']['git_commit']}, {res['machine']['date']}.",
+        f"Format `{FORMAT}`, period {PERIOD} s, look_behind {LOOK_BEHIND} + look_ahead {LOOK_AHEAD} (3 live epochs), "
+        f"trunk prefixes {', '.join(TRUNKS)}; commit {res['machine']['git_commit']}, {res['machine']['date']}.",
         "",
         "### (a) KeyIndex: one lookup() + confirm()",
         "",
-        "| devices | hit p50 | hit p99 | miss p50 | miss p99 | lookup only (hit p50) | initial build (2 epochs) "
-        "| advance(): roll 1 epoch | service refresh path (1 epoch) | roll / period |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| devices | hit p50 | hit p99 | hit behind `{OTHER_FORM}` p50 | miss p50 | miss p99 | lookup only (hit p50) "
+        "| initial build (3 epochs) | advance(): roll 1 epoch | service refresh path (1 epoch) | roll / period |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in sizes:
         a = res["index"][str(n)]
         lines.append(
-            f"| {n:,} | {fmt_us(a['hit']['p50_us'])} | {fmt_us(a['hit']['p99_us'])} | {fmt_us(a['miss']['p50_us'])} "
+            f"| {n:,} | {fmt_us(a['hit']['p50_us'])} | {fmt_us(a['hit']['p99_us'])} "
+            f"| {fmt_us(a['hit_other_form']['p50_us'])} | {fmt_us(a['miss']['p50_us'])} "
             f"| {fmt_us(a['miss']['p99_us'])} | {fmt_us(a['hit_lookup_only']['p50_us'])} "
-            f"| {fmt_us(a['initial_build_2_epochs_s'] * 1e6)} | {fmt_us(a['advance_one_epoch_s'] * 1e6)} "
+            f"| {fmt_us(a['initial_build_3_epochs_s'] * 1e6)} | {fmt_us(a['advance_one_epoch_s'] * 1e6)} "
             f"| {fmt_us(a['refresh_path_one_epoch_s'] * 1e6)} | {a['advance_one_epoch_s'] / PERIOD:.2%} |"
         )
     lines += [
@@ -531,7 +554,7 @@ def markdown(res: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "### (b) Naive per-device scan (render each device's current and previous key, compare)",
+        "### (b) Naive per-device scan (render each device's previous, current and next key, compare)",
         "",
         "| devices | samples | hit p50 | hit p99 | miss p50 | miss p99 | miss p50 vs KeyIndex |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -547,7 +570,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "### (c) Full VerificationService.verify() on SQLite (file on local disk, WAL)",
         "",
-        "| devices | samples | admitted p50 | admitted p99 | mismatch p50 | mismatch p99 | start() (load + 2 tables) "
+        "| devices | samples | admitted p50 | admitted p99 | mismatch p50 | mismatch p99 | start() (load + 3 tables) "
         "| bulk insert |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -562,22 +585,22 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "Where verify() time goes (mean per verification):",
         "",
-        "| devices | verdict | get_device | spend | audit_many | list_devices (sync) | everything else |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| devices | verdict | check_and_spend | list_devices (sync) | everything else |",
+        "|---:|---|---:|---:|---:|",
     ]
     for n in res["verify_sizes"]:
         c = res["verify"][str(n)]
         for label, key in (("admitted", "admitted_breakdown_mean_us"), ("mismatch", "mismatch_breakdown_mean_us")):
             bd = c[key]
             lines.append(
-                f"| {n:,} | {label} | {fmt_us(bd['get_device'])} | {fmt_us(bd['spend'])} "
-                f"| {fmt_us(bd['audit_many'])} | {fmt_us(bd['list_devices'])} | {fmt_us(bd['other'])} |"
+                f"| {n:,} | {label} | {fmt_us(bd['check_and_spend'])} "
+                f"| {fmt_us(bd['list_devices'])} | {fmt_us(bd['other'])} |"
             )
     lines += [
         "",
-        "### Memory of the index (derived secrets + 2 epoch tables), fresh process per size",
+        "### Memory of the index (derived secrets + 3 epoch tables), fresh process per size",
         "",
-        "| devices | tracemalloc secrets | tracemalloc 2 tables | tracemalloc total | per device | RSS growth "
+        "| devices | tracemalloc secrets | tracemalloc 3 tables | tracemalloc total | per device | RSS growth "
         "| per 100k devices (tracemalloc) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -607,8 +630,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "params": {
             "format": FORMAT,
             "period": PERIOD,
-            "look_behind": 1,
-            "look_ahead": 0,
+            "look_behind": LOOK_BEHIND,
+            "look_ahead": LOOK_AHEAD,
+            "trunk_prefixes": list(TRUNKS),
             "seed": args.seed,
             "index_samples": args.samples,
             "warmup_s": args.warmup,

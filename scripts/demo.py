@@ -30,12 +30,12 @@ from sipp import UasProcess, run_uac  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
 from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
-from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at  # noqa: E402
+from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, now_ms  # noqa: E402
 from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER  # noqa: E402
 
 HOME = REPO / ".demo"
 APP = "securelink"
-MOBILE = "15551230001"
+MOBILE = "+15551230001"
 FMT = NumberFormat("XXXXXXXXXX")  # the default inbound_format / outbound_format
 CONFIG = f"""# securelink demo: the embedded default (SQLite, 30 s period) wired to the local testbed
 [ari]
@@ -103,7 +103,7 @@ def main() -> int:
         wait_until(app_registered, 20, "`securelink run` to register its Stasis app")
         say("Started `securelink run`: the Stasis app is connected to Asterisk (ARI).\n")
 
-        key = derive_key(secret, Direction.INBOUND, epoch_at(time.time(), 30), FMT)
+        key = derive_key(secret, Direction.INBOUND, epoch_at_ms(now_ms(), 30), FMT)
         (r,) = run_uac([(key, "100")])
         v = last_verdict()
         good = r.status_code == 200 and v.get("result") == "admitted"
@@ -134,7 +134,7 @@ def main() -> int:
             invites = mobile.invites()
         presented = invites[0].from_user if invites else ""
         # the phone's side: accept the PBX's current or next outbound key (SLK1.md, "Outbound presentation")
-        epochs = range(epoch_at(start, 30) - 1, epoch_at(time.time(), 30) + 2)
+        epochs = range(epoch_at_ms(int(start * 1000), 30) - 1, epoch_at_ms(now_ms(), 30) + 2)
         genuine = any(derive_key(secret, Direction.OUTBOUND, e, FMT) == presented for e in epochs)
         good = r.status_code == 200 and genuine
         ok &= good

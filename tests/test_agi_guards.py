@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 import pytest
 from panoramisk.fast_agi import Application
 
-from asterisk_securelink.asterisk.agi import FastAgiServer, agi_args, quote_value, script_of
+from asterisk_securelink.asterisk.agi import PEER_KEY, FastAgiServer, agi_args, is_channel_name, quote_value, script_of
+from asterisk_securelink.asterisk.agi_access import (
+    DEFAULT_ALLOW_FROM,
+    PeerSlots,
+    check_listen,
+    parse_allow_from,
+    peer_address,
+)
 from asterisk_securelink.dialplan import RESULT_VAR
 
 ENV_TIMEOUT = 0.5
@@ -318,6 +325,121 @@ async def test_connection_cap(recorder: Recorder) -> None:
         assert await proper_request(server.port) != []  # capacity comes back
     finally:
         await server.stop()
+
+
+# ---- FastAGI guard 5: slots (idle timeout, per-peer cap, allow_from, listen address) ---------------------------
+async def connect_from(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def test_a_connection_that_sends_nothing_is_closed_at_the_idle_timeout(recorder: Recorder) -> None:
+    """Idle connections renewed every few seconds must not hold the slots for the whole environment deadline."""
+    server = FastAgiServer(recorder, env_timeout=5.0, idle_timeout=0.3)
+    await server.serve("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        took = await closed_within(reader, 3)
+        writer.close()
+        assert 0.2 <= took < 1.0
+        # a line, then silence: idle again
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"agi_network: yes\n")
+        took = await closed_within(reader, 3)
+        writer.close()
+        assert took < 1.0
+        assert await proper_request(server.port) != []  # Asterisk, which sends at once, is served
+    finally:
+        await server.stop()
+    assert recorder.calls and all(env[PEER_KEY] == "127.0.0.1" for env, _ in recorder.calls)
+
+
+async def test_one_address_cannot_take_every_slot(recorder: Recorder) -> None:
+    server = FastAgiServer(recorder, env_timeout=3.0, idle_timeout=3.0, max_connections=10, max_per_peer=2)
+    await server.serve("127.0.0.1", 0)
+    try:
+        held = [await connect_from(server.port, "127.0.0.2") for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await connect_from(server.port, "127.0.0.2")
+        assert await closed_within(reader, 1.0) < 0.5  # the third from that address is closed at once
+        writer.close()
+        assert await proper_request(server.port) != []  # Asterisk on 127.0.0.1 still gets its slot
+        for _r, w in held:
+            w.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_peer_outside_allow_from_is_closed_without_reading(recorder: Recorder) -> None:
+    server = FastAgiServer(recorder, allow_from=["127.0.0.1"], command_timeout=1.0)
+    await server.serve("127.0.0.1", 0)
+    try:
+        reader, writer = await connect_from(server.port, "127.0.0.3")
+        writer.write(agi_env("verify", "ani"))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        sent = b""
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(1.0):
+                while chunk := await reader.read(4096):
+                    sent += chunk
+        writer.close()
+        assert sent == b"" and recorder.calls == []
+        assert server.app is not None and not server.app.active and server.app.slots.total == 0
+        assert await proper_request(server.port, "ani") != []  # 127.0.0.1 is allowed
+        assert [env[PEER_KEY] for env, _ in recorder.calls] == ["127.0.0.1"]
+    finally:
+        await server.stop()
+
+
+async def test_the_peer_key_cannot_be_sent_by_the_peer(agi: FastAgiServer, recorder: Recorder) -> None:
+    """The server adds the peer's address to the environment under a name outside `agi_*`: sending it is garbage."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi.port)
+    writer.write(agi_env("verify").replace(b"agi_network: yes\n", f"{PEER_KEY}: 10.9.9.9\n".encode()))
+    assert await closed_within(reader, 2) < ENV_TIMEOUT
+    writer.close()
+    assert recorder.calls == []
+
+
+async def test_a_non_loopback_listen_address_needs_allow_remote(recorder: Recorder) -> None:
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        assert check_listen(host, allow_remote=False) is None, host
+    for host in ("0.0.0.0", "::", "", "192.0.2.10", "pbx.example.org"):  # noqa: S104 - refused, the point
+        problem = check_listen(host, allow_remote=False)
+        assert problem is not None and "agi.allow_remote" in problem, host
+        assert check_listen(host, allow_remote=True) is None
+    with pytest.raises(ValueError, match="allow_remote"):
+        await FastAgiServer(recorder).serve("0.0.0.0", 0)  # noqa: S104 - refused before binding
+
+
+def test_allow_from_and_peer_addresses() -> None:
+    assert [str(n) for n in parse_allow_from(DEFAULT_ALLOW_FROM)] == ["127.0.0.0/8", "::1/128"]
+    assert [str(n) for n in parse_allow_from([" 10.1.2.3/16 ", "2001:db8::1"])] == ["10.1.0.0/16", "2001:db8::1/128"]
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse_allow_from(["asterisk.example.org"])
+    assert peer_address(("127.0.0.1", 4000)) == "127.0.0.1"
+    assert peer_address(("::ffff:10.0.0.7", 4000, 0, 0)) == "10.0.0.7"
+    assert peer_address(("fe80::1%eth0", 4000, 0, 2)) == "fe80::1"
+    assert peer_address(None) is None and peer_address("/run/agi.sock") is None
+    slots = PeerSlots(max_total=3, max_per_peer=2)
+    assert slots.take("10.0.0.1") == "not in agi.allow_from" and slots.take(None) is not None
+    assert slots.take("::ffff:127.0.0.1") is not None  # not normalized: `peer_address` does that
+    assert [slots.take("127.0.0.1"), slots.take("127.0.0.1"), slots.take("::1")] == [None, None, None]
+    assert slots.take("127.0.0.1") is not None and slots.take("::1") is not None  # per peer, then in total
+    slots.release("127.0.0.1")
+    assert slots.take("::1") is None and slots.total == 3
+
+
+def test_channel_names() -> None:
+    for name in (
+        "PJSIP/carrier-0000002a",
+        "SIP/trunk-00000001",
+        "IAX2/peer-12345",
+        "DAHDI/i1/5551234-1",
+        "Local/7000@testbed-inbound-00000001;1",
+    ):
+        assert is_channel_name(name), name
+    for name in ("", "carrier", "PJSIP/carrier", "PJSIP/carrier-0000002a\r\nx", "PJSIP/a b-00000001", "x" * 200):
+        assert not is_channel_name(name), name
 
 
 # ---- FastAGI guard 4: garbage --------------------------------------------------------------------------------

@@ -76,9 +76,8 @@ def test_provisioning_uri_carries_the_secret_once(home: Path) -> None:
 
 def test_key_id_from_uid_is_stable_and_unique(home: Path) -> None:
     a = add(home, "--key-id-from-uid", "IMEI-35-000000-000000-0")
-    p = run(
-        home, "device", "add", "Again", "--number", "1555", "--key-id-from-uid", "IMEI-35-000000-000000-0", check=False
-    )
+    uid = "IMEI-35-000000-000000-0"
+    p = run(home, "device", "add", "Again", "--number", "+15550100009", "--key-id-from-uid", uid, check=False)
     assert p.returncode == 2 and "already" in p.stderr
     assert "IMEI" not in str(a["key_id"])
 
@@ -108,7 +107,7 @@ def test_status_transitions_and_audit(home: Path) -> None:
     ("args", "message"),
     [
         (["device", "add", "X", "--number", "abc"], "--number"),
-        (["device", "add", "X", "--number", "1555", "--desk-endpoint", "no-slash"], "--desk-endpoint"),
+        (["device", "add", "X", "--number", "+15550100009", "--desk-endpoint", "no-slash"], "--desk-endpoint"),
         (["device", "show", "999"], "no device"),
         (["device", "revoke", "1", "--reason", " "], "--reason"),
         (["key", "current", "1", "--direction", "sideways"], "invalid choice"),
@@ -118,7 +117,7 @@ def test_status_transitions_and_audit(home: Path) -> None:
         (["calls", "list", "--since", "99999999999d"], "before year 1"),
         (["audit", "list", "--limit", "-5"], "--limit"),
         (["device", "show", "99999999999999999999999"], "no device"),
-        (["device", "add", "X", "--number", "1555", "--key-id-from-uid", "\udcff\udcfe"], "UTF-8"),
+        (["device", "add", "X", "--number", "+15550100009", "--key-id-from-uid", "\udcff\udcfe"], "UTF-8"),
         (["verify", "12345", "--at", "nan"], "--at"),
         (["verify", "12345", "--at", "1e30"], "--at"),
         (["verify", "12345", "--at", "4000000000"], "future"),
@@ -137,7 +136,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(home: Path, args: list
 
 def test_world_readable_master_key_is_refused(home: Path) -> None:
     os.chmod(home / "master.key", 0o644)
-    p = run(home, "device", "add", "X", "--number", "1555", check=False)
+    p = run(home, "device", "add", "X", "--number", "+15550100009", check=False)
     assert p.returncode == 2 and "chmod 600" in p.stderr
     assert json.loads(run(home, "device", "list", "--json").stdout) == []
 
@@ -240,3 +239,58 @@ def test_no_error_is_printed_as_a_bare_class_name() -> None:
     assert describe(ValueError("first\nsecond")) == "first second"  # still one line
     for bare in (TimeoutError(), OSError(), RuntimeError()):
         assert describe(bare) != type(bare).__name__ and type(bare).__name__ in describe(bare)
+
+
+def test_numbers_are_stored_in_e164_and_national_input_needs_a_default_country_code(home: Path) -> None:
+    p = run(home, "device", "add", "X", "--number", "555 010 0002", check=False)
+    assert p.returncode == 2 and "keys.default_country_code" in p.stderr
+    assert add(home)["mobile_number"] == "+15550100001"  # "+1 555 010 0001"
+    toml = (home / "securelink.toml").read_text()
+    (home / "securelink.toml").write_text(toml.replace('default_country_code = ""', 'default_country_code = "1"'))
+    out = json.loads(run(home, "device", "add", "Y", "--number", "(555) 010-0002", "--json").stdout)
+    assert out["mobile_number"] == "+15550100002"
+    p = run(home, "device", "add", "Z", "--number", "0555 010 0003", check=False)  # a 0 is not guessed at
+    assert p.returncode == 2 and "international form" in p.stderr
+
+
+def test_provisioning_uri_carries_every_1_1_parameter(home: Path) -> None:
+    toml = (home / "securelink.toml").read_text()
+    toml = toml.replace("trunk_prefixes = []", 'trunk_prefixes = ["0", "011"]').replace(
+        'mode = "ani"', 'mode = "dnis"\ndial_prefix = "8"'
+    )
+    (home / "securelink.toml").write_text(toml)
+    uri = str(add(home)["provisioning_uri"])
+    names = [part.split("=")[0] for part in uri.split("?", 1)[1].split("&")]
+    want = ["v", "key_id", "secret", "period", "t0", "in", "out", "look_behind", "look_ahead", "trunk", "mode", "dial"]
+    assert names == want  # each exactly once
+    prov = parse(uri)
+    assert "v=1.1&" in uri and "trunk=0%2C011" in uri
+    assert (prov.trunk_prefixes, prov.mode, prov.dial, prov.look_ahead) == (("0", "011"), "dnis", "8", 1)
+
+
+def test_at_takes_seconds_with_a_fraction_as_integer_milliseconds(home: Path) -> None:
+    add(home)
+    for at, epoch in (("1790000000.5", 59666666), ("1790000029.999", 59666667), ("1790000030", 59666667)):
+        out = json.loads(run(home, "key", "current", "1", "--at", at, "--json").stdout)
+        assert out["epoch"] == epoch, at
+    p = run(home, "key", "current", "1", "--at", "1.79e9", check=False)
+    assert p.returncode == 2 and "--at" in p.stderr
+
+
+def test_a_period_change_needs_rotate_all(home: Path) -> None:
+    add(home)
+    run(home, "device", "register", "1")
+    key = run(home, "key", "current", "1").stdout.strip()
+    assert run(home, "verify", key).stdout.strip() == "admitted device 1"  # records period 30, t0 0
+    toml = (home / "securelink.toml").read_text().replace("period = 30", "period = 10")
+    (home / "securelink.toml").write_text(toml)
+    p = run(home, "verify", key, check=False)
+    assert p.returncode == 2 and "rotate --all" in p.stderr and "period 30" in p.stderr
+    p = run(home, "device", "rotate", check=False)
+    assert p.returncode == 2 and "--all" in p.stderr
+    rotated = json.loads(run(home, "device", "rotate", "--all", "--json").stdout)
+    assert [r["id"] for r in rotated] == [1] and rotated[0]["old_key_id"] != rotated[0]["key_id"]
+    assert parse(rotated[0]["provisioning_uri"]).period == 10
+    new = run(home, "key", "current", "1").stdout.strip()
+    assert run(home, "verify", new).stdout.strip() == "admitted device 1"
+    assert run(home, "verify", key).stdout.strip() == "mismatch"  # the old key id's keys no longer work

@@ -10,7 +10,8 @@ from asterisk_securelink.config import ConfigError
 
 def test_defaults(tmp_path: Path) -> None:
     cfg = config.build({}, {}, tmp_path)
-    assert cfg.keys.period == 30 and cfg.keys.look_behind == 1 and cfg.keys.look_ahead == 0
+    assert cfg.keys.period == 30 and cfg.keys.look_behind == 1 and cfg.keys.look_ahead == 1  # SLK1 1.1: burst
+    assert cfg.keys.trunk_prefixes == () and cfg.keys.default_country_code == "" and cfg.ari.node == ""
     assert cfg.database_url == f"sqlite+aiosqlite:///{tmp_path / 'securelink.sqlite3'}"
     assert cfg.master_key_path == tmp_path / "master.key"
 
@@ -44,6 +45,16 @@ def test_env_postgres_url_gets_async_driver(tmp_path: Path) -> None:
         ({"ari": {"url": "ws://x"}}, {}, "ari.url"),
         ({"outbound": {"endpoint": "PJSIP/carrier"}}, {}, "outbound.endpoint"),
         ({}, {"SECURELINK_LOCKOUT_ENABLED": "maybe"}, "lockout.enabled"),
+        ({"keys": {"trunk_prefixes": [0, 11]}}, {}, "keys.trunk_prefixes"),
+        ({"keys": {"trunk_prefixes": ["0", "+1"]}}, {}, "keys.trunk_prefixes"),
+        ({"keys": {"trunk_prefixes": ["\u0660"]}}, {}, "keys.trunk_prefixes"),  # ASCII digits only (not U+0660)
+        ({}, {"SECURELINK_KEYS_TRUNK_PREFIXES": "0,abc"}, "keys.trunk_prefixes"),
+        ({"keys": {"default_country_code": "+1"}}, {}, "keys.default_country_code"),
+        ({"keys": {"default_country_code": "28"}}, {}, "keys.default_country_code"),  # not assigned
+        ({"keys": {"default_country_code": 44}}, {}, "keys.default_country_code"),
+        ({"inbound": {"dial_prefix": "9x"}}, {}, "inbound.dial_prefix"),
+        ({"ari": {"node": "a b"}}, {}, "ari.node"),
+        ({"keys": {"look_ahead": 3}}, {}, "keys.look_ahead"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, data: dict[str, object], env: dict[str, str], named: str) -> None:
@@ -70,3 +81,39 @@ def test_skeleton_is_valid(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_text(config.SKELETON)
     assert config.load(f, env={}).keys.period == 30
+
+
+def test_trunk_prefixes_from_the_file_and_as_a_comma_list_from_the_environment(tmp_path: Path) -> None:
+    cfg = config.build({"keys": {"trunk_prefixes": ["0", "011", "0"]}}, {}, tmp_path)
+    assert cfg.keys.trunk_prefixes == ("0", "011")  # each once, in order
+    env = {"SECURELINK_KEYS_TRUNK_PREFIXES": " 00, 011 ,,1"}
+    assert config.build({"keys": {"trunk_prefixes": ["0"]}}, env, tmp_path).keys.trunk_prefixes == ("00", "011", "1")
+    assert config.build({}, {"SECURELINK_KEYS_TRUNK_PREFIXES": ""}, tmp_path).keys.trunk_prefixes == ()
+
+
+def test_number_settings(tmp_path: Path) -> None:
+    cfg = config.build(
+        {"keys": {"default_country_code": "44"}, "inbound": {"dial_prefix": "8"}, "ari": {"node": "pbx-1"}},
+        {},
+        tmp_path,
+    )
+    assert (cfg.keys.default_country_code, cfg.inbound.dial_prefix, cfg.ari.node) == ("44", "8", "pbx-1")
+    assert config.build({}, {"SECURELINK_KEYS_DEFAULT_COUNTRY_CODE": "1"}, tmp_path).keys.default_country_code == "1"
+
+
+ANY = "0.0.0.0"  # noqa: S104 - the address the test must see refused
+
+
+def test_agi_allow_from_and_allow_remote(tmp_path: Path) -> None:
+    c = config.build({"agi": {"allow_from": ["10.0.0.5", "192.0.2.0/24"]}}, {}, tmp_path)
+    assert c.agi.allow_from == ("10.0.0.5", "192.0.2.0/24")
+    assert config.build({}, {"SECURELINK_AGI_ALLOW_FROM": "127.0.0.1,::1"}, tmp_path).agi.allow_from == (
+        "127.0.0.1",
+        "::1",
+    )
+    assert config.build({}, {}, tmp_path).agi.allow_from == ("127.0.0.0/8", "::1")  # loopback only by default
+    with pytest.raises(ConfigError, match=r"agi\.allow_from"):
+        config.build({"agi": {"allow_from": ["not-an-address"]}}, {}, tmp_path)
+    with pytest.raises(ConfigError, match=r"agi\.host"):
+        config.build({"agi": {"host": ANY}}, {}, tmp_path)  # the FastAGI port open to the network
+    assert config.build({"agi": {"host": ANY, "allow_remote": True}}, {}, tmp_path).agi.host == ANY

@@ -48,6 +48,108 @@ def test_keygen_modes_and_no_overwrite(keypair: tuple[Path, Path]) -> None:
         escrow.load_private(priv)
 
 
+def _foreign_owner(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `path` owned by someone other than this process's user (and not root)."""
+    if os.geteuid() == 0:
+        os.chown(path, 4242, -1)
+    else:
+        real = os.geteuid()
+        monkeypatch.setattr(os, "geteuid", lambda: real + 1)
+
+
+def test_public_key_file_is_checked_like_the_master_key(
+    keypair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can rewrite the public key file chooses who can open every future call key."""
+    _priv, pub = keypair
+    assert stat.S_IMODE(pub.stat().st_mode) == 0o644
+    for mode in (0o644, 0o600, 0o444):
+        os.chmod(pub, mode)
+        escrow.load_public(pub)  # readable by anyone is fine: it is a public key
+    for mode in (0o664, 0o646, 0o666):
+        os.chmod(pub, mode)
+        with pytest.raises(escrow.EscrowError, match=f"mode {mode:04o}.*chmod go-w {pub}"):
+            escrow.load_public(pub)
+    os.chmod(pub, 0o644)
+    link = tmp_path / "link.pub"
+    link.symlink_to(pub)
+    with pytest.raises(escrow.EscrowError, match="cannot be opened"):
+        escrow.load_public(link)  # opened with O_NOFOLLOW: a link could be re-pointed
+    with pytest.raises(escrow.EscrowError, match="not a regular file"):
+        escrow.load_public(tmp_path)
+    with pytest.raises(escrow.EscrowError, match="not found"):
+        escrow.load_public(tmp_path / "absent.pub")
+    _foreign_owner(pub, monkeypatch)
+    with pytest.raises(escrow.EscrowError, match="owned by"):
+        escrow.load_public(pub)
+
+
+def test_load_private_checks_the_file_it_reads(
+    keypair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mode is checked on the open file: a file swapped in after the check is never the one read."""
+    priv, _pub = keypair
+    original = escrow.load_private(priv)
+    other = tmp_path / "other.key"
+    escrow.generate(other, tmp_path / "other.pub")
+    os.chmod(other, 0o644)
+    swapped: list[str] = []
+
+    def swap() -> None:
+        if not swapped:
+            swapped.append("x")
+            os.replace(other, priv)  # an attacker replaces the checked file by a world-readable one
+
+    real_stat, real_open = Path.stat, os.open
+
+    def stat_then_swap(self: Path, *args: object, **kwargs: object) -> os.stat_result:
+        st = real_stat(self, *args, **kwargs)  # type: ignore[arg-type]
+        if self == priv:
+            swap()
+        return st
+
+    def open_then_swap(path: object, *args: object, **kwargs: object) -> int:
+        fd = real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+        if str(path) == str(priv):
+            swap()
+        return int(fd)
+
+    monkeypatch.setattr(Path, "stat", stat_then_swap)
+    monkeypatch.setattr(os, "open", open_then_swap)
+    loaded = escrow.load_private(priv)
+    monkeypatch.undo()
+    assert swapped  # the swap did happen, after the file was checked or opened
+    assert escrow.key_version(loaded.public_key()) == escrow.key_version(original.public_key())
+    with pytest.raises(escrow.EscrowError, match="chmod 600"):
+        escrow.load_private(priv)  # the swapped-in file itself is refused
+    link = tmp_path / "link.key"
+    link.symlink_to(other if other.exists() else priv)
+    with pytest.raises(escrow.EscrowError, match="cannot be opened"):
+        escrow.load_private(link)
+
+
+@pytest.mark.parametrize("which", ["private", "public"])
+def test_keygen_never_overwrites_a_file_created_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """The existence check is only for the message: the files are created with link(2), which never replaces."""
+    priv, pub = tmp_path / "escrow.key", tmp_path / "escrow.pub"
+    target = priv if which == "private" else pub
+    real_fsync = os.fsync
+
+    def fsync_and_intrude(fd: int) -> None:
+        real_fsync(fd)
+        if not target.exists():
+            target.write_bytes(b"someone else's file")  # created between the check and the write
+
+    monkeypatch.setattr(os, "fsync", fsync_and_intrude)
+    with pytest.raises(escrow.EscrowError, match="already exists"):
+        escrow.generate(priv, pub)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary, no half pair left
+
+
 async def test_issue_store_open(store: Store, keypair: tuple[Path, Path], tmp_path: Path) -> None:
     priv, pub = keypair
     issued = await book(tmp_path, store, pub).issue_call_key("call-1", None, "outbound")

@@ -72,3 +72,31 @@ def test_render_is_a_bijection_onto_matching_numbers(pattern: str, plus: bool, d
             assert c in "23456789"
         elif p == "Z":
             assert c in "123456789"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal", "k"),
+    [("+1NXXNXXXXXX", "1", 10), ("555XXXXXXX", "555", 7), ("XXXXXXXXXX", "", 10), ("9ZXXXXXXXX", "9", 9),
+     ("+4420XXXXXXXX", "4420", 8), ("555X1XXXXXX", "555", 8)],
+)  # fmt: skip
+def test_literal_prefix_and_significant_part(pattern: str, literal: str, k: int) -> None:
+    fmt = NumberFormat(pattern)
+    assert (fmt.literal_prefix, fmt.significant_length) == (literal, k)
+    key = fmt.render(fmt.size - 1)
+    assert fmt.significant(key) == key[-k:]
+    assert key.lstrip("+") == literal + fmt.significant(key)
+
+
+def test_spec_examples_of_the_significant_part() -> None:
+    assert NumberFormat("+1NXXNXXXXXX").significant("+12677638475") == "2677638475"
+    assert NumberFormat("555XXXXXXX").significant("5551638475") == "1638475"
+
+
+def test_a_space_above_2_64_is_refused() -> None:
+    assert NumberFormat("X" * 19).size == 10**19 < 2**64  # the largest all-X format still fits
+    with pytest.raises(FormatError, match="2\\^64"):
+        NumberFormat("X" * 20)
+    with pytest.raises(FormatError, match="2\\^64"):
+        NumberFormat("+XXXX" + "Z" * 16)  # 10^4 * 9^16, just above 2^64
+    assert NumberFormat("+" + "Z" * 20).size == 9**20 < 2**64
+    assert NumberFormat("N" * 20).size == 8**20 <= 2**64

@@ -40,7 +40,7 @@ def test_verify_never_raises_and_never_admits_garbage(tmp_path: Path) -> None:
     async def setup() -> VerificationService:
         store = Store.from_url(url)
         await store.add_device("A", "15550001", None, "kid-a", "t")
-        svc = VerificationService(config.build({}, {}, tmp_path), store, MASTER, clock=lambda: 1_790_000_000.0)
+        svc = VerificationService(config.build({}, {}, tmp_path), store, MASTER, clock_ms=lambda: 1_790_000_000_000)
         await svc.start()
         return svc
 

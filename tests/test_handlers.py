@@ -1,28 +1,34 @@
-"""The Stasis handlers on a real SQLite store (channels recorded, not Asterisk): admission and registration."""
+"""The Stasis and FastAGI handlers on a real SQLite store (channels recorded, not Asterisk): admission and
+registration."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
 from fakes import Channels
 from test_metrics import MASTER, T
 
 from asterisk_securelink import config
+from asterisk_securelink.asterisk.agi import PEER_KEY
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
+from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
 from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.runner import agi_server
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
 
 
 async def registration_setup(store: Store, tmp_path: Path) -> tuple[Handlers, Channels, int]:
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock=lambda: T, device_sync_interval=0)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")  # provisioned: limited until registered
     await svc.start()
     channels = Channels()
     handlers = Handlers(cfg, svc, channels)
-    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, int(T // 30), cfg.inbound_fmt)
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     await handlers.stasis_start(CallInfo("ch1", "PJSIP/x", key, "100", ("inbound", "ani")))
     assert ("var", "ch1", "SECURELINK_RESULT", "unregistered") in channels.calls
     return handlers, channels, d.id
@@ -59,11 +65,11 @@ async def test_register_without_a_verified_call_is_rejected(store: Store, tmp_pa
 
 async def admission_setup(store: Store, tmp_path: Path, channels: Channels) -> tuple[Handlers, str]:
     cfg = config.build({"inbound": {"admitted_context": "in-ok"}}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock=lambda: T, device_sync_interval=0)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("A", "15550002", None, "kid-a", "t")
     await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
-    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, int(T // 30), cfg.inbound_fmt)
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     return Handlers(cfg, svc, channels), key
 
 
@@ -98,3 +104,132 @@ async def test_a_verdict_that_cannot_be_set_rejects_the_call(store: Store, tmp_p
     await handlers.stasis_start(CallInfo("ch3", "PJSIP/carrier-00000003", key, "100", ("inbound", "ani")))
     assert channels.calls == [("hangup", "ch3", "rejected")]
     await handlers.service.audit.drain()
+
+
+async def test_the_same_call_is_node_plus_uniqueid_never_the_sip_call_id(store: Store, tmp_path: Path) -> None:
+    """A second Stasis entry of the same channel is not a replay; the same uniqueid on another node is."""
+    from asterisk_securelink.core.slk1 import Direction as D
+
+    channels = Channels()
+    handlers, key = await admission_setup(store, tmp_path, channels)
+    handlers.service.node = "pbx-a"
+    call = CallInfo("1790000000.42", "PJSIP/carrier-0000002a", key, "100", ("inbound", "ani"))
+    await handlers.stasis_start(call)
+    await handlers.stasis_start(call)  # the same channel entering Stasis again
+    assert channels.calls.count(("continue", "1790000000.42", "in-ok")) == 2
+    row = await store.key_epoch(1, D.INBOUND)
+    assert row is not None and row.last_call_id == "pbx-a/1790000000.42"
+    handlers.service.node = "pbx-b"  # another Asterisk whose uniqueid happens to be the same
+    await handlers.stasis_start(call)
+    assert ("var", "1790000000.42", "SECURELINK_RESULT", "replayed") in channels.calls
+    await handlers.service.audit.drain()
+
+
+# -- FastAGI: the same admission and registration, through the AGI routes ---------------------------------------
+def agi_env(
+    uniqueid: str, caller: str, channel: str = "PJSIP/carrier-0000002a", peer: str = "127.0.0.1"
+) -> dict[str, str]:
+    return {
+        "agi_uniqueid": uniqueid,
+        "agi_channel": channel,
+        "agi_callerid": caller,
+        "agi_extension": "100",
+        PEER_KEY: peer,
+    }
+
+
+async def test_agi_first_verified_call_registers_the_device(store: Store, tmp_path: Path) -> None:
+    """[securelink-after-agi] sends `unregistered` to [securelink-register-agi], whose AGI(.../register) registers
+    the device of the channel verified moments before (same uniqueid, same peer), once."""
+    cfg = config.build({}, {}, tmp_path)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    d = await store.add_device("New", "15550001", None, "kid-n", "t")
+    await svc.start()
+    channels = Channels()
+    handlers = Handlers(cfg, svc, channels)
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
+    verdict = await handlers.agi_verify(agi_env("1790000000.7", key), ["ani"])
+    assert verdict == {RESULT_VAR: "unregistered", DEVICE_VAR: str(d.id), MODE_VAR: "ani"}
+    assert await handlers.agi_register(agi_env("1790000000.8", ""), []) == {RESULT_VAR: "error"}  # another channel
+    assert await handlers.agi_register(agi_env("1790000000.7", "", peer="127.0.0.9"), []) == {RESULT_VAR: "error"}
+    dev = await store.get_device(d.id)
+    assert dev is not None and dev.status == "provisioned"
+    assert await handlers.agi_register(agi_env("1790000000.7", ""), []) == {RESULT_VAR: "admitted"}
+    dev = await store.get_device(d.id)
+    assert dev is not None and dev.status == "registered"
+    assert await handlers.agi_register(agi_env("1790000000.7", ""), []) == {RESULT_VAR: "error"}  # only once
+    assert channels.calls == []  # FastAGI never drives channels: the dialplan decides from the variables
+    await handlers.service.audit.drain()
+
+
+async def test_agi_device_revoked_meanwhile_is_not_registered(store: Store, tmp_path: Path) -> None:
+    cfg = config.build({}, {}, tmp_path)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    d = await store.add_device("New", "15550001", None, "kid-n", "t")
+    await svc.start()
+    handlers = Handlers(cfg, svc, Channels())
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
+    assert (await handlers.agi_verify(agi_env("u1", key), ["ani"]))[RESULT_VAR] == "unregistered"
+    await store.update_device(d.id, "device.revoke", "t", status="revoked")
+    assert await handlers.agi_register(agi_env("u1", ""), []) == {RESULT_VAR: "revoked"}
+    dev = await store.get_device(d.id)
+    assert dev is not None and dev.status == "revoked"
+    await handlers.service.audit.drain()
+
+
+async def test_agi_lockout_source_is_a_channel_name_or_the_peer_address(store: Store, tmp_path: Path) -> None:
+    """A forged `agi_channel` cannot name someone else's trunk's source nor spread guesses over fresh sources: only
+    a value shaped like an Asterisk channel name is used; anything else counts against the peer's address."""
+    handlers, _key = await admission_setup(store, tmp_path, Channels())
+    wrong = derive_key(
+        device_secret(MASTER, "kid-a"), Direction.INBOUND, T // 30_000 - 100, handlers.config.inbound_fmt
+    )
+    channels = ["PJSIP/carrier-0000002a", "PJSIP/carrier\r\nx", "random-1", "", "PJSIP/trunk a-00000001"]
+    for i, channel in enumerate(channels):
+        await handlers.agi_verify(agi_env(f"u{i}", wrong, channel, peer="127.0.0.5"), ["ani"])
+    await handlers.service.audit.drain()
+    rows = await store.list_audit(action="verify")
+    assert [r.source for r in rows] == ["PJSIP/carrier"] + ["agi:127.0.0.5"] * 4
+
+
+async def test_agi_routes_over_a_socket_register_a_device(store: Store, tmp_path: Path) -> None:
+    """The server as `securelink agi` builds it (runner.agi_server): verify, then register, on one channel."""
+    from test_agi_guards import agi_env as wire_env
+    from test_agi_guards import answer_commands
+
+    cfg = config.build({}, {}, tmp_path)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    d = await store.add_device("New", "15550001", None, "kid-n", "t")
+    await svc.start()
+    handlers = Handlers(cfg, svc, Channels())
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
+    server = agi_server(cfg, handlers)
+    await server.serve("127.0.0.1", 0)
+    try:
+        sent = []
+        for script, args in (("verify", ("ani",)), ("register", ())):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(wire_env(script, *args, agi_callerid=key, agi_uniqueid="1790000000.9"))
+            sent.append(await answer_commands(reader, writer))
+    finally:
+        await server.stop()
+    assert sent[0][0] == 'SET VARIABLE SECURELINK_RESULT "unregistered"'
+    assert sent[1] == ['SET VARIABLE SECURELINK_RESULT "admitted"']
+    dev = await store.get_device(d.id)
+    assert dev is not None and dev.status == "registered"
+    await handlers.service.audit.drain()
+
+
+def test_dialplan_sends_unregistered_agi_calls_to_the_agi_registration_context() -> None:
+    text = (Path(__file__).parents[1] / "dialplan" / "securelink.conf").read_text()
+    code = "\n".join(line.split(";", 1)[0].rstrip() for line in text.splitlines())  # comments dropped
+    contexts = {
+        m.group(1): m.group(2).strip() for m in re.finditer(r"^\[([\w-]+)\]\n(.*?)(?=^\[|\Z)", code, re.M | re.S)
+    }
+    after_agi = contexts["securelink-after-agi"]
+    assert '"${SECURELINK_RESULT}" = "unregistered"]?securelink-register-agi,${EXTEN},1)' in after_agi
+    register = contexts["securelink-register-agi"].splitlines()
+    assert register[1] == " same => n,AGI(agi://127.0.0.1:4573/register)"
+    assert register[2] == ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?reject)'
+    assert register[3] == ' same => n,GotoIf($["${SECURELINK_RESULT}" = "admitted"]?securelink-admitted,${EXTEN},1)'
+    assert register[-1] == " same => n,Hangup(21)"  # anything else: rejected

@@ -43,6 +43,20 @@ def test_read_private_reports_mode_and_owner_and_refuses_what_is_not_a_file(tmp_
     assert keyfile.read_private(tmp_path / "link", 4, follow_symlinks=True).data == b"0123"
 
 
+def test_read_private_tells_a_file_others_may_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "k.pub"
+    path.write_bytes(b"public")
+    for mode, shared, writable in (
+        (0o644, True, False),
+        (0o600, False, False),
+        (0o664, True, True),
+        (0o602, True, True),
+    ):
+        path.chmod(mode)
+        found = keyfile.read_private(path, 64)
+        assert (found.shared, found.writable_by_others) == (shared, writable), oct(mode)
+
+
 def test_replace_private_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
     path = tmp_path / "out.png"
     path.write_bytes(b"old")

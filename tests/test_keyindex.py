@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_compare import COMPARISON, ROW_IDS, SECRET
 
+from asterisk_securelink.core.compare import matches
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
+from asterisk_securelink.core.numbers import classify
 from asterisk_securelink.core.slk1 import Direction, derive_key
 
 
@@ -28,13 +32,14 @@ def make(n: int, fmt: str = "XXXXXXXXXX", behind: int = 1, ahead: int = 0) -> Ke
     return idx
 
 
-def naive(n: int, digits: str, epochs: range, fmt: str = "XXXXXXXXXX") -> set[Candidate]:
+def naive(n: int, digits: str, epochs: range, fmt: str = "XXXXXXXXXX", trunk: tuple[str, ...] = ()) -> set[Candidate]:
+    """Every device and epoch, compared one by one by the 1.1 rules."""
     f = NumberFormat(fmt)
     return {
         Candidate(i, e)
         for i in range(n)
         for e in epochs
-        if derive_key(secret(i), Direction.INBOUND, e, f).lstrip("+") == digits
+        if matches(digits, f.significant(derive_key(secret(i), Direction.INBOUND, e, f)), f.literal_prefix, trunk)
     }
 
 
@@ -123,3 +128,62 @@ def test_lookup_equals_naive_for_any_number(dev: int, epoch: int, noise: str) ->
     real = derive_key(secret(dev), Direction.INBOUND, epoch, idx.fmt)
     for digits in (real, noise):
         assert set(idx.lookup(digits)) == naive(40, digits, live)
+
+
+@pytest.mark.parametrize(("pattern", "key", "presented", "trunk", "expected"), COMPARISON, ids=ROW_IDS)
+def test_every_comparison_vector_through_the_index(
+    pattern: str, key: str, presented: str, trunk: tuple[str, ...], expected: bool
+) -> None:
+    idx = KeyIndex(Direction.INBOUND, NumberFormat(pattern), Window(30, 0, 1, 1), trunk)
+    idx.set_device(1, SECRET)
+    advance(idx, 0)  # live epochs 0 and 1; the table's key is epoch 0's
+    digits = classify(presented).digits
+    found = [c for c in idx.lookup(digits) if idx.confirm(c, digits)]
+    assert found == ([Candidate(1, 0)] if expected else [])
+
+
+def test_the_index_is_keyed_by_the_significant_part() -> None:
+    idx = make(20, fmt="+1NXXNXXXXXX")
+    advance(idx, 7)
+    key = derive_key(secret(4), Direction.INBOUND, 7, idx.fmt)
+    assert all(len(k) == 10 for table in idx._by_epoch.values() for k in table)
+    for form in (key[1:], key[2:], "1" + key[2:]):  # international, national, with the country code
+        assert idx.lookup(form) == [Candidate(4, 7)] and idx.confirm(Candidate(4, 7), form)
+    assert idx.lookup("011" + key[1:]) == []  # no trunk prefix configured
+    assert idx.lookup(key[3:]) == []  # fewer than K digits
+
+
+class CountingDict(dict[str, object]):
+    gets = 0
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        CountingDict.gets += 1
+        return super().get(key, default)
+
+
+def test_one_lookup_per_live_table_whatever_the_form_or_the_population() -> None:
+    for n in (10, 1000):
+        idx = make(n, fmt="+1NXXNXXXXXX")
+        idx.trunk_prefixes = ("0", "011")
+        advance(idx, 7)
+        idx._by_epoch = {e: CountingDict(t) for e, t in idx._by_epoch.items()}  # type: ignore[misc]
+        key = derive_key(secret(3), Direction.INBOUND, 7, idx.fmt)
+        for form in (key[1:], key[2:], "011" + key[1:]):
+            CountingDict.gets = 0
+            assert Candidate(3, 7) in idx.lookup(form)
+            assert CountingDict.gets == len(idx.epochs)  # one dict lookup per live epoch, not one per form
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 29), st.integers(0, 10**6), st.text(alphabet="0123456789", min_size=3, max_size=14))
+def test_lookup_equals_the_naive_1_1_comparison_with_trunk_prefixes(dev: int, epoch: int, noise: str) -> None:
+    trunk = ("0", "011", "1")
+    idx = KeyIndex(Direction.INBOUND, NumberFormat("+1NXXNXXXXXX"), Window(30, 0, 1, 1), trunk)
+    for i in range(30):
+        idx.set_device(i, secret(i))
+    advance(idx, epoch)
+    live = range(max(0, epoch - 1), epoch + 2)
+    real = derive_key(secret(dev), Direction.INBOUND, epoch, idx.fmt)
+    for digits in (real[1:], real[2:], "011" + real[1:], noise):
+        found = {c for c in idx.lookup(digits) if idx.confirm(c, digits)}
+        assert found == naive(30, digits, live, "+1NXXNXXXXXX", trunk)

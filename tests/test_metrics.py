@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
 
 MASTER = bytes(range(32))
-T = 1_790_000_000.0
+T = 1_790_000_000_000  # unix ms
 
 
 @pytest.mark.parametrize(
@@ -74,14 +75,14 @@ async def test_real_verifications_move_the_counters(
 ) -> None:
     metrics, server, base = served
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock=lambda: T, device_sync_interval=0)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     svc.keys.metrics = metrics
     svc.audit.on_database_state = metrics.database
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     d = await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
     handlers = Handlers(cfg, svc, Channels(), None, metrics)
-    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, int(T // 30), cfg.inbound_fmt)
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     for i, number in enumerate([key, key, "12345", "anonymous"]):
         await handlers.stasis_start(CallInfo(f"ch{i}", "PJSIP/x", number, "100", ("inbound", "ani")))
     await svc.audit.drain()
@@ -95,6 +96,8 @@ async def test_real_verifications_move_the_counters(
     assert sample(text, "securelink_index_devices") == 1.0
     assert sample(text, "securelink_escrow_rows") == 0.0
     assert sample(text, "securelink_audit_buffered") == 7.0
+    # SLK1.md: log2(S / (W*D)), W = look_behind 1 + look_ahead 1 + 1 = 3, one device, 10^10 keys
+    assert sample(text, "securelink_key_strength_bits") == pytest.approx(math.log2(10**10 / 3))
     assert key not in text  # never a key in the metrics
 
 

@@ -16,6 +16,10 @@ from asterisk_securelink.core.numbers import Kind, classify, key_digits, normali
         (" 555.163.8475 ", "5551638475"),
         ("123", "123"),
         ("1" * 20, "1" * 20),
+        ("267/763-8475", "2677638475"),
+        ("(267) 763-8475", "2677638475"),
+        ("\t+1\t267\t763 8475\n", "12677638475"),
+        ("+ 1 267", "1267"),  # separators go before the one leading '+'
     ],
 )
 def test_digits(raw: str, digits: str) -> None:
@@ -23,15 +27,25 @@ def test_digits(raw: str, digits: str) -> None:
     assert normalize(raw) == digits
 
 
-@pytest.mark.parametrize("raw", [None, "", "  ", "anonymous", "Anonymous", "UNKNOWN", "restricted", "private"])
+@pytest.mark.parametrize(
+    "raw", [None, "", "  ", "anonymous", "Anonymous", "UNKNOWN", "restricted", "private", "PrIvAtE", " anonymous\t"]
+)
 def test_anonymous(raw: str | None) -> None:
     assert classify(raw).kind is Kind.ANONYMOUS
+
+
+@pytest.mark.parametrize("raw", ["unavailable", "withheld", "anonymous2", "un\u212anown", "\u00a0anonymous"])
+def test_only_the_spec_values_are_anonymous(raw: str) -> None:
+    # SLK1 1.1 names exactly empty, anonymous, unknown, restricted, private (any ASCII case); anything else is
+    # letters, so malformed (the Kelvin sign lowercases to 'k' but is not ASCII; NBSP is not trimmed)
+    assert classify(raw).kind is Kind.MALFORMED
 
 
 @pytest.mark.parametrize(
     "raw",
     ["12", "1" * 21, "1" * 64, "abc", "123abc", "++123456", "1234\x00567", "1234\r\n5678", "١٢٣٤٥٦٧",
-     "'; DROP TABLE devices; --", "sip:123@host", "%31%32%33", "12 34 +56", b"1234567", 1234567],
+     "'; DROP TABLE devices; --", "sip:123@host", "%31%32%33", "12 34 +56", b"1234567", 1234567,
+     "\uff11\uff12\uff13\uff14", "123_456", "+", "1" * 300, "\u00a01234567"],
 )  # fmt: skip
 def test_malformed(raw: object) -> None:
     assert classify(raw).kind is Kind.MALFORMED
@@ -62,5 +76,4 @@ def test_classify_never_raises_and_digits_are_ascii(raw: object) -> None:
 @given(st.text(alphabet="0123456789", min_size=3, max_size=20), st.sampled_from(["", "+"]))
 def test_punctuation_does_not_change_digits(digits: str, prefix: str) -> None:
     dashed = prefix + "-".join(digits[i : i + 3] for i in range(0, len(digits), 3))
-    if len(dashed) <= 64:
-        assert normalize(dashed) == digits
+    assert normalize(dashed) == digits

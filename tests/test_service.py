@@ -17,14 +17,17 @@ from asterisk_securelink.inbound.service import VerificationService, VerifyReque
 from asterisk_securelink.store.store import DeviceRow, Store
 
 MASTER = bytes(range(32))
-T = 1_790_000_000.0  # epoch 59666666 at period 30
+T = 1_790_000_000_000  # unix ms: epoch 59666666 at period 30
+S = 1000  # one second in ms
 
 
 class Clock:
-    def __init__(self, t: float) -> None:
+    """A settable clock in integer unix milliseconds (SLK1 1.1)."""
+
+    def __init__(self, t: int) -> None:
         self.t = t
 
-    def __call__(self) -> float:
+    def __call__(self) -> int:
         return self.t
 
 
@@ -32,8 +35,8 @@ def cfg(tmp_path: Path, **sections: dict[str, object]) -> Config:
     return config.build(dict(sections), {}, tmp_path)
 
 
-def key(device: DeviceRow, t: float, c: Config, direction: Direction = Direction.INBOUND) -> str:
-    epoch = int(t // c.keys.period)
+def key(device: DeviceRow, t: int, c: Config, direction: Direction = Direction.INBOUND) -> str:
+    epoch = t // (c.keys.period * S)
     return derive_key(device_secret(MASTER, device.key_id), direction, epoch, c.inbound_fmt)
 
 
@@ -44,7 +47,7 @@ async def registered(store: Store, name: str, mobile: str, key_id: str) -> Devic
 
 @pytest.fixture
 async def svc(store: Store, tmp_path: Path) -> AsyncIterator[VerificationService]:
-    s = VerificationService(cfg(tmp_path), store, MASTER, clock=Clock(T), device_sync_interval=0)
+    s = VerificationService(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     await s.start()
     yield s
     await s.audit.drain()  # the background audit writer finishes before the store closes
@@ -57,11 +60,11 @@ async def verify(s: VerificationService, number: str | None, **kw: object) -> Ve
 async def test_current_previous_and_old_windows(store: Store, svc: VerificationService) -> None:
     d = await registered(store, "A", "15550001", "kid-a")
     c = svc.config
-    assert await verify(svc, key(d, T - 30, c), call_id="c0") is Verdict.ADMITTED  # previous window
+    assert await verify(svc, key(d, T - 30 * S, c), call_id="c0") is Verdict.ADMITTED  # previous window
     assert await verify(svc, key(d, T, c), call_id="c1") is Verdict.ADMITTED  # current window
     d2 = await registered(store, "B", "15550002", "kid-b")
-    assert await verify(svc, key(d2, T - 60, c), call_id="c2") is Verdict.MISMATCH  # two windows old
-    assert await verify(svc, key(d2, T + 30, c), call_id="c3") is Verdict.MISMATCH  # future (look_ahead 0)
+    assert await verify(svc, key(d2, T - 60 * S, c), call_id="c2") is Verdict.MISMATCH  # two windows old
+    assert await verify(svc, key(d2, T + 60 * S, c), call_id="c3") is Verdict.MISMATCH  # beyond look_ahead 1
     assert await verify(svc, key(d2, T, c, Direction.OUTBOUND), call_id="c4") is Verdict.MISMATCH
 
 
@@ -72,7 +75,7 @@ async def test_once_only_but_same_call_again_is_fine(store: Store, svc: Verifica
     assert await verify(svc, k, call_id="call-1") is Verdict.ADMITTED  # retransmission / second Stasis entry
     assert await verify(svc, k, call_id="call-2") is Verdict.REPLAYED
     # the previous window's key is spent too, once the current one was used
-    assert await verify(svc, key(d, T - 30, svc.config), call_id="call-3") is Verdict.REPLAYED
+    assert await verify(svc, key(d, T - 30 * S, svc.config), call_id="call-3") is Verdict.REPLAYED
 
 
 async def test_status_verdicts(store: Store, svc: VerificationService) -> None:
@@ -97,7 +100,7 @@ async def test_rotated_device_old_key_stops_working(store: Store, svc: Verificat
     d = await registered(store, "A", "15550001", "kid-a")
     old = key(d, T, svc.config)
     d = await store.update_device(d.id, "device.rotate", "test", key_id="kid-a2")
-    svc.clock.t += 1  # type: ignore[attr-defined]
+    svc.clock_ms.t += S  # type: ignore[attr-defined]
     assert await verify(svc, old, call_id="x") is Verdict.MISMATCH
     assert await verify(svc, key(d, T, svc.config), call_id="y") is Verdict.ADMITTED
 
@@ -128,13 +131,13 @@ async def test_lockout_per_caller_and_success_resets(store: Store, svc: Verifica
     k = key(d, T, svc.config)
     assert await verify(svc, k, mode=Mode.DNIS, caller="15559999", call_id="late") is Verdict.LOCKED_OUT
     assert await verify(svc, k, mode=Mode.DNIS, caller="15550001", call_id="ok") is Verdict.ADMITTED
-    svc.clock.t += 901  # type: ignore[attr-defined]
+    svc.clock_ms.t += 901 * S  # type: ignore[attr-defined]
     assert await verify(svc, "1234567890", mode=Mode.DNIS, caller="15559999") is Verdict.MISMATCH
 
 
 async def test_lockout_per_source_defeats_rotating_caller_numbers(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, lockout={"source_max_failures": 10})
-    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     await svc.start()
     for i in range(10):
         assert await verify(svc, f"55500{i:05d}", source="trunk-1") is Verdict.MISMATCH
@@ -145,7 +148,7 @@ async def test_lockout_per_source_defeats_rotating_caller_numbers(store: Store, 
 async def _colliding_pair(store: Store, c: Config) -> tuple[DeviceRow, DeviceRow]:
     """Two devices whose keys collide in the current epoch of a 10^6 format (searched deterministically)."""
     seen: dict[str, str] = {}
-    epoch = int(T // c.keys.period)
+    epoch = T // (c.keys.period * S)
     for i in range(20000):
         kid = f"coll-{i}"
         k = derive_key(device_secret(MASTER, kid), Direction.INBOUND, epoch, c.inbound_fmt)
@@ -160,7 +163,7 @@ async def _colliding_pair(store: Store, c: Config) -> tuple[DeviceRow, DeviceRow
 async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"inbound_format": "XXXXXX"})
     a, b = await _colliding_pair(store, c)
-    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     await svc.start()
     k = key(a, T, c)
     assert k == key(b, T, c)
@@ -172,15 +175,15 @@ async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store:
 
 async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "15550001", "kid-a")
     await registered(store, "B", "15550002", "kid-b")
     await svc.start()
     k = key(a, T, c)
     assert await verify(svc, k, mode=Mode.DNIS, caller="15550002", call_id="1") is Verdict.MISMATCH
     assert await verify(svc, k, mode=Mode.DNIS, caller="15550001", call_id="2") is Verdict.ADMITTED
-    k2 = key(a, T + 30, c)
-    svc.clock = Clock(T + 30)  # type: ignore[method-assign]
+    k2 = key(a, T + 30 * S, c)
+    svc.clock_ms.t += 30 * S  # type: ignore[attr-defined]
     for caller in (None, "anonymous", ""):  # no caller number: nothing picks the device, so no admission
         assert await verify(svc, k2, mode=Mode.DNIS, caller=caller, call_id=f"n{caller}") is Verdict.MISMATCH
     assert await verify(svc, k2, mode=Mode.DNIS, caller="15550001", call_id="3") is Verdict.ADMITTED  # not spent
@@ -189,7 +192,7 @@ async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path:
 
 async def test_two_factor_leaves_ani_mode_alone(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = VerificationService(c, store, MASTER, clock=Clock(T), device_sync_interval=0)
+    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     assert await verify(svc, key(a, T, c), mode=Mode.ANI, call_id="1") is Verdict.ADMITTED
@@ -221,9 +224,9 @@ async def test_device_added_after_start_is_found(store: Store, svc: Verification
 
 async def test_epoch_roll_refreshes_the_index(store: Store, svc: VerificationService) -> None:
     d = await registered(store, "A", "15550001", "kid-a")
-    svc.clock.t += 3600  # type: ignore[attr-defined]
-    assert await verify(svc, key(d, T + 3600, svc.config), call_id="r") is Verdict.ADMITTED
-    assert svc.keys.index.current == int((T + 3600) // 30)
+    svc.clock_ms.t += 3600 * S  # type: ignore[attr-defined]
+    assert await verify(svc, key(d, T + 3600 * S, svc.config), call_id="r") is Verdict.ADMITTED
+    assert svc.keys.index.current == (T + 3600 * S) // (30 * S)
 
 
 async def test_every_verdict_is_audited_without_the_key(store: Store, svc: VerificationService) -> None:
@@ -240,7 +243,7 @@ async def test_every_verdict_is_audited_without_the_key(store: Store, svc: Verif
 
 
 async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: Path) -> None:
-    svc = VerificationService(cfg(tmp_path), store, MASTER, clock=Clock(T), device_sync_interval=0)
+    svc = VerificationService(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     d = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     good_engine = store.engine
@@ -298,7 +301,7 @@ async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: 
 
 async def test_outbound_key_is_slk1_outbound_for_the_device(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"outbound_format": "+1NXXNXXXXXX"})
-    svc = VerificationService(c, store, MASTER, clock=Clock(T))
+    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T))
     want = derive_key(device_secret(MASTER, "kid-o"), Direction.OUTBOUND, 59666667, c.outbound_fmt)
     assert svc.keys.outbound_key("kid-o", 59666667) == want
     assert want != derive_key(device_secret(MASTER, "kid-o"), Direction.INBOUND, 59666667, c.outbound_fmt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import pytest
 
@@ -11,11 +12,16 @@ from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import (
     Direction,
     SLK1Error,
+    check_key_id,
+    check_t0,
     derive_key,
     device_secret,
-    epoch_at,
+    epoch_at_ms,
+    epoch_start_ms,
     key_index,
+    now_ms,
     outbound_window,
+    seconds_to_ms,
 )
 
 SECRET = bytes(range(32))
@@ -53,18 +59,101 @@ def test_device_secret_vectors(key_id: str, expected: str) -> None:
     assert device_secret(SECRET, key_id).hex() == expected
 
 
+# informative (1.0 wrote time as a real number): the seconds as written, read exactly into milliseconds
 @pytest.mark.parametrize(
     ("t", "period", "epoch"),
     [
-        (1790000000.5, 30, 59666666),
-        (1790000000.5, 5, 358000000),
-        (1790000029.999, 30, 59666667),
-        (1790000030, 30, 59666667),
-        (59.9, 60, 0),
+        ("1790000000.5", 30, 59666666),
+        ("1790000000.5", 5, 358000000),
+        ("1790000029.999", 30, 59666667),
+        ("1790000030", 30, 59666667),
+        ("59.9", 60, 0),
     ],
 )
-def test_epoch_vectors(t: float, period: int, epoch: int) -> None:
-    assert epoch_at(t, period) == epoch
+def test_informative_epoch_vectors(t: str, period: int, epoch: int) -> None:
+    assert epoch_at_ms(seconds_to_ms(t), period) == epoch
+
+
+# normative (1.1): integer time, t0 = 0
+@pytest.mark.parametrize(
+    ("t_ms", "period", "epoch"),
+    [
+        (1790000029999, 30, 59666667),
+        (1790000030000, 30, 59666667),
+        (32985348833279999, 30, 1099511627775),
+        (32985348833280000, 30, 1099511627776),
+    ],
+)
+def test_integer_epoch_vectors(t_ms: int, period: int, epoch: int) -> None:
+    assert epoch_at_ms(t_ms, period) == epoch
+    assert epoch_at_ms(t_ms, period, t0=0) == epoch
+
+
+def test_a_float_near_the_far_boundary_would_be_wrong() -> None:
+    # why 1.1 made integer time normative: the float division rounds the last millisecond into the next epoch
+    assert int(32985348833279999 / 1000 / 30) == 1099511627776
+    assert epoch_at_ms(32985348833279999, 30) == 1099511627775
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("1790000000.5", 1790000000500), ("1790000000", 1790000000000), ("1790000029.999", 1790000029999),
+     ("59.9", 59900), ("0", 0), (" 100 ", 100000), ("1.0009", 1000), ("100.", 100000), ("-0.5", -500),
+     ("32985348833279.999", 32985348833279999)],
+)  # fmt: skip
+def test_seconds_to_ms_is_exact_and_floors(text: str, ms: int) -> None:
+    assert seconds_to_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "nan", "inf", "1e9", "0x10", "1,5", "soon", "1.2.3", "\u0661\u0662", "1" * 16])
+def test_seconds_to_ms_refuses_anything_else(text: str) -> None:
+    with pytest.raises(SLK1Error):
+        seconds_to_ms(text)
+
+
+def test_now_ms_is_an_integer_clock() -> None:
+    t = now_ms()
+    assert isinstance(t, int) and abs(t - time.time() * 1000) < 5000
+
+
+def test_epoch_start_ms() -> None:
+    assert epoch_start_ms(100, 30) == 3_000_000
+    assert epoch_start_ms(2, 5, t0=1000) == 1_010_000
+    assert epoch_at_ms(epoch_start_ms(59666667, 30), 30) == 59666667
+    assert epoch_at_ms(epoch_start_ms(59666667, 30) - 1, 30) == 59666666
+
+
+@pytest.mark.parametrize("bad", [1.5, "100", None, True])
+def test_epoch_at_ms_takes_integers_only(bad: object) -> None:
+    with pytest.raises(SLK1Error):
+        epoch_at_ms(bad, 30)  # type: ignore[arg-type]
+
+
+def test_t0_in_the_future_is_refused() -> None:
+    now = 1_790_000_000_000
+    assert check_t0(0, now) == 0
+    assert check_t0(1_790_000_000, now) == 1_790_000_000  # exactly now: not in the future
+    with pytest.raises(SLK1Error, match="future"):
+        check_t0(1_790_000_001, now)
+    with pytest.raises(SLK1Error):
+        check_t0(-1, now)
+    with pytest.raises(SLK1Error):
+        check_t0(1.5, now)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key_id", ["a", "dev-0001", "k7Q2-alice-iphone", "A.b_c~d-9", "x" * 64, "k" + "0" * 20])
+def test_key_id_charset_accepted(key_id: str) -> None:
+    assert check_key_id(key_id) == key_id
+
+
+@pytest.mark.parametrize(
+    "key_id", ["", "x" * 65, "has space", "a/b", "a+b", "a%20", "a:b", "a@b", "é", "a\n", "dev-0001\n", "a=b", "a&b"]
+)
+def test_key_id_charset_refused(key_id: str) -> None:
+    with pytest.raises(SLK1Error):
+        check_key_id(key_id)
+    with pytest.raises(SLK1Error):
+        device_secret(SECRET, key_id)
 
 
 def test_directions_differ() -> None:
@@ -82,16 +171,17 @@ def test_64_bit_reduction_not_31_bit() -> None:
 
 
 def test_t0_shifts_epochs() -> None:
-    assert epoch_at(1000, 30, t0=1000) == 0
-    assert epoch_at(1029.9, 30, t0=1000) == 0
-    with pytest.raises(SLK1Error):
-        epoch_at(999, 30, t0=1000)
+    assert epoch_at_ms(1_000_000, 30, t0=1000) == 0
+    assert epoch_at_ms(1_029_999, 30, t0=1000) == 0
+    assert epoch_at_ms(1_030_000, 30, t0=1000) == 1
+    with pytest.raises(SLK1Error, match="before the epoch origin"):
+        epoch_at_ms(999_999, 30, t0=1000)
 
 
 @pytest.mark.parametrize("period", [4, 61, 0, -5])
 def test_period_bounds(period: int) -> None:
     with pytest.raises(SLK1Error, match="period"):
-        epoch_at(100, period)
+        epoch_at_ms(100_000, period)
 
 
 def test_bad_inputs_are_refused_without_secret_material() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from asterisk_securelink.core.slk1 import Direction
@@ -107,3 +108,105 @@ async def test_the_spend_update_itself_rechecks_key_id_and_status(store: Store) 
     async with store.transaction() as s:
         assert not await _spend_in(s, d.id, "kid-b", Direction.INBOUND, 100, "c1", 0)  # another key id
         assert await _spend_in(s, d.id, "kid-a", Direction.INBOUND, 100, "c1", 0)
+
+
+async def test_a_key_id_is_never_reused_not_even_after_a_rotation(store: Store) -> None:
+    """SLK1.md: reusing a key_id would bring back the old device's secret, so a rotated one stays a tombstone."""
+    from asterisk_securelink.core.slk1 import SLK1Error
+
+    a = await store.add_device("A", "+15550001111", None, "kid-a", "t")
+    await store.update_device(a.id, "device.rotate", "t", key_id="kid-a2")
+    with pytest.raises(DuplicateError, match="never reused"):
+        await store.add_device("B", "+15550002222", None, "kid-a", "t")  # the retired key id
+    b = await store.add_device("B", "+15550002222", None, "kid-b", "t")
+    with pytest.raises(DuplicateError):
+        await store.update_device(b.id, "device.rotate", "t", key_id="kid-a")  # nor by rotating onto it
+    unchanged = await store.get_device(b.id)
+    assert unchanged is not None and unchanged.key_id == "kid-b"
+    for bad in ("kid a", "kid/a", "", "k" * 65, "ключ"):
+        with pytest.raises(SLK1Error):
+            await store.add_device("C", "+15550003333", None, bad, "t")
+    assert [d.key_id for d in await store.list_devices()] == ["kid-a2", "kid-b"]
+
+
+async def test_rotate_all_rotates_every_device_but_revoked_and_records_the_settings(store: Store) -> None:
+    a = await store.add_device("A", "+15550001111", None, "kid-a", "t")
+    b = await store.add_device("B", "+15550002222", None, "kid-b", "t")
+    c = await store.add_device("C", "+15550003333", None, "kid-c", "t")
+    await store.update_device(c.id, "device.revoke", "t", status="revoked")
+    await store.spend(a.id, Direction.INBOUND, 100, "x", 0)
+    assert await store.count_live_devices() == 2
+    fresh = iter(["kid-a-2", "kid-b-2"])
+    rotated = await store.rotate_all(lambda: next(fresh), {"keys.period": "10", "keys.t0": "0"}, "t")
+    assert [(old, d.id, d.key_id) for old, d in rotated] == [("kid-a", a.id, "kid-a-2"), ("kid-b", b.id, "kid-b-2")]
+    assert all(d.updated_at == d.updated_at and d.key_id != old for old, d in rotated)
+    revoked = await store.get_device(c.id)
+    assert revoked is not None and revoked.key_id == "kid-c"
+    row = await store.key_epoch(a.id, Direction.INBOUND)
+    assert row is not None and row.last_epoch == -1  # the new key has no spent epochs
+    assert await store.settings() == {"keys.period": "10", "keys.t0": "0"}
+    actions = [e.action for e in await store.list_audit()]
+    assert actions.count("device.rotate") == 2 and actions[-1] == "settings.keys"
+    reuse = iter(["kid-x", "kid-a"])  # the second new id was issued before: nothing of the batch lands
+    with pytest.raises(DuplicateError):
+        await store.rotate_all(lambda: next(reuse), {"keys.period": "30", "keys.t0": "0"}, "t")
+    assert [d.key_id for d in await store.list_devices()] == ["kid-a-2", "kid-b-2", "kid-c"]
+    assert (await store.settings())["keys.period"] == "10"
+
+
+async def test_settings_are_recorded_and_replaced(store: Store) -> None:
+    assert await store.settings() == {}
+    await store.record_settings({"keys.period": "30", "keys.t0": "0"}, "t")
+    await store.record_settings({"keys.period": "10"}, "t")
+    assert await store.settings() == {"keys.period": "10", "keys.t0": "0"}
+
+
+async def test_migration_0003_rewrites_registered_numbers_to_e164_and_keeps_what_it_cannot(tmp_path: Path) -> None:
+    from sqlalchemy import insert
+
+    from asterisk_securelink.store.migrations import upgrade
+    from asterisk_securelink.store.models import Device, KeyIdRecord, utcnow
+
+    made: list[str] = []
+
+    async def at_0002_with(numbers: list[str]) -> Store:
+        made.append(f"sqlite+aiosqlite:///{tmp_path / f'm{len(made)}.sqlite3'}")
+        await upgrade(made[-1], "0002")
+        s = Store.from_url(made[-1])
+        now = utcnow()
+        rows = [
+            {"id": i, "display_name": f"D{i}", "mobile_number": n, "key_id": f"kid-{i}", "status": "registered",
+             "fork_enabled": True, "created_at": now, "updated_at": now}
+            for i, n in enumerate(numbers, 1)
+        ]  # fmt: skip
+        async with s.engine.begin() as conn:
+            await conn.execute(insert(Device), rows)
+        return s
+
+    legacy = ["15550001111", "5550002222", "447700900123", "0301234567", "+4930123456"]
+    store = await at_0002_with(legacy)
+    try:
+        notes = await upgrade(str(store.engine.url), default_country_code="1")
+        numbers = [d.mobile_number for d in await store.list_devices()]
+        assert numbers == ["+15550001111", "+15550002222", "+1447700900123", "0301234567", "+4930123456"]
+        assert any("0301234567" in n and "kept unchanged" in n for n in notes)
+        assert any("3 registered number(s) rewritten" in n for n in notes)  # the 5th was E.164
+        async with store.sessions() as s:
+            rows = (await s.execute(select(KeyIdRecord.key_id))).scalars().all()
+        assert sorted(rows) == [f"kid-{i}" for i in range(1, 6)]  # every issued key id is now a tombstone too
+        with pytest.raises(DuplicateError):
+            await store.add_device("Again", "+15550009999", None, "kid-1", "t")
+    finally:
+        await store.close()
+    store = await at_0002_with(legacy)
+    try:  # without a default country code, 1.0's `--number MSISDN`: the digits are the international number
+        notes = await upgrade(str(store.engine.url))
+        numbers = [d.mobile_number for d in await store.list_devices()]
+        assert numbers == ["+15550001111", "+5550002222", "+447700900123", "0301234567", "+4930123456"]
+        from alembic import command
+        from asterisk_securelink.store.migrations import alembic_config
+
+        await asyncio.to_thread(command.downgrade, alembic_config(str(store.engine.url)), "0002")  # 1.0: digits
+        assert [d.mobile_number for d in await store.list_devices()][:3] == legacy[:3]
+    finally:
+        await store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BUILD_LEFTOVERS = (".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", ".demo", ".venv")
 
 pytestmark = pytest.mark.packaging
 
@@ -32,7 +34,10 @@ def run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Comple
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     dist = work / "dist"
-    built = run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ROOT, cwd=work)
+    # build from a copy: a `build/` folder left in the tree by an earlier build would be reused by setuptools
+    src = work / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    built = run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src, cwd=work)
     assert built.returncode == 0, built.stderr[-3000:]
     wheels = list(dist.glob("asterisk_securelink-*.whl"))
     assert len(wheels) == 1

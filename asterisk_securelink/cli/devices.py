@@ -12,10 +12,12 @@ from typing import Any
 from asterisk_securelink import masterkey
 from asterisk_securelink.cli.context import ACTOR, CliError, emit, find_device, open_store
 from asterisk_securelink.config import Config
-from asterisk_securelink.core.numbers import normalize, safe_display
+from asterisk_securelink.core.compare import to_e164
+from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning
-from asterisk_securelink.core.slk1 import device_secret
+from asterisk_securelink.core.slk1 import SLK1Error, check_key_id, check_t0, device_secret, now_ms
 from asterisk_securelink.lifecycle import TRANSITIONS, DeviceStatus, can_rotate
+from asterisk_securelink.livekeys import SETTING_PERIOD, SETTING_T0
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, DuplicateError
 
@@ -23,19 +25,32 @@ _ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/[A-Za-z0-9_.@:+\-]{1,100}$")
 
 
 def _new_key_id(master: bytes, uid: str | None) -> str:
-    """Random by default; from a device uid, an HMAC under the master key (the uid is not recoverable from it)."""
+    """Random by default; from a device uid, an HMAC under the master key (the uid is not recoverable from it).
+
+    Either way within SLK1's key_id charset (`slk1.check_key_id`); the store refuses one issued before.
+    """
     if uid is None:
-        return "k" + secrets.token_hex(10)
+        return check_key_id("k" + secrets.token_hex(10))
     if not uid or len(uid) > 256:
         raise CliError("--key-id-from-uid: the uid must be 1..256 characters")
     mac = hmac.new(master, b"securelink-key-id\x00" + uid.encode("utf-8"), hashlib.sha256).hexdigest()
-    return "u" + mac[:20]
+    return check_key_id("u" + mac[:20])
+
+
+def provision_mode(cfg: Config) -> str:
+    """The provisioning's `mode`: how the phone presents its key. `inbound.mode = either` accepts both; the phone is
+    told `dnis` when a DNIS access prefix (`inbound.dial_prefix`) is configured, else `ani`."""
+    mode = cfg.inbound.mode
+    if mode == "either":
+        return "dnis" if cfg.inbound.dial_prefix else "ani"
+    return mode
 
 
 def _provisioning(cfg: Config, master: bytes, device: DeviceRow) -> Provisioning:
+    """Every SLK1 1.1 provisioning parameter, from the config (`trunk` is `keys.trunk_prefixes`: the phone compares
+    the platform's outbound keys with it; `dial` is `inbound.dial_prefix`)."""
     k = cfg.keys
     return Provisioning(
-        device_id=device.id,
         key_id=device.key_id,
         secret=device_secret(master, device.key_id),
         period=k.period,
@@ -44,6 +59,10 @@ def _provisioning(cfg: Config, master: bytes, device: DeviceRow) -> Provisioning
         outbound_format=k.outbound_format,
         look_behind=k.look_behind,
         look_ahead=k.look_ahead,
+        trunk_prefixes=k.trunk_prefixes,
+        mode=provision_mode(cfg),
+        dial=cfg.inbound.dial_prefix,
+        device_id=device.id,
     )
 
 
@@ -54,9 +73,11 @@ def _device_line(d: DeviceRow) -> str:
 
 async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
     master = masterkey.load(cfg.master_key_path)
-    number = normalize(args.number)
-    if number is None:
-        raise CliError(f"--number: {safe_display(args.number)!r} is not a phone number (3..20 digits, + allowed)")
+    try:  # stored in E.164: two-factor compares a caller with it by the SLK1 1.1 registered-number rule
+        number = to_e164(args.number, cfg.keys.default_country_code or None)
+    except ValueError as exc:
+        hint = "" if cfg.keys.default_country_code else " (keys.default_country_code in the config)"
+        raise CliError(f"--number {safe_display(args.number)!r}: {exc}{hint}") from None
     if args.desk_endpoint is not None and not _ENDPOINT.match(args.desk_endpoint):
         raise CliError(
             f"--desk-endpoint: expected TECH/resource like PJSIP/1001, got {safe_display(args.desk_endpoint)!r}"
@@ -69,7 +90,9 @@ async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
         try:
             device = await store.add_device(name, number, args.desk_endpoint, key_id, ACTOR)
         except DuplicateError:
-            raise CliError("a device with this key_id already exists (is this device uid already enrolled?)") from None
+            raise CliError(
+                "this key_id was issued before and is never reused (is this device uid already enrolled?)"
+            ) from None
     uri = _provisioning(cfg, master, device).uri()
     data = {**device.public(), "provisioning_uri": uri}
     text = (
@@ -127,6 +150,10 @@ async def cmd_device_status(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_device_rotate(args: argparse.Namespace, cfg: Config) -> int:
+    if args.all == (args.device is not None):
+        raise CliError("rotate needs either DEVICE or --all")
+    if args.all:
+        return await _rotate_all(args, cfg)
     master = masterkey.load(cfg.master_key_path)
     async with open_store(cfg) as store:
         device = await find_device(store, args.device)
@@ -158,4 +185,28 @@ async def cmd_device_fork(args: argparse.Namespace, cfg: Config) -> int:
             device.id, "device.fork", ACTOR, detail={"fork": args.state}, fork_enabled=args.state == "on"
         )
     emit(args, device.public(), f"device {device.id}: forking to desk and mobile is {args.state}")
+    return 0
+
+
+async def _rotate_all(args: argparse.Namespace, cfg: Config) -> int:
+    """Every device that is not revoked gets a new key_id, made with the configured `period` and `t0`, which are
+    recorded: after a change of either, `run` and `agi` start again (SLK1.md: such a change is a rotation)."""
+    master = masterkey.load(cfg.master_key_path)
+    k = cfg.keys
+    try:
+        check_t0(k.t0, now_ms())
+    except SLK1Error as exc:
+        raise CliError(f"keys.t0: {exc}") from None
+    async with open_store(cfg) as store:
+        rotated = await store.rotate_all(
+            lambda: _new_key_id(master, None), {SETTING_PERIOD: str(k.period), SETTING_T0: str(k.t0)}, ACTOR
+        )
+    data = [
+        {**d.public(), "old_key_id": old, "provisioning_uri": _provisioning(cfg, master, d).uri()} for old, d in rotated
+    ]
+    lines = [f"{len(rotated)} device(s) rotated for period {k.period}, t0 {k.t0}; their old keys no longer work."]
+    if rotated:
+        lines.append("one-time provisioning URIs (not shown again; give each only to its device):")
+        lines += [f"device {d['id']} ({d['name']}): {d['provisioning_uri']}" for d in data]
+    emit(args, data, "\n".join(lines))
     return 0

@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import argparse
-import hmac
 import sys
-import time
 from typing import Any
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.cli.context import ACTOR, CliError, emit, find_device, open_store
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.compare import matches
 from asterisk_securelink.core.numbers import normalize
 from asterisk_securelink.core.policy import WEAK_BITS
-from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at, outbound_window
+from asterisk_securelink.core.slk1 import (
+    Direction,
+    derive_key,
+    device_secret,
+    epoch_at_ms,
+    epoch_start_ms,
+    now_ms,
+    outbound_window,
+)
 from asterisk_securelink.core.verdicts import Mode
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
-from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import Store
+
+CLI_NODE = "cli"  # the node of `verify --call-id`: an operator's call ids never stand for a real channel
 
 
 async def cmd_key_current(args: argparse.Namespace, cfg: Config) -> int:
     master = masterkey.load(cfg.master_key_path)
     direction = Direction(args.direction)
     fmt = cfg.inbound_fmt if direction is Direction.INBOUND else cfg.outbound_fmt
-    at = args.at if args.at is not None else utcnow().timestamp()
-    epoch = epoch_at(at, cfg.keys.period, cfg.keys.t0)
+    at_ms = args.at_ms if args.at_ms is not None else now_ms()
+    epoch = epoch_at_ms(at_ms, cfg.keys.period, cfg.keys.t0)
     async with open_store(cfg) as store:
         device = await find_device(store, args.device)
         await store.audit(
             "key.show", "ok", ACTOR, device_id=device.id, direction=direction.value, detail={"epoch": epoch}
         )
     key = derive_key(device_secret(master, device.key_id), direction, epoch, fmt)
-    valid_until = cfg.keys.t0 + (epoch + 1) * cfg.keys.period
+    valid_until = epoch_start_ms(epoch + 1, cfg.keys.period, cfg.keys.t0) // 1000
     data = {
         "device": device.id,
         "direction": direction.value,
@@ -45,7 +53,7 @@ async def cmd_key_current(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
-    if args.at is not None and args.at > time.time() + cfg.keys.period:
+    if args.at_ms is not None and args.at_ms > now_ms() + cfg.keys.period * 1000:
         # an admitted verdict spends the key: spending windows no device has reached yet would burn real keys
         raise CliError("--at is in the future: verify spends the key it admits, so only past or present times")
     master = masterkey.load(cfg.master_key_path)
@@ -62,7 +70,8 @@ async def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
 async def _verify_inbound(cfg: Config, master: bytes, store: Store, args: argparse.Namespace) -> dict[str, Any]:
     """The verifier exactly as a call runs it: an admitted key is spent, the verdict is audited."""
     service = VerificationService(cfg, store, master)
-    await service.start()
+    await service.start(actor=ACTOR)
+    service.node = CLI_NODE
     try:
         outcome = await service.verify(
             VerifyRequest(
@@ -71,7 +80,7 @@ async def _verify_inbound(cfg: Config, master: bytes, store: Store, args: argpar
                 caller=args.caller,
                 call_id=args.call_id,
                 source="cli",
-                at=args.at,
+                at_ms=args.at_ms,
             )
         )
         if not await service.audit.drain():
@@ -89,17 +98,18 @@ async def _verify_inbound(cfg: Config, master: bytes, store: Store, args: argpar
 
 
 async def _verify_outbound(cfg: Config, master: bytes, store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    """Which device's outbound key is this, in the window a device accepts (`slk1.outbound_window`)? Spends nothing."""
+    """Which device's outbound key is this, in the window a device accepts (`slk1.outbound_window`)? Compared as the
+    phone compares (SLK1 1.1, with the trunk prefixes it is provisioned with, `keys.trunk_prefixes`). Spends nothing."""
     digits = normalize(args.number)
     if digits is None:
         return {"verdict": "malformed", "device": None, "epoch": None}
-    at = args.at if args.at is not None else utcnow().timestamp()
-    window = outbound_window(epoch_at(at, cfg.keys.period, cfg.keys.t0))
+    at_ms = args.at_ms if args.at_ms is not None else now_ms()
+    window = outbound_window(epoch_at_ms(at_ms, cfg.keys.period, cfg.keys.t0))
     fmt = cfg.outbound_fmt
     for device in await store.list_devices():
         secret = device_secret(master, device.key_id)
         for epoch in window:
-            key = derive_key(secret, Direction.OUTBOUND, epoch, fmt).lstrip("+")
-            if hmac.compare_digest(key.encode(), digits.encode()):
+            key = fmt.significant(derive_key(secret, Direction.OUTBOUND, epoch, fmt))
+            if matches(digits, key, fmt.literal_prefix, cfg.keys.trunk_prefixes):
                 return {"verdict": "admitted", "device": device.id, "epoch": epoch}
     return {"verdict": "mismatch", "device": None, "epoch": None}

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import NoReturn, TypeAlias
 
 from asterisk_securelink.cli import asterisk as asterisk_cmds
 from asterisk_securelink.cli import audit, devices, escrow, keys, service, setup
-from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, seconds_to_ms
 
 EXIT_USAGE = 2  # bad input, from argparse or from a command
 
@@ -31,14 +30,15 @@ def _positive_int(value: str) -> int:
     return n
 
 
-def _unix_time(value: str) -> float:
+def _unix_ms(value: str) -> int:
+    """`--at`: unix seconds, with a fraction if wanted ("1790000000.5"), as integer milliseconds (no float)."""
     try:
-        t = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected unix seconds, got {value!r}") from None
-    if not math.isfinite(t) or not 0 <= t < 2**40:
+        t_ms = seconds_to_ms(value)
+    except SLK1Error:
+        raise argparse.ArgumentTypeError(f"expected unix seconds (e.g. 1790000000.5), got {value!r}") from None
+    if not 0 <= t_ms < 2**40 * 1000:
         raise argparse.ArgumentTypeError(f"expected unix seconds between 0 and 2^40, got {value!r}")
-    return t
+    return t_ms
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,11 +97,18 @@ def _add_device_commands(sub: _Commands, common: _Parser) -> None:
         ("register", "mark a device registered (full ability)", devices.cmd_device_status),
         ("suspend", "suspend a device (its keys are refused)", devices.cmd_device_status),
         ("resume", "resume a suspended device", devices.cmd_device_status),
-        ("rotate", "give a device a new key_id; its old keys stop working", devices.cmd_device_rotate),
     ):
         one = dev.add_parser(name, parents=[common], help=helptext)
         one.add_argument("device", help="device id or key_id")
         one.set_defaults(handler=handler)
+    rotate = dev.add_parser("rotate", parents=[common], help="give a device a new key_id; its old keys stop working")
+    rotate.add_argument("device", nargs="?", help="device id or key_id")
+    rotate.add_argument(
+        "--all",
+        action="store_true",
+        help="every device that is not revoked, with the configured period and t0 (after changing either)",
+    )
+    rotate.set_defaults(handler=devices.cmd_device_rotate)
     revoke = dev.add_parser("revoke", parents=[common], help="revoke a device for good")
     revoke.add_argument("device", help="device id or key_id")
     revoke.add_argument("--reason", required=True)
@@ -117,7 +124,7 @@ def _add_key_commands(sub: _Commands, common: _Parser) -> None:
     cur = key.add_parser("current", parents=[common], help="print a device's current key (audited)")
     cur.add_argument("device", help="device id or key_id")
     cur.add_argument("--direction", choices=[d.value for d in Direction], default="inbound")
-    cur.add_argument("--at", type=_unix_time, metavar="UNIX_TIME")
+    cur.add_argument("--at", type=_unix_ms, dest="at_ms", metavar="UNIX_SECONDS")
     cur.set_defaults(handler=keys.cmd_key_current)
 
     ver = sub.add_parser("verify", parents=[common], help="run the verifier on a number, as a call would")
@@ -126,7 +133,7 @@ def _add_key_commands(sub: _Commands, common: _Parser) -> None:
     ver.add_argument("--mode", choices=["ani", "dnis"], default="ani")
     ver.add_argument("--caller", help="the caller number (DNIS mode: narrows collisions / two-factor)")
     ver.add_argument("--call-id", help="call id (the same call re-presented is not a replay)")
-    ver.add_argument("--at", type=_unix_time, metavar="UNIX_TIME")
+    ver.add_argument("--at", type=_unix_ms, dest="at_ms", metavar="UNIX_SECONDS")
     ver.set_defaults(handler=keys.cmd_verify)
 
 

@@ -69,8 +69,9 @@ async def cmd_init(args: argparse.Namespace, cfg_path: Path | None) -> int:
         raise CliError(problem)
     if sqlite.create_private(cfg.database_url):
         done.append(f"created database file {sqlite.sqlite_path(cfg.database_url)} (mode 0600)")
-    await upgrade(cfg.database_url)
+    notes = await upgrade(cfg.database_url, default_country_code=cfg.keys.default_country_code)
     done.append("database migrated to the latest schema")
+    done.extend(notes)
     async with open_store(cfg) as store:
         await store.audit("init", "ok", ACTOR)
     for w in cfg.warnings():
@@ -82,6 +83,10 @@ async def cmd_init(args: argparse.Namespace, cfg_path: Path | None) -> int:
 async def cmd_db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
     from asterisk_securelink.store.migrations import head_revision, upgrade
 
-    await upgrade(cfg.database_url)
-    emit(args, {"revision": head_revision()}, f"database at revision {head_revision()}")
+    notes = await upgrade(cfg.database_url, default_country_code=cfg.keys.default_country_code)
+    emit(
+        args,
+        {"revision": head_revision(), "notes": notes},
+        "\n".join([*notes, f"database at revision {head_revision()}"]),
+    )
     return 0

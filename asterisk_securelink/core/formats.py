@@ -1,7 +1,9 @@
 """Number formats: how a key index becomes a dialable number (SLK1.md, "Number formats").
 
 `+` (leading, optional) and literal digits are copied; placeholders `X` (0-9), `N` (2-9), `Z` (1-9) are filled from
-the rightmost to the leftmost, least significant first.
+the rightmost to the leftmost, least significant first. A format's *literal prefix* is the digits before its first
+placeholder (no '+'); the rest is its *significant part* (length K), which holds all of a key's entropy: presented
+numbers are compared on it (`core.compare`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ PLACEHOLDERS: Final[dict[str, tuple[int, str]]] = {"X": (10, "0"), "N": (8, "2")
 MIN_SIZE: Final = 10**6  # below: refused, too guessable
 WARN_SIZE: Final = 10**8  # below: allowed with a warning naming its bits
 MAX_DIGITS: Final = 20  # a number longer than this is not dialable anywhere
+MAX_SIZE: Final = 2**64  # above: refused, the 64-bit `v` cannot cover the space
 
 
 class FormatError(ValueError):
@@ -25,6 +28,8 @@ class FormatError(ValueError):
 class NumberFormat:
     pattern: str
     size: int = field(init=False)
+    literal_prefix: str = field(init=False)  # digits before the first placeholder, no '+': '1' for +1NXXNXXXXXX
+    significant_length: int = field(init=False)  # K: from the first placeholder to the end
     _slots: tuple[tuple[int, int, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -47,7 +52,15 @@ class NumberFormat:
                 f"number format {p!r} allows only {size} keys ({self._bits(size):.1f} bits); "
                 f"at least {MIN_SIZE} are required"
             )
+        if size > MAX_SIZE:
+            raise FormatError(
+                f"number format {p!r} allows {size} keys ({self._bits(size):.1f} bits), more than 2^64: "
+                "the 64-bit key value cannot cover it"
+            )
+        first = min(i for i, c in enumerate(body) if c in PLACEHOLDERS)
         object.__setattr__(self, "size", size)
+        object.__setattr__(self, "literal_prefix", body[:first])
+        object.__setattr__(self, "significant_length", len(body) - first)
         object.__setattr__(self, "_slots", slots)
 
     @staticmethod
@@ -76,6 +89,10 @@ class NumberFormat:
             index, d = divmod(index, radix)
             out[pos] = chr(ord(first) + d)
         return "".join(out)
+
+    def significant(self, rendered_key: str) -> str:
+        """The significant part of a key this format rendered: its last K digits (`+1NXXNXXXXXX`: 10)."""
+        return rendered_key[-self.significant_length :]
 
     def matches(self, digits: str) -> bool:
         """Whether a normalized digit string (no '+') could have been rendered by this format."""

@@ -1,19 +1,21 @@
-"""The live-key index: rendered key -> device(s), for the windows that are live now.
+"""The live-key index: a key's significant part -> device(s), for the windows that are live now.
 
-Pure and synchronous. Identification is a dict lookup, O(1) in the number of devices; the cost moves to rolling
-the window: `missing()` names the epochs that became live, `build()` renders one key per device for each (from a
+Pure and synchronous. Keys are indexed by their format's significant part (SLK1.md 1.1, "Comparing a presented number
+with a key"), so a presented number is looked up by its last K digits whatever form the carrier delivered it in, and
+the digits before them must pass the trunk-prefix rule (`compare.prefix_ok`): one lookup whatever the form, not one
+per form. Identification is a dict lookup per live epoch, O(1) in the number of devices; the cost moves to rolling the
+window: `missing()` names the epochs that became live, `build()` renders one key per device for each (from a
 snapshot, so `livekeys.LiveKeys.refresh` runs it in a worker thread), and `install()` puts them in place and drops
-the epochs that fell out of the window. The final equality check is done again in constant time by the caller
-(`KeyIndex.confirm`).
+the epochs that fell out of the window. The final comparison is done again, in constant time, by `KeyIndex.confirm`.
 """
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from asterisk_securelink.core.compare import matches, prefix_ok
 from asterisk_securelink.core.formats import NumberFormat
-from asterisk_securelink.core.numbers import key_digits
 from asterisk_securelink.core.slk1 import Direction, derive_key
 
 _Entry = int | tuple[int, ...]  # one device id, or several when keys collide
@@ -43,10 +45,13 @@ class Candidate:
 class KeyIndex:
     """Keys of one direction and format for every known device, for the live epochs only."""
 
-    def __init__(self, direction: Direction, fmt: NumberFormat, window: Window) -> None:
+    def __init__(
+        self, direction: Direction, fmt: NumberFormat, window: Window, trunk_prefixes: Sequence[str] = ()
+    ) -> None:
         self.direction = direction
         self.fmt = fmt
         self.window = window
+        self.trunk_prefixes = tuple(trunk_prefixes)
         self._secrets: dict[int, bytes] = {}
         self._by_epoch: dict[int, dict[str, _Entry]] = {}
         self.current: int | None = None
@@ -59,7 +64,8 @@ class KeyIndex:
         return sorted(self._by_epoch)
 
     def key_for(self, secret: bytes, epoch: int) -> str:
-        return key_digits(derive_key(secret, self.direction, epoch, self.fmt))
+        """The significant part of the device's key of `epoch`: what the tables are keyed by."""
+        return self.fmt.significant(derive_key(secret, self.direction, epoch, self.fmt))
 
     # -- population ---------------------------------------------------------------------------------------
     def set_device(self, device_id: int, secret: bytes | None) -> None:
@@ -114,10 +120,15 @@ class KeyIndex:
 
     # -- lookup ---------------------------------------------------------------------------------------------
     def lookup(self, digits: str) -> list[Candidate]:
-        """Every (device, epoch) whose live key equals `digits`, newest epoch first."""
+        """Every (device, epoch) whose live key `digits` (a normalized presented number) may be, newest epoch first:
+        its last K digits are the key's significant part and the digits before them pass the trunk-prefix rule."""
+        k = self.fmt.significant_length
+        if len(digits) < k or not prefix_ok(digits[:-k], self.fmt.literal_prefix, self.trunk_prefixes):
+            return []
+        significant = digits[-k:]
         found: list[Candidate] = []
         for epoch in sorted(self._by_epoch, reverse=True):
-            entry = self._by_epoch[epoch].get(digits)
+            entry = self._by_epoch[epoch].get(significant)
             if entry is None:
                 continue
             ids = (entry,) if isinstance(entry, int) else entry
@@ -125,12 +136,12 @@ class KeyIndex:
         return found
 
     def confirm(self, candidate: Candidate, digits: str) -> bool:
-        """Recompute the candidate's key and compare it with `digits` in constant time."""
+        """Recompute the candidate's key and compare it with `digits` by the 1.1 rules (the digits in constant time)."""
         secret = self._secrets.get(candidate.device_id)
         if secret is None:
             return False
         expected = self.key_for(secret, candidate.epoch)
-        return hmac.compare_digest(expected.encode(), digits.encode())
+        return matches(digits, expected, self.fmt.literal_prefix, self.trunk_prefixes)
 
 
 def _add(table: dict[str, _Entry], key: str, device_id: int) -> None:

@@ -2,7 +2,8 @@
 
 Pure. A presented number is whatever the network delivered (CALLERID(num), the dialed extension, an AGI variable):
 it may be empty, withheld, carry punctuation, or be hostile (control characters, SIP escapes, SQL, unicode).
-`classify` never raises.
+`classify` never raises. The rules are SLK1.md 1.1, "Comparing a presented number with a key", rule 1; what is compared
+after it is `core.compare`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Final
 
 MIN_DIGITS: Final = 3
 MAX_DIGITS: Final = 20
-MAX_RAW_LENGTH: Final = 64  # anything longer is malformed without further work
-ANONYMOUS_VALUES: Final = frozenset({"", "anonymous", "unknown", "restricted", "private", "unavailable", "withheld"})
+MAX_RAW_LENGTH: Final = 256  # anything longer is malformed without further work (far above any real number)
+ANONYMOUS_VALUES: Final = frozenset({"", "anonymous", "unknown", "restricted", "private"})  # exactly these, any case
+_TRIM: Final = " \t\r\n\v\f"  # ASCII whitespace only
 _SEPARATORS: Final = re.compile(r"[ \t\-.()/]")  # visual separators people and carriers put in numbers
 _DIGITS: Final = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() would accept other scripts' digits
 
@@ -35,7 +37,9 @@ class Presented:
 def classify(raw: object) -> Presented:
     """Map a raw presented number to digits, `anonymous` or `malformed`.
 
-    Visual separators and one leading `+` are removed; the rest must be 3..20 ASCII digits.
+    An empty value or one of `anonymous`, `unknown`, `restricted`, `private` (any case) is anonymous. Otherwise the
+    value is trimmed, the separators space, tab, `-`, `.`, `(`, `)`, `/` and then one leading `+` are removed; the
+    rest must be 3..20 ASCII digits, else it is malformed.
     """
     if raw is None:
         return Presented(Kind.ANONYMOUS)
@@ -43,8 +47,8 @@ def classify(raw: object) -> Presented:
         return Presented(Kind.MALFORMED)
     if len(raw) > MAX_RAW_LENGTH:
         return Presented(Kind.MALFORMED)
-    text = raw.strip()
-    if text.lower() in ANONYMOUS_VALUES:
+    text = raw.strip(_TRIM)
+    if text.isascii() and text.lower() in ANONYMOUS_VALUES:
         return Presented(Kind.ANONYMOUS)
     text = _SEPARATORS.sub("", text)
     if text.startswith("+"):

@@ -1,4 +1,9 @@
-"""The one-time provisioning URI a device is enrolled with: `securelink://provision?...`.
+"""A device's provisioning parameters and the one-time URI that carries them: `securelink://provision?...`.
+
+SLK1.md 1.1, "Provisioning parameters": `v` (`1.1`), `key_id`, `secret` (unpadded base64url), `period`, `t0`, `in`,
+`out`, `look_behind`, `look_ahead`, `trunk` (comma-separated), `mode` (`ani` | `dnis`) and, for `dnis`, `dial`. Every
+value is percent-encoded per RFC 3986 (`+` as `%2B`) and each parameter appears exactly once. A 1.0 URI (`v=1`,
+`behind`, `ahead`, optional `alg` and `device`) is still accepted; the device then uses 1.1's rules.
 
 It is the only place a device secret ever leaves the platform. Pure.
 """
@@ -7,23 +12,37 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from urllib.parse import parse_qs, urlencode, urlsplit
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote, unquote, urlsplit
 
+from asterisk_securelink.core.compare import check_trunk_prefixes
 from asterisk_securelink.core.formats import FormatError, NumberFormat
-from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, SLK1Error, check_period
+from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, SLK1Error, check_key_id, check_period
 
-SCHEME = "securelink"
-VERSION = "1"
+SCHEME: Final = "securelink"
+VERSION: Final = "1.1"
+VERSION_1_0: Final = "1"
+MODES: Final = ("ani", "dnis")
+MAX_LOOK: Final = 10  # look_behind / look_ahead: far above any sane window
+_UINT: Final = re.compile(r"[0-9]{1,12}")
+_DIAL: Final = re.compile(r"[0-9*#]{0,16}")
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+# 1.1: every one of these exactly once (`dial` only for mode dnis)
+_REQUIRED_1_1: Final = ("key_id", "secret", "period", "t0", "in", "out", "look_behind", "look_ahead", "trunk", "mode")
+_REQUIRED_1_0: Final = ("key_id", "secret", "period", "in", "out")
 
 
 class ProvisioningError(ValueError):
-    pass
+    """A provisioning that cannot be used. Messages never contain the URI or the secret."""
 
 
 @dataclass(frozen=True)
 class Provisioning:
-    device_id: int
     key_id: str
     secret: bytes
     period: int
@@ -31,54 +50,133 @@ class Provisioning:
     inbound_format: str
     outbound_format: str
     look_behind: int = 1
-    look_ahead: int = 0
+    look_ahead: int = 1
+    trunk_prefixes: Sequence[str] = ()  # the phone's, for comparing the platform's outbound keys
+    mode: str = "ani"  # ani: call with the key as caller number; dnis: dial it
+    dial: str = ""  # dnis: an access prefix dialled before the key's significant part; empty: dial the key itself
+    device_id: int | None = field(default=None, kw_only=True, compare=False)  # display only; not in 1.1 URIs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trunk_prefixes", _checked(self))
 
     def __repr__(self) -> str:  # never show the secret
         return f"Provisioning(device_id={self.device_id}, key_id={self.key_id!r}, secret=<hidden>)"
 
     def uri(self) -> str:
-        query = urlencode(
-            {
-                "v": VERSION,
-                "alg": "SLK1",
-                "device": str(self.device_id),
-                "key_id": self.key_id,
-                "secret": base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode(),
-                "period": str(self.period),
-                "t0": str(self.t0),
-                "in": self.inbound_format,
-                "out": self.outbound_format,
-                "behind": str(self.look_behind),
-                "ahead": str(self.look_ahead),
-            }
-        )
+        """The 1.1 URI: exactly the spec's parameters, each once, every value percent-encoded (RFC 3986)."""
+        params = [
+            ("v", VERSION),
+            ("key_id", self.key_id),
+            ("secret", base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode("ascii")),
+            ("period", str(self.period)),
+            ("t0", str(self.t0)),
+            ("in", self.inbound_format),
+            ("out", self.outbound_format),
+            ("look_behind", str(self.look_behind)),
+            ("look_ahead", str(self.look_ahead)),
+            ("trunk", ",".join(self.trunk_prefixes)),
+            ("mode", self.mode),
+        ]
+        if self.mode == "dnis" or self.dial:
+            params.append(("dial", self.dial))
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in params)
         return f"{SCHEME}://provision?{query}"
 
 
-def parse(uri: str) -> Provisioning:
-    parts = urlsplit(uri)
-    if parts.scheme != SCHEME or parts.netloc != "provision":
-        raise ProvisioningError("not a securelink://provision URI")
-    q = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    if q.get("v") != VERSION or q.get("alg", "SLK1") != "SLK1":
-        raise ProvisioningError("unsupported provisioning version or algorithm")
+def _checked(p: Provisioning) -> tuple[str, ...]:
+    """Validate every field (raises ProvisioningError naming the field, never its secret value)."""
     try:
-        secret = base64.urlsafe_b64decode(q["secret"] + "=" * (-len(q["secret"]) % 4))
-        prov = Provisioning(
-            device_id=int(q["device"]),
-            key_id=q["key_id"],
-            secret=secret,
-            period=check_period(int(q["period"])),
-            t0=int(q.get("t0", "0")),
-            inbound_format=NumberFormat(q["in"]).pattern,
-            outbound_format=NumberFormat(q["out"]).pattern,
-            look_behind=int(q.get("behind", "1")),
-            look_ahead=int(q.get("ahead", "0")),
-        )
-    except KeyError as exc:
-        raise ProvisioningError(f"provisioning URI lacks {exc.args[0]!r}") from None
-    except (ValueError, binascii.Error, FormatError, SLK1Error) as exc:
-        raise ProvisioningError(f"provisioning URI is invalid: {type(exc).__name__}") from None
-    if len(prov.secret) < MIN_SECRET_LEN:
-        raise ProvisioningError("provisioning URI secret is too short")
-    return prov
+        check_key_id(p.key_id)
+        check_period(p.period)
+        NumberFormat(p.inbound_format)
+        NumberFormat(p.outbound_format)
+        trunk = check_trunk_prefixes(p.trunk_prefixes)
+    except (SLK1Error, FormatError, ValueError) as exc:
+        raise ProvisioningError(str(exc)) from None
+    if not isinstance(p.secret, bytes) or len(p.secret) < MIN_SECRET_LEN:
+        raise ProvisioningError(f"the secret must be at least {MIN_SECRET_LEN} bytes")
+    for name, value, high in (("t0", p.t0, None), ("look_behind", p.look_behind, MAX_LOOK),
+                              ("look_ahead", p.look_ahead, MAX_LOOK)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high and value > high):
+            raise ProvisioningError(f"{name} must be an integer in 0..{high or 'any'}, got {value!r}")
+    if p.mode not in MODES:
+        raise ProvisioningError(f"mode must be one of {', '.join(MODES)}, got {p.mode!r}")
+    if not isinstance(p.dial, str) or not _DIAL.fullmatch(p.dial):
+        raise ProvisioningError("dial must be an access prefix of at most 16 characters 0-9 * #")
+    return trunk
+
+
+def _query(query: str) -> dict[str, str]:
+    """Name -> value, RFC 3986 percent-decoding (a bare '+' stays '+'); a parameter given twice is refused."""
+    found: dict[str, str] = {}
+    for part in query.split("&"):
+        if not part:
+            continue
+        raw_name, sep, raw_value = part.partition("=")
+        if not sep or _BAD_ESCAPE.search(part):
+            raise ProvisioningError("provisioning URI is not a valid query string")
+        try:
+            name, value = unquote(raw_name, errors="strict"), unquote(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            raise ProvisioningError("provisioning URI is not valid UTF-8") from None
+        if name in found:
+            raise ProvisioningError(f"provisioning URI names {name!r} more than once")
+        found[name] = value
+    return found
+
+
+def _uint(q: dict[str, str], name: str, default: int | None = None) -> int:
+    text = q.get(name)
+    if text is None and default is not None:
+        return default
+    if text is None:
+        raise ProvisioningError(f"provisioning URI lacks {name!r}")
+    if not _UINT.fullmatch(text):
+        raise ProvisioningError(f"provisioning URI: {name!r} must be a whole number")
+    return int(text)
+
+
+def _secret(text: str) -> bytes:
+    if not _B64URL.fullmatch(text) or len(text.rstrip("=")) % 4 == 1:
+        raise ProvisioningError("provisioning URI: the secret is not base64url")
+    try:
+        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        raise ProvisioningError("provisioning URI: the secret is not base64url") from None
+
+
+def parse(uri: str) -> Provisioning:
+    """A 1.1 or 1.0 provisioning URI. Raises ProvisioningError (never echoing the URI); unknown parameters are
+    ignored, a missing or repeated one refuses the URI."""
+    parts = urlsplit(uri)
+    if parts.scheme != SCHEME or parts.netloc != "provision" or parts.path not in ("", "/"):
+        raise ProvisioningError("not a securelink://provision URI")
+    q = _query(parts.query)
+    version = q.get("v")
+    if version == VERSION:
+        required = _REQUIRED_1_1 + (("dial",) if q.get("mode") == "dnis" else ())
+    elif version == VERSION_1_0:
+        if q.get("alg", "SLK1") != "SLK1":
+            raise ProvisioningError("unsupported provisioning algorithm")
+        required = _REQUIRED_1_0
+    else:
+        raise ProvisioningError("unsupported provisioning version")
+    missing = [name for name in required if name not in q]
+    if missing:
+        raise ProvisioningError(f"provisioning URI lacks {missing[0]!r}")
+    v11 = version == VERSION
+    trunk = q.get("trunk", "")
+    return Provisioning(
+        key_id=q["key_id"],
+        secret=_secret(q["secret"]),
+        period=_uint(q, "period"),
+        t0=_uint(q, "t0", 0),
+        inbound_format=q["in"],
+        outbound_format=q["out"],
+        look_behind=_uint(q, "look_behind" if v11 else "behind", 1),
+        look_ahead=_uint(q, "look_ahead" if v11 else "ahead", 0),
+        trunk_prefixes=tuple(trunk.split(",")) if trunk else (),
+        mode=q.get("mode", "ani"),
+        dial=q.get("dial", ""),
+        device_id=None if v11 or "device" not in q else _uint(q, "device"),
+    )

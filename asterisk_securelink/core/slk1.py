@@ -1,6 +1,7 @@
 """SLK1: the synchronized key algorithm, exactly as `SLK1.md` defines it.
 
-Pure functions, no I/O. A phone-side implementation written from the spec must produce the same numbers, so
+Pure functions, no I/O (`now_ms` reads the clock, nothing else does). Time is integer milliseconds (1.1): no float
+anywhere on the way to an epoch. A phone-side implementation written from the spec must produce the same numbers, so
 everything here follows the spec to the byte: the message layout, the 64-bit reduction (not RFC 4226's 31-bit
 truncation) and the right-to-left placeholder rendering of `formats.NumberFormat`.
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
+import re
+import time
+from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Final
 
@@ -42,15 +45,55 @@ def check_period(period: int) -> int:
     return period
 
 
-def epoch_at(unix_time: float, period: int = DEFAULT_PERIOD, t0: int = 0) -> int:
-    """`floor((unix_time - t0) / period)`; times before `t0` are refused (the spec requires e >= 0)."""
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SLK1Error(f"{name} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def epoch_at_ms(t_ms: int, period: int = DEFAULT_PERIOD, t0: int = 0) -> int:
+    """`(t_ms - t0*1000) div (period*1000)`, integer arithmetic only; times before `t0` have no epoch (SLK1Error)."""
     check_period(period)
-    if not math.isfinite(unix_time):
-        raise SLK1Error("time must be a finite number")
-    e = math.floor((unix_time - t0) / period)
-    if e < 0:
+    _check_int("time (ms)", t_ms)
+    _check_int("t0", t0)
+    if t_ms < t0 * 1000:
         raise SLK1Error("time is before the epoch origin t0")
-    return e
+    return (t_ms - t0 * 1000) // (period * 1000)
+
+
+def epoch_start_ms(epoch: int, period: int = DEFAULT_PERIOD, t0: int = 0) -> int:
+    """The first millisecond of `epoch`; the epoch ends (the next one starts) at `epoch_start_ms(epoch + 1, ...)`."""
+    return t0 * 1000 + epoch * period * 1000
+
+
+def now_ms() -> int:
+    """The wall clock as integer unix milliseconds (SLK1 1.1's `t_ms`), without a float on the way."""
+    return time.time_ns() // 1_000_000
+
+
+_SECONDS: Final = re.compile(r"-?[0-9]{1,15}(\.[0-9]{0,9})?")
+
+
+def seconds_to_ms(text: str) -> int:
+    """Unix seconds written in decimal ("1790000000.5", "1790000000") as integer milliseconds, floored.
+
+    Exact: the text is read as a decimal, never as a float. Refused (SLK1Error): anything else (exponents, nan, inf,
+    more than 9 fraction digits or 15 integer digits).
+    """
+    value = text.strip()
+    if not _SECONDS.fullmatch(value):
+        raise SLK1Error("not a unix time in seconds (digits, optionally with a fraction, e.g. 1790000000.5)")
+    return int((Decimal(value) * 1000).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def check_t0(t0: int, now_ms: int) -> int:
+    """A valid epoch origin: whole unix seconds, not negative, and never in the future (SLK1.md, "Inputs")."""
+    _check_int("t0", t0)
+    if t0 < 0:
+        raise SLK1Error(f"t0 must be >= 0, got {t0}")
+    if t0 * 1000 > now_ms:
+        raise SLK1Error(f"t0 ({t0}) is in the future: an epoch origin must not be after now")
+    return t0
 
 
 OUTBOUND_OFFSETS: Final = (0, 1, -1)
@@ -91,11 +134,14 @@ def device_secret(master_key: bytes, key_id: str) -> bytes:
     """Derived mode: `HMAC-SHA256(master_key, b"SLK1-device" || 0x00 || key_id)`, key_id as ASCII."""
     if len(master_key) != MASTER_KEY_LEN:
         raise SLK1Error(f"master key must be exactly {MASTER_KEY_LEN} bytes")
-    return hmac.new(master_key, _DEVICE_LABEL + key_id_bytes(key_id), hashlib.sha256).digest()
+    return hmac.new(master_key, _DEVICE_LABEL + check_key_id(key_id).encode("ascii"), hashlib.sha256).digest()
 
 
-def key_id_bytes(key_id: str) -> bytes:
-    """A key_id is printable ASCII without spaces, 1..64 characters (it travels in a URI and a database)."""
-    if not 1 <= len(key_id) <= 64 or not all(33 <= ord(c) <= 126 for c in key_id):
-        raise SLK1Error("key_id must be 1..64 printable ASCII characters without spaces")
-    return key_id.encode("ascii")
+_KEY_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+
+
+def check_key_id(key_id: str) -> str:
+    """A key_id is 1..64 characters of `[A-Za-z0-9._~-]`, case-sensitive: safe unencoded in a URI and a header."""
+    if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+        raise SLK1Error("key_id must be 1..64 characters of A-Z a-z 0-9 . _ ~ -")
+    return key_id

@@ -63,7 +63,12 @@ def source_of(channel_name: str | None) -> str | None:
 def request_for(
     mode: Mode, caller: str | None, exten: str | None, call_id: str | None, channel: str | None
 ) -> VerifyRequest:
-    """ANI: the caller number is the key. DNIS: the dialed extension is, and the caller number is a hint."""
+    """ANI: the caller number is the key. DNIS: the dialed extension is, and the caller number is a hint.
+
+    `call_id` is the channel's Asterisk uniqueid: the ARI channel id (Asterisk uses the uniqueid as the id of every
+    channel it creates) or FastAGI's `agi_uniqueid`. With the node identity (`VerificationService.same_call`) it is
+    "the same call" of SLK1.md: never the SIP Call-ID, nor anything else the caller chooses.
+    """
     presented = exten if mode is Mode.DNIS else caller
     return VerifyRequest(
         presented=presented,

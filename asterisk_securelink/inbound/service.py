@@ -6,25 +6,32 @@ It glues the pure parts (normalization, key index, policy, lockout) to the store
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-import time
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.compare import same_registered_number
+from asterisk_securelink.core.keyindex import Candidate
 from asterisk_securelink.core.lockout import LockoutTracker
 from asterisk_securelink.core.numbers import Kind, classify, normalize
 from asterisk_securelink.core.policy import identify
-from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, check_t0, now_ms
 from asterisk_securelink.core.verdicts import FAILURES, Mode, Verdict
+from asterisk_securelink.errors import StartupError
 from asterisk_securelink.lifecycle import DeviceStatus, after_spend, can_register, inbound_verdict
-from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys
+from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys, key_settings_problem
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store, audit_fields
 
 log = logging.getLogger(__name__)
+
+NODE_INFO_TIMEOUT = 5.0  # seconds `learn_node` waits for ARI asterisk/info at start
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,10 @@ class VerifyRequest:
     mode: Mode = Mode.ANI
     caller: str | None = None  # the caller number when it is not the key (DNIS): narrows collisions
     dialed: str | None = None  # for Mode.EITHER: the dialed number, tried before the caller number
-    call_id: str | None = None  # same call re-presented is not a replay
+    call_id: str | None = None  # the Asterisk uniqueid: with the node, "the same call" (re-presented: not a replay)
     source: str | None = None  # trunk / remote address, for per-source lockout
     channel: str | None = None
-    at: float | None = None  # unix time; now when None
+    at_ms: int | None = None  # unix time in integer milliseconds; now when None
 
 
 @dataclass(frozen=True)
@@ -55,21 +62,52 @@ class VerificationService:
         store: Store,
         master_key: bytes,
         *,
-        clock: Callable[[], float] = time.time,
+        clock_ms: Callable[[], int] = now_ms,
         device_sync_interval: float = DEVICE_SYNC_MIN_INTERVAL,
         audit: AuditWriter | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.clock = clock
-        self.keys = LiveKeys(config, store, master_key, clock=clock, device_sync_interval=device_sync_interval)
+        self.clock_ms = clock_ms
+        self.keys = LiveKeys(config, store, master_key, clock_ms=clock_ms, device_sync_interval=device_sync_interval)
+        self.node = config.ari.node or socket.gethostname()[:64] or "node"  # see `learn_node`
         self.audit = audit if audit is not None else AuditWriter(store.audit_many)
         lo = config.lockout
         self.caller_lockout = LockoutTracker(lo.max_failures, lo.window, lo.cooldown)
         self.source_lockout = LockoutTracker(lo.source_max_failures, lo.window, lo.cooldown)
 
-    async def start(self) -> None:
+    async def start(self, actor: str = "service") -> None:
+        """Refuses (`StartupError`) a `t0` in the future, and a `period` or `t0` other than the one the devices' keys
+        were made with (SLK1.md: changing either is a rotation); then loads the devices and builds the index."""
+        k = self.config.keys
+        try:
+            check_t0(k.t0, self.clock_ms())
+        except SLK1Error as exc:
+            raise StartupError(f"keys.t0: {exc}") from None
+        problem = await key_settings_problem(self.store, k, record=True, actor=actor)
+        if problem is not None:
+            raise StartupError(problem)
         await self.keys.start()
+
+    async def learn_node(self, asterisk_info: Callable[[], Awaitable[Mapping[str, Any]]]) -> str:
+        """The node identity of "the same call", unless `ari.node` names it: Asterisk's system name, else its entity
+        id, from ARI `GET /asterisk/info`. When ARI does not answer, this host's name stays (logged)."""
+        if not self.config.ari.node:
+            try:
+                self.node = node_identity(await asyncio.wait_for(asterisk_info(), NODE_INFO_TIMEOUT)) or self.node
+            except Exception as exc:  # noqa: BLE001 - ARI down at start: the host name is the node
+                log.warning("node identity: ARI asterisk/info failed (%s); using host name %r", type(exc).__name__,
+                            self.node)  # fmt: skip
+        log.info("node identity %r: the same call is this node + the Asterisk uniqueid", self.node)
+        return self.node
+
+    def same_call(self, uniqueid: str | None) -> str | None:
+        """The platform's channel identity, node + Asterisk uniqueid (SLK1.md: "the same call"; never the SIP
+        Call-ID or anything else the caller chooses). At most 128 characters, the width of its column."""
+        if not uniqueid:
+            return None
+        identity = f"{self.node}/{uniqueid}"
+        return identity if len(identity) <= 128 else "sha256:" + hashlib.sha256(identity.encode()).hexdigest()
 
     # -- verification ----------------------------------------------------------------------------------------
     async def verify(self, req: VerifyRequest) -> Outcome:
@@ -82,11 +120,13 @@ class VerificationService:
         return outcome
 
     async def _verify(self, req: VerifyRequest) -> Outcome:
-        now = self.clock() if req.at is None else req.at
+        at_ms = self.clock_ms() if req.at_ms is None else req.at_ms
+        now = at_ms / 1000  # lockout timing, in seconds
+        current = self.keys.epoch_now(at_ms)
         mode = req.mode
         presented = req.presented
         if mode is Mode.EITHER:
-            mode, presented = await self._pick_either(req, now)
+            mode, presented = await self._pick_either(req, current)
         p = classify(presented)
         caller_subject = p.digits if mode is Mode.ANI else normalize(req.caller)
         if p.kind is Kind.ANONYMOUS:
@@ -100,11 +140,10 @@ class VerificationService:
         if mode is not Mode.ANI and hint is None and self.config.inbound.require_registered_number:
             # two-factor: the caller's registered number picks the device; without one there is nothing to check
             return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
-        current = self.keys.epoch_now(now)
         candidates = await self.keys.candidates(p.digits, current)
         found = identify(
             candidates,
-            self.keys.mobile_numbers,
+            self._registered_as(hint, candidates),
             hint,
             require_hint=self.config.inbound.require_registered_number and mode is not Mode.ANI,
         )
@@ -115,7 +154,7 @@ class VerificationService:
         key_id = self.keys.key_id_of(cand.device_id)
         # one transaction: read the device, spend only if it still has this key id and may use keys
         result = await self.store.check_and_spend(
-            cand.device_id, key_id, Direction.INBOUND, cand.epoch, req.call_id, cand.epoch - current
+            cand.device_id, key_id, Direction.INBOUND, cand.epoch, self.same_call(req.call_id), cand.epoch - current
         )
         device = result.device
         if device is None or device.key_id != key_id:
@@ -133,12 +172,35 @@ class VerificationService:
             self.caller_lockout.record_success(caller_subject)
         return outcome
 
-    async def _pick_either(self, req: VerifyRequest, now: float) -> tuple[Mode, str | None]:
+    async def _pick_either(self, req: VerifyRequest, current: int) -> tuple[Mode, str | None]:
         """EITHER mode: the dialed number when it carries a live key, else the caller number."""
         dialed = normalize(req.dialed)
-        if dialed is not None and await self.keys.candidates(dialed, self.keys.epoch_now(now)):
+        if dialed is not None and await self.keys.candidates(dialed, current):
             return Mode.DNIS, req.dialed
         return Mode.ANI, req.presented
+
+    def _registered_as(self, caller: str | None, candidates: Sequence[Candidate]) -> dict[int, str]:
+        """The candidates registered with the caller's number, mapped to it (what `policy.identify` narrows by).
+
+        SLK1.md, "The registered number": compared by rules 1-3 with the country code as the literal prefix and the
+        same `trunk_prefixes`, so `+15550002222` registered is `5550002222`, `15550002222` or `+1 555 000 2222`
+        delivered. A number 0003 could not rewrite to E.164 (no '+') is compared digit for digit, as 1.0 did.
+        """
+        if caller is None:
+            return {}
+        trunks = self.config.keys.trunk_prefixes
+        out: dict[int, str] = {}
+        for c in candidates:
+            registered = self.keys.mobile_numbers.get(c.device_id)
+            if not registered:
+                continue
+            if registered.startswith("+"):
+                same = same_registered_number(caller, registered, trunks)
+            else:
+                same = normalize(registered) == caller
+            if same:
+                out[c.device_id] = caller
+        return out
 
     def _locked(self, caller: str | None, source: str | None, now: float) -> bool:
         if not self.config.lockout.enabled:
@@ -185,3 +247,16 @@ class VerificationService:
             detail=outcome.detail or None,
         )
         self.audit.record(event)  # written in the background: the verdict never waits for the audit commit
+
+
+def node_identity(info: Mapping[str, Any]) -> str | None:
+    """This node's identity from an ARI `GET /asterisk/info` answer: `config.name` (asterisk.conf `systemname`) when
+    set, else `system.entity_id` (the EID, unique per Asterisk instance). None when it has neither."""
+    for section, key in (("config", "name"), ("system", "entity_id")):
+        part = info.get(section)
+        value = part.get(key) if isinstance(part, Mapping) else None
+        if isinstance(value, str) and value.strip():
+            text = "".join(c for c in value.strip() if c.isascii() and c.isprintable() and c != " ")
+            if text:
+                return text[:64]
+    return None

@@ -2,29 +2,38 @@
 
 The decisions live elsewhere (`inbound.route_for`, `service.VerificationService`); a handler only reads the channel,
 asks, applies the answer, and fails closed when anything goes wrong: a channel it could not decide on is hung up.
+
+FastAGI (`agi_verify`, `agi_register`) returns channel variables instead and the dialplan applies them. Its lockout
+source is the trunk of `agi_channel` only when that value has the shape of an Asterisk channel name
+(`asterisk.agi.is_channel_name`); anything else counts against the AGI peer's address (`agi:127.0.0.1`), which the
+peer cannot choose. So a connection that sends junk channel names can neither spread its guesses over fresh sources
+nor name another trunk's; that a well-formed name is Asterisk's own rests on `agi.allow_from` (Asterisk hosts only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+from asterisk_securelink.asterisk.agi import PEER_KEY, is_channel_name
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.verdicts import Mode, Verdict
 from asterisk_securelink.dialplan import RESULT_VAR
-from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for
+from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for, source_of
 from asterisk_securelink.inbound.service import Outcome, VerificationService
 from asterisk_securelink.lifecycle import DeviceStatus
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.stasis import CallInfo, ChannelControl, VerdictPublisher, hangup_quietly
 
 log = logging.getLogger(__name__)
+Key = TypeVar("Key", str, tuple[str, str])
 
 VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
-REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to Stasis(securelink,register)
+REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to its register step
 
 
 class Handlers:
@@ -42,6 +51,7 @@ class Handlers:
         self.channels = channels
         self.publisher = publisher
         self._registrable: dict[str, tuple[int, float]] = {}  # channel id -> (device id, monotonic deadline)
+        self._agi_registrable: dict[tuple[str, str], tuple[int, float]] = {}  # (AGI peer, uniqueid) -> the same
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- Stasis ------------------------------------------------------------------------------------------------
@@ -81,7 +91,7 @@ class Handlers:
             await self.channels.hangup(call.channel_id, "rejected")
             return
         if route.action is Action.REGISTER and outcome.device_id is not None:
-            self._remember_registrable(call.channel_id, outcome.device_id)
+            _remember(self._registrable, call.channel_id, outcome.device_id)
         if route.context is None:
             await self.channels.continue_in_dialplan(call.channel_id)
         else:
@@ -90,22 +100,28 @@ class Handlers:
     async def register(self, call: CallInfo) -> None:
         """`Stasis(securelink,register)` from the registration context: only a channel this app admitted as
         `unregistered` may register its device, and only once."""
-        entry = self._registrable.pop(call.channel_id, None)
-        if entry is None or entry[1] < time.monotonic():
+        device_id = _take(self._registrable, call.channel_id)
+        if device_id is None:
             log.warning("channel %s asked to register without a verified unregistered key", call.channel_id)
             await self.channels.hangup(call.channel_id, "rejected")
             return
-        device = await self.service.register(entry[0], actor="call")
-        if device.status != DeviceStatus.REGISTERED:  # suspended or revoked since the call was verified
-            log.warning("device %s is %s: not registered, call rejected", device.id, device.status)
+        if not await self._register(device_id):
             await self.channels.hangup(call.channel_id, "rejected")
             return
         await self.channels.set_channel_var(call.channel_id, RESULT_VAR, Verdict.ADMITTED.value)
         await self.channels.continue_in_dialplan(call.channel_id, self.config.inbound.admitted_context, call.exten, 1)
+
+    async def _register(self, device_id: int) -> bool:
+        device = await self.service.register(device_id, actor="call")
+        if device.status != DeviceStatus.REGISTERED:  # suspended or revoked since the call was verified
+            log.warning("device %s is %s: not registered, call rejected", device.id, device.status)
+            return False
         log.info("device %s registered by its first verified call", device.id)
+        return True
 
     # -- shared with FastAGI ---------------------------------------------------------------------------------
-    async def decide(self, call: CallInfo, mode_arg: str | None, via: str) -> Outcome:
+    async def decide(self, call: CallInfo, mode_arg: str | None, via: str, source: str | None = None) -> Outcome:
+        """`source`: the lockout source when it is not the trunk of the channel name (FastAGI: see the module)."""
         try:
             mode = parse_mode(mode_arg, self.config.inbound.mode)
         except ValueError:
@@ -113,6 +129,8 @@ class Handlers:
             outcome = Outcome(Verdict.ERROR, mode=Mode.ANI, detail={"reason": "bad mode argument"})
         else:
             req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
+            if source is not None:
+                req = dataclasses.replace(req, source=source)
             try:
                 outcome = await asyncio.wait_for(self.service.verify(req), VERIFY_TIMEOUT)
             except TimeoutError:
@@ -124,16 +142,35 @@ class Handlers:
         log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
         return outcome
 
+    # -- FastAGI ----------------------------------------------------------------------------------------------
     async def agi_verify(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
-        """FastAGI `verify` route: returns the channel variables to set; the dialplan decides."""
+        """FastAGI `verify` route: returns the channel variables to set; the dialplan decides. A channel found
+        `unregistered` may then register its device through the `register` route."""
         call = CallInfo(
             channel_id=env.get("agi_uniqueid", ""),
             name=env.get("agi_channel", ""),
             caller=env.get("agi_callerid"),
             exten=env.get("agi_extension") or env.get("agi_dnid"),
         )
-        outcome = await self.decide(call, args[0] if args else None, "agi")
+        outcome = await self.decide(call, args[0] if args else None, "agi", source=agi_source(env))
+        route = route_for(outcome.verdict, self.config.inbound)
+        if route.action is Action.REGISTER and outcome.device_id is not None and call.channel_id:
+            _remember(self._agi_registrable, _agi_channel(env), outcome.device_id)
         return channel_vars(outcome.verdict, outcome.device_id, outcome.mode)
+
+    async def agi_register(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
+        """FastAGI `register` route (`[securelink-register-agi]`), the AGI twin of `Stasis(securelink,register)`:
+        only a channel `agi_verify` found `unregistered` (same uniqueid, from the same peer, within
+        REGISTRABLE_TTL) registers its device, and only once. `SECURELINK_RESULT=admitted` when it did."""
+        device_id = _take(self._agi_registrable, _agi_channel(env))
+        if device_id is None:
+            log.warning(
+                "AGI channel %s asked to register without a verified unregistered key", env.get("agi_uniqueid", "")
+            )
+            return {RESULT_VAR: Verdict.ERROR.value}
+        if not await self._register(device_id):
+            return {RESULT_VAR: Verdict.REVOKED.value}  # what a suspended or revoked device's key gets
+        return {RESULT_VAR: Verdict.ADMITTED.value}
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _publish(self, call: CallInfo, outcome: Outcome) -> None:
@@ -152,12 +189,34 @@ class Handlers:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _remember_registrable(self, channel_id: str, device_id: int) -> None:
-        now = time.monotonic()
-        for cid in [c for c, (_, deadline) in self._registrable.items() if deadline < now]:
-            del self._registrable[cid]
-        self._registrable[channel_id] = (device_id, now + REGISTRABLE_TTL)
-
     async def drain(self) -> None:
         if self._background:
             await asyncio.wait(self._background, timeout=3)
+
+
+def agi_source(env: Mapping[str, str]) -> str:
+    """The lockout source of a FastAGI request: the trunk of a channel name, else the peer's address (module doc)."""
+    name = env.get("agi_channel", "")
+    if is_channel_name(name):
+        return source_of(name) or name
+    return f"agi:{env.get(PEER_KEY) or 'unknown'}"
+
+
+def _agi_channel(env: Mapping[str, str]) -> tuple[str, str]:
+    return env.get(PEER_KEY, ""), env.get("agi_uniqueid", "")
+
+
+def _remember(table: dict[Key, tuple[int, float]], key: Key, device_id: int) -> None:
+    """`key` (a channel) may register `device_id` within REGISTRABLE_TTL; expired entries are dropped."""
+    now = time.monotonic()
+    for k in [k for k, (_, deadline) in table.items() if deadline < now]:
+        del table[k]
+    table[key] = (device_id, now + REGISTRABLE_TTL)
+
+
+def _take(table: dict[Key, tuple[int, float]], key: Key) -> int | None:
+    """The device `key` may register, once; None when it may not (never verified, already used, or expired)."""
+    entry = table.pop(key, None)
+    if entry is None or entry[1] < time.monotonic():
+        return None
+    return entry[0]

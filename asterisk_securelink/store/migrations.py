@@ -54,6 +54,15 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade(url: str, revision: str = "head") -> None:
-    """`alembic upgrade head` against `url`, in a worker thread (env.py runs its own event loop)."""
-    await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+async def upgrade(url: str, revision: str = "head", *, default_country_code: str = "") -> list[str]:
+    """`alembic upgrade head` against `url`, in a worker thread (env.py runs its own event loop).
+
+    Returns what the migrations had to report (e.g. 0003's registered numbers it could not rewrite to E.164);
+    `default_country_code` is `keys.default_country_code`, which 0003 reads national numbers with.
+    """
+    cfg = alembic_config(url)
+    notes: list[str] = []
+    cfg.attributes["notes"] = notes
+    cfg.attributes["default_country_code"] = default_country_code
+    await asyncio.to_thread(command.upgrade, cfg, revision)
+    return notes

@@ -78,7 +78,7 @@ class Device(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     display_name: Mapped[str] = mapped_column(String(128))
-    mobile_number: Mapped[str] = mapped_column(String(20), index=True)  # normalized digits
+    mobile_number: Mapped[str] = mapped_column(String(20), index=True)  # E.164: '+' and digits (SLK1 1.1)
     desk_endpoint: Mapped[str | None] = mapped_column(String(128))
     key_id: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="provisioned")
@@ -89,6 +89,28 @@ class Device(Base):
     registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class KeyIdRecord(Base):
+    """Every key_id ever issued, kept after its device rotated away from it: a key_id is never reused (SLK1.md),
+    since its secret is derived from it. No foreign key: the tombstone outlives the device row."""
+
+    __tablename__ = "key_ids"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set when a rotation replaced it
+
+
+class Setting(Base):
+    """Installation values the database remembers, e.g. the period and t0 the devices' keys were made with."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class KeyEpoch(Base):

@@ -9,7 +9,7 @@ Every admin change writes its audit event in the same transaction, so a change n
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,9 +21,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from asterisk_securelink.core.slk1 import Direction
-from asterisk_securelink.lifecycle import SPENDABLE
-from asterisk_securelink.store.models import AuditEvent, CallKey, CallRecord, Device, KeyEpoch, utcnow
+from asterisk_securelink.core.slk1 import Direction, check_key_id
+from asterisk_securelink.lifecycle import SPENDABLE, DeviceStatus
+from asterisk_securelink.store.models import (
+    AuditEvent,
+    CallKey,
+    CallRecord,
+    Device,
+    KeyEpoch,
+    KeyIdRecord,
+    Setting,
+    utcnow,
+)
 
 
 class StoreError(RuntimeError):
@@ -164,6 +173,8 @@ class Store:
     async def add_device(
         self, display_name: str, mobile_number: str, desk_endpoint: str | None, key_id: str, actor: str
     ) -> DeviceRow:
+        """`key_id` must never have been issued before (`KeyIdRecord`): else `DuplicateError`."""
+        check_key_id(key_id)
         now = utcnow()
         try:
             async with self.transaction() as s:
@@ -173,11 +184,12 @@ class Store:
                 )  # fmt: skip
                 s.add(device)
                 await s.flush()
+                s.add(KeyIdRecord(key_id=key_id, device_id=device.id, created_at=now))
                 for direction in Direction:
                     s.add(KeyEpoch(device_id=device.id, direction=direction.value, last_epoch=-1, updated_at=now))
                 s.add(_audit("device.add", "ok", actor, device_id=device.id, detail={"name": display_name}))
         except IntegrityError:
-            raise DuplicateError("a device with that key_id already exists") from None
+            raise DuplicateError("that key_id was issued before (key ids are never reused)") from None
         return DeviceRow.of(device)
 
     async def get_device(self, ref: str | int) -> DeviceRow | None:
@@ -202,23 +214,68 @@ class Store:
     async def update_device(
         self, device_id: int, action: str, actor: str, detail: dict[str, Any] | None = None, **values: Any
     ) -> DeviceRow:
-        """Change columns of one device and audit it, in one transaction."""
+        """Change columns of one device and audit it, in one transaction. A new `key_id` is a rotation: see
+        `_rotate_in` (a key_id issued before is a `DuplicateError`)."""
         now = utcnow()
-        async with self.transaction() as s:
-            device = await s.get(Device, device_id, with_for_update=True)
-            if device is None:
-                raise StoreError(f"no device with id {device_id}")
-            for name, value in values.items():
-                setattr(device, name, value)
-            device.updated_at = now
-            if values.get("key_id") is not None:  # rotation: the new key starts with no spent epochs
-                await s.execute(
-                    update(KeyEpoch)
-                    .where(KeyEpoch.device_id == device_id)
-                    .values(last_epoch=-1, last_call_id=None, drift=0, updated_at=now)
-                )
-            s.add(_audit(action, "ok", actor, device_id=device_id, detail=detail))
+        new_key_id = values.pop("key_id", None)
+        try:
+            async with self.transaction() as s:
+                device = await s.get(Device, device_id, with_for_update=True)
+                if device is None:
+                    raise StoreError(f"no device with id {device_id}")
+                for name, value in values.items():
+                    setattr(device, name, value)
+                device.updated_at = now
+                if new_key_id is not None:
+                    await _rotate_in(s, device, new_key_id, now)
+                s.add(_audit(action, "ok", actor, device_id=device_id, detail=detail))
+        except IntegrityError:
+            raise DuplicateError("that key_id was issued before (key ids are never reused)") from None
         return DeviceRow.of(device)
+
+    async def rotate_all(
+        self, new_key_id: Callable[[], str], settings: Mapping[str, str], actor: str
+    ) -> list[tuple[str, DeviceRow]]:
+        """Rotate every device that is not revoked and record `settings` (the period and t0 the new keys are made
+        with), in one transaction. Returns (old key_id, device) pairs."""
+        now = utcnow()
+        rotated: list[tuple[str, DeviceRow]] = []
+        try:
+            async with self.transaction() as s:
+                q = select(Device).where(Device.status != DeviceStatus.REVOKED.value).order_by(Device.id)
+                for device in (await s.execute(q)).scalars().all():
+                    old = device.key_id
+                    await _rotate_in(s, device, new_key_id(), now)
+                    device.rotated_at = device.updated_at = now
+                    s.add(_audit("device.rotate", "ok", actor, device_id=device.id, detail={"old_key_id": old}))
+                    rotated.append((old, DeviceRow.of(device)))
+                await _put_settings(s, settings, now)
+                s.add(_audit("settings.keys", "ok", actor, detail={**settings, "rotated": len(rotated)}))
+        except IntegrityError:
+            raise DuplicateError("a new key_id was issued before (key ids are never reused)") from None
+        return rotated
+
+    async def count_live_devices(self) -> int:
+        """Devices whose keys still count (every status but revoked)."""
+        async with self.sessions() as s:
+            q = select(func.count(Device.id)).where(Device.status != DeviceStatus.REVOKED.value)
+            return int((await s.execute(q)).scalar_one())
+
+    # -- settings --------------------------------------------------------------------------------------------
+    async def settings(self) -> dict[str, str]:
+        async with self.sessions() as s:
+            return {row.name: row.value for row in (await s.execute(select(Setting))).scalars()}
+
+    async def record_settings(self, values: Mapping[str, str], actor: str) -> None:
+        for attempt in (1, 2):  # two nodes starting at once may both insert: the second try updates
+            try:
+                async with self.transaction() as s:
+                    await _put_settings(s, values, utcnow())
+                    s.add(_audit("settings.keys", "ok", actor, detail=dict(values)))
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
 
     # -- single use ------------------------------------------------------------------------------------------
     async def spend(self, device_id: int, direction: Direction, epoch: int, call_id: str | None, drift: int) -> bool:
@@ -324,6 +381,32 @@ class Store:
             q = q.where(AuditEvent.action == action)
         async with self.sessions() as s:
             return list(reversed((await s.execute(q)).scalars().all()))
+
+
+async def _rotate_in(s: AsyncSession, device: Device, new_key_id: str, now: datetime) -> None:
+    """Give `device` a new key_id: the old one stays issued as a tombstone, the new key has no spent epochs."""
+    check_key_id(new_key_id)
+    await s.execute(
+        update(KeyIdRecord).where(KeyIdRecord.key_id == device.key_id, KeyIdRecord.retired_at.is_(None))
+        .values(retired_at=now)
+    )  # fmt: skip
+    s.add(KeyIdRecord(key_id=new_key_id, device_id=device.id, created_at=now))
+    await s.flush()  # a key_id issued before fails here, before the device row changes
+    device.key_id = new_key_id
+    await s.execute(
+        update(KeyEpoch)
+        .where(KeyEpoch.device_id == device.id)
+        .values(last_epoch=-1, last_call_id=None, drift=0, updated_at=now)
+    )
+
+
+async def _put_settings(s: AsyncSession, values: Mapping[str, str], now: datetime) -> None:
+    for name, value in values.items():
+        row = await s.get(Setting, name, with_for_update=True)
+        if row is None:
+            s.add(Setting(name=name, value=value, updated_at=now))
+        else:
+            row.value, row.updated_at = value, now
 
 
 def _rowcount(result: Any) -> int:

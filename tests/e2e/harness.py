@@ -23,7 +23,7 @@ from panoramisk import Manager
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.core.formats import NumberFormat
-from asterisk_securelink.core.slk1 import derive_key, device_secret, epoch_at
+from asterisk_securelink.core.slk1 import derive_key, device_secret, epoch_at_ms
 from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get, ensure_up
 
 PERIOD = 5
@@ -65,6 +65,7 @@ class Home:
         return p
 
     def add_device(self, name: str, number: str, *, register: bool = True) -> dict[str, Any]:
+        number = number if number.startswith("+") else "+" + number  # stored in E.164 (SLK1 1.1)
         dev = json.loads(self.cli("device", "add", name, "--number", number, "--json").stdout)
         if register:
             self.cli("device", "register", str(dev["id"]))
@@ -73,7 +74,7 @@ class Home:
 
     def key(self, dev: Mapping[str, Any], at: float | None = None, direction: str = "inbound") -> str:
         t = time.time() if at is None else at
-        epoch = epoch_at(t, PERIOD)
+        epoch = epoch_at_ms(int(t * 1000), PERIOD)
         fmt = NumberFormat("XXXXXXXXXX")
         return derive_key(device_secret(self.master, str(dev["key_id"])), direction, epoch, fmt)
 
@@ -203,14 +204,14 @@ def stop_app(home: Home, *procs: subprocess.Popen[bytes] | None) -> None:
 def next_window(margin: float = 0.6) -> None:
     """Sleep until just after the next epoch boundary, so a test's keys stay live for almost a whole period."""
     now = time.time()
-    boundary = (epoch_at(now, PERIOD) + 1) * PERIOD
+    boundary = (epoch_at_ms(int(now * 1000), PERIOD) + 1) * PERIOD
     time.sleep(boundary - now + 0.05)
 
 
 def fresh_window(need: float = 2.5) -> None:
     """Make sure at least `need` seconds of the current window remain."""
     now = time.time()
-    left = (epoch_at(now, PERIOD) + 1) * PERIOD - now
+    left = (epoch_at_ms(int(now * 1000), PERIOD) + 1) * PERIOD - now
     if left < need:
         time.sleep(left + 0.05)
 

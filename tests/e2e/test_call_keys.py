@@ -134,7 +134,7 @@ def test_call_key_only_on_the_tls_leg_escrowed_and_on_both_channels(home: Home, 
     try:
         dev = json.loads(
             home.cli(
-                "device", "add", "Keys", "--number", "15550200001", "--desk-endpoint", "PJSIP/desk1001", "--json"
+                "device", "add", "Keys", "--number", "+15550200001", "--desk-endpoint", "PJSIP/desk1001", "--json"
             ).stdout
         )
         home.cli("device", "register", str(dev["id"]))
@@ -177,7 +177,7 @@ def test_call_key_only_on_the_tls_leg_escrowed_and_on_both_channels(home: Home, 
     assert key not in db and key.hex().encode() not in db and sent.encode() not in db
     # one call record: both legs, the TLS mobile answered, the desk was cancelled as answered elsewhere
     (rec,) = [r for r in json.loads(home.cli("calls", "list", "--json").stdout) if r["call_id"] == row["call_id"]]
-    assert rec["answered_by"] == "PJSIP/15550200001@carrier-tls"
+    assert rec["answered_by"] == "PJSIP/+15550200001@carrier-tls"
     outcomes: dict[str, Any] = {leg["role"]: leg["outcome"] for leg in rec["legs"]}
     assert outcomes == {"mobile": "answered", "desk": "answered_elsewhere"}
     assert "e2e test" in json.dumps(home.audit("escrow.decrypt"))

@@ -20,7 +20,7 @@ import pytest
 from harness import PERIOD, Home, fresh_window, new_home, no_channels_left
 from sipp import SCENARIO_DIR, UasProcess, _parse_log, run_uac
 
-from asterisk_securelink.core.slk1 import epoch_at
+from asterisk_securelink.core.slk1 import epoch_at_ms
 from testbed import ari_get
 
 RING_TIMEOUT = 5
@@ -132,7 +132,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
 def outbound_keys(home: Home, dev: dict[str, Any], start: float, end: float) -> set[str]:
     """The keys the platform may present between `start` and `end`: each epoch's current or next (SLK1.md)."""
     keys = set()
-    for e in range(epoch_at(start, PERIOD), epoch_at(end, PERIOD) + 2):
+    for e in range(epoch_at_ms(int(start * 1000), PERIOD), epoch_at_ms(int(end * 1000), PERIOD) + 2):
         keys.add(home.key(dev, at=e * PERIOD + 0.1, direction="outbound"))
     return keys
 
@@ -144,7 +144,7 @@ def call(device_id: int, *, fork: bool = False, scenario: Path | None = None) ->
 
 
 def add_desk_device(home: Home, name: str, number: str) -> dict[str, Any]:
-    out = home.cli("device", "add", name, "--number", number, "--desk-endpoint", "PJSIP/desk1001", "--json")
+    out = home.cli("device", "add", name, "--number", "+" + number, "--desk-endpoint", "PJSIP/desk1001", "--json")
     dev: dict[str, Any] = json.loads(out.stdout)
     home.cli("device", "register", str(dev["id"]))
     return dev
