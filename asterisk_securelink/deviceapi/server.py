@@ -1,0 +1,290 @@
+"""The device API's routes and its listener (`docs/device-api.md`, "Routes"). A thin shell over the pure core.
+
+`DeviceApi` holds the handlers: `POST /v1/enroll`, `GET /v1/device`, `PUT /v1/device/fork`, `POST /v1/calls/claim`.
+Authentication follows `signing` in the spec's order: parse -> signature -> clock -> nonce (stored only after the
+signature verified); any failure is the same 401. A revoked device that authenticated gets 403 `revoked` on every
+route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import ssl
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from asterisk_securelink.core.provisioning import VERSION
+from asterisk_securelink.core.slk1 import now_ms
+from asterisk_securelink.deviceapi.codes import CodeError, code_hash
+from asterisk_securelink.deviceapi.limits import (
+    IPNetwork,
+    RedeemLimiter,
+    client_address,
+    client_network,
+    parse_trusted,
+)
+from asterisk_securelink.deviceapi.ports import (
+    ACTOR,
+    REVOKED,
+    ApiEvent,
+    ClaimOutcome,
+    DeviceDirectory,
+    DeviceParams,
+    DeviceView,
+)
+from asterisk_securelink.deviceapi.settings import DeviceApiConfig, listen_address, problems, public_host
+from asterisk_securelink.deviceapi.signing import SCHEME, Unauthorized, parse_authorization, verify
+from asterisk_securelink.deviceapi.tls import server_context
+from asterisk_securelink.deviceapi.transport import (
+    MAX_BODY,
+    READ_TIMEOUT,
+    ApiError,
+    Protocol,
+    bad_request,
+    json_answer,
+    json_object,
+    middleware,
+    with_body,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PRESENTED: Final = 32  # characters of a presented number
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def params_document(p: DeviceParams) -> dict[str, Any]:
+    """The provisioning parameters as the API sends them (`trunk` comma-separated, `dial` always present)."""
+    return {
+        "period": p.period,
+        "t0": p.t0,
+        "in": p.inbound_format,
+        "out": p.outbound_format,
+        "look_behind": p.look_behind,
+        "look_ahead": p.look_ahead,
+        "trunk": ",".join(p.trunk),
+        "mode": p.mode,
+        "dial": p.dial,
+    }
+
+
+class DeviceApi:
+    """The four routes over a `DeviceDirectory`. `clock` is unix milliseconds."""
+
+    def __init__(
+        self,
+        directory: DeviceDirectory,
+        *,
+        public_host: str,
+        trusted_proxy: Sequence[IPNetwork] = (),
+        limiter: RedeemLimiter | None = None,
+        clock: Callable[[], int] = now_ms,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        self.directory = directory
+        self.public_host = public_host
+        self.trusted_proxy = tuple(trusted_proxy)
+        self.limiter = limiter or RedeemLimiter()
+        self.clock = clock
+        self.read_timeout = read_timeout
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[middleware()], client_max_size=MAX_BODY)
+        for method, path, handler in (
+            ("POST", "/v1/enroll", self.enroll),
+            ("GET", "/v1/device", self.device),
+            ("PUT", "/v1/device/fork", self.fork),
+            ("POST", "/v1/calls/claim", self.claim),
+        ):
+            app.router.add_route(method, path, with_body(handler, self.read_timeout))
+        return app
+
+    # -- routes ------------------------------------------------------------------------------------------------
+    async def enroll(self, request: web.Request, body: bytes) -> web.Response:
+        source = self._client(request)
+        network = client_network(source)
+        if self.limiter.blocked(network):
+            raise ApiError(429, "rate_limited", "too many failed activation codes; try again later")
+        code = json_object(body).get("code")
+        if not isinstance(code, str):
+            raise bad_request("code must be a string")
+        try:
+            hashed: str | None = code_hash(code)
+        except CodeError:
+            hashed = None  # malformed: answered and counted like an unknown code
+        now = self.clock()
+        result = None if hashed is None else await self.directory.redeem_code(hashed, now)
+        if result is None:
+            self.limiter.failed(network)
+            self.directory.audit(ApiEvent("device.enroll", "not_found", source=source))
+            raise ApiError(404, "not_found", "unknown, used or expired activation code")
+        self.directory.audit(ApiEvent("device.enroll", "ok", device_id=result.device_id, source=source))
+        return json_answer(
+            {
+                "key_id": result.key_id,
+                "secret": _b64url(result.secret),
+                "v": VERSION,
+                **params_document(result.params),
+                "server_time_ms": now,
+            }
+        )
+
+    async def device(self, request: web.Request, body: bytes) -> web.Response:
+        view = await self._authenticate(request, body)
+        return json_answer(
+            {
+                "key_id": view.key_id,
+                "status": view.status,
+                "fork": view.fork,
+                **params_document(view.params),
+                "server_time_ms": self.clock(),
+            }
+        )
+
+    async def fork(self, request: web.Request, body: bytes) -> web.Response:
+        view = _not_revoked(await self._authenticate(request, body))
+        enabled = json_object(body).get("enabled")
+        if not isinstance(enabled, bool):
+            raise bad_request("enabled must be true or false")
+        await self.directory.set_fork(view.device_id, enabled, ACTOR)
+        return json_answer({"key_id": view.key_id, "fork": enabled})
+
+    async def claim(self, request: web.Request, body: bytes) -> web.Response:
+        view = _not_revoked(await self._authenticate(request, body))
+        presented = json_object(body).get("presented")
+        if not isinstance(presented, str) or not 0 < len(presented) <= MAX_PRESENTED or not presented.isprintable():
+            raise bad_request(f"presented must be a number of at most {MAX_PRESENTED} characters")
+        keys = request.headers.getall("Idempotency-Key", [])
+        if len(keys) > 1 or (keys and not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
+            raise bad_request("Idempotency-Key must be one header of 1..128 visible ASCII characters")
+        result = await self.directory.claim(view.device_id, presented, self.clock(), keys[0] if keys else None)
+        detail = {"reason": result.reason} if result.reason else {}
+        if result.outcome is ClaimOutcome.ALREADY_CLAIMED:
+            detail["alert"] = "second claim of a released voucher: the device secret may be cloned"
+            log.warning("device api: device %s claimed a released voucher again (cloned secret?)", view.device_id)
+        self.directory.audit(
+            ApiEvent(
+                "voucher.claim",
+                result.outcome.value,
+                device_id=view.device_id,
+                call_id=result.call_id,
+                source=self._client(request),
+                detail=detail,
+            )
+        )
+        if result.outcome is ClaimOutcome.ALREADY_CLAIMED:
+            raise ApiError(409, "already_claimed", "this call's key was already released")
+        if result.outcome is ClaimOutcome.NOT_FOUND:
+            raise ApiError(404, "not_found", "no live call of this device presented that number")
+        if result.call_key is None or result.call_id is None or result.call_key_id is None:
+            raise RuntimeError("a released voucher without its key")
+        return json_answer(
+            {"call_id": result.call_id, "call_key_id": result.call_key_id, "call_key": _b64url(result.call_key)}
+        )
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _client(self, request: web.Request) -> str:
+        return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), self.trusted_proxy)
+
+    async def _authenticate(self, request: web.Request, body: bytes) -> DeviceView:
+        """parse -> signature -> clock -> nonce; any failure is the same 401."""
+        try:
+            values = request.headers.getall("Authorization", [])
+            if len(values) != 1:
+                raise Unauthorized("not exactly one Authorization header")
+            auth = parse_authorization(values[0])
+            secret = self.directory.secret_of(auth.key_id)
+            view = await self.directory.by_key_id(auth.key_id)
+            expires = verify(
+                auth,
+                secret if view is not None else None,
+                method=request.method,
+                host=self.public_host,
+                target=request.raw_path,
+                body=body,
+                now=self.clock() // 1000,
+            )
+            if view is None:  # not reached: verify() fails without a secret
+                raise Unauthorized("unknown key_id")
+            if not await self.directory.nonce_insert_if_absent(auth.key_id, auth.nonce, expires):
+                raise Unauthorized("nonce replayed")
+        except Unauthorized as exc:
+            log.debug("device api: %s %s unauthorized: %s", request.method, request.path, exc)
+            raise ApiError(401, "unauthorized", "authentication failed", headers={"WWW-Authenticate": SCHEME}) from None
+        return view
+
+
+def _not_revoked(view: DeviceView) -> DeviceView:
+    if view.status == REVOKED:
+        raise ApiError(403, "revoked", "this device is revoked")
+    return view
+
+
+class DeviceApiServer:
+    """Serves a `DeviceApi` on host:port; HTTPS with `ssl_context` (see `tls.server_context`). The TLS handshake
+    and the request headers must each arrive within the read timeout (10 s), as must the body after them."""
+
+    def __init__(self, api: DeviceApi, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.api = api
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.bound_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        timeout = self.api.read_timeout
+        # keepalive_timeout: a connection idle, or still sending its request line and headers, for that long is
+        # closed; auto_decompress off: an encoded body is refused (415), never inflated
+        options: dict[str, Any] = {"keepalive_timeout": timeout, "auto_decompress": False, "max_headers": 64}
+        self._runner = web.AppRunner(self.api.app(), access_log=None, **options)
+        await self._runner.setup()
+        server = self._runner.server
+        assert server is not None  # set by setup()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Protocol(server, loop=loop, access_log=None, **options),  # type: ignore[arg-type]  # None: off
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=timeout if self.ssl_context is not None else None,
+        )
+        self.bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
+        scheme = "https" if self.ssl_context is not None else "http"
+        log.info("device api on %s://%s:%s (public host %s)", scheme, self.host, self.bound_port, self.api.public_host)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def server_from_config(
+    cfg: DeviceApiConfig, directory: DeviceDirectory, path: Callable[[str], Path] = Path
+) -> DeviceApiServer:
+    """The listener `[device_api]` describes (`path` resolves the certificate paths, e.g. `Config.path`). Raises
+    ValueError with one line (`device_api.<key>: ...`) when the settings are wrong or the certificate cannot load;
+    a non-loopback address without TLS is refused here."""
+    found = problems(cfg)
+    if not cfg.enabled:
+        found.insert(0, "device_api.listen: not set (the device API is off)")
+    if found:
+        raise ValueError(found[0])
+    host, port = listen_address(cfg)
+    context = server_context(path(cfg.tls_cert), path(cfg.tls_key)) if cfg.tls_configured else None
+    api = DeviceApi(directory, public_host=public_host(cfg), trusted_proxy=parse_trusted(cfg.trusted_proxy))
+    return DeviceApiServer(api, host, port, context)

@@ -1,0 +1,223 @@
+"""The device API's request signature: the spec's vectors (copied from docs/device-api.md), the header grammar, the
+request-target rules and the order of checks."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asterisk_securelink.core.slk1 import device_secret
+from asterisk_securelink.deviceapi import signing
+from asterisk_securelink.deviceapi.signing import (
+    Authorization,
+    BadTarget,
+    Unauthorized,
+    api_key,
+    authorization,
+    body_hash,
+    canonical_string,
+    check_target,
+    parse_authorization,
+    sign,
+    verify,
+)
+
+MASTER = bytes(range(32))
+SECRET = device_secret(MASTER, "dev-0001")
+HOST = "pbx.example.com:8443"
+TS = 1790000000
+NONCE = "n0nce-0123456789"
+CLAIM_BODY = b'{"presented":"+12677638475"}'
+
+# docs/device-api.md "Vectors"
+API_KEY = "5efb235afae96a59e65325bfc6d465a0b97079b28ada71bfd849a4eaceca0b1f"
+EMPTY_HASH = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+GET_SIG = "Icl4IjO8On2CMSCcWE6LV77cdqEpKpvNK8o1YKz0wcM"
+CLAIM_HASH = "e7c62c59f6f048633c2d75ea859dee45f7965f679e12a2b7763065889b24d21e"
+CLAIM_SIG = "UPpW3C5aEiTd2OTGF2lClKHeqn5Xet2Rhc5MVYGGp5k"
+
+GET_HEADER = f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"'
+
+
+def test_vectors() -> None:
+    assert SECRET.hex() == "65916420d17c4e99ba35027831e7e6e4414ec87741eefef53e5d27558cc1e082"
+    assert api_key(SECRET).hex() == API_KEY
+    assert body_hash(b"") == EMPTY_HASH
+    assert body_hash(CLAIM_BODY) == CLAIM_HASH
+    key = api_key(SECRET)
+    get = canonical_string("GET", HOST, "/v1/device", str(TS), NONCE, EMPTY_HASH)
+    assert get == f"GET\n{HOST}\n/v1/device\n{TS}\n{NONCE}\n{EMPTY_HASH}".encode()
+    assert sign(key, get) == GET_SIG
+    assert sign(key, canonical_string("POST", HOST, "/v1/calls/claim", str(TS), NONCE, CLAIM_HASH)) == CLAIM_SIG
+
+
+def test_authorization_header_vector() -> None:
+    header = authorization("dev-0001", api_key(SECRET), method="GET", host=HOST, target="/v1/device", body=b"",
+                           ts=TS, nonce=NONCE)  # fmt: skip
+    assert header == GET_HEADER
+    assert parse_authorization(header) == Authorization("dev-0001", str(TS), NONCE, GET_SIG)
+
+
+def test_the_docs_hold_the_vectors() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "device-api.md").read_text(encoding="utf-8")
+    for value in (API_KEY, EMPTY_HASH, GET_SIG, CLAIM_HASH, CLAIM_SIG, HOST, str(TS), NONCE):
+        assert value in text
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f'SLK1 sig="{GET_SIG}", nonce="{NONCE}", ts="{TS}", key_id="dev-0001"',  # any order
+        f'SLK1 key_id="dev-0001",ts="{TS}",nonce="{NONCE}",sig="{GET_SIG}"',  # no spaces
+        f'slk1  key_id = "dev-0001" ,  ts="{TS}",\tnonce="{NONCE}", SIG="{GET_SIG}"  ',  # RFC 9110 latitude
+    ],
+)
+def test_header_variants_parse(header: str) -> None:
+    assert parse_authorization(header) == Authorization("dev-0001", str(TS), NONCE, GET_SIG)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "SLK1",
+        "SLK1 ",
+        f'Bearer key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',
+        f'SLK1key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}"',  # missing sig
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}", x="y"',  # a fifth parameter
+        f'SLK1 key_id="dev-0001", key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # twice
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}", ts="{TS}"',
+        f'SLK1 key_id=dev-0001, ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # unquoted
+        f'SLK1 key_id=\'dev-0001\', ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # single quotes
+        f'SLK1 key_id="dev\\-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # an escape
+        f'SLK1 key_id="dev-0001" ts="{TS}" nonce="{NONCE}" sig="{GET_SIG}"',  # no commas
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}",',  # trailing comma
+        f'SLK1 key_id="dev 0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # key_id charset
+        f'SLK1 key_id="{"k" * 65}", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # key_id length
+        f'SLK1 key_id="", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',
+        f'SLK1 key_id="dev-0001", ts="179000000", nonce="{NONCE}", sig="{GET_SIG}"',  # 9 digits
+        f'SLK1 key_id="dev-0001", ts="17900000000", nonce="{NONCE}", sig="{GET_SIG}"',  # 11 digits
+        f'SLK1 key_id="dev-0001", ts="+790000000", nonce="{NONCE}", sig="{GET_SIG}"',
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="short-nonce-15ch", sig="{GET_SIG}"'.replace("15ch", "15c"),
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{"n" * 65}", sig="{GET_SIG}"',
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="n0nce.0123456789", sig="{GET_SIG}"',  # nonce charset
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}="',  # padded
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG[:-1]}"',  # short
+        f'SLK1 key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG[:-1]}+"',  # not base64url
+        "SLK1 " + "x" * 600,
+    ],
+)
+def test_malformed_headers_are_unauthorized(header: str) -> None:
+    with pytest.raises(Unauthorized):
+        parse_authorization(header)
+
+
+def test_nonce_length_bounds() -> None:
+    for n in (16, 64):
+        h = f'SLK1 key_id="a", ts="{TS}", nonce="{"n" * n}", sig="{GET_SIG}"'
+        assert parse_authorization(h).nonce == "n" * n
+    with pytest.raises(Unauthorized):
+        parse_authorization(f'SLK1 key_id="a", ts="{TS}", nonce="{"n" * 15}", sig="{GET_SIG}"')
+
+
+@given(st.text(max_size=300))
+def test_parser_never_raises_anything_else(text: str) -> None:
+    try:
+        parse_authorization(text)
+    except Unauthorized:
+        pass
+
+
+@pytest.mark.parametrize("target", ["/v1/device", "/v1/calls/claim", "/v1/device?x=1&y=2", "/"])
+def test_plain_targets(target: str) -> None:
+    assert check_target(target) == target
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/%64evice", "/v1//device", "//v1/device", "/v1/../v1/device", "/v1/device/..", "/v1/device?a=..",
+     "/v1/device?x=%20", "v1/device", "http://pbx.example.com/v1/device", "", "/v1/dev ice", "/v1/dévice",
+     "*"],
+)  # fmt: skip
+def test_refused_targets(target: str) -> None:
+    with pytest.raises(BadTarget):
+        check_target(target)
+
+
+def _verify(auth: Authorization, secret: bytes | None = SECRET, now: int = TS, body: bytes = b"",
+            method: str = "GET", target: str = "/v1/device", host: str = HOST) -> int:  # fmt: skip
+    return verify(auth, secret, method=method, host=host, target=target, body=body, now=now)
+
+
+def test_verify_accepts_the_vectors() -> None:
+    assert _verify(parse_authorization(GET_HEADER)) == TS + 61
+    claim = Authorization("dev-0001", str(TS), NONCE, CLAIM_SIG)
+    assert _verify(claim, method="POST", target="/v1/calls/claim", body=CLAIM_BODY) == TS + 61
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"method": "POST"},
+        {"target": "/v1/device?"},
+        {"host": "pbx.example.com"},  # another deployment
+        {"host": "PBX.example.com:8443"},
+        {"body": b" "},
+        {"secret": bytes(32)},
+        {"secret": None},  # unknown key_id
+    ],
+)
+def test_verify_refuses_anything_changed(change: dict[str, object]) -> None:
+    with pytest.raises(Unauthorized):
+        _verify(parse_authorization(GET_HEADER), **change)  # type: ignore[arg-type]
+
+
+def test_verify_refuses_a_changed_nonce_or_ts() -> None:
+    auth = parse_authorization(GET_HEADER)
+    with pytest.raises(Unauthorized):
+        _verify(auth._replace(nonce="n0nce-0123456788"))
+    with pytest.raises(Unauthorized):
+        _verify(auth._replace(ts=str(TS + 1)), now=TS + 1)
+
+
+@pytest.mark.parametrize(("now", "ok"), [(TS - 60, True), (TS + 60, True), (TS - 61, False), (TS + 61, False)])
+def test_clock_window(now: int, ok: bool) -> None:
+    auth = parse_authorization(GET_HEADER)
+    if ok:
+        assert _verify(auth, now=now) == TS + 61
+    else:
+        with pytest.raises(Unauthorized, match="clock window"):
+            _verify(auth, now=now)
+
+
+def test_signature_is_checked_before_the_clock() -> None:
+    auth = parse_authorization(GET_HEADER)._replace(sig="A" * 43)
+    with pytest.raises(Unauthorized, match="signature"):
+        _verify(auth, now=TS + 10_000)
+
+
+def test_unknown_key_id_costs_the_same_hmac_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = hmac.new
+
+    def counting(key: bytes, msg: bytes, digestmod: object) -> hmac.HMAC:
+        calls.append(len(key))
+        return real(key, msg, digestmod)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(signing.hmac, "new", counting)
+    compared: list[tuple[str, str]] = []
+    real_compare = hmac.compare_digest
+    monkeypatch.setattr(signing.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real_compare(a, b))
+    auth = parse_authorization(GET_HEADER)
+    _verify(auth)
+    known = list(calls)
+    calls.clear()
+    with pytest.raises(Unauthorized):
+        _verify(auth, secret=None)
+    assert calls == known == [32, 32]  # api_key, then the signature: both done for an unknown key_id too
+    assert len(compared) == 2  # and the constant-time comparison

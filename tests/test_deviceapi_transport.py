@@ -1,0 +1,284 @@
+"""The device API's transport rules over a real loopback listener: body limits, encodings, request-targets, slow
+clients, TLS, and the failed-redeem limits of enrollment (brute force, trusted proxies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from deviceapi_fakes import Answer, MemoryDirectory, http, raw_request, self_signed, signed
+
+from asterisk_securelink.deviceapi.codes import code_hash, new_code
+from asterisk_securelink.deviceapi.limits import RedeemLimiter, parse_trusted
+from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
+from asterisk_securelink.deviceapi.tls import server_context
+from asterisk_securelink.deviceapi.transport import MAX_BODY
+
+HOST = "pbx.example.com:8443"
+TS = 1790000000
+CODE = "ABCDEFGHIJKLMNOP"
+
+Start = Callable[..., Awaitable[tuple[MemoryDirectory, int]]]  # (ssl_context=None, **DeviceApi keywords)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    servers: list[DeviceApiServer] = []
+
+    async def _start(ssl_context: ssl.SSLContext | None = None, **kw: object) -> tuple[MemoryDirectory, int]:
+        directory = MemoryDirectory()
+        directory.add("dev-0001", 1)
+        directory.codes[code_hash(CODE)] = ("dev-0001", TS * 1000 + 900_000, False)
+        api = DeviceApi(directory, public_host=HOST, clock=lambda: TS * 1000, **kw)  # type: ignore[arg-type]  # test-only keywords
+        server = DeviceApiServer(api, "127.0.0.1", 0, ssl_context)
+        await server.start()
+        servers.append(server)
+        assert server.bound_port
+        return directory, server.bound_port
+
+    yield _start
+    for s in servers:
+        await s.close()
+
+
+def fork_request(body: bytes, nonce: str = "nonce-0000000001", extra: list[tuple[str, str]] | None = None) -> bytes:
+    auth = signed("dev-0001", "PUT", "/v1/device/fork", body, host=HOST, ts=TS, nonce=nonce)
+    return http("PUT", "/v1/device/fork", body, auth, extra or [])
+
+
+def padded(size: int) -> bytes:
+    head = b'{"enabled":true,"pad":"'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+# -- bodies -------------------------------------------------------------------------------------------------------
+async def test_body_limit(start: Start) -> None:
+    directory, port = await start()
+    at_limit = padded(MAX_BODY)
+    assert len(at_limit) == 16 * 1024
+    a = await raw_request(port, fork_request(at_limit))
+    assert a.status == 200, a.body  # unknown fields ignored, 16 KiB accepted
+    over = padded(MAX_BODY + 1)
+    a = await raw_request(port, fork_request(over, "nonce-0000000002"))
+    assert (a.status, a.json["error"], a.headers["cache-control"]) == (413, "too_large", "no-store")
+    assert len(directory.forks) == 1
+
+
+async def test_a_declared_oversized_body_is_refused_before_it_is_sent(start: Start) -> None:
+    _directory, port = await start()
+    head = b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    a = await raw_request(port, head)  # no body follows: the answer comes from the header alone
+    assert (a.status, a.json["error"]) == (413, "too_large")
+
+
+async def test_a_chunked_oversized_body_is_refused(start: Start) -> None:
+    _directory, port = await start()
+    chunk = b"x" * 4096
+    body = b"".join(b"1000\r\n" + chunk + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"
+    head = b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    a = await raw_request(port, head + body)
+    assert (a.status, a.json["error"]) == (413, "too_large")
+
+
+async def test_a_chunked_body_is_signed_as_received(start: Start) -> None:
+    directory, port = await start()
+    body = b'{"enabled":false}'
+    auth = signed("dev-0001", "PUT", "/v1/device/fork", body, host=HOST, ts=TS, nonce="nonce-0000000001")
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    data = http("PUT", "/v1/device/fork", headers=auth | {"Transfer-Encoding": "chunked"}) + chunked
+    assert (await raw_request(port, data)).status == 200
+    assert directory.forks == [(1, False, "device")]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "identity, gzip", "x-anything"])
+async def test_content_encoding_other_than_identity_is_415(start: Start, encoding: str) -> None:
+    directory, port = await start()
+    a = await raw_request(port, fork_request(b'{"enabled":false}', extra=[("Content-Encoding", encoding)]))
+    assert (a.status, a.json["error"]) == (415, "unsupported")
+    a = await raw_request(port, http("POST", "/v1/enroll", b"\x1f\x8b", extra=[("Content-Encoding", encoding)]))
+    assert (a.status, a.json["error"]) == (415, "unsupported")
+    assert directory.calls == []
+
+
+async def test_identity_encoding_is_fine(start: Start) -> None:
+    _directory, port = await start()
+    a = await raw_request(port, fork_request(b'{"enabled":false}', extra=[("Content-Encoding", "identity")]))
+    assert a.status == 200
+
+
+# -- targets and routes --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "target",
+    ["/v1/%64evice", "/v1//device", "//v1/device", "/v1/calls/../device", "/v1/device?next=..", "/v1/enroll%2f",
+     "http://pbx.example.com:8443/v1/device"],
+)  # fmt: skip
+async def test_refused_targets(start: Start, target: str) -> None:
+    directory, port = await start()
+    auth = signed("dev-0001", "GET", target, b"", host=HOST, ts=TS, nonce="nonce-0000000001")
+    a = await raw_request(port, http("GET", target, headers=auth))
+    assert (a.status, a.json["error"], a.headers["cache-control"]) == (400, "bad_request", "no-store")
+    assert directory.calls == []
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("GET", "/"), ("GET", "/v1"), ("GET", "/v1/device/"), ("POST", "/v1/device"), ("HEAD", "/v1/device"),
+     ("GET", "/v1/enroll"), ("DELETE", "/v1/device/fork"), ("GET", "/v2/device"), ("OPTIONS", "/v1/calls/claim")],
+)  # fmt: skip
+async def test_unknown_routes_are_404(start: Start, method: str, target: str) -> None:
+    _directory, port = await start()
+    a = await raw_request(port, http(method, target))
+    assert a.status == 404
+    assert a.headers["cache-control"] == "no-store"
+    if method != "HEAD":
+        assert a.json == {"error": "not_found", "message": "no such route"}
+
+
+# -- slow clients --------------------------------------------------------------------------------------------------
+async def _closed_after(port: int, data: bytes) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t = time.monotonic()
+    writer.write(data)
+    async with asyncio.timeout(5):
+        rest = await reader.read()  # EOF: the server closed the connection
+    writer.close()
+    assert b"200 OK" not in rest
+    return time.monotonic() - t
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # connects and says nothing
+        b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n",  # headers never finish
+        b'POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"code":',  # the body never finishes
+    ],
+)
+async def test_slow_clients_are_cut(start: Start, data: bytes) -> None:
+    _directory, port = await start(read_timeout=0.5)
+    elapsed = await _closed_after(port, data)
+    assert 0.4 < elapsed < 3
+
+
+async def test_a_trickling_client_is_cut_too(start: Start) -> None:
+    _directory, port = await start(read_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t = time.monotonic()
+
+    async def trickle() -> None:
+        for byte in b"POST /v1/enroll HTTP/1.1\r\nHost: " + b"x" * 100:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(trickle())
+    async with asyncio.timeout(5):
+        await reader.read()
+    assert time.monotonic() - t < 2
+    task.cancel()
+    writer.close()
+
+
+def test_the_default_read_timeout_is_10_s() -> None:
+    assert DeviceApi(MemoryDirectory(), public_host=HOST).read_timeout == 10.0
+
+
+# -- TLS ---------------------------------------------------------------------------------------------------------
+async def test_tls_listener(start: Start, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    _directory, port = await start(server_context(cert, key))
+    client = ssl.create_default_context(cafile=str(cert))
+    auth = signed("dev-0001", "GET", "/v1/device", b"", host=HOST, ts=TS, nonce="nonce-0000000001")
+    a = await raw_request(port, http("GET", "/v1/device", headers=auth), client)
+    assert (a.status, a.json["key_id"], a.headers["cache-control"]) == (200, "dev-0001", "no-store")
+    old = ssl.create_default_context(cafile=str(cert))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is: that is the point
+        old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await raw_request(port, http("GET", "/v1/device", headers=auth), old)
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionError, ValueError)):
+        await raw_request(port, http("GET", "/v1/device", headers=auth))  # plain HTTP to the TLS port
+
+
+# -- enrollment limits --------------------------------------------------------------------------------------------
+async def _enroll(port: int, code: str, xff: str | None = None) -> Answer:
+    extra = [("X-Forwarded-For", xff)] if xff else []
+    return await raw_request(port, http("POST", "/v1/enroll", json.dumps({"code": code}).encode(), extra=extra))
+
+
+async def test_code_brute_force_is_limited_per_network(start: Start) -> None:
+    clock = Clock()
+    limiter = RedeemLimiter(per_network=5, global_limit=1000, window=600, clock=clock)
+    directory, port = await start(limiter=limiter)
+    answers = [(await _enroll(port, new_code())).status for _ in range(8)]
+    assert answers == [404] * 5 + [429] * 3
+    assert directory.calls.count("redeem_code") == 5  # the store is not asked once the limit is reached
+    a = await _enroll(port, CODE)  # even the right code waits
+    assert (a.status, a.json["error"], a.headers["cache-control"]) == (429, "rate_limited", "no-store")
+    clock.t += 600
+    assert (await _enroll(port, CODE)).status == 200
+    assert [e.result for e in directory.events] == ["not_found"] * 5 + ["ok"]
+
+
+async def test_the_global_limit(start: Start) -> None:
+    limiter = RedeemLimiter(per_network=100, global_limit=3, window=600, clock=Clock())
+    _directory, port = await start(limiter=limiter, trusted_proxy=parse_trusted(["127.0.0.1"]))
+    for i in range(3):
+        assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 404
+    assert (await _enroll(port, CODE, "198.51.100.1")).status == 429  # everyone waits
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_counts(start: Start) -> None:
+    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock())
+    directory, port = await start(limiter=limiter, trusted_proxy=parse_trusted(["127.0.0.1"]))
+    for _ in range(2):
+        assert (await _enroll(port, new_code(), "6.6.6.6, 203.0.113.9")).status == 404
+    assert (await _enroll(port, new_code(), "203.0.113.9")).status == 429
+    assert (await _enroll(port, new_code(), "2001:db8:1:2::1")).status == 404
+    assert (await _enroll(port, new_code(), "2001:db8:1:2::2")).status == 404
+    assert (await _enroll(port, new_code(), "2001:db8:1:2::3")).status == 429  # the same /64
+    assert (await _enroll(port, CODE, "203.0.113.10")).status == 200  # another client is not affected
+    assert directory.events[-1].source == "203.0.113.10"
+
+
+async def test_without_a_trusted_proxy_forwarded_for_is_ignored(start: Start) -> None:
+    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock())
+    directory, port = await start(limiter=limiter)
+    for i in range(2):
+        assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 404
+    assert (await _enroll(port, CODE, "203.0.113.77")).status == 429  # a forged header buys nothing
+    assert {e.source for e in directory.events} == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /v1/d\xc3\xa9vice HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/device HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+        b"POST /v1/enroll HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",  # TLS to the plain port
+    ],
+)
+async def test_unparseable_requests_get_a_json_400(start: Start, data: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    _directory, port = await start()
+    a = await raw_request(port, data)
+    assert (a.status, a.json, a.headers["cache-control"]) == (
+        400, {"error": "bad_request", "message": "malformed HTTP request"}, "no-store"
+    )  # fmt: skip
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
