@@ -6,17 +6,21 @@ Every error names the bad key (`keys.period: ...`). Relative paths are resolved 
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from asterisk_securelink.asterisk.agi_access import DEFAULT_ALLOW_FROM, check_listen, parse_allow_from
-from asterisk_securelink.core.compare import COUNTRY_CODES, check_trunk_prefixes
+from asterisk_securelink.core.compare import COUNTRY_CODES, check_trunk_prefixes, to_e164
 from asterisk_securelink.core.formats import FormatError, NumberFormat
 from asterisk_securelink.core.slk1 import MAX_PERIOD, MIN_PERIOD
+from asterisk_securelink.deviceapi.settings import DeviceApiConfig
+from asterisk_securelink.deviceapi.settings import problems as device_api_problems
 
 ENV_PREFIX = "SECURELINK_"
 CONFIG_ENV = "SECURELINK_CONFIG"
@@ -24,6 +28,12 @@ DEFAULT_CONFIG_NAME = "securelink.toml"
 SYSTEM_CONFIG = Path("/etc/securelink/securelink.toml")  # the system installation (`securelink init` as root)
 SYSTEM_STATE_DIR = Path("/var/lib/securelink")  # where a system installation keeps what it writes at run time
 _SECRET_KEYS = frozenset({"password", "secret"})
+_REMOVED = {  # keys of earlier versions: what replaces them
+    "lockout.source_max_failures": "removed: a source's budget is derived from lockout.max_guess_probability and the "
+    "key strength (README, Configuration reference; `securelink doctor` prints it)",
+    "lockout.window": "removed: a source's guesses count for 24 hours; a registered number backs off progressively "
+    "(lockout.backoff, lockout.cooldown)",
+}
 MAX_DIAL_PREFIX_DIGITS = 8
 
 
@@ -62,11 +72,13 @@ class InboundConfig:
 
 @dataclass(frozen=True)
 class LockoutConfig:
+    """docs/decisions.md, "A guess budget per source, a backoff per registered number" (`core.lockout`)."""
+
     enabled: bool = True
-    max_failures: int = 5
-    window: int = 300
-    cooldown: int = 900
-    source_max_failures: int = 50
+    max_guess_probability: float = 1e-6  # key alone: a source's guesses admit anyone with at most this, per 24 h
+    max_failures: int = 5  # two-factor: failures in a row with one registered number before it backs off
+    backoff: int = 30  # seconds of the first backoff; doubles with each further failure
+    cooldown: int = 900  # seconds: the longest backoff
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,8 @@ class AgiConfig:
 class OutboundConfig:
     endpoint: str = "PJSIP/{number}@carrier"
     ring_timeout: int = 30
+    present: Literal["key", "number"] = "key"  # the mobile leg's caller ID: a fresh key, or present_number
+    present_number: str = ""  # number mode: the enterprise's own E.164 number; the phone verifies by claiming
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class Config:
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     escrow: EscrowConfig = field(default_factory=EscrowConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    device_api: DeviceApiConfig = field(default_factory=DeviceApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
     base_dir: Path = field(default_factory=Path.cwd)  # where relative paths are resolved from
     source: Path | None = None  # the file it was read from
@@ -205,6 +220,16 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{name}: must be a whole number, got {shown}")
+    if hint is float:
+        number = value.strip() if isinstance(value, str) else value
+        try:
+            if isinstance(number, str | int | float) and not isinstance(number, bool):
+                result = float(number)
+                if math.isfinite(result):
+                    return result
+        except ValueError:
+            pass
+        raise ConfigError(f"{name}: must be a number (e.g. 1e-6), got {shown}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -233,21 +258,16 @@ def _validate(cfg: Config) -> None:
         except FormatError as exc:
             raise ConfigError(f"keys.{name}: {exc}") from None
     _validate_numbers(cfg)
-    lo = cfg.lockout
-    for name in ("max_failures", "window", "source_max_failures"):
-        if getattr(lo, name) < 1:
-            raise ConfigError(f"lockout.{name}: must be >= 1, got {getattr(lo, name)}")
-    if lo.cooldown < 0:
-        raise ConfigError(f"lockout.cooldown: must be >= 0, got {lo.cooldown}")
+    _validate_lockout(cfg.lockout)
     for section, key, value in (("ami", "port", cfg.ami.port), ("agi", "port", cfg.agi.port)):
         if not 1 <= value <= 65535:
             raise ConfigError(f"{section}.{key}: must be a TCP port 1..65535, got {value}")
-    if not cfg.ari.url.startswith(("http://", "https://")):
-        raise ConfigError(f"ari.url: must start with http:// or https://, got {cfg.ari.url!r}")
+    _validate_ari(cfg.ari)
     if "{number}" not in cfg.outbound.endpoint:
         raise ConfigError("outbound.endpoint: must contain {number}, e.g. PJSIP/{number}@carrier")
     if not 5 <= cfg.outbound.ring_timeout <= 300:
         raise ConfigError(f"outbound.ring_timeout: must be 5..300 seconds, got {cfg.outbound.ring_timeout}")
+    _validate_device_api(cfg)
     if cfg.escrow.retention_days < 1:
         raise ConfigError(f"escrow.retention_days: must be >= 1, got {cfg.escrow.retention_days}")
     if cfg.metrics.listen:
@@ -261,6 +281,34 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"log.level: must be DEBUG, INFO, WARNING or ERROR, got {cfg.log.level!r}")
     if not cfg.database.url.startswith(("sqlite", "postgresql", "postgres")):
         raise ConfigError("database.url: must be a sqlite:// or postgresql:// URL")
+
+
+def _validate_lockout(lo: LockoutConfig) -> None:
+    if not 0 < lo.max_guess_probability <= 1:
+        raise ConfigError(
+            f"lockout.max_guess_probability: must be > 0 and <= 1 (e.g. 1e-6), got {lo.max_guess_probability}"
+        )
+    for name in ("max_failures", "backoff"):
+        if getattr(lo, name) < 1:
+            raise ConfigError(f"lockout.{name}: must be >= 1, got {getattr(lo, name)}")
+    if lo.cooldown < lo.backoff:
+        raise ConfigError(f"lockout.cooldown: must be >= lockout.backoff ({lo.backoff}), got {lo.cooldown}")
+
+
+def _validate_device_api(cfg: Config) -> None:
+    """`[device_api]` (`deviceapi.settings.problems`) and `outbound.present`: number mode presents an E.164 number
+    the phone can claim with (SLK1 1.1 compares it like a registered number)."""
+    found = device_api_problems(cfg.device_api)
+    if found:
+        raise ConfigError(found[0])
+    out = cfg.outbound
+    if out.present == "number":
+        try:
+            number = to_e164(out.present_number, None)
+        except ValueError as exc:
+            raise ConfigError(f"outbound.present_number: {exc} (outbound.present = number needs it)") from None
+        if number != out.present_number.strip():
+            raise ConfigError(f"outbound.present_number: write it in E.164 form, {number}")
 
 
 def _validate_numbers(cfg: Config) -> None:
@@ -285,7 +333,28 @@ def _validate_numbers(cfg: Config) -> None:
     problem = check_listen(cfg.agi.host, cfg.agi.allow_remote)
     if problem is not None:
         raise ConfigError(f"agi.host: {problem}")
-    node = cfg.ari.node
+
+
+def _validate_ari(ari: AriConfig) -> None:
+    """`ari.url` is http(s)://host[:port][/path]. The URL is never echoed: one carrying credentials (user:password@,
+    ?api_key=) is refused, since the password is a secret and a URL ends up in logs; they go in ari.username and
+    ari.password."""
+    example = "(e.g. http://127.0.0.1:8088)"
+    if "@" in ari.url or "?" in ari.url or "#" in ari.url:
+        raise ConfigError(
+            "ari.url: must not carry credentials, a query or a fragment (user:password@, ?api_key=): "
+            "put the user in ari.username and the password in ari.password"
+        )
+    try:
+        url = urllib.parse.urlsplit(ari.url)
+        port = url.port  # raises on a port that is not 0..65535
+    except ValueError:
+        raise ConfigError(f"ari.url: not a valid URL {example}") from None
+    if url.scheme not in ("http", "https"):
+        raise ConfigError(f"ari.url: must start with http:// or https:// {example}")
+    if not url.hostname or port == 0:
+        raise ConfigError(f"ari.url: must name a host and, optionally, a port 1..65535 {example}")
+    node = ari.node
     if node and (len(node) > 64 or not node.isascii() or not node.isprintable() or " " in node):
         raise ConfigError(f"ari.node: must be 1..64 printable ASCII characters without spaces, got {node!r}")
 
@@ -302,7 +371,9 @@ def build(data: dict[str, Any], env: dict[str, str], base_dir: Path, source: Pat
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
-        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        rest = var[len(ENV_PREFIX) :].lower()
+        section = next((name for name in SECTIONS if rest.startswith(name + "_")), "")  # device_api has a '_'
+        key = rest[len(section) + 1 :] if section else ""
         if section in SECTIONS and key:
             sections.setdefault(section, {})[key] = value
     built: dict[str, Any] = {}
@@ -310,6 +381,9 @@ def build(data: dict[str, Any], env: dict[str, str], base_dir: Path, source: Pat
         hints = typing.get_type_hints(cls)
         values = sections.get(section, {})
         unknown = sorted(set(values) - set(hints))
+        for name in (f"{section}.{key}" for key in unknown):
+            if name in _REMOVED:
+                raise ConfigError(f"{name}: {_REMOVED[name]}")
         if unknown:
             raise ConfigError(f"{section}.{unknown[0]}: unknown key (known: {', '.join(hints)})")
         built[section] = cls(**{k: _coerce(section, k, v, hints[k]) for k, v in values.items()})
@@ -377,10 +451,10 @@ anonymous = "reject"                     # reject | continue (unverified)
 require_registered_number = false        # two-factor: the caller's registered number picks the device (DNIS)
 
 [lockout]
-max_failures = 5                         # per caller number
-source_max_failures = 50                 # per source (trunk / remote address)
-window = 300
-cooldown = 900
+max_guess_probability = 1e-6             # key alone: chance per 24 h that a trunk's guesses admit anyone
+max_failures = 5                         # two-factor: failures in a row with one registered number, then it backs off
+backoff = 30                             # seconds of the first backoff, doubling with each further failure
+cooldown = 900                           # seconds: the longest backoff
 
 [ari]
 url = "http://127.0.0.1:8088"
@@ -399,4 +473,10 @@ host = "127.0.0.1"
 port = 4573
 allow_from = ["127.0.0.0/8", "::1"]      # Asterisk hosts FastAGI accepts connections from
 allow_remote = false                     # a non-loopback host must be asked for explicitly
+
+# [device_api]                           # the phones' HTTPS API: enrollment by code, per-call keys (README)
+# listen = "0.0.0.0:8443"
+# public_host = "pbx.example.com:8443"   # the name phones reach; every request signature covers it
+# tls_cert = "/etc/securelink/tls/cert.pem"
+# tls_key = "/etc/securelink/tls/key.pem"
 """

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.keyindex import Window
+from asterisk_securelink.core.lockout import guess_budget, two_factor_guesses_per_day
 from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
 from asterisk_securelink.livekeys import key_settings_problem, strength_report
 from asterisk_securelink.masterkey import MasterKeyError
@@ -74,11 +76,39 @@ def entry_routes(dialplan: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 async def run_checks(cfg: Config) -> list[Check]:
-    checks = [_check_master_key(cfg), await _check_database(cfg)]
-    checks.extend(await key_checks(cfg))
-    checks.extend(await _check_ari(cfg))
-    checks.extend(await _check_ami(cfg))
+    """Every check, in order. One that raises unexpectedly is a FAIL line naming the exception's type (never a
+    traceback, never the exception's text, which may carry a secret), and the checks after it still run."""
+    steps: tuple[tuple[str, _Step], ...] = (
+        ("master key", _master_key_step),
+        ("database", _check_database),
+        ("keys", key_checks),
+        ("guess budget", budget_checks),
+        ("ARI", _check_ari),
+        ("AMI", _check_ami),
+        ("device API", _device_api_step),
+    )
+    checks: list[Check] = []
+    for name, step in steps:
+        try:
+            found = await step(cfg)
+        except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
+            found = Check(name, False, f"check failed ({type(exc).__name__})", _UNEXPECTED_FIX)
+        checks.extend(found if isinstance(found, list) else [found])
     return checks
+
+
+_Step = Callable[[Config], Awaitable[Check | list[Check]]]
+_UNEXPECTED_FIX = "not a known misconfiguration: run `securelink doctor` again; if it stays, report this line"
+
+
+async def _device_api_step(cfg: Config) -> list[Check]:
+    from asterisk_securelink.deviceapi.checkup import device_api_checks  # it imports Check from here
+
+    return await device_api_checks(cfg)
+
+
+async def _master_key_step(cfg: Config) -> Check:
+    return _check_master_key(cfg)
 
 
 def _check_master_key(cfg: Config) -> Check:
@@ -259,4 +289,45 @@ def strength_check(cfg: Config, devices: int) -> Check:
         detail,
         "two-factor: DNIS mode with inbound.require_registered_number = true, or a larger keys.inbound_format",
         warn=weak,
+    )
+
+
+async def budget_checks(cfg: Config) -> list[Check]:
+    """The guess budget with the live device count; nothing when the database cannot be read (see its check)."""
+    store = Store.from_url(cfg.database_url)
+    try:
+        devices = await store.count_live_devices()
+    except Exception:  # noqa: BLE001 - a doctor reports, it does not crash
+        return []
+    finally:
+        await store.close()
+    return [budget_check(cfg, devices)]
+
+
+def budget_check(cfg: Config, devices: int) -> Check:
+    """The guess budget the live strength gives (docs/decisions.md, "A guess budget per source, a backoff per
+    registered number"): key-alone failed guesses per source in any 24 hours, and the two-factor backoff's bound."""
+    lo, k = cfg.lockout, cfg.keys
+    if not lo.enabled:
+        return Check("guess budget", False, "lockout.enabled = false: guesses are not limited", "enable it", warn=True)
+    size, width = cfg.inbound_fmt.size, k.look_behind + k.look_ahead + 1
+    budget = guess_budget(lo.max_guess_probability, size, width, devices)
+    per_day = two_factor_guesses_per_day(lo.max_failures, lo.backoff, lo.cooldown)
+    detail = (
+        f"key alone: {budget} failed guesses per source (trunk) in any 24 h (max_guess_probability "
+        f"{lo.max_guess_probability:g} / (W*D/S = {width}*{max(1, devices)}/{size:.3g})), then key-alone calls from it "
+        f"are refused; two-factor: {lo.max_failures} failures in a row per registered number, then {lo.backoff} s "
+        f"doubling to {lo.cooldown} s (at most {per_day} guesses a day, ~2^-{math.log2(size / (width * per_day)):.1f} "
+        "per device)"
+    )
+    two_factor = cfg.inbound.require_registered_number
+    if budget > 0:
+        return Check("guess budget", True, detail)
+    return Check(
+        "guess budget",
+        False,
+        detail + ": one key-alone guess is already likelier than the target, so every key-alone call is refused",
+        "two-factor (DNIS with inbound.require_registered_number = true), a larger keys.inbound_format, or a higher "
+        "lockout.max_guess_probability",
+        warn=two_factor,
     )

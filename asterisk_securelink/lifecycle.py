@@ -4,13 +4,18 @@
          |                        |                       |
          +------------------------+-----------------------+--revoke--> revoked (final)
 
+    provisioned --suspend--> suspended --resume--> provisioned    (resume: back to what it was; registered_at tells)
+
 A provisioned device has limited ability: its keys are verified (so its first call can register it) but it is never
-admitted, and the PBX does not call it. Suspended and revoked devices' keys count for nothing.
+admitted, and the PBX does not call it. Suspended and revoked devices' keys count for nothing: they are not in the
+live key index, and a key of one that still is (suspended on another node moments ago) gets `mismatch`, what any wrong
+key gets, so a verdict never tells a caller that a key was genuine (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
@@ -33,6 +38,14 @@ class Transition:
     command: str  # the CLI command and the audit action `device.<command>`
     allowed_from: tuple[DeviceStatus, ...]
     to: DeviceStatus
+    to_if_never_registered: DeviceStatus | None = None  # `resume`: back to what it was before `suspend`
+
+    def target(self, registered_at: datetime | None) -> DeviceStatus:
+        """Where this transition takes a device; `registered_at` (None: it never registered) tells `resume` whether
+        the device was registered or still provisioned when it was suspended."""
+        if registered_at is None and self.to_if_never_registered is not None:
+            return self.to_if_never_registered
+        return self.to
 
 
 TRANSITIONS: Final = {
@@ -40,7 +53,7 @@ TRANSITIONS: Final = {
     for t in (
         Transition("register", (DeviceStatus.PROVISIONED,), DeviceStatus.REGISTERED),
         Transition("suspend", (DeviceStatus.PROVISIONED, DeviceStatus.REGISTERED), DeviceStatus.SUSPENDED),
-        Transition("resume", (DeviceStatus.SUSPENDED,), DeviceStatus.REGISTERED),
+        Transition("resume", (DeviceStatus.SUSPENDED,), DeviceStatus.REGISTERED, DeviceStatus.PROVISIONED),
         Transition(
             "revoke", (DeviceStatus.PROVISIONED, DeviceStatus.REGISTERED, DeviceStatus.SUSPENDED), DeviceStatus.REVOKED
         ),
@@ -59,9 +72,13 @@ def can_register(status: str) -> bool:
 
 
 def inbound_verdict(status: str) -> Verdict | None:
-    """A verdict that stops inbound verification because of the device's status, or None to go on (its keys count)."""
+    """A verdict that stops inbound verification because of the device's status, or None to go on (its keys count).
+
+    A suspended or revoked device's key is a `mismatch`, as it is once the device has left the key index: the same
+    verdict whether or not this node has synced the change yet, and no oracle telling a caller the key was genuine.
+    """
     if status in (DeviceStatus.REVOKED, DeviceStatus.SUSPENDED):
-        return Verdict.REVOKED
+        return Verdict.MISMATCH
     if status in SPENDABLE:
         return None
     return Verdict.ERROR  # unknown status: fail closed

@@ -1,8 +1,9 @@
 """The device keys this process holds: the live inbound key index and the PBX's outbound keys.
 
-Loads the enrolled devices from the store, derives each device's secret from the master key (the database holds no
-secret), and keeps `core.keyindex.KeyIndex` on the live epochs: rolled at every epoch boundary by `keep_fresh`, and on
-demand when a lookup finds nothing (a device added or rotated moments ago). The master key never leaves this object.
+Loads the devices whose keys count (provisioned, registered: a suspended or revoked device is left out) from the
+store, derives each device's secret from the master key (the database holds no secret), and keeps
+`core.keyindex.KeyIndex` on the live epochs: rolled at every epoch boundary by `keep_fresh`, and on demand when a
+lookup finds nothing (a device added, rotated or resumed moments ago). The master key never leaves this object.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from asterisk_securelink.config import Config, KeysConfig
 from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
 from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, epoch_start_ms, now_ms
+from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -82,7 +84,7 @@ class LiveKeys:
         return self._mobile
 
     def key_id_of(self, device_id: int) -> str:
-        """The key id the index was built with for this device ('' when unknown)."""
+        """The key id the index was built with for this device ('' when not indexed: unknown, suspended, revoked)."""
         return self._key_ids.get(device_id, "")
 
     def outbound_key(self, key_id: str, epoch: int) -> str:
@@ -118,6 +120,13 @@ class LiveKeys:
             return len(rows)
 
     def _apply(self, row: DeviceRow) -> None:
+        """Index a device whose keys count (`lifecycle.SPENDABLE`); a suspended or revoked one leaves the index, so
+        its keys never make a genuine device's colliding key `ambiguous` (docs/decisions.md). Resumed, it comes back."""
+        if row.status not in SPENDABLE:
+            self._mobile.pop(row.id, None)
+            if self._key_ids.pop(row.id, None) is not None:
+                self.index.set_device(row.id, None)
+            return
         self._mobile[row.id] = row.mobile_number
         if self._key_ids.get(row.id) != row.key_id:
             self._key_ids[row.id] = row.key_id

@@ -71,8 +71,18 @@ class Metrics:
             "(W = look_behind + look_ahead + 1, D = devices in the index); under 30: use two-factor",
             registry=r,
         )
+        self.lockouts = Counter(
+            "securelink_lockouts",
+            "Lockouts started: kind=source when a source spends its key-alone guess budget, kind=caller when a "
+            "registered number backs off after failed two-factor guesses",
+            ["kind"],
+            registry=r,
+        )  # exposed as securelink_lockouts_total
         self.escrow_rows = Gauge("securelink_escrow_rows", "Escrowed per-call keys stored", registry=r)
         self.audit_buffered = Gauge("securelink_audit_buffered", "Audit events waiting to be written", registry=r)
+        self.voucher_claims = Counter(
+            "securelink_voucher_claims", "Device API claims of per-call keys, by result", ["result"], registry=r
+        )  # released | repeated | already_claimed | not_found
         self.needs_ari = False
         self._ari_up = False
         self._connected_once = False
@@ -80,8 +90,14 @@ class Metrics:
         self._db_ok: bool | None = None
 
     # -- hooks ---------------------------------------------------------------------------------------------------
+    def voucher_claim(self, result: str) -> None:
+        self.voucher_claims.labels(result).inc()
+
     def verdict(self, result: str, direction: str, mode: str) -> None:
         self.verdicts.labels(result, direction, mode).inc()
+
+    def lockout(self, kind: str) -> None:
+        self.lockouts.labels(kind).inc()
 
     def ari_state(self, connected: bool) -> None:
         self.ari_connected.set(1 if connected else 0)

@@ -20,11 +20,13 @@ from asterisk_securelink.asterisk.ari.events import Event, StasisStart
 from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.auditspool import Spool
 from asterisk_securelink.config import SYSTEM_CONFIG, SYSTEM_STATE_DIR, Config
+from asterisk_securelink.deviceapi.runtime import device_api_for
 from asterisk_securelink.errors import StartupError
+from asterisk_securelink.inbound.guard import LockoutAlerts
 from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
 from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
-from asterisk_securelink.outbound.callkeys import CallBook, CallHooks, TlsLegs
+from asterisk_securelink.outbound.callkeys import CallBook, CallHooks, CallVouchers, TlsLegs
 from asterisk_securelink.outbound.controller import Outbound, OutboundHooks
 from asterisk_securelink.stasis import CallInfo, call_info, waiting_call
 from asterisk_securelink.store import sqlite
@@ -187,17 +189,19 @@ def outbound_for(
     ari: AriClient,
     publisher: AmiPublisher | None,
     hooks: OutboundHooks | None = None,
+    vouchers: CallVouchers | None = None,
 ) -> Outbound:
-    """The outbound controller; by default with the escrowed per-call keys and call records of `calls.CallHooks`."""
+    """The outbound controller; by default with the escrowed per-call keys and call records of `calls.CallHooks`
+    (and, with the device API, the vouchers of those keys)."""
     if hooks is None:
         book = CallBook(cfg, service.store)
         try:
             public = book.keyring.current()
         except (OSError, ValueError) as exc:
             raise StartupError(f"escrow.public_key_file: cannot load the escrow public key ({exc})") from None
-        if public is None:
+        if public is None and vouchers is None:
             log.warning("escrow.public_key_file is not set: connected calls get no per-call key")
-        hooks = CallHooks(book, TlsLegs(ari))
+        hooks = CallHooks(book, TlsLegs(ari), vouchers)
     return Outbound(
         cfg,
         service.store,
@@ -223,19 +227,25 @@ async def _serving(
         metrics_for(cfg, service, needs_ari=needs_ari) as metrics,
     ):
         refresher = asyncio.create_task(service.keys.keep_fresh(stop), name="index")
+        service.guard.alert = alerts = LockoutAlerts(publisher, metrics)  # SecureLinkLockout, securelink_lockouts_total
         try:
             yield stop, service, publisher, metrics
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
+            service.guard.alert = None
+            await alerts.drain()
 
 
 async def run_stasis(cfg: Config) -> None:
-    async with _serving(cfg, needs_ari=True) as (stop, service, publisher, metrics):
+    async with (
+        _serving(cfg, needs_ari=True) as (stop, service, publisher, metrics),
+        device_api_for(cfg, service, publisher, metrics) as vouchers,  # off (None) unless [device_api] listen
+    ):
         ari = ari_client(cfg)
         await service.learn_node(ari.asterisk_info)
-        handlers = Handlers(cfg, service, ari, publisher, metrics)
-        outbound = outbound_for(cfg, service, ari, publisher)
+        handlers = Handlers(cfg, service, ari, publisher, metrics, vouchers)
+        outbound = outbound_for(cfg, service, ari, publisher, vouchers=vouchers)
         runner = StasisRunner(cfg, service, ari, handlers, outbound)
         events = asyncio.create_task(
             ari.run(
@@ -269,8 +279,11 @@ def agi_server(cfg: Config, handlers: Handlers) -> FastAgiServer:
 
 
 async def run_agi(cfg: Config) -> None:
-    async with _serving(cfg, needs_ari=False) as (stop, service, publisher, metrics):
-        handlers = Handlers(cfg, service, _NoChannels(), publisher, metrics)
+    async with (
+        _serving(cfg, needs_ari=False) as (stop, service, publisher, metrics),
+        device_api_for(cfg, service, publisher, metrics, serve=False) as vouchers,  # claimed through a `run` node
+    ):
+        handlers = Handlers(cfg, service, _NoChannels(), publisher, metrics, vouchers)
         server = agi_server(cfg, handlers)
         try:
             await server.serve(cfg.agi.host, cfg.agi.port)

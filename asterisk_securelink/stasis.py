@@ -43,6 +43,14 @@ class VerdictPublisher(Protocol):
     ) -> bool: ...
 
 
+class LockoutPublisher(Protocol):
+    """Where the guess guard reports a source or a registered number going over its limit (`ami.AmiPublisher`)."""
+
+    async def publish_lockout(
+        self, kind: str, source: str, device: str, count: int, limit: int, seconds: int
+    ) -> bool: ...
+
+
 @dataclass(frozen=True)
 class CallInfo:
     """The parts of a channel the handlers use (from a StasisStart event or `GET /channels`)."""

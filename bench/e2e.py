@@ -173,7 +173,7 @@ def main() -> int:
     env["PYTHONPATH"] = str(REPO)
     (home / "securelink.toml").write_text(
         f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
-        f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n[lockout]\nsource_max_failures = 1000000\n'
+        f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n[lockout]\nmax_guess_probability = 1.0\n'
         + (f'[database]\nurl = "{args.database_url}"\n' if args.database_url else "")
     )
     cli(home, env, "init")

@@ -58,7 +58,7 @@ def test_round_trip_admitted_replayed_mismatch_revoked(home: Path) -> None:
     run(home, "device", "revoke", str(dev["key_id"]), "--reason", "lost phone")
     fresh = run(home, "key", "current", str(dev["id"]), "--at", str(time.time() + 30)).stdout.strip()
     verdict = json.loads(run(home, "verify", fresh, "--at", str(time.time() + 30), "--json").stdout)
-    assert verdict["verdict"] == "revoked"
+    assert verdict["verdict"] == "mismatch"  # a revoked device's key gets what any wrong key gets (no oracle)
 
 
 def test_provisioning_uri_carries_the_secret_once(home: Path) -> None:
@@ -101,6 +101,33 @@ def test_status_transitions_and_audit(home: Path) -> None:
     actions = [e["action"] for e in json.loads(run(home, "audit", "list", "--json").stdout)]
     assert actions == ["init", "init", "device.add", "device.suspend", "device.resume"][-len(actions) :]
     assert "device.suspend" in actions and "device.resume" in actions
+
+
+def test_resume_returns_a_device_to_what_it_was(home: Path) -> None:
+    add(home)  # 1: suspended before it ever registered
+    add(home, "--key-id-from-uid", "second")  # 2: registered, then suspended
+    run(home, "device", "register", "2")
+    for device in ("1", "2"):
+        run(home, "device", "suspend", device)
+    back = {d: json.loads(run(home, "device", "resume", d, "--json").stdout) for d in ("1", "2")}
+    assert (back["1"]["status"], back["1"]["registered_at"]) == ("provisioned", None)
+    assert back["2"]["status"] == "registered" and back["2"]["registered_at"]
+    p = run(home, "device", "resume", "1", check=False)  # no longer suspended
+    assert p.returncode == 2 and "provisioned" in p.stderr
+
+
+def test_verify_at_in_the_future_is_refused_and_spends_nothing(home: Path) -> None:
+    """`verify --at` beyond the live window would spend a key the device has not used yet (and, single use being
+    monotonic, every key before it): refused, and the device's present key still works afterwards."""
+    add(home)
+    run(home, "device", "register", "1")
+    later = str(time.time() + 300)
+    future_key = run(home, "key", "current", "1", "--at", later).stdout.strip()
+    p = run(home, "verify", future_key, "--at", later, check=False)
+    assert p.returncode == 2 and "future" in p.stderr and "Traceback" not in p.stderr
+    assert "verify" not in [e["action"] for e in json.loads(run(home, "audit", "list", "--json").stdout)]
+    now_key = run(home, "key", "current", "1").stdout.strip()
+    assert run(home, "verify", now_key).stdout.strip() == "admitted device 1"
 
 
 @pytest.mark.parametrize(

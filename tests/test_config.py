@@ -117,3 +117,36 @@ def test_agi_allow_from_and_allow_remote(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"agi\.host"):
         config.build({"agi": {"host": ANY}}, {}, tmp_path)  # the FastAGI port open to the network
     assert config.build({"agi": {"host": ANY, "allow_remote": True}}, {}, tmp_path).agi.host == ANY
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://securelink:s3cr3t-pw@127.0.0.1:8088",
+        "https://s3cr3t-pw@pbx.example.com:8089",
+        "http://securelink:s3cr3t-pw@[::1]:8088/",
+        "ftp://securelink:s3cr3t-pw@127.0.0.1",
+        "securelink:s3cr3t-pw@127.0.0.1:8088",
+        "http://securelink:s3cr3t/pw@127.0.0.1:8088",
+        "http://127.0.0.1:8088/?api_key=securelink:s3cr3t-pw",
+        "http://127.0.0.1:8088/#s3cr3t-pw",
+    ],
+)
+def test_ari_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path, url: str) -> None:
+    for data, env in (({"ari": {"url": url}}, {}), ({}, {"SECURELINK_ARI_URL": url})):
+        with pytest.raises(ConfigError, match=r"ari\.url") as e:
+            config.build(data, env, tmp_path)
+        assert "s3cr3t" not in str(e.value) and "securelink:" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8088", "https://pbx.example.com:8089/asterisk/", "http://[::1]:8088"]
+)
+def test_plain_ari_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    assert config.build({"ari": {"url": url}}, {}, tmp_path).ari.url == url
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:8088", "http://127.0.0.1:99999", "http://[::1:8088", "http://:8088"])
+def test_bad_ari_urls_name_the_key(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match=r"ari\.url"):
+        config.build({"ari": {"url": url}}, {}, tmp_path)

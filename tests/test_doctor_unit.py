@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from asterisk_securelink import config, doctor
+from asterisk_securelink.cli.service import cmd_doctor
 from asterisk_securelink.doctor import Check, entry_routes, transports_in
 
 
@@ -38,3 +47,44 @@ def test_a_warning_passes_but_says_so() -> None:
     w = Check("SIP transport", False, "none", "add one", warn=True)
     assert w.passed and w.line().startswith("[warn]") and "fix: add one" in w.line()
     assert not Check("database", False, "x").passed
+
+
+def _fails(exc: Exception) -> Callable[[config.Config], NoReturn]:
+    def check(cfg: config.Config) -> NoReturn:
+        raise exc
+
+    return check
+
+
+def _afails(exc: Exception) -> Callable[[config.Config], Awaitable[NoReturn]]:
+    async def check(cfg: config.Config) -> NoReturn:
+        raise exc
+
+    return check
+
+
+async def test_an_unexpected_exception_in_a_check_is_a_fail_line_never_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each check that raises becomes FAIL naming the exception type, never its text (it may hold a secret), and the
+    checks after it still run."""
+    monkeypatch.setattr(doctor, "_check_master_key", _fails(ValueError("s3cret in a message")))
+    monkeypatch.setattr(doctor, "_check_database", _afails(RuntimeError("s3cret")))
+    monkeypatch.setattr(doctor, "key_checks", _afails(KeyError("s3cret")))
+    monkeypatch.setattr(doctor, "_check_ari", _afails(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "s3cret")))
+    monkeypatch.setattr(doctor, "_check_ami", _afails(AssertionError("s3cret")))
+    cfg = config.build({}, {}, tmp_path)
+    checks = await doctor.run_checks(cfg)
+    assert [(c.name, c.ok, c.warn) for c in checks] == [
+        ("master key", False, False),
+        ("database", False, False),
+        ("keys", False, False),
+        ("ARI", False, False),
+        ("AMI", False, False),
+    ]
+    types = ["ValueError", "RuntimeError", "KeyError", "UnicodeDecodeError", "AssertionError"]
+    assert all(f"({t})" in c.detail for c, t in zip(checks, types, strict=True))
+    assert await cmd_doctor(argparse.Namespace(json=False), cfg) == 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "s3cret" not in out.out + out.err
+    assert all(line.startswith(("[FAIL]", "        fix:")) for line in out.out.splitlines())

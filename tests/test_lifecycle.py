@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from asterisk_securelink.core.verdicts import Verdict
@@ -19,8 +21,9 @@ from asterisk_securelink.lifecycle import (
 
 
 def test_inbound_status_rules() -> None:
-    assert inbound_verdict("revoked") is Verdict.REVOKED
-    assert inbound_verdict("suspended") is Verdict.REVOKED
+    # no oracle: a suspended or revoked device's key gets what a wrong key gets (docs/decisions.md)
+    assert inbound_verdict("revoked") is Verdict.MISMATCH
+    assert inbound_verdict("suspended") is Verdict.MISMATCH
     assert inbound_verdict("provisioned") is None
     assert inbound_verdict("registered") is None
     assert inbound_verdict("garbage") is Verdict.ERROR  # fail closed
@@ -59,3 +62,11 @@ def test_transitions() -> None:
     assert all(DeviceStatus.REVOKED not in t.allowed_from for t in TRANSITIONS.values())  # revoked is final
     assert can_register("provisioned") and not can_register("registered") and not can_register("suspended")
     assert can_rotate("registered") and can_rotate("suspended") and not can_rotate("revoked")
+
+
+def test_resume_goes_back_to_what_the_device_was() -> None:
+    resume = TRANSITIONS["resume"]
+    assert resume.target(datetime(2026, 1, 1, tzinfo=UTC)) is DeviceStatus.REGISTERED
+    assert resume.target(None) is DeviceStatus.PROVISIONED  # suspended before it ever registered
+    assert TRANSITIONS["register"].target(None) is DeviceStatus.REGISTERED
+    assert all(TRANSITIONS[c].target(None) is TRANSITIONS[c].to for c in ("register", "suspend", "revoke"))

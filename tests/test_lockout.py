@@ -1,42 +1,81 @@
+"""The pure lockout rules (`core.lockout`): what could be a key, the budget, the backoff, registered numbers."""
+
 from __future__ import annotations
+
+import math
 
 import pytest
 
-from asterisk_securelink.core.lockout import LockoutTracker
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.lockout import (
+    RegisteredNumbers,
+    backoff_ms,
+    could_be_key,
+    guess_budget,
+    guess_probability,
+    two_factor_guesses_per_day,
+)
+
+TEN = NumberFormat("XXXXXXXXXX")
+NANP = NumberFormat("+1NXXNXXXXXX")
 
 
-def test_locks_after_n_failures_within_window() -> None:
-    t = LockoutTracker(max_failures=3, window=60, cooldown=100)
-    assert not t.record_failure("a", 0)
-    assert not t.record_failure("a", 10)
-    assert t.record_failure("a", 20)
-    assert t.is_locked("a", 119)
-    assert not t.is_locked("a", 120)
-    assert not t.is_locked("b", 50)
+@pytest.mark.parametrize(
+    ("fmt", "digits", "trunks", "ok"),
+    [
+        (TEN, "1234567890", (), True),
+        (TEN, "123456789", (), False),  # too short
+        (TEN, "01234567890", (), False),  # a digit in front that is no trunk prefix
+        (TEN, "01234567890", ("0",), True),
+        (NANP, "15588674729", (), True),  # as presented
+        (NANP, "5588674729", (), True),  # national: the literal prefix dropped
+        (NANP, "0115588674729", ("011",), True),
+        (NANP, "1588674729", (), False),  # N is 2-9: no key starts its significant part with 1
+        (NANP, "5581674729", (), False),  # the second N
+        (NANP, "25588674729", (), False),  # 2 is no suffix of the literal prefix 1
+        (NumberFormat("555XXXXXXX"), "5551234567", (), True),
+        (NumberFormat("555XXXXXXX"), "1234567", (), True),  # the significant part alone
+        (NumberFormat("XXXXX1XXXX"), "1234517890", (), True),  # a literal inside the significant part
+        (NumberFormat("XXXXX1XXXX"), "1234527890", (), False),
+    ],
+)
+def test_could_be_key(fmt: NumberFormat, digits: str, trunks: tuple[str, ...], ok: bool) -> None:
+    assert could_be_key(digits, fmt, trunks) is ok
 
 
-def test_failures_outside_window_do_not_count() -> None:
-    t = LockoutTracker(max_failures=3, window=60, cooldown=100)
-    t.record_failure("a", 0)
-    t.record_failure("a", 10)
-    assert not t.record_failure("a", 75)  # the first two fell out of the window
-    assert not t.is_locked("a", 76)
+def test_budget_is_the_target_over_the_chance_of_one_guess() -> None:
+    assert guess_probability(10**10, 3, 100) == pytest.approx(3e-8)
+    assert [guess_budget(1e-6, 10**10, 3, d) for d in (1, 10, 20, 100, 1000, 3333, 3334)] == [
+        3333, 333, 166, 33, 3, 1, 0
+    ]  # fmt: skip
+    assert guess_budget(1e-6, 10**10, 3, 0) == 3333  # no device yet: counted as one
+    assert guess_budget(1.0, 10**10, 3, 600) == 5_555_555
+    s = NANP.size  # 6.4e9
+    assert guess_budget(1e-6, s, 3, 20) == math.floor(1e-6 * s / 60)
 
 
-def test_success_resets() -> None:
-    t = LockoutTracker(max_failures=2, window=60, cooldown=100)
-    t.record_failure("a", 0)
-    t.record_success("a")
-    assert not t.record_failure("a", 1)
+def test_backoff_doubles_from_the_first_lock_up_to_the_longest() -> None:
+    waits = [backoff_ms(f, 5, 30, 900) // 1000 for f in range(1, 13)]
+    assert waits == [0, 0, 0, 0, 30, 60, 120, 240, 480, 900, 900, 900]
+    assert backoff_ms(10**6, 5, 30, 900) == 900_000  # no overflow however long it goes on
 
 
-def test_memory_is_bounded() -> None:
-    t = LockoutTracker(max_failures=5, window=60, cooldown=100, max_subjects=10)
-    for i in range(100):
-        t.record_failure(str(i), i)
-    assert len(t) == 10
+def test_two_factor_guesses_per_day_is_bounded_by_the_longest_backoff() -> None:
+    # 5 free, then one per lock: 30+60+...+480 s, then one per 900 s for the rest of the day
+    assert two_factor_guesses_per_day(5, 30, 900) == 105
+    assert two_factor_guesses_per_day(5, 30, 60) == 5 + 1 + 86_400 // 60
 
 
-def test_rejects_nonsense_settings() -> None:
-    with pytest.raises(ValueError):
-        LockoutTracker(0, 60, 10)
+def test_registered_numbers_name_devices_in_any_carrier_form() -> None:
+    numbers = {1: "+15550002222", 2: "+442071234567", 3: "5550009999", 4: None, 5: "+15550002222"}
+    r = RegisteredNumbers(numbers, ("0", "011"))
+    assert r.devices("15550002222") == (1, 5)
+    assert r.devices("5550002222") == (1, 5)
+    assert r.devices("0115550002222") == (1, 5)
+    assert r.devices("442071234567") == (2,)
+    assert r.devices("02071234567") == (2,)  # national with the trunk prefix 0
+    assert r.devices("5550009999") == (3,)  # a 1.0 number: compared whole
+    assert r.devices("25550002222") == ()  # 2 is neither a trunk prefix nor part of +1
+    assert r.devices("5550002223") == ()
+    assert not r.stale(numbers)
+    assert r.stale({**numbers, 6: "+15550003333"})

@@ -229,9 +229,12 @@ class Hooks:
         self.done = asyncio.Event()
         self.extras = LegExtras()
         self.before: list[tuple[Any, ...]] = []
+        self.presented: list[str | None] = []
 
-    async def before_legs(self, call_id: str, device_id: int, endpoints: Any) -> LegExtras:
+    async def before_legs(self, call_id: str, device_id: int, endpoints: Any, presented: str | None = None
+                          ) -> LegExtras:  # fmt: skip
         self.before.append((call_id, device_id, list(endpoints)))
+        self.presented.append(presented)
         return self.extras
 
     async def on_finished(self, record: dict[str, Any]) -> None:

@@ -86,14 +86,16 @@ async def test_status_verdicts(store: Store, svc: VerificationService) -> None:
     await store.update_device(rev.id, "device.revoke", "test", status="revoked", revoke_reason="lost")
     out = await svc.verify(VerifyRequest(presented=key(new, T, svc.config), call_id="n"))
     assert (out.verdict, out.device_id) == (Verdict.UNREGISTERED, new.id)
-    assert await verify(svc, key(susp, T, svc.config)) is Verdict.REVOKED
-    assert await verify(svc, key(rev, T, svc.config)) is Verdict.REVOKED
+    # a suspended or revoked device's valid key gets what a wrong key gets (no oracle; docs/decisions.md)
+    assert await verify(svc, key(susp, T, svc.config)) is Verdict.MISMATCH
+    assert await verify(svc, key(rev, T, svc.config)) is Verdict.MISMATCH
 
 
 async def test_revocation_takes_effect_immediately(store: Store, svc: VerificationService) -> None:
     d = await registered(store, "A", "15550001", "kid-a")
+    await svc.keys.sync_devices()  # indexed: the revocation below reaches the index only at the next sync
     await store.update_device(d.id, "device.revoke", "test", status="revoked")
-    assert await verify(svc, key(d, T, svc.config)) is Verdict.REVOKED
+    assert await verify(svc, key(d, T, svc.config)) is Verdict.MISMATCH  # the status read with the spend stops it
 
 
 async def test_rotated_device_old_key_stops_working(store: Store, svc: VerificationService) -> None:
@@ -121,28 +123,6 @@ async def test_rotated_device_old_key_stops_working(store: Store, svc: Verificat
 )
 async def test_anonymous_and_malformed(svc: VerificationService, raw: str | None, verdict: Verdict) -> None:
     assert await verify(svc, raw) is verdict
-
-
-async def test_lockout_per_caller_and_success_resets(store: Store, svc: VerificationService) -> None:
-    d = await registered(store, "A", "15550001", "kid-a")
-    for i in range(5):
-        assert await verify(svc, "1234567890", mode=Mode.DNIS, caller="15559999", call_id=f"g{i}") is Verdict.MISMATCH
-    # even the right key is refused while locked out
-    k = key(d, T, svc.config)
-    assert await verify(svc, k, mode=Mode.DNIS, caller="15559999", call_id="late") is Verdict.LOCKED_OUT
-    assert await verify(svc, k, mode=Mode.DNIS, caller="15550001", call_id="ok") is Verdict.ADMITTED
-    svc.clock_ms.t += 901 * S  # type: ignore[attr-defined]
-    assert await verify(svc, "1234567890", mode=Mode.DNIS, caller="15559999") is Verdict.MISMATCH
-
-
-async def test_lockout_per_source_defeats_rotating_caller_numbers(store: Store, tmp_path: Path) -> None:
-    c = cfg(tmp_path, lockout={"source_max_failures": 10})
-    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
-    await svc.start()
-    for i in range(10):
-        assert await verify(svc, f"55500{i:05d}", source="trunk-1") is Verdict.MISMATCH
-    assert await verify(svc, "5559999999", source="trunk-1") is Verdict.LOCKED_OUT
-    assert await verify(svc, "5559999999", source="trunk-2") is Verdict.MISMATCH
 
 
 async def _colliding_pair(store: Store, c: Config) -> tuple[DeviceRow, DeviceRow]:

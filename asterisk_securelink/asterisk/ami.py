@@ -1,4 +1,4 @@
-"""AMI client: publishes `UserEvent: SecureLinkVerdict`, on panoramisk 1.4 with its defects guarded.
+"""AMI client: publishes `UserEvent: SecureLinkVerdict` and `SecureLinkLockout` (panoramisk 1.4, defects guarded).
 
 A missing or stuck AMI must never hold up call handling, so nothing here raises into call handling or waits
 unbounded:
@@ -39,6 +39,8 @@ DEFAULT_LOGIN_TIMEOUT = 5.0  # seconds from TCP connect to a login answer, else 
 DEFAULT_RECONNECT_DELAY = 2  # seconds (panoramisk takes an int)
 MAX_VALUE_LENGTH = 256  # characters per header value (Asterisk reads AMI lines into a 1 KiB buffer)
 VERDICT_EVENT = "SecureLinkVerdict"
+VOUCHER_EVENT = "SecureLinkVoucher"
+LOCKOUT_EVENT = "SecureLinkLockout"
 
 _HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # CR, LF, NUL, TAB, DEL, C1 controls: dropped
@@ -382,6 +384,36 @@ class AmiPublisher:
         if not ok:
             log.warning("AMI refused the verdict event: %s", sanitize_value(getattr(resp, "message", ""), 120))
         return ok
+
+    async def publish_lockout(self, kind: str, source: str, device: str, count: int, limit: int, seconds: int) -> bool:
+        """`UserEvent: SecureLinkLockout`: a source spent its key-alone guess budget (`Kind: source`, `Source`,
+        `Count` guesses of `Limit` in 24 h) or a registered number backs off (`Kind: caller`, `Device`, `Count`
+        failures in a row, `Seconds` refused). True when Asterisk acknowledged it. Never raises, never blocks long."""
+        headers: dict[str, HeaderValue] = {
+            "Kind": kind,
+            "Source": source,
+            "Device": device,
+            "Count": count,
+            "Limit": limit,
+            "Seconds": seconds,
+        }
+        try:
+            resp = await self.send_action({"Action": "UserEvent", "UserEvent": LOCKOUT_EVENT, **headers})
+        except Exception as exc:  # noqa: BLE001 - an event never disturbs call handling
+            log.warning("AMI lockout event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
+            return False
+        return bool(getattr(resp, "success", False))
+
+    async def publish_voucher(self, result: str, device: int | None, call_id: str | None, reason: str) -> bool:
+        """`UserEvent: SecureLinkVoucher`: a device API claim of a call's key (`Result`: released, repeated,
+        already_claimed, not_found; `Reason`). Never the key. True when Asterisk acknowledged it; never raises."""
+        headers: dict[str, HeaderValue] = {"Result": result, "Device": device, "CallId": call_id, "Reason": reason}
+        try:
+            resp = await self.send_action({"Action": "UserEvent", "UserEvent": VOUCHER_EVENT, **headers})
+        except Exception as exc:  # noqa: BLE001 - an event never disturbs the API's answer
+            log.warning("AMI voucher event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
+            return False
+        return bool(getattr(resp, "success", False))
 
     async def check(self, timeout: float | None = None) -> tuple[bool, str]:  # noqa: ASYNC109
         """For `securelink doctor`: connect if needed, log in, Ping. (ok, human-readable detail); never raises."""

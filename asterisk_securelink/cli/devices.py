@@ -10,6 +10,7 @@ import secrets
 from typing import Any
 
 from asterisk_securelink import masterkey
+from asterisk_securelink.cli import enroll
 from asterisk_securelink.cli.context import ACTOR, CliError, emit, find_device, open_store
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.compare import to_e164
@@ -18,6 +19,7 @@ from asterisk_securelink.core.provisioning import Provisioning
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id, check_t0, device_secret, now_ms
 from asterisk_securelink.lifecycle import TRANSITIONS, DeviceStatus, can_rotate
 from asterisk_securelink.livekeys import SETTING_PERIOD, SETTING_T0
+from asterisk_securelink.store.api_store import fork_set_by
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, DuplicateError
 
@@ -72,6 +74,8 @@ def _device_line(d: DeviceRow) -> str:
 
 
 async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
+    if args.activation:
+        enroll.check(cfg)  # before anything changes
     master = masterkey.load(cfg.master_key_path)
     try:  # stored in E.164: two-factor compares a caller with it by the SLK1 1.1 registered-number rule
         number = to_e164(args.number, cfg.keys.default_country_code or None)
@@ -93,6 +97,11 @@ async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
             raise CliError(
                 "this key_id was issued before and is never reused (is this device uid already enrolled?)"
             ) from None
+        if args.activation:  # the phone gets its secret from the device API: no provisioning URI is printed
+            headline = (
+                f"device {device.id} added: {device.display_name} ({device.mobile_number}), key_id {device.key_id}"
+            )
+            return await enroll.emit_activation(args, cfg, store, device, headline)
     uri = _provisioning(cfg, master, device).uri()
     data = {**device.public(), "provisioning_uri": uri}
     text = (
@@ -116,15 +125,16 @@ async def cmd_device_list(args: argparse.Namespace, cfg: Config) -> int:
 async def cmd_device_show(args: argparse.Namespace, cfg: Config) -> int:
     async with open_store(cfg) as store:
         device = await find_device(store, args.device)
-    data = device.public()
+        fork_by = await fork_set_by(store, device.id)
+    data = {**device.public(), "fork_set_by": fork_by[0] if fork_by else None,
+            "fork_set_at": fork_by[1].isoformat() if fork_by else None}  # fmt: skip
     emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
     return 0
 
 
 async def cmd_device_status(args: argparse.Namespace, cfg: Config) -> int:
-    """register, suspend, resume, revoke: one lifecycle transition, audited."""
+    """register, suspend, resume, revoke: one lifecycle transition, audited (`resume` goes back to what it was)."""
     transition = TRANSITIONS[args.device_cmd]
-    new_status = transition.to
     reason = getattr(args, "reason", None)
     if args.device_cmd == "revoke" and (not reason or not reason.strip() or len(reason) > 256):
         raise CliError("revoke needs --reason TEXT (1..256 characters)")
@@ -132,6 +142,7 @@ async def cmd_device_status(args: argparse.Namespace, cfg: Config) -> int:
         device = await find_device(store, args.device)
         if device.status not in transition.allowed_from:
             raise CliError(f"device {device.id} is {device.status}; cannot {args.device_cmd} it")
+        new_status = transition.target(device.registered_at)
         now = utcnow()
         values: dict[str, Any] = {"status": new_status.value}
         if new_status == DeviceStatus.REGISTERED and device.registered_at is None:
@@ -153,7 +164,11 @@ async def cmd_device_rotate(args: argparse.Namespace, cfg: Config) -> int:
     if args.all == (args.device is not None):
         raise CliError("rotate needs either DEVICE or --all")
     if args.all:
+        if args.activation:
+            raise CliError("--activation re-enrolls one device: rotate DEVICE --activation")
         return await _rotate_all(args, cfg)
+    if args.activation:
+        enroll.check(cfg)
     master = masterkey.load(cfg.master_key_path)
     async with open_store(cfg) as store:
         device = await find_device(store, args.device)
@@ -168,6 +183,9 @@ async def cmd_device_rotate(args: argparse.Namespace, cfg: Config) -> int:
             key_id=_new_key_id(master, None),
             rotated_at=utcnow(),
         )
+        if args.activation:  # re-enrollment: a new code; the device's unused codes expire
+            headline = f"device {device.id} rotated: key_id {old} -> {device.key_id}; the old keys no longer work"
+            return await enroll.emit_activation(args, cfg, store, device, headline)
     uri = _provisioning(cfg, master, device).uri()
     emit(
         args,

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_ACTIVATION = "enroll by a one-time activation code over the device API instead of a provisioning URI"
+
+
 def _add_device_commands(sub: _Commands, common: _Parser) -> None:
     dev = sub.add_parser("device", help="enrolled devices").add_subparsers(dest="device_cmd", required=True)
     add = dev.add_parser("add", parents=[common], help="enroll a device; prints its one-time provisioning URI")
@@ -90,6 +93,7 @@ def _add_device_commands(sub: _Commands, common: _Parser) -> None:
     add.add_argument("--number", required=True, help="the device's mobile number (MSISDN)")
     add.add_argument("--desk-endpoint", help="the user's desk phone, e.g. PJSIP/1001")
     add.add_argument("--key-id-from-uid", metavar="UID", help="derive the key_id from the device uid")
+    add.add_argument("--activation", action="store_true", help=_ACTIVATION)
     add.set_defaults(handler=devices.cmd_device_add)
     dev.add_parser("list", parents=[common], help="list devices").set_defaults(handler=devices.cmd_device_list)
     for name, helptext, handler in (
@@ -108,6 +112,7 @@ def _add_device_commands(sub: _Commands, common: _Parser) -> None:
         action="store_true",
         help="every device that is not revoked, with the configured period and t0 (after changing either)",
     )
+    rotate.add_argument("--activation", action="store_true", help=_ACTIVATION)
     rotate.set_defaults(handler=devices.cmd_device_rotate)
     revoke = dev.add_parser("revoke", parents=[common], help="revoke a device for good")
     revoke.add_argument("device", help="device id or key_id")

@@ -1,51 +1,122 @@
-"""Failure counting and lockout, per caller number and per source (trunk / remote address). Pure.
+"""What a failed guess costs, and how much guessing is allowed (docs/decisions.md, "A guess budget per source, a
+backoff per registered number"). Pure.
 
-N failures for one subject within `window` seconds lock it for `cooldown` seconds; a success clears it.
-Memory is bounded: beyond `max_subjects` the least recently failing subject is forgotten.
+* Only a guess that could have matched counts: a number whose last K digits have the shape of the inbound format's
+  significant part and whose digits before them pass the 1.1 trunk-prefix rule (`could_be_key`). Anonymous,
+  malformed, wrong-length and wrong-shape numbers cost nothing.
+* Key alone (ANI, or DNIS without two-factor): one random guess is admitted with probability W*D/S (SLK1.md, "How
+  strong is a key, really"), so a source (trunk) may make `guess_budget` = floor(P*S / (W*D)) failed guesses in any
+  24 hours for a target P (`lockout.max_guess_probability`); counted in hourly buckets (`BUDGET_HOURS`).
+* Two-factor (the caller's registered number picks the device): a guess is admitted with W/S whatever D is. It is
+  counted against the device the number names (`RegisteredNumbers`), which backs off progressively
+  (`backoff_ms`): `max_failures` free failures, then `backoff` seconds doubling with each further failure up to
+  `cooldown`, forgotten after a success or a quiet day.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+import math
+import time
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Final
+
+from asterisk_securelink.core.compare import country_code_of, prefix_ok, same_registered_number
+from asterisk_securelink.core.formats import PLACEHOLDERS, NumberFormat
+from asterisk_securelink.core.numbers import normalize
+
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 24 * HOUR_MS
+BUDGET_HOURS: Final = 25  # the current hour and the 24 before it: a counted guess weighs for 24 to 25 hours
 
 
-@dataclass
-class _State:
-    failures: deque[float] = field(default_factory=deque)
-    locked_until: float = 0.0
+def could_be_key(digits: str, fmt: NumberFormat, trunk_prefixes: Sequence[str]) -> bool:
+    """Whether a normalized number (digits, no '+') could be a key of `fmt` as the network may deliver it (SLK1.md
+    1.1, rules 2-3): its last K digits fit the significant part's placeholders and literals, and the digits before
+    them are a trunk prefix followed by a suffix of the literal prefix. Nothing here is secret."""
+    k = fmt.significant_length
+    if len(digits) < k or not prefix_ok(digits[: len(digits) - k], fmt.literal_prefix, trunk_prefixes):
+        return False
+    for c, p in zip(digits[len(digits) - k :], fmt.pattern.lstrip("+")[-k:], strict=True):
+        if p in PLACEHOLDERS:
+            radix, first = PLACEHOLDERS[p]
+            if not 0 <= ord(c) - ord(first) < radix:
+                return False
+        elif c != p:
+            return False
+    return True
 
 
-class LockoutTracker:
-    def __init__(self, max_failures: int, window: float, cooldown: float, max_subjects: int = 100_000) -> None:
-        if max_failures < 1 or window <= 0 or cooldown < 0:
-            raise ValueError("lockout needs max_failures >= 1, window > 0 and cooldown >= 0")
-        self.max_failures = max_failures
-        self.window = window
-        self.cooldown = cooldown
-        self.max_subjects = max_subjects
-        self._subjects: OrderedDict[str, _State] = OrderedDict()
+def guess_probability(size: int, window_width: int, devices: int) -> Fraction:
+    """W*D/S: the chance that one random key-alone guess is admitted (at least one device counted)."""
+    return Fraction(window_width * max(1, devices), size)
 
-    def is_locked(self, subject: str, now: float) -> bool:
-        state = self._subjects.get(subject)
-        return state is not None and now < state.locked_until
 
-    def record_failure(self, subject: str, now: float) -> bool:
-        """Count one failure; returns True when the subject is (now) locked."""
-        state = self._subjects.pop(subject, None) or _State()
-        self._subjects[subject] = state  # most recent last
-        while state.failures and state.failures[0] <= now - self.window:
-            state.failures.popleft()
-        state.failures.append(now)
-        if len(state.failures) >= self.max_failures:
-            state.locked_until = max(state.locked_until, now + self.cooldown)
-            state.failures.clear()
-        while len(self._subjects) > self.max_subjects:
-            self._subjects.popitem(last=False)
-        return now < state.locked_until
+def guess_budget(max_probability: float, size: int, window_width: int, devices: int) -> int:
+    """floor(P / (W*D/S)): the failed key-alone guesses one source may make in any 24 hours so that their chance of
+    admitting anyone stays within P. 0 when a single guess is already more likely than P."""
+    return math.floor(Fraction(repr(max_probability)) / guess_probability(size, window_width, devices))
 
-    def record_success(self, subject: str) -> None:
-        self._subjects.pop(subject, None)
 
-    def __len__(self) -> int:
-        return len(self._subjects)
+def backoff_ms(failures: int, max_failures: int, first_s: int, longest_s: int) -> int:
+    """How long a registered number is refused after its `failures`-th failure in a row: nothing below
+    `max_failures`, then `first_s` seconds, doubling with each further failure, at most `longest_s`."""
+    if failures < max_failures:
+        return 0
+    doublings = min(failures - max_failures, 32)  # 2^32 * any first_s is far beyond longest_s
+    return int(min(longest_s, first_s * 2**doublings)) * 1000
+
+
+def two_factor_guesses_per_day(max_failures: int, first_s: int, longest_s: int) -> int:
+    """The most failed two-factor guesses one registered number can make in a day when every lock is waited out:
+    the free failures, one per lock while the backoff doubles, then one per `longest_s`."""
+    guesses, spent_s, failures = max_failures, 0, max_failures
+    while spent_s < 86_400:
+        spent_s += backoff_ms(failures, max_failures, first_s, longest_s) // 1000 or 1
+        failures += 1
+        guesses += 1
+    return guesses
+
+
+class RegisteredNumbers:
+    """Which devices a caller number names (SLK1.md, "The registered number": rules 1-3 with the country code as the
+    literal prefix), for counting two-factor failures against them. Indexed by national number, so a lookup tries one
+    dict key per distinct national-number length, whatever the device count.
+
+    Built from a snapshot of the registered numbers; `stale` says when to build it again (the numbers changed in
+    size or the snapshot is older than `max_age` seconds). It decides only what is counted, never an admission.
+    """
+
+    def __init__(self, numbers: Mapping[int, str | None], trunk_prefixes: Sequence[str], max_age: float = 5.0) -> None:
+        self.trunk_prefixes = tuple(trunk_prefixes)
+        self.size = len(numbers)
+        self.built_at = time.monotonic()
+        self.max_age = max_age
+        self._national: dict[str, list[tuple[int, str]]] = {}
+        self._exact: dict[str, list[int]] = {}  # numbers 0003 could not rewrite to E.164: compared whole
+        for device_id, number in numbers.items():
+            if not number:
+                continue
+            if number.startswith("+"):
+                digits = number[1:]
+                national = digits[len(country_code_of(digits) or "") :]
+                self._national.setdefault(national, []).append((device_id, number))
+            else:
+                plain = normalize(number)
+                if plain is not None:
+                    self._exact.setdefault(plain, []).append(device_id)
+        self._lengths = sorted({len(n) for n in self._national if n})
+
+    def stale(self, numbers: Mapping[int, str | None]) -> bool:
+        return len(numbers) != self.size or time.monotonic() - self.built_at > self.max_age
+
+    def devices(self, caller: str) -> tuple[int, ...]:
+        """The devices registered with `caller` (normalized digits), in any carrier form."""
+        found = list(self._exact.get(caller, ()))
+        for n in self._lengths:
+            if len(caller) < n:
+                break
+            for device_id, number in self._national.get(caller[len(caller) - n :], ()):
+                if same_registered_number(caller, number, self.trunk_prefixes):
+                    found.append(device_id)
+        return tuple(dict.fromkeys(found))

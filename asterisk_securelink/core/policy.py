@@ -3,7 +3,8 @@
 The steps, in order (SLK1.md, "Verification rules"):
 1. `identify`: which single device the key belongs to, or `mismatch` / `ambiguous`. A key matching several devices
    is never resolved by an arbitrary pick; only the caller's registered number may narrow it to one.
-2. `lifecycle.inbound_verdict`: a suspended or revoked device's valid key is `revoked`.
+2. `lifecycle.inbound_verdict`: a suspended or revoked device's valid key is `mismatch` (such devices are not in the
+   index; this catches one suspended on another node moments ago).
 3. the atomic single-use spend (store); its outcome becomes `admitted`/`unregistered` or `replayed` via
    `lifecycle.after_spend`.
 """

@@ -1,8 +1,10 @@
 """`securelink-device`: the device side on a terminal, to cross-check a phone implementation or enroll a phone.
 
-    securelink-device key   URI_OR_FILE [--at UNIX_TIME] [--state FILE] [--json] [--watch [--count N]]
-    securelink-device check URI_OR_FILE NUMBER [--at UNIX_TIME] [--state FILE] [--json]
+    securelink-device key   [URI_OR_FILE] [--at UNIX_TIME] [--state FILE] [--json] [--watch [--count N]]
+    securelink-device check [URI_OR_FILE] NUMBER [--at UNIX_TIME] [--state FILE] [--json]
     securelink-device qr    URI_OR_FILE [--png FILE]
+    securelink-device enroll URI|CODE [--server URL] [--ca FILE] [--state FILE] [--json]
+    securelink-device status | fork on|off | claim NUMBER   [--state FILE] [--ca FILE] [--json]
 
 URI_OR_FILE is the one-time provisioning URI printed by `securelink device add`, a file holding it, or `-` for stdin.
 The URI carries the device secret: prefer a file (mode 0600) or stdin, since an argument lands in shell history.
@@ -14,8 +16,14 @@ epoch presented and the outbound high-water mark. With it, `key` presents the ne
 or says how long to wait; `check` refuses a key at or below the high-water mark and records the one it accepts.
 Without it, each run is a device that has presented and accepted nothing yet.
 
-Exit codes: 0 ok (`check`: genuine), 1 `check`: not genuine, `key --state`: no keyed call now (wait), 2 bad input
-(one line on stderr).
+A device enrolled through the device API (`enroll`, `status`, `fork`, `claim`: `device/api_cli.py`) keeps its
+secret, parameters and the platform's clock offset in the same state file (default
+`~/.config/securelink-device/state.json`). `key` and `check` without URI_OR_FILE use that enrollment and compute by
+the platform's clock (SLK1 1.1, "Inbound presentation"), unless `--at` gives the time.
+
+Exit codes: 0 ok (`check`: genuine), 1 `check`: not genuine, `key --state`: no keyed call now (wait), the device API
+refused (`enroll`, `status`, `fork`, `claim`), 2 bad input (one line on stderr), 3 no usable answer from the device
+API.
 """
 
 from __future__ import annotations
@@ -26,23 +34,30 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 import segno
 
-from asterisk_securelink import keyfile
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.core.slk1 import SLK1Error, now_ms, seconds_to_ms
+from asterisk_securelink.device import api_cli
 from asterisk_securelink.device import reference as device
-
-MAX_URI_BYTES = 4096  # a provisioning URI is a few hundred bytes
-MAX_STATE_BYTES = 4096  # a state file is about 150 bytes
-URI_PREFIX = "securelink:"
-
-
-class DeviceCliError(Exception):
-    """Bad input: printed as one line on stderr, exit 2."""
+from asterisk_securelink.device.cli_io import (
+    DeviceCliError,
+    load_enrolled,
+    read_provisioning,
+    read_source,
+    read_state,
+    shown_path,
+    state_path,
+    uri_in,
+    warn,
+    write_private,
+    write_state,
+)
+from asterisk_securelink.device.enrollment import Enrollment
+from asterisk_securelink.deviceapi import codes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,115 +65,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-# -- reading the provisioning URI ----------------------------------------------------------------------------
-def read_provisioning(source: str) -> Provisioning:
-    """The provisioning in `source`: a URI, `-` (stdin) or a file path. Errors never contain the URI."""
-    if source == "-":
-        text = sys.stdin.read(MAX_URI_BYTES + 1)
-        where = "stdin"
-    elif source[: len(URI_PREFIX)].lower() == URI_PREFIX:
-        warn(
-            "the provisioning URI on the command line contains the device secret and is now in your shell "
-            "history; pass a file (mode 0600) or '-' (stdin) instead"
-        )
-        text = source
-        where = "the argument"
-    else:
-        text = _read_file(Path(source))
-        where = f"file {safe_display(source)}"
-    if len(text.encode("utf-8", "replace")) > MAX_URI_BYTES:
-        raise DeviceCliError(f"{where} holds more than {MAX_URI_BYTES} bytes: not a provisioning URI")
-    try:
-        return device.load(_uri_in(text))
-    except ProvisioningError as exc:
-        raise DeviceCliError(f"{where}: {exc}") from None
+def _time(value: int | None, enrollment: Enrollment | None = None) -> int:
+    """`--at` (already milliseconds), or the wall clock as integer unix milliseconds, by the platform's clock when
+    the device learned it."""
+    if value is not None:
+        return value
+    return now_ms() if enrollment is None else enrollment.platform_ms(now_ms())
 
 
-def _uri_in(text: str) -> str:
-    """The URI itself, or the `provisioning_uri` of `securelink device add --json` output saved to a file."""
-    if not text.lstrip().startswith("{"):
-        return text
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise DeviceCliError("the input looks like JSON but does not parse") from None
-    uri = data.get("provisioning_uri") if isinstance(data, dict) else None
-    if not isinstance(uri, str):
-        raise DeviceCliError('the JSON input has no "provisioning_uri" string')
-    return uri
-
-
-def _read_file(path: Path) -> str:
-    shown = safe_display(str(path))
-    try:
-        found = keyfile.read_private(path, MAX_URI_BYTES + 1, follow_symlinks=True)
-    except FileNotFoundError:
-        raise DeviceCliError(
-            f"{shown}: no such file (give a securelink:// URI, a file holding it, or '-' for stdin)"
-        ) from None
-    except keyfile.NotRegularFileError:
-        raise DeviceCliError(f"{shown} is not a regular file") from None
-    except OSError as exc:
-        raise DeviceCliError(f"{shown}: cannot be opened: {exc.strerror or exc}") from None
-    if found.shared:
-        warn(f"{shown} holds the device secret but has mode {found.mode:04o}; fix: chmod 600 {shown}")
-    try:
-        return found.data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DeviceCliError(f"{shown} is not a text file holding a provisioning URI") from None
-
-
-def warn(message: str) -> None:
-    print(f"securelink-device: warning: {message}", file=sys.stderr)
-
-
-def _time(value: int | None) -> int:
-    """`--at` (already milliseconds) or the wall clock, as integer unix milliseconds."""
-    return now_ms() if value is None else value
-
-
-# -- the state file ------------------------------------------------------------------------------------------
-def read_state(path: Path | None, prov: Provisioning) -> device.DeviceState:
-    """The state kept in `path` for this enrollment: a fresh one when there is no file, or for a new key_id."""
-    if path is None:
-        return device.state_for(prov, None)
-    shown = safe_display(str(path), 200)
-    try:
-        found = keyfile.read_private(path, MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
-        return device.state_for(prov, None)
-    except keyfile.NotRegularFileError:
-        raise DeviceCliError(f"--state: {shown} is not a regular file") from None
-    except OSError as exc:
-        raise DeviceCliError(f"--state: {shown} cannot be opened: {exc.strerror or exc}") from None
-    if found.shared:
-        warn(f"{shown} can be changed by others (mode {found.mode:04o}), who could undo its spent epochs; "
-             f"fix: chmod 600 {shown}")  # fmt: skip
-    try:
-        if len(found.data) > MAX_STATE_BYTES:
-            raise device.StateError("too large for a device state")
-        state = device.state_from_json(found.data.decode("utf-8"))
-        fresh = device.state_for(prov, state)
-    except (device.StateError, UnicodeDecodeError) as exc:
-        raise DeviceCliError(f"--state: {shown}: {exc}") from None
-    if fresh is not state:
-        warn(f"{shown} was kept for another key_id; starting afresh for this enrollment (a rotation)")
-    return fresh
-
-
-def write_state(path: Path | None, state: device.DeviceState) -> None:
-    """Record `state` (mode 0600, replaced whole) before anything is printed: a key is never shown unrecorded."""
-    if path is None:
-        return
-    data = (device.state_to_json(state) + "\n").encode("utf-8")
-
-    def write(f: BinaryIO) -> None:
-        f.write(data)
-
-    try:
-        keyfile.replace_private(path, write, prefix=".securelink-state-")
-    except OSError as exc:
-        raise DeviceCliError(f"--state: cannot write {safe_display(str(path), 200)}: {exc.strerror or exc}") from None
+def _device(args: argparse.Namespace) -> tuple[Provisioning, Path | None, device.DeviceState, Enrollment | None]:
+    """The provisioning, the state file (None: stateless), its state and the enrollment: from URI_OR_FILE and
+    `--state`, or, without URI_OR_FILE, from the enrollment in the state file (the default one without `--state`)."""
+    if args.uri is None:
+        enrolled_path = state_path(args.state)
+        file, enrolled = load_enrolled(enrolled_path)
+        if enrolled.status in ("suspended", "revoked"):
+            warn(f"the platform said this device is {enrolled.status} (securelink-device status): its keys are "
+                 "refused")  # fmt: skip
+        return enrolled.provisioning, enrolled_path, file.state, enrolled
+    prov = read_provisioning(args.uri)
+    path = None if args.state is None else Path(args.state)
+    state, enrollment = read_state(path, prov)
+    return prov, path, state, enrollment
 
 
 # -- commands ------------------------------------------------------------------------------------------------
@@ -198,10 +126,9 @@ def _print_key(args: argparse.Namespace, prov: Provisioning, at: int) -> device.
     return k
 
 
-def _present(args: argparse.Namespace, prov: Provisioning, at: int) -> int:
+def _present(args: argparse.Namespace, prov: Provisioning, path: Path, state: device.DeviceState,
+             enrollment: Enrollment | None, at: int) -> int:  # fmt: skip
     """`key --state`: the next key of the burst, recorded before it is shown, or how long to wait (exit 1)."""
-    path = Path(args.state)
-    state = read_state(path, prov)
     try:
         k, after = device.present_inbound(prov, state, at)
     except SLK1Error as exc:
@@ -216,21 +143,23 @@ def _present(args: argparse.Namespace, prov: Provisioning, at: int) -> int:
         else:
             print(f"no keyed call now: {wait}")
         return 1
-    write_state(path, after)
+    write_state(path, after, enrollment)
     print(json.dumps(_key_record(prov, k)) if args.json else _key_line(prov, k), flush=True)
     return 0
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    prov = read_provisioning(args.uri)
     if args.count is not None and args.count < 1:
         raise DeviceCliError("--count: must be at least 1")
+    stateful = args.state is not None or args.uri is None
+    if stateful and (args.watch or args.count is not None):
+        raise DeviceCliError("--state (or an enrolled device) presents one key per run: it cannot be combined with "
+                             "--watch or --count")  # fmt: skip
+    prov, path, state, enrollment = _device(args)
     simulated = args.at is not None
-    at = _time(args.at)
-    if args.state is not None:
-        if args.watch or args.count is not None:
-            raise DeviceCliError("--state presents one key per run: it cannot be combined with --watch or --count")
-        return _present(args, prov, at)
+    at = _time(args.at, enrollment)
+    if path is not None:
+        return _present(args, prov, path, state, enrollment, at)
     if not (args.watch or args.count is not None):
         _print_key(args, prov, at)
         return 0
@@ -252,10 +181,8 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    prov = read_provisioning(args.uri)
-    at = _time(args.at)
-    path = None if args.state is None else Path(args.state)
-    state = read_state(path, prov)
+    prov, path, state, enrollment = _device(args)
+    at = _time(args.at, enrollment)
     high = state.outbound_high_water
     try:
         result = device.check(prov, args.number, at, high)
@@ -266,7 +193,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if result.status is device.CheckStatus.MALFORMED:
         raise DeviceCliError(f"NUMBER: {shown!r} is not a phone number (3..20 digits; '+', spaces, '-', '.' allowed)")
     if result.genuine:
-        write_state(path, device.accept(state, result))  # spent before the call is shown as genuine
+        write_state(path, device.accept(state, result), enrollment)  # spent before the call is shown as genuine
     if args.json:
         record = {"device": prov.device_id, "number": shown, "status": result.status.value,
                   "genuine": result.genuine, "window": result.window, "epoch": result.epoch,
@@ -284,28 +211,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if result.genuine else 1
 
 
+def _qr_payload(source: str) -> tuple[str, str]:
+    """(URI to draw, what its QR code holds): a provisioning URI (the device secret) or an enrollment URI
+    (`securelink://enroll`: a one-time activation code), each checked and written in its canonical form."""
+    text, where = read_source(source, argument_warning=(
+        "the URI on the command line holds a secret (the device secret or a one-time activation code) and is now "
+        "in your shell history; pass a file (mode 0600) or '-' (stdin) instead"))  # fmt: skip
+    uri = uri_in(text, ("provisioning_uri", "enrollment_uri"))
+    if uri.lower().startswith(f"{codes.SCHEME}://{codes.URI_HOST}"):
+        try:
+            server, code = codes.parse_enrollment_uri(uri)
+        except codes.CodeError as exc:
+            raise DeviceCliError(f"{where}: {exc}") from None
+        return codes.enrollment_uri(server, code), "a one-time activation code (valid until the phone redeems it)"
+    try:
+        return device.load(uri).uri(), "the device secret"
+    except ProvisioningError as exc:
+        raise DeviceCliError(f"{where}: {exc}") from None
+
+
 def cmd_qr(args: argparse.Namespace) -> int:
-    prov = read_provisioning(args.uri)
-    qr = segno.make(prov.uri(), error="m", micro=False)
+    uri, holds = _qr_payload(args.uri)
+    qr = segno.make(uri, error="m", micro=False)
     if args.png is None:
-        warn("this QR code holds the device secret: show it only to the device being enrolled, then clear the screen")
+        warn(f"this QR code holds {holds}: show it only to the device being enrolled, then clear the screen")
         qr.terminal(out=sys.stdout, compact=True)
         return 0
     path = Path(args.png)
-    _write_private(path, lambda f: qr.save(f, kind="png", scale=8, border=4))
-    print(f"wrote {safe_display(str(path), 200)} (mode 0600; it holds the device secret: delete it after enrolling)")
+    write_private(path, lambda f: qr.save(f, kind="png", scale=8, border=4), "--png", ".securelink-qr-")
+    print(f"wrote {shown_path(path)} (mode 0600; it holds {holds}: delete it after enrolling)")
     return 0
-
-
-def _write_private(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` readable by its owner only (`keyfile.replace_private`), with this tool's error messages."""
-    try:
-        keyfile.replace_private(path, write, prefix=".securelink-qr-")
-    except keyfile.UnwritableDirectoryError as exc:
-        shown = safe_display(str(path.parent), 200)
-        raise DeviceCliError(f"--png: cannot write in {shown}: {exc.strerror}") from None
-    except OSError as exc:
-        raise DeviceCliError(f"--png: cannot write {safe_display(str(path), 200)}: {exc.strerror or exc}") from None
 
 
 # -- argument parsing ----------------------------------------------------------------------------------------
@@ -323,12 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Device side of SLK1: the keys an enrolled phone computes (reference and cross-check tool).",
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    src = "provisioning URI, a file holding it, or '-' for stdin (an argument lands in shell history)"
-    at = "unix time in seconds, a fraction allowed, to compute at (default: now)"
+    src = ("provisioning URI, a file holding it, or '-' for stdin (an argument lands in shell history); "
+           "leave out to use the device enrolled in the state file")  # fmt: skip
+    at = "unix time in seconds, a fraction allowed, to compute at (default: now, by the platform's clock if known)"
     state = "the device's state file (0600): last inbound epoch presented, outbound high-water mark"
 
     k = sub.add_parser("key", help="the inbound key to present (device -> PBX) and which call of the burst it is")
-    k.add_argument("uri", metavar="URI_OR_FILE", help=src)
+    k.add_argument("uri", metavar="URI_OR_FILE", nargs="?", help=src)
     k.add_argument("--at", type=_unix_ms, metavar="UNIX_TIME", help=at)
     k.add_argument("--state", metavar="FILE", help=state + "; presents the next key and records it")
     k.add_argument("--json", action="store_true", help="one JSON object per key")
@@ -337,17 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_key)
 
     c = sub.add_parser("check", help="is NUMBER the PBX's outbound key (a genuine call from the PBX)?")
-    c.add_argument("uri", metavar="URI_OR_FILE", help=src)
+    c.add_argument("uri", metavar="URI_OR_FILE", nargs="?", help=src)
     c.add_argument("number", metavar="NUMBER", help="the caller number the phone received")
     c.add_argument("--at", type=_unix_ms, metavar="UNIX_TIME", help=at)
     c.add_argument("--state", metavar="FILE", help=state + "; records an accepted key")
     c.add_argument("--json", action="store_true", help="the result as one JSON object")
     c.set_defaults(func=cmd_check)
 
-    q = sub.add_parser("qr", help="the provisioning URI as a QR code for the phone to scan (it holds the secret)")
-    q.add_argument("uri", metavar="URI_OR_FILE", help=src)
+    q = sub.add_parser("qr", help="a provisioning or enrollment URI as a QR code for the phone to scan")
+    q.add_argument(
+        "uri",
+        metavar="URI_OR_FILE",
+        help="securelink://provision or securelink://enroll URI, a file holding it, or '-' for stdin",
+    )
     q.add_argument("--png", metavar="FILE", help="write a PNG (mode 0600) instead of printing to the terminal")
     q.set_defaults(func=cmd_qr)
+    api_cli.add_commands(sub)
     return p
 
 

@@ -23,9 +23,10 @@ What a device keeps (`DeviceState`, two integers per enrollment, across restarts
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from asterisk_securelink.core.compare import matches
 from asterisk_securelink.core.formats import NumberFormat
@@ -49,6 +50,7 @@ __all__ = [
     "outbound_epochs",
     "present_inbound",
     "state_for",
+    "state_from_data",
     "state_from_json",
     "state_to_json",
 ]
@@ -109,6 +111,11 @@ def state_from_json(text: str) -> DeviceState:
         raise StateError("not a device state (JSON expected)") from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise StateError(f"not a device state (format {STATE_FORMAT!r} expected)")
+    return state_from_data(data)
+
+
+def state_from_data(data: Mapping[str, Any]) -> DeviceState:
+    """The state's fields of a decoded state document (its `format` checked by the caller). Raises StateError."""
     ints = {name: data.get(name) for name in ("period", "t0", "last_inbound_epoch", "outbound_high_water")}
     for name, value in ints.items():
         optional = name in ("last_inbound_epoch", "outbound_high_water")

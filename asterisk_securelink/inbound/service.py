@@ -18,20 +18,25 @@ from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.compare import same_registered_number
 from asterisk_securelink.core.keyindex import Candidate
-from asterisk_securelink.core.lockout import LockoutTracker
+from asterisk_securelink.core.lockout import RegisteredNumbers, could_be_key
 from asterisk_securelink.core.numbers import Kind, classify, normalize
 from asterisk_securelink.core.policy import identify
 from asterisk_securelink.core.slk1 import Direction, SLK1Error, check_t0, now_ms
-from asterisk_securelink.core.verdicts import FAILURES, Mode, Verdict
+from asterisk_securelink.core.verdicts import Mode, Verdict
 from asterisk_securelink.errors import StartupError
+from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.lifecycle import DeviceStatus, after_spend, can_register, inbound_verdict
 from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys, key_settings_problem
+from asterisk_securelink.store.lockout import LockoutStore
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store, audit_fields
 
 log = logging.getLogger(__name__)
 
 NODE_INFO_TIMEOUT = 5.0  # seconds `learn_node` waits for ARI asterisk/info at start
+NUMBERS_BUILT_INLINE = 2_000  # registered numbers indexed inline (~6 ms); more in a worker thread (~0.3 s at 10^5)
+NUMBERS_MAX_AGE = 60.0  # seconds before the index of registered numbers is rebuilt even without new devices
+COUNTED = frozenset({Verdict.MISMATCH, Verdict.AMBIGUOUS, Verdict.REPLAYED})  # an evaluated guess that failed
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class VerifyRequest:
     caller: str | None = None  # the caller number when it is not the key (DNIS): narrows collisions
     dialed: str | None = None  # for Mode.EITHER: the dialed number, tried before the caller number
     call_id: str | None = None  # the Asterisk uniqueid: with the node, "the same call" (re-presented: not a replay)
-    source: str | None = None  # trunk / remote address, for per-source lockout
+    source: str | None = None  # trunk / remote address: whose guess budget a key-alone guess spends
     channel: str | None = None
     at_ms: int | None = None  # unix time in integer milliseconds; now when None
 
@@ -72,9 +77,9 @@ class VerificationService:
         self.keys = LiveKeys(config, store, master_key, clock_ms=clock_ms, device_sync_interval=device_sync_interval)
         self.node = config.ari.node or socket.gethostname()[:64] or "node"  # see `learn_node`
         self.audit = audit if audit is not None else AuditWriter(store.audit_many)
-        lo = config.lockout
-        self.caller_lockout = LockoutTracker(lo.max_failures, lo.window, lo.cooldown)
-        self.source_lockout = LockoutTracker(lo.source_max_failures, lo.window, lo.cooldown)
+        self.guard = GuessGuard(config.lockout, LockoutStore(store), self._strength)
+        self._numbers: RegisteredNumbers | None = None  # see `_named_devices`
+        self._numbers_task: asyncio.Task[None] | None = None
 
     async def start(self, actor: str = "service") -> None:
         """Refuses (`StartupError`) a `t0` in the future, and a `period` or `t0` other than the one the devices' keys
@@ -88,6 +93,10 @@ class VerificationService:
         if problem is not None:
             raise StartupError(problem)
         await self.keys.start()
+        numbers = dict(self.keys.mobile_numbers)
+        self._numbers = await asyncio.to_thread(
+            RegisteredNumbers, numbers, self.config.keys.trunk_prefixes, NUMBERS_MAX_AGE
+        )
 
     async def learn_node(self, asterisk_info: Callable[[], Awaitable[Mapping[str, Any]]]) -> str:
         """The node identity of "the same call", unless `ari.node` names it: Asterisk's system name, else its entity
@@ -121,36 +130,97 @@ class VerificationService:
 
     async def _verify(self, req: VerifyRequest) -> Outcome:
         at_ms = self.clock_ms() if req.at_ms is None else req.at_ms
-        now = at_ms / 1000  # lockout timing, in seconds
         current = self.keys.epoch_now(at_ms)
-        mode = req.mode
-        presented = req.presented
+        two_factor = self.config.inbound.require_registered_number
+        mode, presented, probe = req.mode, req.presented, None
         if mode is Mode.EITHER:
-            mode, presented = await self._pick_either(req, current)
+            if two_factor:  # no ANI fallback: a key in the caller number would leave nothing to pick the device
+                mode, presented = Mode.DNIS, req.dialed
+            else:  # the dialed number is tried first, when it could be a key
+                mode, probe = Mode.ANI, self._guess(req.dialed)
         p = classify(presented)
-        caller_subject = p.digits if mode is Mode.ANI else normalize(req.caller)
-        if p.kind is Kind.ANONYMOUS:
-            return Outcome(Verdict.ANONYMOUS, mode=mode)
-        if self._locked(caller_subject, req.source, now):
-            return Outcome(Verdict.LOCKED_OUT, mode=mode)
-        if p.kind is Kind.MALFORMED:
-            return self._failed(Outcome(Verdict.MALFORMED, mode=mode), caller_subject, req.source, now)
+        digits = self._guess(presented)
+        if probe is None:  # what could not be a key is rejected without spending any budget
+            if p.kind is Kind.ANONYMOUS:
+                return Outcome(Verdict.ANONYMOUS, mode=mode)
+            if p.kind is Kind.MALFORMED:
+                return Outcome(Verdict.MALFORMED, mode=mode)
+            if digits is None:
+                return Outcome(Verdict.MISMATCH, mode=mode)
+        if mode is Mode.DNIS and two_factor and digits is not None:
+            return await self._two_factor(req, digits, current, at_ms)
+        return await self._key_alone(req, mode, digits, probe, current, at_ms)
 
+    async def _two_factor(self, req: VerifyRequest, digits: str, current: int, at_ms: int) -> Outcome:
+        """The caller's registered number picks the device and the key is checked for it alone (W / S, whatever D):
+        failures count against that device, which backs off; the source's budget does not apply."""
+        hint = normalize(req.caller)
+        if hint is None:  # nothing picks the device: no key can match
+            return Outcome(Verdict.MISMATCH, mode=Mode.DNIS)
+        named = self._named_devices(hint)
+        if await self.guard.device_locked(named, at_ms):
+            return Outcome(Verdict.LOCKED_OUT, mode=Mode.DNIS, detail={"lockout": "caller"})
+        outcome = await self._identify_and_spend(req, digits, Mode.DNIS, hint, current, require_hint=True)
+        if outcome.verdict in COUNTED:  # the lookup may have loaded devices enrolled moments ago: named again
+            await self.guard.device_failed(self._named_devices(hint), at_ms)
+        elif outcome.device_id is not None and outcome.verdict in (Verdict.ADMITTED, Verdict.UNREGISTERED):
+            await self.guard.device_verified(outcome.device_id)
+        return outcome
+
+    async def _key_alone(
+        self, req: VerifyRequest, mode: Mode, digits: str | None, probe: str | None, current: int, at_ms: int
+    ) -> Outcome:
+        """The key alone identifies the device (W * D / S per guess): every number tried counts against the source's
+        budget when it fails, and a source over budget is refused. `probe`: EITHER's dialed number, tried first."""
+        locked = Outcome(Verdict.LOCKED_OUT, mode=mode, detail={"lockout": "source"})
+        if await self.guard.spent(req.source, at_ms):
+            return locked
+        if probe is not None:
+            if await self.keys.candidates(probe, current):  # the dialed number carries a live key: DNIS
+                return await self._alone(req, probe, Mode.DNIS, normalize(req.caller), current, at_ms)
+            if not await self.guard.count_failures(req.source, at_ms):
+                return locked
+        if digits is None:  # EITHER: the dialed number was no live key and the caller number cannot be one
+            kind = classify(req.presented).kind
+            verdict = {Kind.ANONYMOUS: Verdict.ANONYMOUS, Kind.MALFORMED: Verdict.MALFORMED}.get(kind)
+            return Outcome(verdict or Verdict.MISMATCH, mode=mode)
         hint = normalize(req.caller) if mode is not Mode.ANI else None
-        if mode is not Mode.ANI and hint is None and self.config.inbound.require_registered_number:
-            # two-factor: the caller's registered number picks the device; without one there is nothing to check
-            return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
-        candidates = await self.keys.candidates(p.digits, current)
-        found = identify(
-            candidates,
-            self._registered_as(hint, candidates),
-            hint,
-            require_hint=self.config.inbound.require_registered_number and mode is not Mode.ANI,
-        )
+        return await self._alone(req, digits, mode, hint, current, at_ms)
+
+    async def _alone(
+        self, req: VerifyRequest, digits: str, mode: Mode, hint: str | None, current: int, at_ms: int
+    ) -> Outcome:
+        """One key-alone guess. A failure is counted (refused instead when that would go over the budget); a match
+        near the budget takes a slot first, so it cannot be admitted past a budget spent meanwhile."""
+        locked = Outcome(Verdict.LOCKED_OUT, mode=mode, detail={"lockout": "source"})
+        found = await self._identify(digits, mode, hint, current)
+        if isinstance(found, Outcome):
+            return found if await self.guard.count_failures(req.source, at_ms) else locked
+        slot = await self.guard.slot(req.source, at_ms)
+        if slot.refused:
+            return locked
+        outcome = await self._spend(req, found, mode, current)  # on an exception a reserved slot stays counted
+        return outcome if await self.guard.settle(slot, at_ms, outcome.verdict in COUNTED) else locked
+
+    async def _identify_and_spend(
+        self, req: VerifyRequest, digits: str, mode: Mode, hint: str | None, current: int, *, require_hint: bool = False
+    ) -> Outcome:
+        found = await self._identify(digits, mode, hint, current, require_hint=require_hint)
+        return found if isinstance(found, Outcome) else await self._spend(req, found, mode, current)
+
+    async def _identify(
+        self, digits: str, mode: Mode, hint: str | None, current: int, *, require_hint: bool = False
+    ) -> Candidate | Outcome:
+        """Which single device the number is a live key of (narrowed by the caller's registered number), or the
+        failed outcome (mismatch, ambiguous)."""
+        candidates = await self.keys.candidates(digits, current)
+        found = identify(candidates, self._registered_as(hint, candidates), hint, require_hint=require_hint)
         if found.verdict is not None or found.candidate is None:
-            verdict = found.verdict or Verdict.MISMATCH
-            return self._failed(Outcome(verdict, mode=mode), caller_subject, req.source, now)
-        cand = found.candidate
+            return Outcome(found.verdict or Verdict.MISMATCH, mode=mode)
+        return found.candidate
+
+    async def _spend(self, req: VerifyRequest, cand: Candidate, mode: Mode, current: int) -> Outcome:
+        """The atomic single-use spend of an identified key, and the verdict."""
         key_id = self.keys.key_id_of(cand.device_id)
         # one transaction: read the device, spend only if it still has this key id and may use keys
         result = await self.store.check_and_spend(
@@ -160,24 +230,39 @@ class VerificationService:
         if device is None or device.key_id != key_id:
             # deleted or rotated since the index was built: its old keys no longer count
             await self.keys.sync_devices()
-            return self._failed(Outcome(Verdict.MISMATCH, mode=mode), caller_subject, req.source, now)
+            return Outcome(Verdict.MISMATCH, mode=mode)
         stopped = inbound_verdict(device.status)
         if stopped is not None:
             return Outcome(stopped, device.id, cand.epoch, mode, {"status": device.status})
         verdict = after_spend(device.status, result.spent)
-        outcome = Outcome(verdict, device.id, cand.epoch, mode, {"drift": cand.epoch - current})
-        if verdict is Verdict.REPLAYED:
-            return self._failed(outcome, caller_subject, req.source, now)
-        if caller_subject:
-            self.caller_lockout.record_success(caller_subject)
-        return outcome
+        return Outcome(verdict, device.id, cand.epoch, mode, {"drift": cand.epoch - current})
 
-    async def _pick_either(self, req: VerifyRequest, current: int) -> tuple[Mode, str | None]:
-        """EITHER mode: the dialed number when it carries a live key, else the caller number."""
-        dialed = normalize(req.dialed)
-        if dialed is not None and await self.keys.candidates(dialed, current):
-            return Mode.DNIS, req.dialed
-        return Mode.ANI, req.presented
+    def _guess(self, raw: str | None) -> str | None:
+        """The digits of `raw` when it could be an inbound key as delivered (`core.lockout.could_be_key`), else None."""
+        digits = normalize(raw)
+        if digits is None or not could_be_key(digits, self.keys.index.fmt, self.config.keys.trunk_prefixes):
+            return None
+        return digits
+
+    def _named_devices(self, caller: str) -> tuple[int, ...]:
+        """The devices registered with the caller's number (what two-factor failures count against). The index of
+        registered numbers is rebuilt when devices were added or it is a minute old: at once when small, else in a
+        worker thread while the old one keeps answering (it decides what is counted, never an admission)."""
+        numbers = self.keys.mobile_numbers
+        current = self._numbers
+        if current is None or (current.stale(numbers) and len(numbers) <= NUMBERS_BUILT_INLINE):
+            self._numbers = current = RegisteredNumbers(numbers, self.config.keys.trunk_prefixes, NUMBERS_MAX_AGE)
+        elif current.stale(numbers) and (self._numbers_task is None or self._numbers_task.done()):
+            self._numbers_task = asyncio.create_task(self._rebuild_numbers(dict(numbers)))
+        return current.devices(caller)
+
+    async def _rebuild_numbers(self, snapshot: dict[int, str | None]) -> None:
+        trunks = self.config.keys.trunk_prefixes
+        self._numbers = await asyncio.to_thread(RegisteredNumbers, snapshot, trunks, NUMBERS_MAX_AGE)
+
+    def _strength(self) -> tuple[int, int, int]:
+        """(S, W, D) of the live index: what the guess budget is derived from."""
+        return self.keys.index.fmt.size, self.keys.window.width, len(self.keys.index)
 
     def _registered_as(self, caller: str | None, candidates: Sequence[Candidate]) -> dict[int, str]:
         """The candidates registered with the caller's number, mapped to it (what `policy.identify` narrows by).
@@ -202,22 +287,6 @@ class VerificationService:
                 out[c.device_id] = caller
         return out
 
-    def _locked(self, caller: str | None, source: str | None, now: float) -> bool:
-        if not self.config.lockout.enabled:
-            return False
-        return bool(
-            (caller and self.caller_lockout.is_locked(caller, now))
-            or (source and self.source_lockout.is_locked(source, now))
-        )
-
-    def _failed(self, outcome: Outcome, caller: str | None, source: str | None, now: float) -> Outcome:
-        if self.config.lockout.enabled and outcome.verdict in FAILURES:
-            if caller:
-                self.caller_lockout.record_failure(caller, now)
-            if source:
-                self.source_lockout.record_failure(source, now)
-        return outcome
-
     # -- registration ----------------------------------------------------------------------------------------
     async def register(self, device_id: int, actor: str) -> DeviceRow:
         device = await self.store.get_device(device_id)
@@ -231,8 +300,10 @@ class VerificationService:
 
     # -- audit -----------------------------------------------------------------------------------------------
     async def _record(self, req: VerifyRequest, outcome: Outcome) -> None:
-        # the caller number only when the key was the dialed number: in ANI (and undecided EITHER) mode it is the key
-        subject = normalize(req.caller) if outcome.mode is Mode.DNIS else None
+        # the caller number only when the key was the dialed number: in ANI mode it is the key, and in EITHER mode it
+        # may be (a phone provisioned for ANI) unless the dialed number was a device's key
+        dnis = outcome.mode is Mode.DNIS and (req.mode is Mode.DNIS or outcome.device_id is not None)
+        subject = normalize(req.caller) if dnis else None
         event = audit_fields(
             "verify",
             outcome.verdict.value,

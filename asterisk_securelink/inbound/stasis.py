@@ -17,12 +17,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from asterisk_securelink.asterisk.agi import PEER_KEY, is_channel_name
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.numbers import normalize
 from asterisk_securelink.core.verdicts import Mode, Verdict
-from asterisk_securelink.dialplan import RESULT_VAR
+from asterisk_securelink.dialplan import CALL_KEY_VAR, RESULT_VAR
 from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for, source_of
 from asterisk_securelink.inbound.service import Outcome, VerificationService
 from asterisk_securelink.lifecycle import DeviceStatus
@@ -34,6 +35,14 @@ Key = TypeVar("Key", str, tuple[str, str])
 
 VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
 REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to its register step
+VOUCHER_TIMEOUT = 2.0  # seconds for an admitted call's per-call key; past it the call goes on without one
+
+
+class InboundVouchers(Protocol):
+    """The device API's vouchers (`deviceapi.runtime.Vouchers`): a per-call key for an admitted call, kept for its
+    device to claim with the key it called with; returns the call key id."""
+
+    async def inbound(self, call_id: str, device_id: int, delivered_digits: str) -> str: ...
 
 
 class Handlers:
@@ -44,8 +53,10 @@ class Handlers:
         channels: ChannelControl,
         publisher: VerdictPublisher | None = None,
         metrics: Metrics | None = None,
+        vouchers: InboundVouchers | None = None,
     ) -> None:
         self.config = config
+        self.vouchers = vouchers
         self.metrics = metrics
         self.service = service
         self.channels = channels
@@ -80,12 +91,13 @@ class Handlers:
     async def _admit(self, call: CallInfo) -> None:
         outcome = await self.decide(call, call.args[1] if len(call.args) > 1 else None, "stasis")
         route = route_for(outcome.verdict, self.config.inbound)
+        variables = {
+            **channel_vars(outcome.verdict, outcome.device_id, outcome.mode),
+            **await self._voucher(call, outcome),
+        }
         # the variables go in parallel (one ARI round trip instead of three); any failure raises -> rejected
         await asyncio.gather(
-            *(
-                self.channels.set_channel_var(call.channel_id, name, value)
-                for name, value in channel_vars(outcome.verdict, outcome.device_id, outcome.mode).items()
-            )
+            *(self.channels.set_channel_var(call.channel_id, name, value) for name, value in variables.items())
         )
         if route.action is Action.REJECT:
             await self.channels.hangup(call.channel_id, "rejected")
@@ -156,7 +168,7 @@ class Handlers:
         route = route_for(outcome.verdict, self.config.inbound)
         if route.action is Action.REGISTER and outcome.device_id is not None and call.channel_id:
             _remember(self._agi_registrable, _agi_channel(env), outcome.device_id)
-        return channel_vars(outcome.verdict, outcome.device_id, outcome.mode)
+        return {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **await self._voucher(call, outcome)}
 
     async def agi_register(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
         """FastAGI `register` route (`[securelink-register-agi]`), the AGI twin of `Stasis(securelink,register)`:
@@ -173,6 +185,20 @@ class Handlers:
         return {RESULT_VAR: Verdict.ADMITTED.value}
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    async def _voucher(self, call: CallInfo, outcome: Outcome) -> dict[str, str]:
+        """An admitted call's per-call key (device API on): `{SECURELINK_CALL_KEY_ID: id}`, or nothing."""
+        if self.vouchers is None or outcome.verdict is not Verdict.ADMITTED or outcome.device_id is None:
+            return {}
+        delivered = normalize(call.exten if outcome.mode is Mode.DNIS else call.caller)
+        if delivered is None or not call.channel_id:
+            return {}
+        try:
+            coro = self.vouchers.inbound(call.channel_id, outcome.device_id, delivered)
+            return {CALL_KEY_VAR: await asyncio.wait_for(coro, VOUCHER_TIMEOUT)}
+        except Exception as exc:  # noqa: BLE001 - the call is admitted; it goes on without a per-call key
+            log.error("channel %s: no per-call key (%s)", call.channel_id, type(exc).__name__)
+            return {}
+
     def _publish(self, call: CallInfo, outcome: Outcome) -> None:
         if self.publisher is None:
             return

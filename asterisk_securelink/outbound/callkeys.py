@@ -169,16 +169,31 @@ class TlsLegs:
         return (fields or {}).get("protocol", "").lower() == "tls"
 
 
+class CallVouchers(Protocol):
+    """The device API's vouchers (`deviceapi.runtime.Vouchers`): a per-call key, escrowed when an escrow key is
+    configured, kept for release to the device the mobile leg presented `presented` to."""
+
+    async def outbound(self, call_id: str, device_id: int, presented: str) -> CallKeyIssued: ...
+
+    async def ended(self, call_id: str) -> None: ...
+
+
 class CallHooks:
     """The outbound controller's hooks: a per-call key escrowed before the legs ring (sent in a header only on TLS
-    legs), and one call record per call when it ends."""
+    legs; with the device API, also kept for the device to claim), and one call record per call when it ends."""
 
-    def __init__(self, book: CallBook, tls: TlsLegs) -> None:
+    def __init__(self, book: CallBook, tls: TlsLegs, vouchers: CallVouchers | None = None) -> None:
         self.book = book
         self.tls = tls
+        self.vouchers = vouchers
 
-    async def before_legs(self, call_id: str, device_id: int, endpoints: Sequence[str]) -> LegExtras:
-        issued = await self.book.issue_call_key(call_id, device_id, "outbound")
+    async def before_legs(
+        self, call_id: str, device_id: int, endpoints: Sequence[str], presented: str | None = None
+    ) -> LegExtras:
+        if self.vouchers is not None and presented:
+            issued: CallKeyIssued | None = await self.vouchers.outbound(call_id, device_id, presented)
+        else:
+            issued = await self.book.issue_call_key(call_id, device_id, "outbound")
         if issued is None:
             return LegExtras()
         variables: dict[str, dict[str, str]] = {}
@@ -190,7 +205,11 @@ class CallHooks:
         return LegExtras(issued.key_id, variables)
 
     async def on_finished(self, record: dict[str, Any]) -> None:
-        await self.book.record(record)
+        try:
+            if self.vouchers is not None:  # hung up: the voucher can no longer be claimed
+                await self.vouchers.ended(str(record["call_id"]))
+        finally:
+            await self.book.record(record)
 
 
 def binding_of(row: CallKey) -> escrow.RowBinding:

@@ -57,13 +57,17 @@ class OutboundHooks(Protocol):
     bounded by HOOK_TIMEOUT; an exception is logged and the call goes on (without a per-call key if `before_legs`
     failed)."""
 
-    async def before_legs(self, call_id: str, device_id: int, endpoints: Sequence[str]) -> LegExtras: ...
+    async def before_legs(
+        self, call_id: str, device_id: int, endpoints: Sequence[str], presented: str | None = None
+    ) -> LegExtras: ...
 
     async def on_finished(self, record: dict[str, Any]) -> None: ...
 
 
 class NoHooks:
-    async def before_legs(self, call_id: str, device_id: int, endpoints: Sequence[str]) -> LegExtras:
+    async def before_legs(
+        self, call_id: str, device_id: int, endpoints: Sequence[str], presented: str | None = None
+    ) -> LegExtras:
         return LegExtras()
 
     async def on_finished(self, record: dict[str, Any]) -> None:
@@ -241,7 +245,9 @@ class Outbound:
             return
 
         key = self.keyer(device.key_id, epoch)
-        plans = plan_legs(kind, device, self.config.outbound.endpoint, key, call.caller)
+        out = self.config.outbound
+        shown = out.present_number if out.present == "number" else key  # number: the phone verifies by claiming
+        plans = plan_legs(kind, device, out.endpoint, shown, call.caller)
         state = CallState(call_id, call_id, device.id, kind, verdict, now)
         tag = uuid.uuid4().hex[:12]
         ids = [f"slk-{tag}-{p.role}" for p in plans]
@@ -267,7 +273,7 @@ class Outbound:
 
     async def _before_legs(self, call_id: str, device_id: int, plans: Sequence[LegPlan]) -> LegExtras:
         try:
-            coro = self.hooks.before_legs(call_id, device_id, [p.endpoint for p in plans])
+            coro = self.hooks.before_legs(call_id, device_id, [p.endpoint for p in plans], plans[0].caller_id)
             return await asyncio.wait_for(coro, HOOK_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - no per-call key for this call; the call itself goes on
             log.error("outbound %s: no per-call key (%s)", call_id, type(exc).__name__)

@@ -177,3 +177,25 @@ class AuditEvent(Base):
     source: Mapped[str | None] = mapped_column(String(128))
     actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON
+
+
+class LockoutSource(Base):
+    """Failed key-alone guesses per source (trunk) and hour: the guess budget (`core.lockout`), shared by every
+    node. A guess is counted by one atomic UPSERT; rows older than `core.lockout.BUDGET_HOURS` are purged."""
+
+    __tablename__ = "lockout_sources"
+
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix ms // 3600000
+    guesses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LockoutDevice(Base):
+    """Failed two-factor guesses in a row against one device (the device a caller's registered number picks), for
+    its progressive backoff. No foreign key: a deleted device's row is simply purged."""
+
+    __tablename__ = "lockout_devices"
+
+    device_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # unix ms of the latest counted failure

@@ -120,7 +120,7 @@ period = {PERIOD}
 require_registered_number = true
 [lockout]
 max_failures = 50
-source_max_failures = 100000
+max_guess_probability = 1.0
 [ari]
 url = "http://127.0.0.1:8088"
 username = "{ARI_USER}"

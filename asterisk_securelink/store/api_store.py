@@ -1,0 +1,278 @@
+"""The device API's `DeviceDirectory` over the store (`deviceapi.ports`), shared by every node on the database.
+
+Each decision that must hold across nodes is one atomic statement: redeeming a code is one conditional UPDATE
+(unused, unexpired, the device still has the code's key_id and may enroll); a nonce is one INSERT .. ON CONFLICT
+that only replaces an expired row; a voucher is released by one conditional UPDATE (not yet released, not expired).
+Device secrets are derived, never stored; call keys are stored sealed (`deviceapi.vouchers`); codes as SHA-256.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from asterisk_securelink.core.slk1 import device_secret
+from asterisk_securelink.deviceapi.ports import (
+    ACTOR,
+    ApiEvent,
+    ClaimOutcome,
+    ClaimResult,
+    DeviceParams,
+    DeviceView,
+    EnrollResult,
+)
+from asterisk_securelink.deviceapi.vouchers import Presentation, RowIdentity, VoucherError, VoucherKeys
+from asterisk_securelink.lifecycle import SPENDABLE
+from asterisk_securelink.store.api_models import ActivationCode, ApiNonce, CallVoucher
+from asterisk_securelink.store.models import AuditEvent, Device, utcnow
+from asterisk_securelink.store.store import Store, StoreError, audit_fields
+
+log = logging.getLogger(__name__)
+
+ENROLLABLE = SPENDABLE  # provisioned, registered: a suspended or revoked device cannot enroll
+AuditSink = Callable[[dict[str, Any]], None]  # enqueues one audit event (`AuditWriter.record`); never blocks
+Observer = Callable[[ApiEvent], None]  # metrics, AMI: told of every API event after it is audited
+
+
+class ApiStore:
+    """`DeviceDirectory` for the device API server, plus what the CLI (codes) and the call hooks (vouchers) need."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: bytes,
+        params: DeviceParams,
+        *,
+        audit: AuditSink,
+        clock_s: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.params = params
+        self._master = master_key
+        self.keys = VoucherKeys(master_key)
+        self._audit_sink = audit
+        self.observers: list[Observer] = []
+        self.clock_s = clock_s
+        self._insert: Any = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
+
+    def __repr__(self) -> str:
+        return "ApiStore(<master key hidden>)"
+
+    # -- DeviceDirectory ---------------------------------------------------------------------------------------
+    async def by_key_id(self, key_id: str) -> DeviceView | None:
+        q = select(Device.id, Device.key_id, Device.status, Device.fork_enabled).where(Device.key_id == key_id)
+        async with self.store.sessions() as s:
+            row = (await s.execute(q)).first()
+        if row is None:
+            return None
+        return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled), self.params)
+
+    def secret_of(self, key_id: str) -> bytes:
+        return device_secret(self._master, key_id)
+
+    async def nonce_insert_if_absent(self, key_id: str, nonce: str, expires: int) -> bool:
+        """One statement: insert, or take over a row whose time has passed (a purge that has not run yet)."""
+        stmt = self._insert(ApiNonce).values(key_id=key_id, nonce=nonce, expires=expires)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ApiNonce.key_id, ApiNonce.nonce],
+            set_={"expires": stmt.excluded.expires},
+            where=ApiNonce.expires < int(self.clock_s()),
+        )
+        async with self.store.transaction() as s:
+            result = await s.execute(stmt)
+        return _rowcount(result) == 1
+
+    async def redeem_code(self, code_hash: str, now_ms: int) -> EnrollResult | None:
+        enrollable = exists().where(
+            Device.id == ActivationCode.device_id,
+            Device.key_id == ActivationCode.key_id,
+            Device.status.in_(ENROLLABLE),
+        )
+        stmt = (
+            update(ActivationCode)
+            .where(
+                ActivationCode.code_hash == code_hash,
+                ActivationCode.used_ms.is_(None),
+                ActivationCode.expires_ms > now_ms,
+                enrollable,
+            )
+            .values(used_ms=now_ms)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.store.transaction() as s:
+            if _rowcount(await s.execute(stmt)) != 1:
+                return None
+            q = select(Device.id, Device.key_id).join(ActivationCode, ActivationCode.device_id == Device.id)
+            row = (await s.execute(q.where(ActivationCode.code_hash == code_hash))).one()
+        key_id = str(row.key_id)
+        return EnrollResult(int(row.id), key_id, self.secret_of(key_id), self.params)
+
+    async def set_fork(self, device_id: int, enabled: bool, actor: str) -> None:
+        """The device's fork toggle and its audit event (`device.fork`, with `actor`), in one transaction; the
+        audit row is what `fork_set_by` reads back."""
+        async with self.store.transaction() as s:
+            device = await s.get(Device, device_id, with_for_update=True)
+            if device is None:
+                raise StoreError(f"no device with id {device_id}")
+            device.fork_enabled = enabled
+            device.updated_at = utcnow()
+            fields = audit_fields("device.fork", "ok", actor, device_id=device_id, detail={"fork": _on(enabled)})
+            s.add(AuditEvent(**fields))
+
+    async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
+        async with self.store.sessions() as s:
+            rows = list((await s.execute(_vouchers_of(device_id))).scalars())
+        matching = [v for v in rows if self._matches(v, device_id, presented)]
+        live = [v for v in matching if v.expires_ms > now_ms]
+        if not live:
+            others_live = any(v.expires_ms > now_ms for v in rows)
+            reason = "expired" if matching else "wrong_number" if others_live else "no_call"
+            return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
+        for v in [v for v in live if v.released_ms is None]:  # newest first
+            async with self.store.transaction() as s:
+                released = await _release(s, v.id, now_ms, idempotency_key)
+            if released:
+                return self._answer(v, ClaimOutcome.RELEASED, "")
+        # every live voucher of that number was released before (now, or by a racing node)
+        async with self.store.sessions() as s:
+            fresh = [await s.get(CallVoucher, v.id) for v in live]
+        for v2 in (v for v in fresh if v is not None):
+            if idempotency_key and v2.idempotency_key == idempotency_key and v2.expires_ms > now_ms:
+                return self._answer(v2, ClaimOutcome.REPEATED, "")
+        first = next((v for v in fresh if v is not None), None)
+        if first is None:  # hung up between the two reads
+            return ClaimResult(ClaimOutcome.NOT_FOUND, "ended")
+        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, "released_before", first.call_id)
+
+    def audit(self, event: ApiEvent) -> None:
+        fields = audit_fields(
+            event.action,
+            event.result,
+            ACTOR,
+            device_id=event.device_id,
+            call_id=event.call_id,
+            source=event.source,
+            detail=dict(event.detail) or None,
+        )
+        self._audit_sink(fields)
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception as exc:  # noqa: BLE001 - metrics and AMI never break an answer
+                log.warning("device api: event observer failed (%s)", type(exc).__name__)
+
+    # -- vouchers (the call hooks) -----------------------------------------------------------------------------
+    async def add_voucher(
+        self,
+        call_key_id: str,
+        call_id: str,
+        device_id: int,
+        direction: str,
+        presentation: Presentation,
+        call_key: bytes,
+        now_ms: int,
+        ttl_s: int,
+    ) -> None:
+        """Keep `call_key` sealed for release to `device_id` from `now_ms` for `ttl_s` (or until `end_call`)."""
+        row = RowIdentity(call_key_id, call_id, device_id, direction, now_ms)
+        voucher = CallVoucher(
+            id=call_key_id, call_id=call_id, device_id=device_id, direction=direction,
+            literal_prefix=presentation.literal_prefix, significant_len=presentation.significant_len,
+            match_tag=presentation.tag, sealed=self.keys.seal(call_key, row), created_ms=now_ms,
+            expires_ms=now_ms + ttl_s * 1000,
+        )  # fmt: skip
+        async with self.store.transaction() as s:
+            s.add(voucher)
+
+    async def end_call(self, call_id: str) -> int:
+        """The call hung up: its vouchers can no longer be claimed, and their sealed copies are deleted."""
+        async with self.store.transaction() as s:
+            return _rowcount(await s.execute(delete(CallVoucher).where(CallVoucher.call_id == call_id)))
+
+    async def purge(self, now_ms: int) -> dict[str, int]:
+        """Delete expired vouchers (sealed copies), nonces past their time, and codes that can no longer be used."""
+        async with self.store.transaction() as s:
+            vouchers = await s.execute(delete(CallVoucher).where(CallVoucher.expires_ms <= now_ms))
+            nonces = await s.execute(delete(ApiNonce).where(ApiNonce.expires < now_ms // 1000))
+            codes = await s.execute(delete(ActivationCode).where(ActivationCode.expires_ms <= now_ms))
+        return {"vouchers": _rowcount(vouchers), "nonces": _rowcount(nonces), "codes": _rowcount(codes)}
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _matches(self, v: CallVoucher, device_id: int, presented: str) -> bool:
+        kept = Presentation(v.literal_prefix, v.significant_len, v.match_tag)
+        return self.keys.matches(device_id, presented, kept, self.params.trunk)
+
+    def _answer(self, v: CallVoucher, outcome: ClaimOutcome, reason: str) -> ClaimResult:
+        row = RowIdentity(v.id, v.call_id, v.device_id, v.direction, v.created_ms)
+        try:
+            key = self.keys.open(v.sealed, row)
+        except VoucherError:
+            log.error("device api: voucher %s of call %s does not open (master key changed?)", v.id, v.call_id)
+            return ClaimResult(ClaimOutcome.NOT_FOUND, "unsealable", v.call_id)
+        return ClaimResult(outcome, reason, v.call_id, v.id, key)
+
+
+# -- activation codes (the CLI: `securelink device add|rotate --activation`) -------------------------------------
+async def add_code(store: Store, device_id: int, key_id: str, code_hash: str, now_ms: int, ttl_s: int,
+                   actor: str) -> None:  # fmt: skip
+    """Store a new code's hash (valid `ttl_s` from `now_ms`), audited `device.activation`, one transaction."""
+    async with store.transaction() as s:
+        s.add(ActivationCode(code_hash=code_hash, device_id=device_id, key_id=key_id, created_ms=now_ms,
+                             expires_ms=now_ms + ttl_s * 1000))  # fmt: skip
+        fields = audit_fields("device.activation", "ok", actor, device_id=device_id, detail={"ttl_s": ttl_s})
+        s.add(AuditEvent(**fields))
+
+
+async def expire_codes(store: Store, device_id: int, now_ms: int) -> int:
+    """Every unused, unexpired code of the device stops working now (a new code or a re-enrollment replaces them)."""
+    stmt = (
+        update(ActivationCode)
+        .where(ActivationCode.device_id == device_id, ActivationCode.used_ms.is_(None),
+               ActivationCode.expires_ms > now_ms)
+        .values(expires_ms=now_ms)
+    )  # fmt: skip
+    async with store.transaction() as s:
+        return _rowcount(await s.execute(stmt))
+
+
+async def fork_set_by(store: Store, device_id: int) -> tuple[str, datetime] | None:
+    """Who set the device's fork toggle last (the actor of its latest `device.fork` audit event: `cli`, `device`)
+    and when; None when it was never changed."""
+    q = (
+        select(AuditEvent.actor, AuditEvent.created_at)
+        .where(AuditEvent.device_id == device_id, AuditEvent.action == "device.fork")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    async with store.sessions() as s:
+        row = (await s.execute(q)).first()
+    return None if row is None else (str(row.actor or "-"), row.created_at)
+
+
+def _vouchers_of(device_id: int) -> Any:
+    return select(CallVoucher).where(CallVoucher.device_id == device_id).order_by(CallVoucher.created_ms.desc())
+
+
+async def _release(s: AsyncSession, voucher_id: str, now_ms: int, idempotency_key: str | None) -> bool:
+    stmt = (
+        update(CallVoucher)
+        .where(CallVoucher.id == voucher_id, CallVoucher.released_ms.is_(None), CallVoucher.expires_ms > now_ms)
+        .values(released_ms=now_ms, idempotency_key=idempotency_key)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(await s.execute(stmt)) == 1
+
+
+def _on(enabled: bool) -> str:
+    return "on" if enabled else "off"
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)

@@ -1,0 +1,207 @@
+"""The device API's store (`store.api_store.ApiStore`) on SQLite and PostgreSQL: single-use codes under concurrency,
+nonces shared by two nodes, vouchers released once, the claim window, purges, and no secret at rest."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from deviceapi_fakes import MASTER, PARAMS
+
+from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.core.slk1 import device_secret
+from asterisk_securelink.deviceapi.codes import code_hash, new_code
+from asterisk_securelink.deviceapi.ports import ClaimOutcome
+from asterisk_securelink.deviceapi.vouchers import RowIdentity, VoucherError, VoucherKeys
+from asterisk_securelink.store.api_models import CallVoucher
+from asterisk_securelink.store.api_store import ApiStore, add_code, expire_codes, fork_set_by
+from asterisk_securelink.store.store import DeviceRow, Store
+
+NOW = 1_790_000_000_000
+KEY = bytes(range(200, 232))
+OUT_FMT = NumberFormat("+1NXXNXXXXXX")
+
+
+class Node:
+    """One API node: its own engine on the shared database."""
+
+    def __init__(self, store: Store, clock: list[float]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.api = ApiStore(store, MASTER, PARAMS, audit=self.events.append, clock_s=lambda: clock[0])
+
+
+@pytest.fixture
+async def nodes(db_url: str) -> AsyncIterator[tuple[Node, Node, list[float]]]:
+    clock = [NOW / 1000]
+    a, b = Store.from_url(db_url), Store.from_url(db_url)
+    try:
+        yield Node(a, clock), Node(b, clock), clock
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def device(api: ApiStore, n: int = 1) -> DeviceRow:
+    return await api.store.add_device(f"Dev {n}", f"+1555000000{n}", None, f"dev-000{n}", "test")
+
+
+async def voucher(api: ApiStore, dev: DeviceRow, presented: str = "+12677638475", *, call: str = "call-1",
+                  key_id: str = "ck-1", at: int = NOW, ttl: int = 90) -> None:  # fmt: skip
+    p = api.keys.of_key(dev.id, OUT_FMT, presented)
+    await api.add_voucher(key_id, call, dev.id, "outbound", p, KEY, at, ttl)
+
+
+# -- activation codes ------------------------------------------------------------------------------------------
+async def test_a_code_redeems_once_even_when_two_nodes_race(nodes: tuple[Node, Node, list[float]]) -> None:
+    a, b, _ = nodes
+    dev = await device(a.api)
+    code = new_code()
+    await add_code(a.api.store, dev.id, dev.key_id, code_hash(code), NOW, 900, "cli")
+    tries = [n.api.redeem_code(code_hash(code), NOW + 1000) for n in (a, b) * 5]
+    results = await asyncio.gather(*tries)
+    won = [r for r in results if r is not None]
+    assert len(won) == 1
+    (r,) = won
+    assert (r.device_id, r.key_id, r.secret) == (dev.id, dev.key_id, device_secret(MASTER, dev.key_id))
+    assert r.params == PARAMS and "secret=<hidden>" in repr(r)
+    assert await a.api.redeem_code(code_hash(code), NOW + 2000) is None  # used
+
+
+async def test_unknown_expired_rotated_and_revoked_codes_do_not_redeem(store: Store) -> None:
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    codes = [new_code() for _ in range(4)]
+    for c in codes:
+        await add_code(api.store, dev.id, dev.key_id, code_hash(c), NOW, 60, "cli")
+    assert await api.redeem_code(code_hash(new_code()), NOW) is None  # unknown
+    assert await api.redeem_code(code_hash(codes[0]), NOW + 60_000) is None  # expired at exactly the TTL
+    assert await expire_codes(api.store, dev.id, NOW + 1) == 4
+    assert await api.redeem_code(code_hash(codes[1]), NOW + 2) is None  # a re-enrollment expired it
+    fresh = new_code()
+    await add_code(api.store, dev.id, dev.key_id, code_hash(fresh), NOW, 60, "cli")
+    await store.update_device(dev.id, "device.rotate", "test", key_id="dev-0099")
+    assert await api.redeem_code(code_hash(fresh), NOW + 3) is None  # made for the old key_id
+    revoked = new_code()
+    await add_code(api.store, dev.id, "dev-0099", code_hash(revoked), NOW, 60, "cli")
+    await store.update_device(dev.id, "device.revoke", "test", status="revoked")
+    assert await api.redeem_code(code_hash(revoked), NOW + 4) is None
+    audit = [e.action for e in await store.list_audit()]
+    assert audit.count("device.activation") == 6
+
+
+# -- nonces ----------------------------------------------------------------------------------------------------
+async def test_a_nonce_replayed_to_another_node_is_refused_until_it_expires(
+    nodes: tuple[Node, Node, list[float]],
+) -> None:
+    a, b, clock = nodes
+    expires = int(NOW / 1000) + 61
+    assert await a.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires)
+    assert not await b.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires)
+    assert not await a.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires)
+    assert await b.api.nonce_insert_if_absent("dev-0002", "nonce-0000000001", expires)  # per key_id
+    results = await asyncio.gather(*(n.api.nonce_insert_if_absent("dev-0001", "race-00000000001", expires)
+                                     for n in (a, b) * 4))  # fmt: skip
+    assert results.count(True) == 1
+    clock[0] = expires + 1  # past its time, before any purge: a new request may use it again
+    assert await b.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires + 70)
+    assert not await a.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires + 70)
+
+
+# -- vouchers --------------------------------------------------------------------------------------------------
+async def test_a_voucher_is_released_once_then_409_and_repeats_with_its_idempotency_key(
+    nodes: tuple[Node, Node, list[float]],
+) -> None:
+    a, b, _ = nodes
+    dev = await device(a.api)
+    await voucher(a.api, dev)
+    results = await asyncio.gather(*(n.api.claim(dev.id, "+12677638475", NOW + 500, "idem-1") for n in (a, b) * 3))
+    outcomes = sorted(r.outcome.value for r in results)
+    assert outcomes.count("released") == 1
+    assert set(outcomes) <= {"released", "repeated"}  # the same Idempotency-Key: the same answer
+    for r in results:
+        assert (r.call_id, r.call_key_id, r.call_key) == ("call-1", "ck-1", KEY)
+    again = await b.api.claim(dev.id, "+12677638475", NOW + 600, "idem-1")
+    assert again.outcome is ClaimOutcome.REPEATED and again.call_key == KEY
+    other = await a.api.claim(dev.id, "+12677638475", NOW + 700, "idem-2")
+    assert other.outcome is ClaimOutcome.ALREADY_CLAIMED and other.call_key is None
+    assert (await a.api.claim(dev.id, "+12677638475", NOW + 800, None)).outcome is ClaimOutcome.ALREADY_CLAIMED
+    assert "KEY" not in repr(again) and KEY.hex() not in repr(again)
+
+
+async def test_a_claim_matches_by_slk1_1_1_with_the_device_trunk_prefixes(store: Store) -> None:
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)  # PARAMS.trunk = ("0", "00")
+    dev, other = await device(api, 1), await device(api, 2)
+    for n, shown in enumerate(("2677638475", "12677638475", "012677638475", "0012677638475")):
+        await voucher(api, dev, call=f"c{n}", key_id=f"k{n}")
+        r = await api.claim(dev.id, shown, NOW + 1, None)
+        assert r.outcome is ClaimOutcome.RELEASED, shown
+    await voucher(api, dev, call="c9", key_id="k9")
+    for wrong in ("92677638475", "2677638476", "677638475", "anonymous", "+1 267 763 847x"):
+        r = await api.claim(dev.id, wrong, NOW + 1, None)
+        assert (r.outcome, r.reason) == (ClaimOutcome.NOT_FOUND, "wrong_number"), wrong
+    r = await api.claim(other.id, "+12677638475", NOW + 1, None)  # another device's claim
+    assert (r.outcome, r.reason) == (ClaimOutcome.NOT_FOUND, "no_call")
+
+
+async def test_the_claim_window_ends_at_the_ttl_or_at_hangup_and_purges_delete_the_sealed_copy(store: Store) -> None:
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    await voucher(api, dev, ttl=90)
+    r = await api.claim(dev.id, "+12677638475", NOW + 90_000, None)
+    assert (r.outcome, r.reason) == (ClaimOutcome.NOT_FOUND, "expired")
+    assert await api.purge(NOW + 90_000) == {"vouchers": 1, "nonces": 0, "codes": 0}
+    assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).reason == "no_call"
+    await voucher(api, dev, call="call-2", key_id="ck-2")
+    assert await api.end_call("call-2") == 1
+    assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).outcome is ClaimOutcome.NOT_FOUND
+
+
+async def test_number_mode_and_inbound_presentations(store: Store) -> None:
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    await api.add_voucher("n1", "c-n", dev.id, "outbound", api.keys.of_number(dev.id, "+12155550100"), KEY, NOW, 90)
+    assert (await api.claim(dev.id, "2155550100", NOW + 1, None)).outcome is ClaimOutcome.RELEASED
+    inbound = api.keys.of_delivered(dev.id, NumberFormat("+1NXXNXXXXXX"), "12677638475")
+    await api.add_voucher("i1", "c-i", dev.id, "inbound", inbound, KEY, NOW, 90)
+    assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).call_key_id == "i1"
+
+
+async def test_no_call_key_or_code_at_rest_and_a_sealed_copy_is_bound_to_its_row(db_url: str, store: Store) -> None:
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    code = new_code()
+    await add_code(api.store, dev.id, dev.key_id, code_hash(code), NOW, 900, "cli")
+    await voucher(api, dev)
+    async with store.sessions() as s:
+        row = await s.get(CallVoucher, "ck-1")
+    assert row is not None and KEY not in row.sealed and "2677638475" not in row.match_tag
+    if db_url.startswith("sqlite"):
+        raw = open(db_url.split("///", 1)[1], "rb").read()  # noqa: ASYNC230 - a test reading its own file
+        for secret in (KEY, KEY.hex().encode(), code.encode(), b"2677638475"):
+            assert secret not in raw
+    keys = VoucherKeys(MASTER)
+    ident = RowIdentity("ck-1", "call-1", dev.id, "outbound", NOW)
+    assert keys.open(row.sealed, ident) == KEY
+    for moved in (RowIdentity("ck-2", "call-1", dev.id, "outbound", NOW), RowIdentity("ck-1", "call-1", 99,
+                  "outbound", NOW), RowIdentity("ck-1", "call-1", dev.id, "inbound", NOW)):  # fmt: skip
+        with pytest.raises(VoucherError):
+            keys.open(row.sealed, moved)
+    with pytest.raises(VoucherError):
+        VoucherKeys(bytes(32)).open(row.sealed, ident)
+
+
+async def test_set_fork_is_audited_with_its_actor_and_read_back(store: Store) -> None:
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    assert await fork_set_by(store, dev.id) is None
+    await api.set_fork(dev.id, False, "device")
+    view = await api.by_key_id(dev.key_id)
+    assert view is not None and view.fork is False and view.status == "provisioned"
+    found = await fork_set_by(store, dev.id)
+    assert found is not None and found[0] == "device"
+    await store.update_device(dev.id, "device.fork", "cli", detail={"fork": "on"}, fork_enabled=True)
+    found = await fork_set_by(store, dev.id)
+    assert found is not None and found[0] == "cli"
+    assert await api.by_key_id("dev-nope") is None
