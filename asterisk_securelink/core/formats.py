@@ -96,14 +96,22 @@ class NumberFormat:
 
     def matches(self, digits: str) -> bool:
         """Whether a normalized digit string (no '+') could have been rendered by this format."""
-        body = self.pattern.lstrip("+")
-        if len(digits) != len(body):
-            return False
-        for c, p in zip(digits, body, strict=True):
-            if p in PLACEHOLDERS:
-                radix, first = PLACEHOLDERS[p]
-                if not 0 <= ord(c) - ord(first) < radix:
-                    return False
-            elif c != p:
+        return _fits(digits, self.pattern.lstrip("+"))
+
+    def significant_fits(self, digits: str) -> bool:
+        """Whether `digits` could be the significant part (the last K positions) of a key of this format."""
+        return _fits(digits, self.pattern.lstrip("+")[-self.significant_length :])
+
+
+def _fits(digits: str, pattern: str) -> bool:
+    """Each digit within its placeholder's range, each literal equal; the lengths equal."""
+    if len(digits) != len(pattern):
+        return False
+    for c, p in zip(digits, pattern, strict=True):
+        if p in PLACEHOLDERS:
+            radix, first = PLACEHOLDERS[p]
+            if not 0 <= ord(c) - ord(first) < radix:
                 return False
-        return True
+        elif c != p:
+            return False
+    return True

@@ -22,7 +22,7 @@ from fractions import Fraction
 from typing import Final
 
 from asterisk_securelink.core.compare import country_code_of, prefix_ok, same_registered_number
-from asterisk_securelink.core.formats import PLACEHOLDERS, NumberFormat
+from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.numbers import normalize
 
 HOUR_MS: Final = 3_600_000
@@ -37,14 +37,7 @@ def could_be_key(digits: str, fmt: NumberFormat, trunk_prefixes: Sequence[str]) 
     k = fmt.significant_length
     if len(digits) < k or not prefix_ok(digits[: len(digits) - k], fmt.literal_prefix, trunk_prefixes):
         return False
-    for c, p in zip(digits[len(digits) - k :], fmt.pattern.lstrip("+")[-k:], strict=True):
-        if p in PLACEHOLDERS:
-            radix, first = PLACEHOLDERS[p]
-            if not 0 <= ord(c) - ord(first) < radix:
-                return False
-        elif c != p:
-            return False
-    return True
+    return fmt.significant_fits(digits[len(digits) - k :])
 
 
 def guess_probability(size: int, window_width: int, devices: int) -> Fraction:
