@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_compare import COMPARISON
 from test_service import MASTER, Clock, S, T, cfg, key, registered, verify
 
 from asterisk_securelink.core.slk1 import Direction, derive_key
@@ -81,34 +82,7 @@ async def test_look_ahead_0_refuses_the_next_epoch(store: Store, tmp_path: Path)
     assert await verify(svc, key(d, T, c), call_id="r") is Verdict.REPLAYED  # 1.0's one call per period
 
 
-# SLK1.md, "Comparison (1.1)": format, key (inbound, epoch 0, vector secret), presented, trunk prefixes, match
-COMPARISON = [
-    ("+1NXXNXXXXXX", "+12677638475", "+12677638475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "12677638475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "2677638475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "(267) 763-8475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "0112677638475", ("011",), True),
-    ("+1NXXNXXXXXX", "+12677638475", "0112677638475", (), False),
-    ("+1NXXNXXXXXX", "+12677638475", "+442677638475", ("00", "011"), False),
-    ("+1NXXNXXXXXX", "+12677638475", "677638475", (), False),
-    ("XXXXXXXXXX", "6141638475", "6141638475", (), True),
-    ("XXXXXXXXXX", "6141638475", "+16141638475", (), False),
-    ("XXXXXXXXXX", "6141638475", "+16141638475", ("1",), True),
-    ("XXXXXXXXXX", "6141638475", "06141638475", ("0",), True),
-    ("XXXXXXXXXX", "6141638475", "6141638476", (), False),
-    ("555XXXXXXX", "5551638475", "5551638475", (), True),
-    ("555XXXXXXX", "5551638475", "1638475", (), True),
-    ("555XXXXXXX", "5551638475", "55551638475", (), False),
-    ("+4420XXXXXXXX", "+442041638475", "02041638475", ("0",), True),
-    ("+4420XXXXXXXX", "+442041638475", "00442041638475", ("00",), True),
-    ("+4420XXXXXXXX", "+442041638475", "02041638475", (), False),
-    ("+1NXXNXXXXXX", "+12677638475", "0112677638475", ("0", "011"), True),
-    ("+4420XXXXXXXX", "+442041638475", "00442041638475", ("0", "00"), True),
-    ("+4420XXXXXXXX", "+442041638475", "0041638475", ("0", "00"), True),
-    ("+4420XXXXXXXX", "+442041638475", "41638475", (), True),
-    ("+4420XXXXXXXX", "+442041638475", "1638475", (), False),
-    ("+1NXXNXXXXXX", "+12677638475", "267/763-8475", (), True),
-]
+# SLK1.md, "Comparison (1.1)": the spec's vectors, one copy (tests/test_compare.py)
 
 
 @pytest.mark.parametrize(("fmt", "expected", "presented", "trunks", "match"), COMPARISON)

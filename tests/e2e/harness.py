@@ -101,14 +101,19 @@ class Home:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> int:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        return proc.returncode
+        return stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the process group started with `start_new_session`, SIGKILL after 10 s; its exit code."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    return proc.returncode
 
 
 CONFIG = f"""

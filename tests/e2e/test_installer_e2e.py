@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import wait_until
+from harness import stop_process, wait_until
 from sipp import run_uac
 
 from asterisk_securelink import masterkey
@@ -91,16 +91,6 @@ class Namespace:
         self.holder.wait(timeout=10)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode)
@@ -141,7 +131,7 @@ def stock_pbx(tmp_path: Path) -> Iterator[tuple[Namespace, Path]]:
     finally:
         if asterisk is not None:
             ns.run(*ASTERISK.split(), "-rx", "core stop now", check=False, timeout=30)
-            stop(asterisk)
+            stop_process(asterisk)
         ns.close()
 
 
@@ -195,7 +185,7 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
         # the genuine key is admitted; the employee's real number, forged, is not
         assert [r.status_code for r in results] == [200, 403], results
     finally:
-        stop(app)
+        stop_process(app)
     assert "Traceback" not in log.read_text()
 
     ns.run(*env, "asterisk", "uninstall", *common, "--yes", timeout=180)

@@ -4,13 +4,12 @@ only the state directory writable. A read-only bind mount in a private mount nam
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from harness import CONFIG, app_registered, wait_until
+from harness import CONFIG, app_registered, stop_process, wait_until
 
 APP = "securelink-ro"
 
@@ -53,16 +52,6 @@ def run_read_only(conf: Path, env: dict[str, str], log: Path) -> subprocess.Pope
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
 def test_run_serves_with_a_read_only_config_dir_and_the_database_in_the_state_dir(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -76,7 +65,7 @@ def test_run_serves_with_a_read_only_config_dir_and_the_database_in_the_state_di
         assert app_registered(APP)
         assert "index ready" in log.read_text()
     finally:
-        stop(proc)
+        stop_process(proc)
     assert "Traceback" not in log.read_text()
 
 
@@ -90,7 +79,7 @@ def test_a_database_in_the_read_only_config_dir_is_named_as_the_cause(tmp_path: 
             time.sleep(0.1)
         assert proc.poll() is not None, "securelink run kept running on a read-only database"
     finally:
-        stop(proc)
+        stop_process(proc)
     text = log.read_text()
     assert proc.returncode != 0
     assert "read-only file system" in text and str(conf.parent) in text, text
