@@ -4,6 +4,12 @@ Loads the devices whose keys count (provisioned, registered: a suspended or revo
 store, derives each device's secret from the master key (the database holds no secret), and keeps
 `core.keyindex.KeyIndex` on the live epochs: rolled at every epoch boundary by `keep_fresh`, and on demand when a
 lookup finds nothing (a device added, rotated or resumed moments ago). The master key never leaves this object.
+
+Nothing heavy runs on the event loop: the devices are read as plain rows (`store.devicerows`), their secrets are
+derived and the epoch tables built in a worker thread in slices of `SLICE_SECONDS` (the HMAC loop holds the GIL;
+between slices the loop takes it back, so a call waits for one slice at most), and the results are applied on the
+loop a slice at a time. `start` builds only the current epoch's table before the service is ready; the other live
+epochs follow (`keep_fresh`, or the first lookup that finds nothing waits for them).
 """
 
 from __future__ import annotations
@@ -12,17 +18,18 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from asterisk_securelink.config import Config, KeysConfig
 from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
 from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, epoch_start_ms, now_ms
 from asterisk_securelink.lifecycle import SPENDABLE
+from asterisk_securelink.store.devicerows import KeyRows, key_rows
 from asterisk_securelink.store.models import utcnow
-from asterisk_securelink.store.store import DeviceRow, Store
+from asterisk_securelink.store.store import Store
 
 if TYPE_CHECKING:
     from asterisk_securelink.metrics import Metrics
@@ -32,6 +39,55 @@ log = logging.getLogger(__name__)
 DEVICE_SYNC_MIN_INTERVAL = 0.5  # seconds between device reloads triggered by an unknown key
 SETTING_PERIOD = "keys.period"  # the settings rows recording what the devices' keys were made with
 SETTING_T0 = "keys.t0"
+SLICE_SECONDS = 0.0005  # longest a worker-thread slice (secrets, tables) or an on-loop apply slice runs
+SLICE_STEP = 32  # devices between two clock reads within a slice
+APPLY_STEP = 4  # rows applied on the loop between two clock reads (a rotated device: ~6 HMACs with 3 tables)
+INLINE_ROWS = 16  # a sync of at most this many changed rows derives on the loop (~0.1 ms): not worth a thread hop
+
+
+class Stepper(Protocol):
+    def step(self, n: int) -> bool: ...
+
+
+def run_slice(stepper: Stepper, seconds: float = SLICE_SECONDS) -> bool:
+    """Step for about `seconds` (in a worker thread); True when the work is done."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        if stepper.step(SLICE_STEP):
+            return True
+        if time.perf_counter() >= deadline:
+            return False
+
+
+async def in_slices(stepper: Stepper) -> None:
+    """Run `stepper` to the end in a worker thread, one short slice per hop: the thread gives the GIL back (and the
+    loop runs) between slices, instead of holding it for a whole switch interval (5 ms) each time."""
+    while not await asyncio.to_thread(run_slice, stepper):
+        pass
+
+
+class SecretDeriver:
+    """The secrets of the rows whose key ids are new to the index (a `Stepper`, run in a worker thread): `secrets[i]`
+    is row i's secret, None when its key id is unchanged or its keys do not count. Reads `key_ids` without changing
+    it; the caller holds the sync lock. One list, no object per row (the garbage collector walks those)."""
+
+    def __init__(self, master_key: bytes, rows: KeyRows, key_ids: Mapping[int, str]) -> None:
+        self._master_key = master_key
+        self._rows = rows
+        self._key_ids = key_ids
+        self.secrets: list[bytes | None] = []
+
+    def step(self, n: int) -> bool:
+        rows, key_ids, secrets = self._rows, self._key_ids, self.secrets
+        start = len(secrets)
+        end = min(len(rows), start + n)
+        for i in range(start, end):
+            key_id = rows.key_ids[i]
+            if rows.statuses[i] in SPENDABLE and key_ids.get(rows.ids[i]) != key_id:
+                secrets.append(device_secret(self._master_key, key_id))
+            else:
+                secrets.append(None)
+        return end == len(rows)
 
 
 class LiveKeys:
@@ -104,45 +160,72 @@ class LiveKeys:
 
     # -- population ------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Load the devices and build the current epoch's table: ready. The other live epochs are built next by
+        `keep_fresh` (or by the first lookup that finds nothing, which waits for them)."""
         await self.sync_devices(full=True)
-        await self.refresh()
+        await self.refresh(current_only=True)
 
     async def sync_devices(self, full: bool = False) -> int:
         """Load devices changed since the last sync (all of them when `full`) into the index."""
         async with self._lock:
             since = None if full or self._synced_at is None else self._synced_at - timedelta(seconds=2)
             started = utcnow()
-            rows = await self.store.list_devices(since)
-            for row in rows:
-                self._apply(row)
+            rows = await key_rows(self.store, since)
+            deriver = SecretDeriver(self._master_key, rows, self._key_ids)
+            if len(rows) <= INLINE_ROWS:
+                deriver.step(len(rows))
+            else:
+                await in_slices(deriver)  # the HMACs off the loop
+            done = 0
+            while done < len(rows):  # applied on the loop, a slice at a time
+                done = self._apply_slice(rows, deriver.secrets, done)
+                await asyncio.sleep(0)
             self._synced_at = started
             self._last_sync_mono = time.monotonic()
             return len(rows)
 
-    def _apply(self, row: DeviceRow) -> None:
-        """Index a device whose keys count (`lifecycle.SPENDABLE`); a suspended or revoked one leaves the index, so
-        its keys never make a genuine device's colliding key `ambiguous` (docs/decisions.md). Resumed, it comes back."""
-        if row.status not in SPENDABLE:
-            self._mobile.pop(row.id, None)
-            if self._key_ids.pop(row.id, None) is not None:
-                self.index.set_device(row.id, None)
-            return
-        self._mobile[row.id] = row.mobile_number
-        if self._key_ids.get(row.id) != row.key_id:
-            self._key_ids[row.id] = row.key_id
-            self.index.set_device(row.id, device_secret(self._master_key, row.key_id))
+    def _apply_slice(self, rows: KeyRows, secrets: Sequence[bytes | None], lo: int) -> int:
+        """Apply rows `lo`.. for about `SLICE_SECONDS` (a device whose key changes patches the live tables: a few
+        HMACs); returns where it stopped."""
+        deadline = time.perf_counter() + SLICE_SECONDS
+        i = lo
+        while i < len(rows):
+            for j in range(i, min(i + APPLY_STEP, len(rows))):
+                self._apply(rows.ids[j], rows.key_ids[j], rows.statuses[j], rows.mobile_numbers[j], secrets[j])
+            i += APPLY_STEP
+            if time.perf_counter() >= deadline:
+                break
+        return min(i, len(rows))
 
-    async def refresh(self, at_ms: int | None = None) -> int:
-        """Bring the index to the live epochs of `at_ms`; the HMAC work runs in a worker thread."""
+    def _apply(self, device_id: int, key_id: str, status: str, mobile: str, secret: bytes | None) -> None:
+        """Index a device whose keys count (`lifecycle.SPENDABLE`); a suspended or revoked one leaves the index, so
+        its keys never make a genuine device's colliding key `ambiguous` (docs/decisions.md). Resumed, it comes back.
+        `secret` is the device's secret when its key id is new to the index (derived off the loop), else None."""
+        if status not in SPENDABLE:
+            self._mobile.pop(device_id, None)
+            if self._key_ids.pop(device_id, None) is not None:
+                self.index.set_device(device_id, None)
+            return
+        self._mobile[device_id] = mobile
+        if secret is not None and self._key_ids.get(device_id) != key_id:
+            self._key_ids[device_id] = key_id
+            self.index.set_device(device_id, secret)
+
+    async def refresh(self, at_ms: int | None = None, *, current_only: bool = False) -> int:
+        """Bring the index to the live epochs of `at_ms` (with `current_only`, the current epoch first: the others
+        stay missing). The tables are built in a worker thread in slices (`in_slices`)."""
         current = self.epoch_now(at_ms)
         async with self._refresh_lock:
             missing = self.index.missing(current)
+            if current_only and current in missing:
+                missing = [current]
             if not missing and self.index.current == current:
                 return 0
             started = time.perf_counter()
             snapshot = self.index.snapshot()
-            tables = await asyncio.to_thread(lambda: {e: self.index.build(e, snapshot) for e in missing})
-            self.index.install(current, tables, snapshot)
+            builder = self.index.builder(missing, snapshot)
+            await in_slices(builder)
+            self.index.install(current, builder.tables, snapshot)
             self.last_refresh_seconds = time.perf_counter() - started
             if self._metrics is not None:
                 self._metrics.index_refreshed(self.last_refresh_seconds, len(self.index))
@@ -151,6 +234,7 @@ class LiveKeys:
 
     async def keep_fresh(self, stop: asyncio.Event) -> None:
         """Background task: at every epoch boundary roll the index and load device changes."""
+        await self.refresh()  # the live epochs `start` left for later
         while not stop.is_set():
             now = self.clock_ms()
             boundary = self.epoch_start_ms(self.epoch_now(now) + 1)
@@ -167,10 +251,14 @@ class LiveKeys:
 
     # -- lookup ----------------------------------------------------------------------------------------------
     async def candidates(self, digits: str, current: int) -> list[Candidate]:
-        """The (device, epoch) pairs whose live key is `digits`; reloads devices once when nothing matches."""
+        """The (device, epoch) pairs whose live key is `digits`; when nothing matches, waits for the live epochs still
+        being built (just after `start`), then reloads devices once."""
         if self.index.current != current:
             await self.refresh(self.epoch_start_ms(current))
         found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
+        if not found and self.index.missing(current):
+            await self.refresh(self.epoch_start_ms(current))
+            found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
         if not found and time.monotonic() - self._last_sync_mono >= self.device_sync_interval:
             if await self.sync_devices():  # a device added or rotated moments ago
                 found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]

@@ -9,9 +9,9 @@ from test_compare import COMPARISON, ROW_IDS, SECRET
 
 from asterisk_securelink.core.compare import matches
 from asterisk_securelink.core.formats import NumberFormat
-from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window
+from asterisk_securelink.core.keyindex import Candidate, KeyIndex, Window, significant_keyer
 from asterisk_securelink.core.numbers import classify
-from asterisk_securelink.core.slk1 import Direction, derive_key
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, derive_key
 
 
 def advance(idx: KeyIndex, current: int) -> int:
@@ -187,3 +187,64 @@ def test_lookup_equals_the_naive_1_1_comparison_with_trunk_prefixes(dev: int, ep
     for digits in (real[1:], real[2:], "011" + real[1:], noise):
         found = {c for c in idx.lookup(digits) if idx.confirm(c, digits)}
         assert found == naive(30, digits, live, "+1NXXNXXXXXX", trunk)
+
+
+@pytest.mark.parametrize("pattern", ["XXXXXXXXXX", "+1NXXNXXXXXX", "XXXXXX", "0XXXX5XXXX", "+44ZXXXXXXXXX"])
+@pytest.mark.parametrize("direction", list(Direction))
+def test_the_table_keyer_renders_what_derive_key_renders(pattern: str, direction: Direction) -> None:
+    fmt = NumberFormat(pattern)
+    for epoch in (0, 1, 59_666_666, 2**64 - 1):
+        key = significant_keyer(fmt, direction, epoch)
+        for i in range(50):
+            assert key(secret(i)) == fmt.significant(derive_key(secret(i), direction, epoch, fmt))
+    with pytest.raises(SLK1Error):
+        significant_keyer(fmt, direction, 2**64)
+
+
+def test_a_table_built_in_slices_equals_one_built_at_once() -> None:
+    idx = make(300, fmt="XXXXXX", ahead=1)  # 10^6 keys: a few collisions among 300 devices x 3 epochs
+    builder = idx.builder([9, 10, 11], idx.snapshot())
+    steps = 1
+    while not builder.step(7):
+        steps += 1
+    assert steps == 43 and builder.done
+    assert builder.tables == {e: idx.build(e) for e in (9, 10, 11)}
+
+
+def test_a_snapshot_is_lent_and_never_changed_by_later_changes() -> None:
+    idx = make(3)
+    advance(idx, 10)
+    snapshot = idx.snapshot()
+    assert snapshot is idx.snapshot()  # lent, not copied
+    before = dict(snapshot)
+    idx.set_device(1, None)
+    idx.set_device(9, secret(9))
+    idx.set_device(2, hashlib.sha256(b"rotated").digest())
+    assert dict(snapshot) == before  # copied on write: a build reading it sees one consistent state
+    idx.install(11, {11: idx.build(11, snapshot)}, snapshot)
+    assert idx.lookup(derive_key(secret(1), Direction.INBOUND, 11, idx.fmt)) == []
+    assert idx.lookup(derive_key(secret(2), Direction.INBOUND, 11, idx.fmt)) == []
+    assert idx.lookup(derive_key(secret(9), Direction.INBOUND, 11, idx.fmt)) == [Candidate(9, 11)]
+    rotated = derive_key(hashlib.sha256(b"rotated").digest(), Direction.INBOUND, 11, idx.fmt)
+    assert idx.lookup(rotated) == [Candidate(2, 11)]
+    assert idx.build(11) == idx._by_epoch[11]  # the patched table is what a fresh build gives
+
+
+def test_an_older_snapshot_is_patched_by_comparing_every_device() -> None:
+    idx = make(4)
+    advance(idx, 20)
+    old = idx.snapshot()
+    idx.set_device(0, None)
+    newer = idx.snapshot()  # lent in turn: changes now tracked against this one
+    idx.set_device(3, None)
+    idx.install(21, {21: idx.build(21, old)}, old)  # built before both changes
+    assert idx._by_epoch[21] == idx.build(21)
+    idx.install(22, {22: idx.build(22, newer)}, newer)
+    assert idx._by_epoch[22] == idx.build(22)
+
+
+def test_a_short_secret_is_refused() -> None:
+    idx = make(1)
+    with pytest.raises(SLK1Error):
+        idx.set_device(5, b"short")
+    assert len(idx) == 1

@@ -3,6 +3,7 @@ leaves it, so its keys can no longer make a genuine device's colliding key `ambi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from asterisk_securelink import config
@@ -10,7 +11,8 @@ from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
-from asterisk_securelink.livekeys import LiveKeys
+from asterisk_securelink.livekeys import INLINE_ROWS, LiveKeys
+from asterisk_securelink.store.devicerows import KeyRows, key_rows
 from asterisk_securelink.store.store import DeviceRow, Store
 
 MASTER = bytes(range(32))
@@ -108,3 +110,52 @@ async def test_a_suspended_devices_key_is_a_mismatch_and_the_audit_says_why(stor
     assert rows == {"race": ("mismatch", d.id), "synced": ("mismatch", None), "revoked": ("mismatch", None)}
     spent = await store.key_epoch(d.id, Direction.INBOUND)
     assert spent is not None and spent.last_epoch == -1  # nothing spent
+
+
+async def test_start_builds_the_current_epoch_and_a_look_behind_key_waits_for_the_rest(
+    store: Store, tmp_path: Path
+) -> None:
+    c = config.build({}, {}, tmp_path)  # look_behind 1, look_ahead 1: three live epochs
+    keys = LiveKeys(c, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    devices = [await registered(store, f"D{i}", f"+1555000{i:04d}", f"kid-{i}") for i in range(INLINE_ROWS + 4)]
+    await keys.start()  # more rows than INLINE_ROWS: secrets derived in the worker thread
+    current = keys.epoch_now()
+    assert keys.index.epochs == [current] and len(keys.index) == len(devices)
+    previous = key_of(devices[3], c, T - PERIOD_MS)
+    assert [x.device_id for x in await keys.candidates(previous, current)] == [devices[3].id]
+    assert keys.index.epochs == [current - 1, current, current + 1]  # the lookup waited for the other tables
+
+
+async def test_keep_fresh_builds_what_start_left_and_a_sync_in_the_worker_replaces_rotated_keys(
+    store: Store, tmp_path: Path
+) -> None:
+    c = config.build({}, {}, tmp_path)
+    keys = LiveKeys(c, store, MASTER, clock_ms=lambda: T, device_sync_interval=60)
+    devices = [await registered(store, f"D{i}", f"+1555000{i:04d}", f"kid-{i}") for i in range(INLINE_ROWS + 4)]
+    await keys.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(keys.keep_fresh(stop))
+    while len(keys.index.epochs) < 3:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    current = keys.epoch_now()
+    old = key_of(devices[5], c)
+    rotated = await store.update_device(devices[5].id, "device.rotate", "test", key_id="kid-5-new")
+    await store.update_device(devices[6].id, "device.suspend", "test", status="suspended")
+    assert await keys.sync_devices(full=True) == len(devices)  # the worker-thread path
+    assert await keys.candidates(old, current) == []
+    assert [x.device_id for x in await keys.candidates(key_of(rotated, c), current)] == [rotated.id]
+    assert await keys.candidates(key_of(devices[6], c), current) == []
+    assert keys.key_id_of(rotated.id) == "kid-5-new" and keys.key_id_of(devices[6].id) == ""
+    assert len(keys.index) == len(devices) - 1 and keys.index.epochs == [current - 1, current, current + 1]
+    for epoch in keys.index.epochs:  # the patched tables are what a fresh build gives
+        assert keys.index._by_epoch[epoch] == keys.index.build(epoch)
+
+
+async def test_key_rows_reads_the_index_columns_of_changed_devices(store: Store) -> None:
+    a = await store.add_device("A", "+15550001", None, "kid-a", "test")
+    b = await store.add_device("B", "+15550002", None, "kid-b", "test")
+    rows = await key_rows(store)
+    assert rows == KeyRows([a.id, b.id], ["kid-a", "kid-b"], ["provisioned"] * 2, ["+15550001", "+15550002"])
+    assert (await key_rows(store, since=b.updated_at)).ids == [b.id]

@@ -7,16 +7,23 @@ per form. Identification is a dict lookup per live epoch, O(1) in the number of 
 window: `missing()` names the epochs that became live, `build()` renders one key per device for each (from a
 snapshot, so `livekeys.LiveKeys.refresh` runs it in a worker thread), and `install()` puts them in place and drops
 the epochs that fell out of the window. The final comparison is done again, in constant time, by `KeyIndex.confirm`.
+
+A `TableBuilder` builds tables a few devices per `step`, so a worker thread can hand the GIL back between slices: a
+call arriving during a build then waits for one slice, not for the interpreter's switch interval. `snapshot()` is
+O(1): it lends the secrets dict, and the next change copies it (copy on write); `install()` patches the tables for
+the devices changed since (tracked, not found by comparing every device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import hmac
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from asterisk_securelink.core.compare import matches, prefix_ok
 from asterisk_securelink.core.formats import NumberFormat
-from asterisk_securelink.core.slk1 import Direction, derive_key
+from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, Direction, SLK1Error, derive_key, key_message
 
 _Entry = int | tuple[int, ...]  # one device id, or several when keys collide
 
@@ -53,6 +60,8 @@ class KeyIndex:
         self.window = window
         self.trunk_prefixes = tuple(trunk_prefixes)
         self._secrets: dict[int, bytes] = {}
+        self._lent: dict[int, bytes] | None = None  # the dict `snapshot()` handed out: copied before a change
+        self._changed: set[int] = set()  # devices changed since `_lent` was handed out
         self._by_epoch: dict[int, dict[str, _Entry]] = {}
         self.current: int | None = None
 
@@ -70,6 +79,12 @@ class KeyIndex:
     # -- population ---------------------------------------------------------------------------------------
     def set_device(self, device_id: int, secret: bytes | None) -> None:
         """Add, replace (new secret after a rotation) or remove (`secret=None`) one device."""
+        if secret is not None and len(secret) < MIN_SECRET_LEN:
+            raise SLK1Error(f"secret must be at least {MIN_SECRET_LEN} bytes")
+        if self._secrets is self._lent:  # a build reads it: copy on write
+            self._secrets = dict(self._secrets)
+        if self._lent is not None:
+            self._changed.add(device_id)
         old = self._secrets.pop(device_id, None)
         if old is not None:
             for epoch, table in self._by_epoch.items():
@@ -82,34 +97,51 @@ class KeyIndex:
     def missing(self, current: int) -> list[int]:
         return sorted(set(self.window.live_epochs(current)) - self._by_epoch.keys())
 
-    def build(self, epoch: int, secrets: dict[int, bytes] | None = None) -> dict[str, _Entry]:
+    def build(self, epoch: int, secrets: Mapping[int, bytes] | None = None) -> dict[str, _Entry]:
         """The table of one epoch. Reads only `secrets` (a snapshot), so it may run in a worker thread."""
-        table: dict[str, _Entry] = {}
-        for device_id, secret in (self._secrets if secrets is None else secrets).items():
-            _add(table, self.key_for(secret, epoch), device_id)
-        return table
+        source = self._secrets if secrets is None else secrets
+        builder = self.builder([epoch], source)
+        builder.step(len(source) + 1)
+        return builder.tables[epoch]
 
-    def snapshot(self) -> dict[int, bytes]:
-        return dict(self._secrets)
+    def builder(self, epochs: Iterable[int], secrets: Mapping[int, bytes]) -> TableBuilder:
+        """A `TableBuilder` of the tables of `epochs` from `secrets` (a snapshot)."""
+        return TableBuilder(self.fmt, self.direction, epochs, secrets)
+
+    def snapshot(self) -> Mapping[int, bytes]:
+        """The secrets as they are now, for a build in a worker thread: lent, not copied (O(1)); the index copies
+        them before its next change, and `install` patches the tables for the devices changed meanwhile."""
+        if self._lent is not self._secrets:
+            self._lent = self._secrets
+            self._changed = set()
+        return self._secrets
 
     def install(
-        self, current: int, tables: dict[int, dict[str, _Entry]], secrets: dict[int, bytes] | None = None
+        self, current: int, tables: dict[int, dict[str, _Entry]], secrets: Mapping[int, bytes] | None = None
     ) -> None:
         """Swap in tables built by `build`; epochs no longer live are dropped.
 
         Devices changed since `secrets` was snapshotted are patched so the tables match `self._secrets`.
         """
+        changed: Collection[int] = ()
+        if secrets is not None and secrets is not self._secrets:
+            # the devices changed since the snapshot: tracked for the last one lent, else every device compared
+            changed = self._changed if secrets is self._lent else secrets.keys() | self._secrets.keys()
         live = set(self.window.live_epochs(current))
         self._by_epoch = {e: t for e, t in self._by_epoch.items() if e in live}
         for epoch, table in tables.items():
             if epoch in live:
                 if secrets is not None:
-                    self._patch(table, epoch, secrets)
+                    self._patch(table, epoch, secrets, changed)
                 self._by_epoch[epoch] = table
         self.current = current
+        if secrets is not None and secrets is self._lent:  # that build is done with it
+            self._lent, self._changed = None, set()
 
-    def _patch(self, table: dict[str, _Entry], epoch: int, built_from: dict[int, bytes]) -> None:
-        for device_id in built_from.keys() | self._secrets.keys():
+    def _patch(
+        self, table: dict[str, _Entry], epoch: int, built_from: Mapping[int, bytes], changed: Iterable[int]
+    ) -> None:
+        for device_id in changed:
             old, new = built_from.get(device_id), self._secrets.get(device_id)
             if old == new:
                 continue
@@ -142,6 +174,47 @@ class KeyIndex:
             return False
         expected = self.key_for(secret, candidate.epoch)
         return matches(digits, expected, self.fmt.literal_prefix, self.trunk_prefixes)
+
+
+class TableBuilder:
+    """Builds the tables of some epochs from a snapshot of the secrets, `step(n)` devices at a time (every epoch of a
+    device at once), so the caller decides how long each slice holds the GIL. Pure: reads only the snapshot, which
+    nothing changes while it is lent (`KeyIndex.snapshot`)."""
+
+    def __init__(
+        self, fmt: NumberFormat, direction: Direction, epochs: Iterable[int], secrets: Mapping[int, bytes]
+    ) -> None:
+        self.tables: dict[int, dict[str, _Entry]] = {e: {} for e in epochs}
+        self._keyers = [(self.tables[e], significant_keyer(fmt, direction, e)) for e in self.tables]
+        self._items: Iterator[tuple[int, bytes]] = iter(secrets.items())
+        self.done = False
+
+    def step(self, n: int) -> bool:
+        """Index the next `n` devices; True once every device is in the tables."""
+        for _ in range(n):
+            item = next(self._items, None)
+            if item is None:
+                self.done = True
+                return True
+            device_id, secret = item
+            for table, keyer in self._keyers:
+                _add(table, keyer(secret), device_id)
+        return False
+
+
+def significant_keyer(fmt: NumberFormat, direction: Direction, epoch: int) -> Callable[[bytes], str]:
+    """secret -> the significant part of its key of `epoch`: `fmt.significant(derive_key(secret, direction, epoch,
+    fmt))`, with the HMAC message built once per epoch and, for decimal significant parts, the key rendered by one
+    format call. Tests hold it equal to `derive_key`; lookups still confirm with `derive_key` itself."""
+    msg = key_message(direction, epoch)
+    size, k = fmt.size, fmt.significant_length
+    digest, from_bytes = hmac.digest, int.from_bytes
+    sha256 = hashlib.sha256
+    if set(fmt.pattern[-k:]) == {"X"}:  # K decimal placeholders: the key's index, zero-padded
+        spec = f"0{k}d"
+        return lambda secret: format(from_bytes(digest(secret, msg, sha256)[:8], "big") % size, spec)
+    render, significant = fmt.render, fmt.significant
+    return lambda secret: significant(render(from_bytes(digest(secret, msg, sha256)[:8], "big") % size))
 
 
 def _add(table: dict[str, _Entry], key: str, device_id: int) -> None:

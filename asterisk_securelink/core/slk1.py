@@ -117,12 +117,15 @@ def key_index(secret: bytes, direction: Direction | str, epoch: int) -> int:
     """The 64-bit value `v` of the spec: first 8 bytes of HMAC-SHA256(secret, msg), big-endian."""
     if len(secret) < MIN_SECRET_LEN:
         raise SLK1Error(f"secret must be at least {MIN_SECRET_LEN} bytes")
+    mac = hmac.new(secret, key_message(direction, epoch), hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big")
+
+
+def key_message(direction: Direction | str, epoch: int) -> bytes:
+    """The HMAC message of `key_index`: "SLK1" 0x00 direction 0x00 epoch (8 bytes, big-endian)."""
     if not 0 <= epoch < 2**64:
         raise SLK1Error("epoch must fit in an unsigned 64-bit integer")
-    d = Direction(direction)
-    msg = _PREFIX + d.value.encode("ascii") + b"\x00" + epoch.to_bytes(8, "big")
-    mac = hmac.new(secret, msg, hashlib.sha256).digest()
-    return int.from_bytes(mac[:8], "big")
+    return _PREFIX + Direction(direction).value.encode("ascii") + b"\x00" + epoch.to_bytes(8, "big")
 
 
 def derive_key(secret: bytes, direction: Direction | str, epoch: int, fmt: NumberFormat) -> str:
