@@ -24,6 +24,11 @@ not exit.
 Usage:
     python bench/claims.py [--rate 200] [--duration 30] [--forged 0.1] [--devices 1000]
                            [--database-url sqlite+aiosqlite:///claims.sqlite3] [--json results.json]
+                           [--fresh-pg] [--api-store /tmp/api_store_before.py] [--label before]
+
+`--fresh-pg`: `--database-url` names a PostgreSQL server; the run creates a database of its own there (random name)
+and drops it afterwards. `--api-store FILE`: load `ApiStore` from another copy of `store/api_store.py` (e.g. the
+version before a change: `git show REV:asterisk_securelink/store/api_store.py > FILE`), to compare side by side.
 
 Progress goes to stderr; a markdown summary to stdout.
 """
@@ -159,9 +164,61 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "git_commit": commit, "loadavg_at_start": os.getloadavg()}  # fmt: skip
 
 
+async def fresh_pg_database(server_url: str) -> str:
+    """A new, empty database on the PostgreSQL server of `server_url`; returns its asyncpg URL."""
+    import secrets
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from asterisk_securelink.config import async_database_url
+
+    admin = make_url(async_database_url(server_url, Path.cwd()))
+    name = "securelink_bench_" + secrets.token_hex(6)
+    conn = await asyncpg.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
+                                 password=admin.password, database=admin.database)  # fmt: skip
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(server_url: str, url: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from asterisk_securelink.config import async_database_url
+
+    admin = make_url(async_database_url(server_url, Path.cwd()))
+    conn = await asyncpg.connect(host=admin.host, port=admin.port or 5432, user=admin.username,
+                                 password=admin.password, database=admin.database)  # fmt: skip
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    spec = {"rate": args.rate, "duration": args.duration, "forged": args.forged, "devices": args.devices,
-            "seed": args.seed, "database_url": args.database_url}  # fmt: skip
+    if not args.fresh_pg:
+        return await run_on(args, args.database_url)
+    url = await fresh_pg_database(args.database_url)
+    try:
+        return await run_on(args, url)
+    finally:
+        await drop_pg_database(args.database_url, url)
+
+
+async def run_on(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
+    spec = {
+        "rate": args.rate,
+        "duration": args.duration,
+        "forged": args.forged,
+        "devices": args.devices,
+        "seed": args.seed,
+        "database_url": database_url,
+        "api_store": args.api_store and str(args.api_store),
+    }
     calls = plan(args.rate, args.duration, args.forged, args.devices, args.seed)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     child = await asyncio.create_subprocess_exec(sys.executable, SERVER, json.dumps(spec), env=env,
@@ -193,7 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     forged_ids = {f"call-{c.index}" for c in calls if c.kind != "genuine"}
     released = set(server.get("released", []))
     audit = set(server.get("audit_released", released))
-    params = {**spec, "database_url": args.database_url and args.database_url.split(":", 1)[0],
+    params = {**spec, "database_url": database_url and database_url.split(":", 1)[0], "label": args.label,
               "max_in_flight": args.max_in_flight, "lead_s": LEAD_S, "hangup_s": HANGUP_S,
               "tls": "loopback, self-signed P-256 certificate", "client_retries": 0}  # fmt: skip
     result = {
@@ -220,6 +277,8 @@ def markdown(r: dict[str, Any]) -> str:
         rows.append(f"| {kind} | {s['n']} | {outcomes} | {s['released']} | {s['p50_ms']} ms | {s['p90_ms']} ms | "
                     f"{s['p99_ms']} ms | {s['max_ms']} ms |")  # fmt: skip
     store = r["params"]["database_url"] or "in-memory directory"
+    if r["params"].get("label"):
+        store += f", {r['params']['label']}"
     return "\n".join([
         f"Claims at {r['params']['rate']}/s for {r['params']['duration']} s ({store}), wall {r['wall_s']} s; "
         f"server CPU {r['server'].get('cpu_s')} s; commit {r['machine']['git_commit']}, {r['machine']['date']}.",
@@ -239,8 +298,17 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-in-flight", type=int, default=2000, help="claims outstanding at most (default 2000)")
     p.add_argument("--database-url", help="use the store-backed directory on this bench-only database (migrated)")
+    p.add_argument(
+        "--fresh-pg",
+        action="store_true",
+        help="--database-url is a PostgreSQL server: run on a new database there, dropped afterwards",
+    )
+    p.add_argument("--api-store", type=Path, help="load ApiStore from this copy of store/api_store.py instead")
+    p.add_argument("--label", default="", help="a name for this run in the results (e.g. before, after)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
+    if args.fresh_pg and not (args.database_url or "").startswith("postgres"):
+        p.error("--fresh-pg needs a postgresql:// --database-url")
     if not (0 < args.rate <= 5000 and 0 < args.duration <= 600 and 0 <= args.forged <= 1 and args.devices >= 2):
         p.error("out of range: 0 < rate <= 5000, 0 < duration <= 600, 0 <= forged <= 1, devices >= 2")
     result = asyncio.run(run(args))

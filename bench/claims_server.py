@@ -160,24 +160,41 @@ class MemoryDirectory:
             del self.nonces[k]
 
 
+def api_store_class(path: str | None) -> Any:
+    """`ApiStore` from `store.api_store`, or from another copy of that module (`path`: e.g. the version before a
+    change, saved with `git show REV:asterisk_securelink/store/api_store.py > FILE`), for before/after runs."""
+    if not path:
+        from asterisk_securelink.store.api_store import ApiStore
+
+        return ApiStore
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_alt_api_store", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ApiStore
+
+
 class StoreDirectory:
     """The production `ApiStore` on a database, with the real `AuditWriter`; calls go through `add_voucher`."""
 
-    def __init__(self, url: str, devices: int) -> None:
+    def __init__(self, url: str, devices: int, api_store: str | None = None) -> None:
         self.url = url
         self.devices = devices
+        self.api_store = api_store
 
     async def start(self) -> Any:
         from asterisk_securelink.audit import AuditWriter
         from asterisk_securelink.core.formats import NumberFormat
-        from asterisk_securelink.store.api_store import ApiStore
         from asterisk_securelink.store.migrations import upgrade
         from asterisk_securelink.store.store import Store
 
         await upgrade(self.url)
         self.store = Store.from_url(self.url)
         self.writer = AuditWriter(self.store.audit_many)
-        self.api = ApiStore(self.store, MASTER, bench_params(), audit=self.writer.record)
+        self.api = api_store_class(self.api_store)(self.store, MASTER, bench_params(), audit=self.writer.record)
         self.fmt = NumberFormat(bench_params().outbound_format)
         self.ids: dict[int, int] = {}
         for d in range(1, self.devices + 1):  # a database of an earlier run keeps its devices (key ids are unique)
@@ -255,7 +272,9 @@ async def serve(spec: dict[str, Any]) -> None:
     calls = plan(spec["rate"], spec["duration"], spec["forged"], spec["devices"], spec["seed"])
     folder = Path(tempfile.mkdtemp(prefix="securelink-claims-"))
     cert, key = self_signed(folder)
-    store_dir = StoreDirectory(spec["database_url"], spec["devices"]) if spec["database_url"] else None
+    store_dir = (
+        StoreDirectory(spec["database_url"], spec["devices"], spec.get("api_store")) if spec["database_url"] else None
+    )
     base: Any = await store_dir.start() if store_dir else MemoryDirectory(spec["devices"])
     calls_side: Any = store_dir if store_dir else base
     directory = Recording(base)
@@ -306,6 +325,8 @@ async def serve(spec: dict[str, Any]) -> None:
         await store_dir.writer.drain(30)
         await store_dir.writer.close()
         stats["audit_released"] = await audit_released(store_dir.store)
+        if hasattr(store_dir.api, "close"):  # the version before issue 13 keeps no connections
+            await store_dir.api.close()
         await store_dir.store.close()
     print("STATS " + json.dumps(stats), flush=True)
 

@@ -15,6 +15,7 @@ from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.ports import ClaimOutcome
 from asterisk_securelink.deviceapi.vouchers import RowIdentity, VoucherError, VoucherKeys
+from asterisk_securelink.store import api_store
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.api_store import ApiStore, add_code, expire_codes, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store
@@ -130,6 +131,64 @@ async def test_a_voucher_is_released_once_then_409_and_repeats_with_its_idempote
     assert "KEY" not in repr(again) and KEY.hex() not in repr(again)
 
 
+async def test_a_release_lost_to_another_node_between_read_and_update_reads_again(
+    nodes: tuple[Node, Node, list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between a claim's read and its conditional UPDATE: node b releases (or the call hangs up) there;
+    node a's UPDATE then changes nothing, and a fresh read decides: repeat, already claimed, or ended."""
+    a, b, _ = nodes
+    dev = await device(a.api)
+    real_release = api_store._release
+    meanwhile: list[Any] = []
+
+    async def release_after_others(c: Any, voucher_id: str, now_ms: int, idem: str | None) -> bool:
+        if meanwhile:
+            await meanwhile.pop()
+        return await real_release(c, voucher_id, now_ms, idem)
+
+    monkeypatch.setattr(api_store, "_release", release_after_others)
+    await voucher(a.api, dev)
+    meanwhile.append(b.api.claim(dev.id, "+12677638475", NOW + 1, "idem-1"))
+    r = await a.api.claim(dev.id, "+12677638475", NOW + 2, "idem-1")
+    assert (r.outcome, r.call_key_id, r.call_key) == (ClaimOutcome.REPEATED, "ck-1", KEY)
+    await voucher(a.api, dev, call="call-2", key_id="ck-2", at=NOW + 10)
+    meanwhile.append(b.api.claim(dev.id, "+12677638475", NOW + 11, "idem-b"))
+    r = await a.api.claim(dev.id, "+12677638475", NOW + 12, "idem-a")
+    assert (r.outcome, r.reason, r.call_id, r.call_key) == (ClaimOutcome.ALREADY_CLAIMED, "released_before",
+                                                            "call-2", None)  # fmt: skip
+    assert await a.api.end_call("call-1") == 1 and await a.api.end_call("call-2") == 1
+    await voucher(a.api, dev, call="call-3", key_id="ck-3", at=NOW + 20)
+    meanwhile.append(b.api.end_call("call-3"))
+    r = await a.api.claim(dev.id, "+12677638475", NOW + 21, "idem-a")
+    assert (r.outcome, r.reason, r.call_key) == (ClaimOutcome.NOT_FOUND, "ended", None)
+
+
+async def test_a_suspension_revocation_or_rotation_holds_from_the_next_request(store: Store) -> None:
+    """No cache of devices: `by_key_id` reads the row on every request."""
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    view = await api.by_key_id(dev.key_id)
+    assert view is not None and (view.device_id, view.status, view.fork) == (dev.id, "provisioned", True)
+    await store.update_device(dev.id, "device.suspend", "test", status="suspended")
+    view = await api.by_key_id(dev.key_id)
+    assert view is not None and view.status == "suspended"
+    await store.update_device(dev.id, "device.rotate", "test", key_id="dev-0077")
+    assert await api.by_key_id(dev.key_id) is None
+    await store.update_device(dev.id, "device.revoke", "test", status="revoked")
+    view = await api.by_key_id("dev-0077")
+    assert view is not None and (view.key_id, view.status) == ("dev-0077", "revoked")
+
+
+async def test_the_kept_connections_close_with_the_store_even_without_close(db_url: str) -> None:
+    store = Store.from_url(db_url)
+    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    await asyncio.gather(*(api.by_key_id(f"dev-000{n}") for n in range(8)))
+    kept = set(api._lanes._open)
+    assert len(kept) == (api_store.PG_LANES if db_url.startswith("postgresql") else 0)
+    await store.close()  # no api.close(): the engine's dispose closes them (an open aiosqlite thread blocks exit)
+    assert not api._lanes._open and all(c.invalidated or c.closed for c in kept)
+
+
 async def test_a_claim_matches_by_slk1_1_1_with_the_device_trunk_prefixes(store: Store) -> None:
     api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)  # PARAMS.trunk = ("0", "00")
     dev, other = await device(api, 1), await device(api, 2)
@@ -177,6 +236,9 @@ async def test_no_call_key_or_code_at_rest_and_a_sealed_copy_is_bound_to_its_row
     async with store.sessions() as s:
         row = await s.get(CallVoucher, "ck-1")
     assert row is not None and KEY not in row.sealed and "2677638475" not in row.match_tag
+    assert (row.call_id, row.device_id, row.direction, row.created_ms, row.expires_ms) == (
+        "call-1", dev.id, "outbound", NOW, NOW + 90_000)  # fmt: skip
+    assert row.released_ms is None and row.idempotency_key is None
     if db_url.startswith("sqlite"):
         raw = open(db_url.split("///", 1)[1], "rb").read()  # noqa: ASYNC230 - a test reading its own file
         for secret in (KEY, KEY.hex().encode(), code.encode(), b"2677638475"):

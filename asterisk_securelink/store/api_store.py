@@ -4,19 +4,31 @@ Each decision that must hold across nodes is one atomic statement: redeeming a c
 (unused, unexpired, the device still has the code's key_id and may enroll); a nonce is one INSERT .. ON CONFLICT
 that only replaces an expired row; a voucher is released by one conditional UPDATE (not yet released, not expired).
 Device secrets are derived, never stored; call keys are stored sealed (`deviceapi.vouchers`); codes as SHA-256.
+
+The calls a claim makes (`by_key_id`, `nonce_insert_if_absent`, `claim`) and the call hooks' `add_voucher` and
+`end_call` are SQLAlchemy Core statements (no ORM session) on a few connections this object keeps checked out of the
+store's pool on PostgreSQL (`_Lanes`, eight, in autocommit: no call pays a pool checkout, a pre-ping or BEGIN/ROLLBACK),
+or checked out per call on SQLite (its pool holds one connection, which the store's other writers need; the driver
+opens the transaction at the write, committed right after it). Each call is one statement, or reads followed by the
+one conditional statement that decides, so none needs a wider transaction. `close()` returns the kept connections;
+so does the store's `close()` (the engine's dispose). Nothing is cached: a suspended, revoked or rotated device, a
+used nonce, a released voucher are seen by the next request on any node. Measured in `docs/benchmarks.md`, "Device
+API claims under load".
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import Engine, Row, bindparam, delete, event, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.ports import (
@@ -36,9 +48,38 @@ from asterisk_securelink.store.store import Store, StoreError, audit_fields
 
 log = logging.getLogger(__name__)
 
+PG_LANES = 8  # connections kept for the hot statements on PostgreSQL (SQLite: none, see the module's docstring)
+
 ENROLLABLE = SPENDABLE  # provisioned, registered: a suspended or revoked device cannot enroll
 AuditSink = Callable[[dict[str, Any]], None]  # enqueues one audit event (`AuditWriter.record`); never blocks
 Observer = Callable[[ApiEvent], None]  # metrics, AMI: told of every API event after it is audited
+
+# the hot statements, built once (bound parameters; SQLAlchemy caches their compiled form)
+_DEVICE_BY_KEY_ID = select(Device.id, Device.key_id, Device.status, Device.fork_enabled).where(
+    Device.key_id == bindparam("key_id")
+)
+_VOUCHER_COLUMNS = (
+    CallVoucher.id, CallVoucher.call_id, CallVoucher.device_id, CallVoucher.direction, CallVoucher.literal_prefix,
+    CallVoucher.significant_len, CallVoucher.match_tag, CallVoucher.sealed, CallVoucher.created_ms,
+    CallVoucher.expires_ms, CallVoucher.released_ms, CallVoucher.idempotency_key,
+)  # fmt: skip
+_VOUCHERS_OF = (
+    select(*_VOUCHER_COLUMNS)
+    .where(CallVoucher.device_id == bindparam("device_id"))
+    .order_by(CallVoucher.created_ms.desc())
+)
+_VOUCHERS_BY_ID = select(*_VOUCHER_COLUMNS).where(CallVoucher.id.in_(bindparam("ids", expanding=True)))
+_RELEASE = (
+    update(CallVoucher)
+    .where(
+        CallVoucher.id == bindparam("voucher_id"),
+        CallVoucher.released_ms.is_(None),
+        CallVoucher.expires_ms > bindparam("now_ms"),
+    )
+    .values(released_ms=bindparam("released_ms"), idempotency_key=bindparam("idem"))
+)
+_ADD_VOUCHER = insert(CallVoucher)
+_END_CALL = delete(CallVoucher).where(CallVoucher.call_id == bindparam("call_id"))
 
 
 class ApiStore:
@@ -60,16 +101,29 @@ class ApiStore:
         self._audit_sink = audit
         self.observers: list[Observer] = []
         self.clock_s = clock_s
-        self._insert: Any = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
+        pg = store.engine.dialect.name == "postgresql"
+        self._lanes = _Lanes(store.engine, PG_LANES if pg else 0)
+        upsert: Any = postgresql.insert if pg else sqlite.insert
+        stmt = upsert(ApiNonce).values(key_id=bindparam("key_id"), nonce=bindparam("nonce"),
+                                       expires=bindparam("expires"))  # fmt: skip
+        self._nonce_insert = stmt.on_conflict_do_update(
+            index_elements=[ApiNonce.key_id, ApiNonce.nonce],
+            set_={"expires": stmt.excluded.expires},
+            where=ApiNonce.expires < bindparam("now_s"),
+        )
 
     def __repr__(self) -> str:
         return "ApiStore(<master key hidden>)"
 
+    async def close(self) -> None:
+        """Return the connections it keeps to the store's pool (before `Store.close()`; that closes them too)."""
+        await self._lanes.close()
+
     # -- DeviceDirectory ---------------------------------------------------------------------------------------
     async def by_key_id(self, key_id: str) -> DeviceView | None:
-        q = select(Device.id, Device.key_id, Device.status, Device.fork_enabled).where(Device.key_id == key_id)
-        async with self.store.sessions() as s:
-            row = (await s.execute(q)).first()
+        """Read on every request (no cache): a suspension, revocation or rotation holds from the next request."""
+        async with self._lanes.connection() as c:
+            row = (await c.execute(_DEVICE_BY_KEY_ID, {"key_id": key_id})).first()
         if row is None:
             return None
         return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled), self.params)
@@ -79,14 +133,9 @@ class ApiStore:
 
     async def nonce_insert_if_absent(self, key_id: str, nonce: str, expires: int) -> bool:
         """One statement: insert, or take over a row whose time has passed (a purge that has not run yet)."""
-        stmt = self._insert(ApiNonce).values(key_id=key_id, nonce=nonce, expires=expires)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[ApiNonce.key_id, ApiNonce.nonce],
-            set_={"expires": stmt.excluded.expires},
-            where=ApiNonce.expires < int(self.clock_s()),
-        )
-        async with self.store.transaction() as s:
-            result = await s.execute(stmt)
+        values = {"key_id": key_id, "nonce": nonce, "expires": expires, "now_s": int(self.clock_s())}
+        async with self._lanes.connection() as c:
+            result = await c.execute(self._nonce_insert, values)
         return _rowcount(result) == 1
 
     async def redeem_code(self, code_hash: str, now_ms: int) -> EnrollResult | None:
@@ -127,29 +176,33 @@ class ApiStore:
             s.add(AuditEvent(**fields))
 
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
-        async with self.store.sessions() as s:
-            rows = list((await s.execute(_vouchers_of(device_id))).scalars())
-        matching = [v for v in rows if self._matches(v, device_id, presented)]
-        live = [v for v in matching if v.expires_ms > now_ms]
-        if not live:
-            others_live = any(v.expires_ms > now_ms for v in rows)
-            reason = "expired" if matching else "wrong_number" if others_live else "no_call"
-            return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
-        for v in [v for v in live if v.released_ms is None]:  # newest first
-            async with self.store.transaction() as s:
-                released = await _release(s, v.id, now_ms, idempotency_key)
-            if released:
-                return self._answer(v, ClaimOutcome.RELEASED, "")
-        # every live voucher of that number was released before (now, or by a racing node)
-        async with self.store.sessions() as s:
-            fresh = [await s.get(CallVoucher, v.id) for v in live]
-        for v2 in (v for v in fresh if v is not None):
-            if idempotency_key and v2.idempotency_key == idempotency_key and v2.expires_ms > now_ms:
-                return self._answer(v2, ClaimOutcome.REPEATED, "")
-        first = next((v for v in fresh if v is not None), None)
-        if first is None:  # hung up between the two reads
+        """One connection: the device's vouchers (one read), the match in memory, then one conditional UPDATE per
+        live unreleased match (newest first) until one releases; only if none did, a fresh read of the live matches
+        says repeat (same Idempotency-Key) or already claimed."""
+        async with self._lanes.connection() as c:
+            rows = list(await c.execute(_VOUCHERS_OF, {"device_id": device_id}))
+            matching = [v for v in rows if self._matches(v, device_id, presented)]
+            live = [v for v in matching if v.expires_ms > now_ms]
+            if not live:
+                others_live = any(v.expires_ms > now_ms for v in rows)
+                reason = "expired" if matching else "wrong_number" if others_live else "no_call"
+                return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
+            tried = False
+            for v in live:  # newest first
+                if v.released_ms is None:
+                    tried = True
+                    if await _release(c, v.id, now_ms, idempotency_key):
+                        return self._answer(v, ClaimOutcome.RELEASED, "")
+            if tried:  # another request (any node) released it between the read and the UPDATE: read it again
+                by_id = {r.id: r for r in await c.execute(_VOUCHERS_BY_ID, {"ids": [v.id for v in live]})}
+                live = [by_id[v.id] for v in live if v.id in by_id]
+        # every live voucher of that number was released before (now, or by a racing request)
+        for v in live:
+            if idempotency_key and v.idempotency_key == idempotency_key and v.expires_ms > now_ms:
+                return self._answer(v, ClaimOutcome.REPEATED, "")
+        if not live:  # hung up between the two reads
             return ClaimResult(ClaimOutcome.NOT_FOUND, "ended")
-        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, "released_before", first.call_id)
+        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, "released_before", live[0].call_id)
 
     def audit(self, event: ApiEvent) -> None:
         fields = audit_fields(
@@ -182,34 +235,34 @@ class ApiStore:
     ) -> None:
         """Keep `call_key` sealed for release to `device_id` from `now_ms` for `ttl_s` (or until `end_call`)."""
         row = RowIdentity(call_key_id, call_id, device_id, direction, now_ms)
-        voucher = CallVoucher(
-            id=call_key_id, call_id=call_id, device_id=device_id, direction=direction,
-            literal_prefix=presentation.literal_prefix, significant_len=presentation.significant_len,
-            match_tag=presentation.tag, sealed=self.keys.seal(call_key, row), created_ms=now_ms,
-            expires_ms=now_ms + ttl_s * 1000,
-        )  # fmt: skip
-        async with self.store.transaction() as s:
-            s.add(voucher)
+        values = {
+            "id": call_key_id, "call_id": call_id, "device_id": device_id, "direction": direction,
+            "literal_prefix": presentation.literal_prefix, "significant_len": presentation.significant_len,
+            "match_tag": presentation.tag, "sealed": self.keys.seal(call_key, row), "created_ms": now_ms,
+            "expires_ms": now_ms + ttl_s * 1000, "released_ms": None, "idempotency_key": None,
+        }  # fmt: skip
+        async with self._lanes.connection() as c:
+            await c.execute(_ADD_VOUCHER, values)
 
     async def end_call(self, call_id: str) -> int:
         """The call hung up: its vouchers can no longer be claimed, and their sealed copies are deleted."""
-        async with self.store.transaction() as s:
-            return _rowcount(await s.execute(delete(CallVoucher).where(CallVoucher.call_id == call_id)))
+        async with self._lanes.connection() as c:
+            return _rowcount(await c.execute(_END_CALL, {"call_id": call_id}))
 
     async def purge(self, now_ms: int) -> dict[str, int]:
         """Delete expired vouchers (sealed copies), nonces past their time, and codes that can no longer be used."""
-        async with self.store.transaction() as s:
-            vouchers = await s.execute(delete(CallVoucher).where(CallVoucher.expires_ms <= now_ms))
-            nonces = await s.execute(delete(ApiNonce).where(ApiNonce.expires < now_ms // 1000))
-            codes = await s.execute(delete(ActivationCode).where(ActivationCode.expires_ms <= now_ms))
+        async with self._lanes.connection() as c:
+            vouchers = await c.execute(delete(CallVoucher).where(CallVoucher.expires_ms <= now_ms))
+            nonces = await c.execute(delete(ApiNonce).where(ApiNonce.expires < now_ms // 1000))
+            codes = await c.execute(delete(ActivationCode).where(ActivationCode.expires_ms <= now_ms))
         return {"vouchers": _rowcount(vouchers), "nonces": _rowcount(nonces), "codes": _rowcount(codes)}
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    def _matches(self, v: CallVoucher, device_id: int, presented: str) -> bool:
+    def _matches(self, v: Row[*tuple[Any, ...]], device_id: int, presented: str) -> bool:
         kept = Presentation(v.literal_prefix, v.significant_len, v.match_tag)
         return self.keys.matches(device_id, presented, kept, self.params.trunk)
 
-    def _answer(self, v: CallVoucher, outcome: ClaimOutcome, reason: str) -> ClaimResult:
+    def _answer(self, v: Row[*tuple[Any, ...]], outcome: ClaimOutcome, reason: str) -> ClaimResult:
         row = RowIdentity(v.id, v.call_id, v.device_id, v.direction, v.created_ms)
         try:
             key = self.keys.open(v.sealed, row)
@@ -217,6 +270,60 @@ class ApiStore:
             log.error("device api: voucher %s of call %s does not open (master key changed?)", v.id, v.call_id)
             return ClaimResult(ClaimOutcome.NOT_FOUND, "unsealable", v.call_id)
         return ClaimResult(outcome, reason, v.call_id, v.id, key)
+
+
+class _Lanes:
+    """A few connections kept checked out of the engine's pool, in autocommit, each used by one task at a time
+    (SQLAlchemy connections are not shared between tasks). A connection that failed or was cancelled mid-statement
+    is dropped (its state is unknown) and the next use opens another; the engine's dispose closes them all. With
+    `size` 0 every use checks a connection out of the pool and commits when done."""
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self._engine = engine
+        self._keep = size > 0
+        self._free: asyncio.LifoQueue[AsyncConnection | None] = asyncio.LifoQueue()
+        for _ in range(size):
+            self._free.put_nowait(None)  # opened on first use
+        self._open: set[AsyncConnection] = set()
+        event.listen(engine.sync_engine, "engine_disposed", self._disposed)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        if not self._keep:
+            async with self._engine.begin() as conn:
+                yield conn
+            return
+        c = await self._free.get()
+        try:
+            if c is None or c.closed or c.invalidated:
+                c = await self._engine.connect()
+                self._open.add(c)
+                await c.execution_options(isolation_level="AUTOCOMMIT")
+            yield c
+            await c.commit()  # ends SQLAlchemy's transaction; in autocommit nothing reaches the database
+        except BaseException:
+            if c is not None:
+                self._drop(c)
+            c = None
+            raise
+        finally:
+            self._free.put_nowait(c)
+
+    def _drop(self, c: AsyncConnection) -> None:
+        self._open.discard(c)
+        task = asyncio.get_running_loop().create_task(c.invalidate())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a dead connection may fail to close
+
+    async def close(self) -> None:
+        while self._open:
+            await self._open.pop().close()
+
+    def _disposed(self, _engine: Engine) -> None:
+        """`Store.close()` without `ApiStore.close()` first: close the kept connections (inside the dispose's
+        greenlet, so the driver's close can be awaited); nothing is left open (an aiosqlite thread would keep the
+        process from exiting)."""
+        while self._open:
+            self._open.pop().sync_connection.invalidate()  # type: ignore[union-attr]
 
 
 # -- activation codes (the CLI: `securelink device add|rotate --activation`) -------------------------------------
@@ -256,18 +363,10 @@ async def fork_set_by(store: Store, device_id: int) -> tuple[str, datetime] | No
     return None if row is None else (str(row.actor or "-"), row.created_at)
 
 
-def _vouchers_of(device_id: int) -> Any:
-    return select(CallVoucher).where(CallVoucher.device_id == device_id).order_by(CallVoucher.created_ms.desc())
-
-
-async def _release(s: AsyncSession, voucher_id: str, now_ms: int, idempotency_key: str | None) -> bool:
-    stmt = (
-        update(CallVoucher)
-        .where(CallVoucher.id == voucher_id, CallVoucher.released_ms.is_(None), CallVoucher.expires_ms > now_ms)
-        .values(released_ms=now_ms, idempotency_key=idempotency_key)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(await s.execute(stmt)) == 1
+async def _release(c: AsyncConnection, voucher_id: str, now_ms: int, idempotency_key: str | None) -> bool:
+    """The one statement that decides a release: not yet released, not expired."""
+    values = {"voucher_id": voucher_id, "now_ms": now_ms, "released_ms": now_ms, "idem": idempotency_key}
+    return _rowcount(await c.execute(_RELEASE, values)) == 1
 
 
 def _on(enabled: bool) -> str:
