@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,6 +53,8 @@ async def served(store: Store) -> AsyncIterator[tuple[Metrics, MetricsServer, st
     metrics.needs_ari = True
     server = MetricsServer(metrics, "127.0.0.1", 0, count_escrow=store.count_call_keys, pending_audit=lambda: 7)
     await server.start()
+    while metrics.health()[1]["database"] is None:  # the poller's first count, which would race the tests' own
+        await asyncio.sleep(0.01)
     yield metrics, server, f"http://127.0.0.1:{server.bound_port}"
     await server.close()
 

@@ -82,10 +82,31 @@ async def test_no_column_can_hold_a_device_secret(store: Store) -> None:
     assert await store.schema_revision() is not None
 
 
-async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(store: Store) -> None:
+@pytest.fixture(params=["fast", "generic"])
+def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
+    """SQLite's one-hand-off transaction (`store.spend`), and the generic Core path every database has."""
+    from asterisk_securelink.store import spend
+
+    if request.param == "generic":
+        monkeypatch.setattr(spend, "_on_driver_thread", lambda raw: None)
+    return str(request.param)
+
+
+async def test_the_sqlite_spend_runs_on_the_driver_thread(store: Store) -> None:
+    from asterisk_securelink.store import spend
+
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")  # the one-hand-off path exists for aiosqlite
+    async with store.engine.connect() as conn:
+        assert spend._on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
+
+
+async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(store: Store, spend_path: str) -> None:
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     r = await store.check_and_spend(d.id, "kid-a", Direction.INBOUND, 100, "c1", 0)
     assert r.spent and r.device is not None and r.device.status == "provisioned"
+    assert (await store.check_and_spend(d.id, "kid-a", Direction.INBOUND, 100, "c1", 0)).spent  # the same call again
+    assert not (await store.check_and_spend(d.id, "kid-a", Direction.INBOUND, 100, "c9", 0)).spent  # another call
     r = await store.check_and_spend(d.id, "kid-old", Direction.INBOUND, 101, "c2", 0)  # rotated meanwhile
     assert not r.spent and r.device is not None and r.device.key_id == "kid-a"
     await store.update_device(d.id, "device.revoke", "t", status="revoked")
@@ -98,7 +119,7 @@ async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(s
 
 async def test_the_spend_update_itself_rechecks_key_id_and_status(store: Store) -> None:
     """What another node changes between the verifier's read and its UPDATE: the UPDATE's own guard refuses."""
-    from asterisk_securelink.store.store import _spend_in
+    from asterisk_securelink.store.spend import spend_in as _spend_in
 
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     await store.update_device(d.id, "device.suspend", "t", status="suspended")

@@ -13,16 +13,17 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, exists, func, select, text, update
+from sqlalchemy import Table, delete, event, func, insert, select, text, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from asterisk_securelink.core.slk1 import Direction, check_key_id
-from asterisk_securelink.lifecycle import SPENDABLE, DeviceStatus
+from asterisk_securelink.lifecycle import DeviceStatus
+from asterisk_securelink.store import spend
 from asterisk_securelink.store.models import (
     AuditEvent,
     CallKey,
@@ -33,6 +34,7 @@ from asterisk_securelink.store.models import (
     Setting,
     utcnow,
 )
+from asterisk_securelink.store.spend import SpendResult
 
 
 class StoreError(RuntimeError):
@@ -41,46 +43,6 @@ class StoreError(RuntimeError):
 
 class DuplicateError(StoreError):
     pass
-
-
-@dataclass(frozen=True)
-class SpendResult:
-    device: DeviceRow | None  # as read in the spending transaction
-    spent: bool
-
-
-async def _spend_in(
-    s: AsyncSession,
-    device_id: int,
-    key_id: str | None,
-    direction: Direction,
-    epoch: int,
-    call_id: str | None,
-    drift: int,
-) -> bool:
-    """One conditional UPDATE decides (see `Store.spend`); with `key_id`, only while the device still has that key id
-    and a spendable status."""
-    conditions = [KeyEpoch.device_id == device_id, KeyEpoch.direction == direction.value, KeyEpoch.last_epoch < epoch]
-    if key_id is not None:
-        conditions.append(exists().where(Device.id == device_id, Device.key_id == key_id, Device.status.in_(SPENDABLE)))
-    result = await s.execute(
-        update(KeyEpoch)
-        .where(*conditions)
-        .values(last_epoch=epoch, last_call_id=call_id, drift=drift, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(result) == 1:
-        return True
-    if call_id is None:
-        return False
-    row = (
-        await s.execute(
-            select(KeyEpoch.last_epoch, KeyEpoch.last_call_id).where(
-                KeyEpoch.device_id == device_id, KeyEpoch.direction == direction.value
-            )
-        )
-    ).first()
-    return row is not None and row.last_epoch == epoch and row.last_call_id == call_id
 
 
 @dataclass(frozen=True)
@@ -125,8 +87,17 @@ class DeviceRow:
         }
 
 
+SQLITE_POOL_TIMEOUT = 30.0  # seconds a statement waits for the one SQLite connection (the busy timeout's twin)
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
+        # One connection per process: SQLite has one writer anyway, and writers on several connections of one process
+        # wait for each other in SQLite's busy handler (sleeps of up to 100 ms each), where one connection makes them
+        # queue in order on the event loop instead. Other processes (the CLI) still wait in the busy handler.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", SQLITE_POOL_TIMEOUT)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -284,8 +255,8 @@ class Store:
         One conditional UPDATE decides: its row count is 1 for exactly one of any number of racing nodes.
         A re-presentation by the same call (SIP retransmission, second Stasis entry) is not a second use.
         """
-        async with self.transaction() as s:
-            return await _spend_in(s, device_id, None, direction, epoch, call_id, drift)
+        async with self.engine.begin() as conn:
+            return await spend.spend_in(conn, device_id, None, direction, epoch, call_id, drift)
 
     async def check_and_spend(
         self, device_id: int, key_id: str, direction: Direction, epoch: int, call_id: str | None, drift: int
@@ -293,12 +264,7 @@ class Store:
         """The verifier's last step, in one transaction: read the device and, if it still has `key_id` and a status
         that may use keys (provisioned, registered), spend like `spend`. The UPDATE itself re-checks key id and
         status, so a device revoked or rotated by another node after the read is not admitted."""
-        async with self.transaction() as s:
-            device = await s.get(Device, device_id)
-            row = DeviceRow.of(device) if device is not None else None
-            if row is None or row.key_id != key_id or row.status not in SPENDABLE:
-                return SpendResult(row, False)
-            return SpendResult(row, await _spend_in(s, device_id, key_id, direction, epoch, call_id, drift))
+        return await spend.check_and_spend(self.engine, device_id, key_id, direction, epoch, call_id, drift)
 
     async def next_outbound_epoch(self, device_id: int, current: int, call_id: str | None) -> int | None:
         """Claim the outbound epoch to present: max(current, last + 1), at most current + 1 (SLK1.md).
@@ -368,8 +334,11 @@ class Store:
             s.add(_audit(action, result, actor, **fields))
 
     async def audit_many(self, events: Sequence[dict[str, Any]]) -> None:
-        async with self.transaction() as s:
-            s.add_all([AuditEvent(**e) for e in events])
+        """One INSERT of many rows (`audit_fields` dicts), one transaction: a Core executemany."""
+        if not events:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(_AUDIT), list(events))
 
     async def list_audit(
         self, since: datetime | None = None, limit: int = 1000, action: str | None = None
@@ -425,7 +394,24 @@ def _audit(action: str, result: str | None, actor: str | None, **fields: Any) ->
     )
 
 
+_AUDIT = cast(Table, AuditEvent.__table__)
+_AUDIT_COLUMNS = frozenset(c for c in _AUDIT.columns.keys() if c != "id")
+
+
 def audit_fields(action: str, result: str | None, actor: str | None = None, **fields: Any) -> dict[str, Any]:
-    """The column values of an audit event, for buffering before they can be written."""
-    e = _audit(action, result, actor, **fields)
-    return {c: getattr(e, c) for c in AuditEvent.__table__.columns.keys() if c != "id"}
+    """The column values of an audit event, for buffering before they can be written (a plain dict: this runs for
+    every call, and building an ORM object for it cost more than the rest of the record)."""
+    detail = fields.pop("detail", None)
+    unknown = set(fields) - _AUDIT_COLUMNS
+    if unknown:
+        raise TypeError(f"not audit columns: {', '.join(sorted(unknown))}")
+    row: dict[str, Any] = dict.fromkeys(_AUDIT_COLUMNS)
+    row.update(fields)
+    row.update(
+        action=action,
+        result=result,
+        actor=actor,
+        detail=json.dumps(detail, sort_keys=True) if detail else None,
+        created_at=fields.get("created_at") or utcnow(),
+    )
+    return row

@@ -1,0 +1,150 @@
+"""The single-use spend: the one write on the admission path, so the one place its cost is paid.
+
+`spend_in` is one conditional UPDATE on `key_epochs` (SQLAlchemy Core, no ORM unit of work); its row count is 1 for
+exactly one of any number of racing nodes. `check_and_spend` is the verifier's last step: read the device and spend
+only while it still has the key id the index was built with and a status that may use keys; the UPDATE re-checks both
+itself, so what another node changed between the read and the write is refused.
+
+On SQLite the whole transaction runs as one function on the driver's own thread (`aiosqlite`): one hand-off between
+the event loop and that thread instead of one per statement, fetch, commit and cursor (a dozen), each of which waits
+for the GIL behind whatever the loop is doing. `BEGIN IMMEDIATE` takes the write lock before the read, so the read and
+the write see the same database. Anything unexpected raises, and the caller's verdict is `error` (fail closed).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, exists, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from asterisk_securelink.core.slk1 import Direction
+from asterisk_securelink.lifecycle import SPENDABLE
+from asterisk_securelink.store.models import Device, KeyEpoch, utcnow
+
+DEVICES = cast(Table, Device.__table__)
+EPOCHS = cast(Table, KeyEpoch.__table__)
+
+
+@dataclass(frozen=True)
+class SpendDevice:
+    """The device as read in the spending transaction: what the verdict depends on."""
+
+    id: int
+    key_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class SpendResult:
+    device: SpendDevice | None  # None: no such device
+    spent: bool
+
+
+async def spend_in(
+    conn: AsyncConnection | AsyncSession,
+    device_id: int,
+    key_id: str | None,
+    direction: Direction,
+    epoch: int,
+    call_id: str | None,
+    drift: int,
+) -> bool:
+    """Spend `epoch` and every earlier one (with `key_id`: only while the device still has that key id and a spendable
+    status). True when this call may use it, including a re-presentation by the same call (SLK1.md)."""
+    e = EPOCHS.c
+    conditions = [e.device_id == device_id, e.direction == direction.value, e.last_epoch < epoch]
+    if key_id is not None:
+        d = DEVICES.c
+        conditions.append(exists().where(d.id == device_id, d.key_id == key_id, d.status.in_(SPENDABLE)))
+    values = {"last_epoch": epoch, "last_call_id": call_id, "drift": drift, "updated_at": utcnow()}
+    result = cast(CursorResult[Any], await conn.execute(update(EPOCHS).where(*conditions).values(**values)))
+    if result.rowcount == 1:
+        return True
+    if call_id is None:
+        return False
+    row = (
+        await conn.execute(
+            select(e.last_epoch, e.last_call_id).where(e.device_id == device_id, e.direction == direction.value)
+        )
+    ).first()
+    return row is not None and row.last_epoch == epoch and row.last_call_id == call_id
+
+
+async def check_and_spend(
+    engine: AsyncEngine, device_id: int, key_id: str, direction: Direction, epoch: int, call_id: str | None, drift: int
+) -> SpendResult:
+    if engine.dialect.name == "sqlite":
+        async with engine.connect() as conn:
+            run = _on_driver_thread(await conn.get_raw_connection())
+            if run is not None:
+                stamp = EPOCHS.c.updated_at.type.bind_processor(engine.dialect)
+                now = stamp(utcnow()) if stamp is not None else utcnow()
+                return cast(
+                    SpendResult,
+                    await run(_sqlite_check_and_spend, device_id, key_id, direction.value, epoch, call_id, drift, now),
+                )
+    async with engine.begin() as conn:
+        d = DEVICES.c
+        found = (await conn.execute(select(d.id, d.key_id, d.status).where(d.id == device_id))).first()
+        device = SpendDevice(found.id, found.key_id, found.status) if found is not None else None
+        if device is None or device.key_id != key_id or device.status not in SPENDABLE:
+            return SpendResult(device, False)
+        return SpendResult(device, await spend_in(conn, device_id, key_id, direction, epoch, call_id, drift))
+
+
+def _on_driver_thread(raw: Any) -> Callable[..., Any] | None:
+    """`run(fn, *args)`: call `fn(sqlite3_connection, *args)` on aiosqlite's connection thread and await it; None when
+    the driver is not aiosqlite as known (then the generic path runs: slower, same result)."""
+    driver = getattr(raw, "driver_connection", None)
+    execute = getattr(driver, "_execute", None)
+    if driver is None or execute is None or not hasattr(type(driver), "_conn"):
+        return None
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await execute(lambda: fn(driver._conn, *args))
+
+    return run
+
+
+_SELECT_DEVICE = "SELECT key_id, status FROM devices WHERE id = ?"
+_SPEND = (
+    "UPDATE key_epochs SET last_epoch = ?, last_call_id = ?, drift = ?, updated_at = ? "
+    "WHERE device_id = ? AND direction = ? AND last_epoch < ? "
+    "AND EXISTS (SELECT 1 FROM devices WHERE id = ? AND key_id = ? AND status IN (?, ?))"
+)
+assert len(SPENDABLE) == 2, "_SPEND binds one placeholder per spendable status"
+_SAME_CALL = "SELECT last_epoch, last_call_id FROM key_epochs WHERE device_id = ? AND direction = ?"
+
+
+def _sqlite_check_and_spend(
+    db: sqlite3.Connection,
+    device_id: int,
+    key_id: str,
+    direction: str,
+    epoch: int,
+    call_id: str | None,
+    drift: int,
+    now: Any,
+) -> SpendResult:
+    """`check_and_spend` as one SQLite transaction, run on the connection's own thread (module doc)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = db.execute(_SELECT_DEVICE, (device_id,)).fetchone()
+        device = SpendDevice(device_id, found[0], found[1]) if found is not None else None
+        spent = False
+        if device is not None and device.key_id == key_id and device.status in SPENDABLE:
+            args = (epoch, call_id, drift, now, device_id, direction, epoch, device_id, key_id, *SPENDABLE)
+            spent = db.execute(_SPEND, args).rowcount == 1
+            if not spent and call_id is not None:
+                row = db.execute(_SAME_CALL, (device_id, direction)).fetchone()
+                spent = row is not None and row[0] == epoch and row[1] == call_id
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return SpendResult(device, spent)
