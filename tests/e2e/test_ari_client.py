@@ -98,9 +98,11 @@ class Running:
         return chan.id
 
 
-async def start_client(url: str = ARI_URL, heartbeat: float = 10.0) -> Running:
+async def start_client(url: str = ARI_URL, heartbeat: float = 10.0, rest_over_websocket: bool = True) -> Running:
     app = _app_name()
-    client = AriClient(url, testbed.ARI_USER, testbed.ARI_PASSWORD, app, heartbeat=heartbeat)
+    client = AriClient(
+        url, testbed.ARI_USER, testbed.ARI_PASSWORD, app, heartbeat=heartbeat, rest_over_websocket=rest_over_websocket
+    )
     running: Running
 
     async def handler(e: Event) -> None:
@@ -154,6 +156,35 @@ async def test_connect_registers_the_app(ari: Running) -> None:
     assert info["system"]["version"].startswith("22")
     await eventually(lambda: ari.on_connect_calls == 1)
     assert ari.states == [True]
+
+
+async def test_rest_goes_over_the_events_websocket_once_asterisk_answers_there(ari: Running) -> None:
+    """Asterisk 22.4+ answers RESTRequest frames: calls then skip HTTP, and answers and errors decode the same."""
+    await eventually(lambda: ari.client.rest_on_websocket)
+    before = ari.client.ws_requests
+    info = await ari.client.asterisk_info()
+    assert info["system"]["version"].startswith("22")
+    with pytest.raises(AriError) as err:
+        await ari.client.set_channel_var("no-such-channel", "X", "1")
+    assert err.value.status == 404 and "Channel not found" in err.value.message
+    chan_id = await ari.originate("over-ws")
+    await ari.next(StasisStart, chan_id)
+    await ari.client.set_channel_var(chan_id, "SECURELINK_WS", "a b&c=d")  # query values survive the frame
+    assert await ari.client.get_channel_var(chan_id, "SECURELINK_WS") == "a b&c=d"
+    assert await ari.client.hangup(chan_id)
+    assert ari.client.ws_requests - before == 6  # all six calls (originate too) went over the socket
+
+
+async def test_rest_stays_on_http_when_the_socket_does_not_answer_requests(asterisk: None) -> None:
+    running = await start_client(rest_over_websocket=False)  # what an Asterisk before 22.4 amounts to
+    try:
+        await asyncio.sleep(0.5)
+        assert not running.client.rest_on_websocket
+        before = running.client.ws_requests
+        assert (await running.client.asterisk_info())["system"]["version"].startswith("22")
+        assert running.client.ws_requests == before
+    finally:
+        await stop_client(running)
 
 
 async def test_wrong_password_is_a_clear_error_without_the_password(

@@ -104,26 +104,7 @@ class AriRest:
             raise AriError(0, f"no answer within {self.request_timeout:g}s", method, path) from None
         except aiohttp.ClientError as exc:
             raise AriError(0, f"{type(exc).__name__}: {exc}", method, path) from None
-        decoded: Any = None
-        if body:
-            if content_type == "application/json":
-                try:
-                    decoded = _json_loads(body)
-                except ValueError:
-                    decoded = body.decode("utf-8", "replace")
-            else:
-                decoded = body.decode("utf-8", "replace")
-        if status >= 400:
-            if isinstance(decoded, Mapping) and isinstance(decoded.get("message"), str):
-                message = decoded["message"]
-            elif status == 401:
-                message = refusal_message(401)
-            elif isinstance(decoded, str) and decoded.strip():
-                message = decoded.strip()[:200]
-            else:
-                message = reason
-            raise AriError(status, message, method, path)
-        return decoded
+        return decode_answer(status, content_type, body, reason, method, path)
 
     async def asterisk_info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("GET", "/asterisk/info")
@@ -327,6 +308,30 @@ class AriRest:
                 return False
             raise
         return True
+
+
+def decode_answer(status: int, content_type: str, body: bytes | str, reason: str, method: str, path: str) -> Any:
+    """An ARI answer (over HTTP or the WebSocket): the decoded JSON body, or `AriError` for a status >= 400."""
+    decoded: Any = None
+    if body:
+        if content_type == "application/json":
+            try:
+                decoded = _json_loads(body)
+            except ValueError:
+                decoded = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        else:
+            decoded = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if status >= 400:
+        if isinstance(decoded, Mapping) and isinstance(decoded.get("message"), str):
+            message = decoded["message"]
+        elif status == 401:
+            message = refusal_message(401)
+        elif isinstance(decoded, str) and decoded.strip():
+            message = decoded.strip()[:200]
+        else:
+            message = reason
+        raise AriError(status, message, method, path)
+    return decoded
 
 
 def _json_loads(data: str | bytes) -> Any:
