@@ -98,10 +98,18 @@ class Running:
         return chan.id
 
 
-async def start_client(url: str = ARI_URL, heartbeat: float = 10.0, rest_over_websocket: bool = True) -> Running:
+async def start_client(
+    url: str = ARI_URL, heartbeat: float = 10.0, rest_over_websocket: bool = True, events: tuple[str, ...] = ()
+) -> Running:
     app = _app_name()
     client = AriClient(
-        url, testbed.ARI_USER, testbed.ARI_PASSWORD, app, heartbeat=heartbeat, rest_over_websocket=rest_over_websocket
+        url,
+        testbed.ARI_USER,
+        testbed.ARI_PASSWORD,
+        app,
+        heartbeat=heartbeat,
+        rest_over_websocket=rest_over_websocket,
+        events=events,
     )
     running: Running
 
@@ -183,6 +191,35 @@ async def test_rest_stays_on_http_when_the_socket_does_not_answer_requests(aster
         before = running.client.ws_requests
         assert (await running.client.asterisk_info())["system"]["version"].startswith("22")
         assert running.client.ws_requests == before
+    finally:
+        await stop_client(running)
+
+
+async def test_the_app_receives_only_the_events_it_reads(asterisk: None) -> None:
+    from asterisk_securelink.runner import APP_EVENTS
+
+    running = await start_client(events=APP_EVENTS)
+    try:
+
+        async def allowed() -> list[str]:
+            app = await running.client.get_application()
+            return [e["type"] for e in (app or {}).get("events_allowed", [])]
+
+        want = [*APP_EVENTS, "RESTResponse"]  # the answers to REST calls over the socket must still arrive
+        deadline = time.monotonic() + 5
+        while await allowed() != want and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await allowed() == want
+        await eventually(lambda: running.client.rest_on_websocket)
+        before = running.client.ws_requests
+        chan_id = await running.originate("filtered")
+        await running.next(StasisStart, chan_id)
+        await running.client.set_channel_var(chan_id, "SECURELINK_X", "1")  # a ChannelVarset nobody reads
+        assert await running.client.hangup(chan_id)
+        await running.next(StasisEnd, chan_id)
+        await asyncio.sleep(0.2)
+        assert {e.type for e in running.events} <= set(APP_EVENTS)
+        assert running.client.ws_requests - before == 3  # originate, variable, hangup: answered over the socket
     finally:
         await stop_client(running)
 

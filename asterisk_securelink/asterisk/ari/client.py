@@ -316,7 +316,10 @@ class AriClient(AriRest):
     async def _filter_events(self) -> None:
         """Ask Asterisk to send this app only `events` (ARI application event filter, Asterisk 13.26+): a variable
         set on a channel, a state change or a dialplan step each cost both sides an event nobody reads."""
-        body = {"allowed": [{"type": name} for name in self.events]}
+        # the answers to REST calls over the socket travel as messages of the app too: filtered out, every call
+        # over the socket would wait for its timeout
+        names = (*self.events, "RESTResponse") if self.rest_over_websocket else self.events
+        body = {"allowed": [{"type": name} for name in dict.fromkeys(names)]}
         try:
             await self.request("PUT", _path("applications", self.app, "eventFilter"), json=body)
         except AriError as exc:
