@@ -68,6 +68,11 @@ class InboundConfig:
     anonymous: Literal["reject", "continue"] = "reject"
     require_registered_number: bool = False
     dial_prefix: str = ""  # DNIS: an access prefix the phone dials before the key's significant part
+    max_in_flight: int = 32  # admissions decided at once; past it a call is turned away at once (`error`, overload)
+    overload_hangup: Literal["congestion", "rejected"] = "congestion"  # SIP 503 (try elsewhere) or 403
+
+
+MAX_IN_FLIGHT = 10_000
 
 
 @dataclass(frozen=True)
@@ -323,6 +328,8 @@ def _validate_numbers(cfg: Config) -> None:
             "keys.default_country_code: must be an E.164 country code without '+' (e.g. 1, 44, 49), "
             f"got {k.default_country_code!r}"
         )
+    if not 1 <= cfg.inbound.max_in_flight <= MAX_IN_FLIGHT:
+        raise ConfigError(f"inbound.max_in_flight: must be 1..{MAX_IN_FLIGHT}, got {cfg.inbound.max_in_flight}")
     prefix = cfg.inbound.dial_prefix
     if prefix and not (len(prefix) <= MAX_DIAL_PREFIX_DIGITS and prefix.isascii() and prefix.isdigit()):
         raise ConfigError(f"inbound.dial_prefix: must be 1..{MAX_DIAL_PREFIX_DIGITS} digits or empty, got {prefix!r}")
@@ -449,6 +456,8 @@ registration_context = "securelink-register"
 on_failure = "reject"                    # reject | continue (continue with SECURELINK_RESULT set)
 anonymous = "reject"                     # reject | continue (unverified)
 require_registered_number = false        # two-factor: the caller's registered number picks the device (DNIS)
+max_in_flight = 32                       # admissions decided at once; more calls are turned away (overload)
+overload_hangup = "congestion"           # congestion (SIP 503) | rejected (SIP 403)
 
 [lockout]
 max_guess_probability = 1e-6             # key alone: chance per 24 h that a trunk's guesses admit anyone

@@ -78,6 +78,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )  # exposed as securelink_lockouts_total
+        self.overloads = Counter(
+            "securelink_overload",
+            "Inbound calls turned away unverified because inbound.max_in_flight admissions were already being decided "
+            "(verdict error, reason overload)",
+            registry=r,
+        )  # exposed as securelink_overload_total
         self.escrow_rows = Gauge("securelink_escrow_rows", "Escrowed per-call keys stored", registry=r)
         self.audit_buffered = Gauge("securelink_audit_buffered", "Audit events waiting to be written", registry=r)
         self.voucher_claims = Counter(

@@ -4,6 +4,7 @@ registration."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -233,3 +234,51 @@ def test_dialplan_sends_unregistered_agi_calls_to_the_agi_registration_context()
     assert register[2] == ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?reject)'
     assert register[3] == ' same => n,GotoIf($["${SECURELINK_RESULT}" = "admitted"]?securelink-admitted,${EXTEN},1)'
     assert register[-1] == " same => n,Hangup(21)"  # anything else: rejected
+
+
+class HeldChannels(Channels):
+    """Channels whose variable requests wait for `release`: admissions stay in flight until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        await self.release.wait()
+        await super().set_channel_var(channel_id, name, value)
+
+
+async def test_past_max_in_flight_a_call_is_turned_away_at_once_never_admitted(store: Store, tmp_path: Path) -> None:
+    from asterisk_securelink.metrics import Metrics
+
+    channels = HeldChannels()
+    cfg = config.build({"inbound": {"admitted_context": "in-ok", "max_in_flight": 1}}, {}, tmp_path)
+    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    devices = [await store.add_device(f"D{i}", f"1555000{i}", None, f"kid-o{i}", "t") for i in range(3)]
+    for d in devices:
+        await store.update_device(d.id, "device.register", "t", status="registered")
+    await svc.start()
+    metrics = Metrics(period=30)
+    handlers = Handlers(cfg, svc, channels, metrics=metrics)
+    keys = [
+        derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt) for d in devices
+    ]
+    first = asyncio.create_task(handlers.stasis_start(CallInfo("ch1", "PJSIP/t-1", keys[0], "100", ("inbound",))))
+    while handlers._in_flight == 0:
+        await asyncio.sleep(0.001)
+    # a genuine key, but the one admission slot is taken: turned away unverified, with congestion (SIP 503)
+    await handlers.stasis_start(CallInfo("ch2", "PJSIP/t-2", keys[1], "100", ("inbound",)))
+    assert channels.calls == [("hangup", "ch2", "congestion")]
+    channels.release.set()
+    await first
+    assert ("continue", "ch1", "in-ok") in channels.calls  # the call in flight was admitted all the same
+    await handlers.stasis_start(CallInfo("ch3", "PJSIP/t-3", keys[2], "100", ("inbound",)))
+    assert ("continue", "ch3", "in-ok") in channels.calls  # the slot is free again
+    assert not [c for c in channels.calls if c[1] == "ch2" and c[0] != "hangup"]
+    text = metrics.exposition().decode()
+    assert "securelink_overload_total 1.0" in text
+    assert 'securelink_verdicts_total{direction="inbound",mode="ani",result="error"} 1.0' in text
+    await svc.audit.drain()
+    refused = [e for e in await store.list_audit(action="verify") if e.call_id == "ch2"]
+    assert [(e.result, json.loads(e.detail or "{}").get("reason")) for e in refused] == [("error", "overload")]
+    assert refused[0].subject is None  # ANI: the caller number is the key and is never written down

@@ -96,13 +96,18 @@ class GuessGuard:
         self._announced: dict[str, float] = {}
         self._purged_hour = -1
         self._zero_logged = -1e9
+        self._budget_for: tuple[int, int, int] | None = None
+        self._budget = 0
 
     @property
     def enabled(self) -> bool:
         return self.config.enabled
 
     def budget(self) -> int:
-        return guess_budget(self.config.max_guess_probability, *self.strength())
+        strength = self.strength()
+        if strength != self._budget_for:  # exact (Fraction) arithmetic: once per change of S, W or D, not per call
+            self._budget_for, self._budget = strength, guess_budget(self.config.max_guess_probability, *strength)
+        return self._budget
 
     # -- key alone: the source's budget ----------------------------------------------------------------------------
     async def spent(self, source: str | None, at_ms: int) -> bool:

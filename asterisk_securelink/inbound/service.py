@@ -299,7 +299,16 @@ class VerificationService:
         )
 
     # -- audit -----------------------------------------------------------------------------------------------
+    def refuse_overloaded(self, req: VerifyRequest) -> Outcome:
+        """The verdict of a call turned away before verification (too many in flight): `error`, audited like any."""
+        outcome = Outcome(Verdict.ERROR, mode=req.mode, detail={"reason": "overload"})
+        self._audit_event(req, outcome)
+        return outcome
+
     async def _record(self, req: VerifyRequest, outcome: Outcome) -> None:
+        self._audit_event(req, outcome)
+
+    def _audit_event(self, req: VerifyRequest, outcome: Outcome) -> None:
         # the caller number only when the key was the dialed number: in ANI mode it is the key, and in EITHER mode it
         # may be (a phone provisioned for ANI) unless the dialed number was a device's key
         dnis = outcome.mode is Mode.DNIS and (req.mode is Mode.DNIS or outcome.device_id is not None)

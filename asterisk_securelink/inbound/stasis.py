@@ -35,6 +35,7 @@ Key = TypeVar("Key", str, tuple[str, str])
 
 VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
 REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to its register step
+OVERLOAD_LOG_EVERY = 10.0  # seconds between log lines about calls turned away for overload
 VOUCHER_TIMEOUT = 2.0  # seconds for an admitted call's per-call key; past it the call goes on without one
 
 
@@ -64,6 +65,9 @@ class Handlers:
         self._registrable: dict[str, tuple[int, float]] = {}  # channel id -> (device id, monotonic deadline)
         self._agi_registrable: dict[tuple[str, str], tuple[int, float]] = {}  # (AGI peer, uniqueid) -> the same
         self._background: set[asyncio.Task[Any]] = set()
+        self._in_flight = 0  # admissions being decided (`admit`)
+        self._overload_logged_at = -1e9
+        self._overloaded_since_log = 0
 
     # -- Stasis ------------------------------------------------------------------------------------------------
     async def stasis_start(self, call: CallInfo) -> None:
@@ -81,12 +85,39 @@ class Handlers:
             await hangup_quietly(self.channels, call.channel_id, "rejected")
 
     async def admit(self, call: CallInfo) -> None:
+        """Admission of one call, at most `inbound.max_in_flight` at once: past it the call is turned away at once
+        (verdict `error`, reason `overload`) rather than queued behind the others, so a flood slows no admitted call
+        and is never admitted unverified."""
+        if self._in_flight >= self.config.inbound.max_in_flight:
+            await self._overloaded(call)
+            return
         started = time.perf_counter()
+        self._in_flight += 1
         try:
             await self._admit(call)
         finally:
+            self._in_flight -= 1
             if self.metrics is not None:
                 self.metrics.admission.observe(time.perf_counter() - started)
+
+    async def _overloaded(self, call: CallInfo) -> None:
+        try:
+            mode = parse_mode(call.args[1] if len(call.args) > 1 else None, self.config.inbound.mode)
+        except ValueError:
+            mode = Mode.ANI
+        req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
+        outcome = self.service.refuse_overloaded(req)
+        self._publish(call, outcome)
+        if self.metrics is not None:
+            self.metrics.overloads.inc()
+            self.metrics.verdict(outcome.verdict.value, "inbound", outcome.mode.value)
+        self._overloaded_since_log += 1
+        now = time.monotonic()
+        if now - self._overload_logged_at >= OVERLOAD_LOG_EVERY:  # a flood must not flood the log too
+            log.warning("%d call(s) turned away: %d admissions in flight (inbound.max_in_flight); verdict error "
+                        "(overload)", self._overloaded_since_log, self._in_flight)  # fmt: skip
+            self._overload_logged_at, self._overloaded_since_log = now, 0
+        await self.channels.hangup(call.channel_id, self.config.inbound.overload_hangup)
 
     async def _admit(self, call: CallInfo) -> None:
         outcome = await self.decide(call, call.args[1] if len(call.args) > 1 else None, "stasis")
