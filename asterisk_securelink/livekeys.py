@@ -115,6 +115,7 @@ class LiveKeys:
         self._last_sync_mono = -1e9
         self._lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
+        self._roll: asyncio.Task[int] | None = None  # a roll started by a lookup at an epoch boundary
         self.last_refresh_seconds = 0.0
 
     @property
@@ -251,18 +252,40 @@ class LiveKeys:
 
     # -- lookup ----------------------------------------------------------------------------------------------
     async def candidates(self, digits: str, current: int) -> list[Candidate]:
-        """The (device, epoch) pairs whose live key is `digits`; when nothing matches, waits for the live epochs still
-        being built (just after `start`), then reloads devices once."""
+        """The (device, epoch) pairs whose live key is `digits`, only epochs live in `current`; when nothing matches,
+        waits for the live epochs still being built (just after `start`, or a roll), then reloads devices once.
+
+        At an epoch boundary the new current epoch's table is usually built already (it was the look-ahead): then
+        the roll (one new table) runs in the background and calls go on at once, instead of every call of the
+        next few hundred milliseconds waiting for that table."""
         if self.index.current != current:
-            await self.refresh(self.epoch_start_ms(current))
-        found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
+            if current in self.index.epochs:
+                self._roll_soon(current)
+            else:
+                await self.refresh(self.epoch_start_ms(current))
+        found = self._found(digits, current)
         if not found and self.index.missing(current):
             await self.refresh(self.epoch_start_ms(current))
-            found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
+            found = self._found(digits, current)
         if not found and time.monotonic() - self._last_sync_mono >= self.device_sync_interval:
             if await self.sync_devices():  # a device added or rotated moments ago
-                found = [c for c in self.index.lookup(digits) if self.index.confirm(c, digits)]
+                found = self._found(digits, current)
         return found
+
+    def _found(self, digits: str, current: int) -> list[Candidate]:
+        live = self.window.live_epochs(current)
+        return [c for c in self.index.lookup(digits) if c.epoch in live and self.index.confirm(c, digits)]
+
+    def _roll_soon(self, current: int) -> None:
+        """Roll the index to `current` in a background task (one at a time)."""
+        if self._roll is None or self._roll.done():
+            self._roll = asyncio.create_task(self.refresh(self.epoch_start_ms(current)), name="index-roll")
+            self._roll.add_done_callback(_log_failed_roll)
+
+
+def _log_failed_roll(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("index roll failed (%s); the next lookup or boundary tries again", type(task.exception()).__name__)
 
 
 def burst_cost_bits(window: Window) -> float:

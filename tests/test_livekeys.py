@@ -159,3 +159,25 @@ async def test_key_rows_reads_the_index_columns_of_changed_devices(store: Store)
     rows = await key_rows(store)
     assert rows == KeyRows([a.id, b.id], ["kid-a", "kid-b"], ["provisioned"] * 2, ["+15550001", "+15550002"])
     assert (await key_rows(store, since=b.updated_at)).ids == [b.id]
+
+
+async def test_at_an_epoch_boundary_calls_go_on_while_the_roll_runs_and_only_live_epochs_count(
+    store: Store, tmp_path: Path
+) -> None:
+    c = config.build({}, {}, tmp_path)  # look_behind 1, look_ahead 1
+    now = [T]
+    keys = LiveKeys(c, store, MASTER, clock_ms=lambda: now[0], device_sync_interval=1e9)
+    a = await registered(store, "A", "+15550001", "kid-a")
+    await keys.start()
+    await keys.refresh()
+    e = keys.epoch_now()
+    assert keys.index.epochs == [e - 1, e, e + 1]
+    now[0] = T + PERIOD_MS  # the boundary: e + 1 is current and its table is there (it was the look-ahead)
+    found = await keys.candidates(key_of(a, c, T + PERIOD_MS), e + 1)
+    assert [(x.device_id, x.epoch) for x in found] == [(a.id, e + 1)]
+    assert keys.index.current == e  # answered without waiting for the roll, which runs in the background
+    # the table of e - 1 is still held until the roll installs, but e - 1 is no longer live: its key is no match
+    assert await keys.candidates(key_of(a, c, T - PERIOD_MS), e + 1) == []
+    assert keys._roll is not None
+    await keys._roll
+    assert keys.index.current == e + 1 and keys.index.epochs == [e, e + 1, e + 2]
