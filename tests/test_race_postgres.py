@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(pg_admin_url() is None, reason="SECURELINK_TEST_
 ROUNDS = 30
 
 
-def _racer(url: str, device_id: int, name: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _racer(url: str, device_id: int, name: str, barrier: mp.synchronize.Barrier, out: mp.Queue, how: str) -> None:  # type: ignore[type-arg]
     async def go() -> list[bool]:
         store = Store.from_url(url, pool_size=1)
         wins = []
@@ -26,7 +26,11 @@ def _racer(url: str, device_id: int, name: str, barrier: mp.synchronize.Barrier,
                 pass
             for epoch in range(ROUNDS):
                 barrier.wait()
-                wins.append(await store.spend(device_id, Direction.INBOUND, epoch, f"{name}-{epoch}", 0))
+                if how == "check_and_spend":  # the verifier's one-statement path (store/spend.py)
+                    r = await store.check_and_spend(device_id, "race", Direction.INBOUND, epoch, f"{name}-{epoch}", 0)
+                    wins.append(r.spent)
+                else:
+                    wins.append(await store.spend(device_id, Direction.INBOUND, epoch, f"{name}-{epoch}", 0))
         finally:
             await store.close()
         return wins
@@ -46,7 +50,8 @@ async def pg_url() -> AsyncIterator[str]:
         await drop_pg_database(url)
 
 
-async def test_two_processes_exactly_one_wins(pg_url: str) -> None:
+@pytest.mark.parametrize("how", ["spend", "check_and_spend"])
+async def test_two_processes_exactly_one_wins(pg_url: str, how: str) -> None:
     store = Store.from_url(pg_url)
     try:
         device = await store.add_device("A", "1555", None, "race", "t")
@@ -55,7 +60,7 @@ async def test_two_processes_exactly_one_wins(pg_url: str) -> None:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_racer, args=(pg_url, device.id, n, barrier, out)) for n in ("node-a", "node-b")]
+    procs = [ctx.Process(target=_racer, args=(pg_url, device.id, n, barrier, out, how)) for n in ("node-a", "node-b")]
     for p in procs:
         p.start()
     results = dict(await asyncio.to_thread(lambda: [out.get(timeout=120) for _ in procs]))

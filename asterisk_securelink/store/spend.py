@@ -5,10 +5,12 @@ exactly one of any number of racing nodes. `check_and_spend` is the verifier's l
 only while it still has the key id the index was built with and a status that may use keys; the UPDATE re-checks both
 itself, so what another node changed between the read and the write is refused.
 
-On SQLite the whole transaction runs as one function on the driver's own thread (`aiosqlite`): one hand-off between
-the event loop and that thread instead of one per statement, fetch, commit and cursor (a dozen), each of which waits
-for the GIL behind whatever the loop is doing. `BEGIN IMMEDIATE` takes the write lock before the read, so the read and
-the write see the same database. Anything unexpected raises, and the caller's verdict is `error` (fail closed).
+On PostgreSQL it is one statement (the UPDATE in a data-modifying CTE, the device read beside it) in autocommit: one
+round trip. On SQLite the whole transaction runs as one function on the driver's own thread (`aiosqlite`): one
+hand-off between the event loop and that thread instead of one per statement, fetch, commit and cursor (a dozen),
+each of which waits for the GIL behind whatever the loop is doing. `BEGIN IMMEDIATE` takes the write lock before the
+read, so the read and the write see the same database. Anything unexpected raises, and the caller's verdict is
+`error` (fail closed).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, exists, select, update
+from sqlalchemy import Table, exists, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -88,6 +90,8 @@ async def check_and_spend(
                     SpendResult,
                     await run(_sqlite_check_and_spend, device_id, key_id, direction.value, epoch, call_id, drift, now),
                 )
+    if engine.dialect.name == "postgresql":
+        return await _pg_check_and_spend(engine, device_id, key_id, direction, epoch, call_id, drift)
     async with engine.begin() as conn:
         d = DEVICES.c
         found = (await conn.execute(select(d.id, d.key_id, d.status).where(d.id == device_id))).first()
@@ -95,6 +99,45 @@ async def check_and_spend(
         if device is None or device.key_id != key_id or device.status not in SPENDABLE:
             return SpendResult(device, False)
         return SpendResult(device, await spend_in(conn, device_id, key_id, direction, epoch, call_id, drift))
+
+
+async def _pg_check_and_spend(
+    engine: AsyncEngine, device_id: int, key_id: str, direction: Direction, epoch: int, call_id: str | None, drift: int
+) -> SpendResult:
+    """`check_and_spend` as one PostgreSQL statement in autocommit: the conditional UPDATE in a data-modifying CTE
+    (it runs whatever the outer SELECT finds) and the device read beside it, one round trip instead of BEGIN, SELECT,
+    UPDATE, COMMIT. The UPDATE's own conditions decide exactly as in `spend_in`; a second statement runs only when
+    it spent nothing and the same call may be presenting its key again."""
+    d, e = DEVICES.c, EPOCHS.c
+    spent = (
+        update(EPOCHS)
+        .where(
+            e.device_id == device_id,
+            e.direction == direction.value,
+            e.last_epoch < epoch,
+            exists().where(d.id == device_id, d.key_id == key_id, d.status.in_(SPENDABLE)),
+        )
+        .values(last_epoch=epoch, last_call_id=call_id, drift=drift, updated_at=utcnow())
+        .returning(e.device_id)
+        .cte("spent")
+    )
+    count = select(func.count()).select_from(spent).scalar_subquery()
+    async with engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await auto.execute(select(d.key_id, d.status, count.label("n")).where(d.id == device_id))).first()
+        if row is None:
+            return SpendResult(None, False)
+        device = SpendDevice(device_id, row.key_id, row.status)
+        if row.n == 1:
+            return SpendResult(device, True)
+        if call_id is None or device.key_id != key_id or device.status not in SPENDABLE:
+            return SpendResult(device, False)
+        again = (
+            await auto.execute(
+                select(e.last_epoch, e.last_call_id).where(e.device_id == device_id, e.direction == direction.value)
+            )
+        ).first()
+        return SpendResult(device, again is not None and again.last_epoch == epoch and again.last_call_id == call_id)
 
 
 def _on_driver_thread(raw: Any) -> Callable[..., Any] | None:
