@@ -93,10 +93,9 @@ class VerificationService:
         if problem is not None:
             raise StartupError(problem)
         await self.keys.start()
-        numbers = dict(self.keys.mobile_numbers)
-        self._numbers = await asyncio.to_thread(
-            RegisteredNumbers, numbers, self.config.keys.trunk_prefixes, NUMBERS_MAX_AGE
-        )
+        # the registered numbers (two-factor failures count against them) are indexed in the background: the service
+        # is ready without them, and the first two-factor call that needs them waits for that build (`_named`)
+        self._numbers_task = asyncio.create_task(self._rebuild_numbers(dict(self.keys.mobile_numbers)))
 
     async def learn_node(self, asterisk_info: Callable[[], Awaitable[Mapping[str, Any]]]) -> str:
         """The node identity of "the same call", unless `ari.node` names it: Asterisk's system name, else its entity
@@ -157,12 +156,12 @@ class VerificationService:
         hint = normalize(req.caller)
         if hint is None:  # nothing picks the device: no key can match
             return Outcome(Verdict.MISMATCH, mode=Mode.DNIS)
-        named = self._named_devices(hint)
+        named = await self._named(hint)
         if await self.guard.device_locked(named, at_ms):
             return Outcome(Verdict.LOCKED_OUT, mode=Mode.DNIS, detail={"lockout": "caller"})
         outcome = await self._identify_and_spend(req, digits, Mode.DNIS, hint, current, require_hint=True)
         if outcome.verdict in COUNTED:  # the lookup may have loaded devices enrolled moments ago: named again
-            await self.guard.device_failed(self._named_devices(hint), at_ms)
+            await self.guard.device_failed(await self._named(hint), at_ms)
         elif outcome.device_id is not None and outcome.verdict in (Verdict.ADMITTED, Verdict.UNREGISTERED):
             await self.guard.device_verified(outcome.device_id)
         return outcome
@@ -243,6 +242,13 @@ class VerificationService:
         if digits is None or not could_be_key(digits, self.keys.index.fmt, self.config.keys.trunk_prefixes):
             return None
         return digits
+
+    async def _named(self, caller: str) -> tuple[int, ...]:
+        """`_named_devices`, once the index of registered numbers `start` began has been built."""
+        task = self._numbers_task
+        if self._numbers is None and task is not None and not task.done():
+            await asyncio.shield(task)
+        return self._named_devices(caller)
 
     def _named_devices(self, caller: str) -> tuple[int, ...]:
         """The devices registered with the caller's number (what two-factor failures count against). The index of
