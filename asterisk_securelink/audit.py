@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 100_000  # events kept in memory while the database is down
 BATCH = 500  # events per INSERT batch
+LINGER = 0.05  # seconds the writer waits for more events before writing a batch smaller than BATCH
 RETRY_INITIAL = 0.5  # seconds before the first retry after a failed write
 RETRY_CAP = 30.0  # the longest pause between retries
 SPOOL_EVERY = 0.2  # seconds: during an outage, new events reach the spool file within this
@@ -79,8 +80,12 @@ class AuditWriter:
         on_database_state: Callable[[bool], None] | None = None,
         spool: Spool | None = None,
         ping: Callable[[], Awaitable[bool]] | None = None,
+        linger: float = LINGER,
     ) -> None:
         self._write = write  # e.g. Store.audit_many
+        # one transaction per call would cost the database more than the calls' own spends: a batch gathers what
+        # arrives within `linger` (the verdicts never wait for it; a crash loses at most that much more)
+        self.linger = linger
         self._ping = ping  # True when the database answers: a failed write was then about the rows
         self.spool = spool
         self._spooled = 0  # events at the front of _pending that the spool file holds
@@ -158,6 +163,8 @@ class AuditWriter:
         pause = RETRY_INITIAL
         loop = asyncio.get_running_loop()
         while self._pending:
+            if self.linger and len(self._pending) < self.batch:
+                await asyncio.sleep(self.linger)
             if await self._write_one_batch():
                 pause = RETRY_INITIAL
                 continue

@@ -94,10 +94,21 @@ async def test_database_down_keeps_events_and_drain_says_so() -> None:
     await w.close()
 
 
+async def test_events_arriving_within_the_linger_are_written_in_one_batch() -> None:
+    sink = Sink()
+    w = AuditWriter(sink.write, linger=0.05)
+    for i in range(5):
+        w.record(ev(i))
+        await asyncio.sleep(0.001)
+    assert await w.drain(timeout=2)
+    assert sink.calls == 1 and [r["call_id"] for r in sink.rows] == [f"c{i}" for i in range(5)]
+    await w.close()
+
+
 async def test_the_writer_retries_by_itself_after_an_outage() -> None:
     sink = Sink()
     sink.down = True
-    w = AuditWriter(sink.write)
+    w = AuditWriter(sink.write, linger=0)
     w.record(ev(1))
     await asyncio.sleep(0.05)
     assert sink.calls >= 1 and w.pending == 1
@@ -113,7 +124,7 @@ async def test_the_writer_retries_by_itself_after_an_outage() -> None:
 async def test_overflow_drops_the_oldest_event_that_no_write_holds() -> None:
     sink = Sink()
     sink.gate.clear()
-    w = AuditWriter(sink.write, max_pending=3, batch=2)
+    w = AuditWriter(sink.write, max_pending=3, batch=2, linger=0)
     w.record(ev(0))
     await asyncio.sleep(0)  # the writer takes c0 in flight
     for i in range(1, 5):
