@@ -40,6 +40,7 @@ DEVICE_SYNC_MIN_INTERVAL = 0.5  # seconds between device reloads triggered by an
 SETTING_PERIOD = "keys.period"  # the settings rows recording what the devices' keys were made with
 SETTING_T0 = "keys.t0"
 SLICE_SECONDS = 0.0005  # longest a worker-thread slice (secrets, tables) or an on-loop apply slice runs
+START_SLICE_SECONDS = 0.2  # the same during `start`: no call is served yet, so fewer hops is all that counts
 SLICE_STEP = 32  # devices between two clock reads within a slice
 APPLY_STEP = 4  # rows applied on the loop between two clock reads (a rotated device: ~6 HMACs with 3 tables)
 INLINE_ROWS = 16  # a sync of at most this many changed rows derives on the loop (~0.1 ms): not worth a thread hop
@@ -59,10 +60,10 @@ def run_slice(stepper: Stepper, seconds: float = SLICE_SECONDS) -> bool:
             return False
 
 
-async def in_slices(stepper: Stepper) -> None:
+async def in_slices(stepper: Stepper, seconds: float = SLICE_SECONDS) -> None:
     """Run `stepper` to the end in a worker thread, one short slice per hop: the thread gives the GIL back (and the
     loop runs) between slices, instead of holding it for a whole switch interval (5 ms) each time."""
-    while not await asyncio.to_thread(run_slice, stepper):
+    while not await asyncio.to_thread(run_slice, stepper, seconds):
         pass
 
 
@@ -116,6 +117,7 @@ class LiveKeys:
         self._lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
         self._roll: asyncio.Task[int] | None = None  # a roll started by a lookup at an epoch boundary
+        self._slice = SLICE_SECONDS  # how long one slice of index work runs (longer during `start`)
         self.last_refresh_seconds = 0.0
 
     @property
@@ -163,8 +165,12 @@ class LiveKeys:
     async def start(self) -> None:
         """Load the devices and build the current epoch's table: ready. The other live epochs are built next by
         `keep_fresh` (or by the first lookup that finds nothing, which waits for them)."""
-        await self.sync_devices(full=True)
-        await self.refresh(current_only=True)
+        self._slice = START_SLICE_SECONDS
+        try:
+            await self.sync_devices(full=True)
+            await self.refresh(current_only=True)
+        finally:
+            self._slice = SLICE_SECONDS
 
     async def sync_devices(self, full: bool = False) -> int:
         """Load devices changed since the last sync (all of them when `full`) into the index."""
@@ -176,7 +182,7 @@ class LiveKeys:
             if len(rows) <= INLINE_ROWS:
                 deriver.step(len(rows))
             else:
-                await in_slices(deriver)  # the HMACs off the loop
+                await in_slices(deriver, self._slice)  # the HMACs off the loop
             done = 0
             while done < len(rows):  # applied on the loop, a slice at a time
                 done = self._apply_slice(rows, deriver.secrets, done)
@@ -188,7 +194,7 @@ class LiveKeys:
     def _apply_slice(self, rows: KeyRows, secrets: Sequence[bytes | None], lo: int) -> int:
         """Apply rows `lo`.. for about `SLICE_SECONDS` (a device whose key changes patches the live tables: a few
         HMACs); returns where it stopped."""
-        deadline = time.perf_counter() + SLICE_SECONDS
+        deadline = time.perf_counter() + self._slice
         i = lo
         while i < len(rows):
             for j in range(i, min(i + APPLY_STEP, len(rows))):
@@ -225,7 +231,7 @@ class LiveKeys:
             started = time.perf_counter()
             snapshot = self.index.snapshot()
             builder = self.index.builder(missing, snapshot)
-            await in_slices(builder)
+            await in_slices(builder, self._slice)
             self.index.install(current, builder.tables, snapshot)
             self.last_refresh_seconds = time.perf_counter() - started
             if self._metrics is not None:
