@@ -521,6 +521,7 @@ def main() -> int:
     ap.add_argument("--start-rate", type=float, default=60.0)
     ap.add_argument("--max-rate", type=float, default=1500.0)
     ap.add_argument("--bisect", type=int, default=3, help="bisection steps after the first failed rate")
+    ap.add_argument("--overload-rate", type=float, help="only the overload step, at this offered rate")
     ap.add_argument("--forged", type=float, default=0.1, help="--overload: share of calls with a wrong key")
     ap.add_argument("--max-in-flight", type=int, help="[inbound] max_in_flight for securelink (default: its own)")
     ap.add_argument("--devices", type=int, default=0, help="devices to enroll (default: enough for the run)")
@@ -531,7 +532,7 @@ def main() -> int:
     ap.add_argument("--database-url", help="store for securelink (default: the embedded SQLite file)")
     args = ap.parse_args()
 
-    devices = args.devices or (40_000 if args.find_max else args.calls * args.rounds)
+    devices = args.devices or (40_000 if args.find_max or args.overload_rate else args.calls * args.rounds)
     bench = Bench(args, devices)
     summary: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -546,7 +547,9 @@ def main() -> int:
     try:
         bench.start()
         with probe_app():
-            if args.find_max:
+            if args.overload_rate:
+                summary["overload"] = overload(bench, args, args.overload_rate / 2)
+            elif args.find_max:
                 summary.update(find_max(bench, args))
                 if args.overload:
                     summary["overload"] = overload(bench, args, summary["find_max"]["securelink"]["max_sustained_rate"])
