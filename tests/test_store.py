@@ -92,13 +92,16 @@ def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest
     return str(request.param)
 
 
-async def test_the_sqlite_spend_runs_on_the_driver_thread(store: Store) -> None:
+async def test_the_sqlite_spend_runs_on_the_driver_thread(tmp_path: Path) -> None:
+    """The one-hand-off path exists for aiosqlite (an SQLite store whatever database the other tests use)."""
     from asterisk_securelink.store import spend
 
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only")  # the one-hand-off path exists for aiosqlite
-    async with store.engine.connect() as conn:
-        assert spend._on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
+    sqlite_store = Store.from_url(f"sqlite+aiosqlite:///{tmp_path / 'spend.sqlite3'}")
+    try:
+        async with sqlite_store.engine.connect() as conn:
+            assert spend._on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
+    finally:
+        await sqlite_store.close()
 
 
 async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(store: Store, spend_path: str) -> None:
