@@ -68,7 +68,7 @@ class InboundConfig:
     anonymous: Literal["reject", "continue"] = "reject"
     require_registered_number: bool = False
     dial_prefix: str = ""  # DNIS: an access prefix the phone dials before the key's significant part
-    max_in_flight: int = 32  # admissions decided at once; past it a call is turned away at once (`error`, overload)
+    max_in_flight: int = 16  # admissions decided at once; past it a call is turned away at once (`error`, overload)
     overload_hangup: Literal["congestion", "rejected"] = "congestion"  # SIP 503 (try elsewhere) or 403
 
 
@@ -456,7 +456,7 @@ registration_context = "securelink-register"
 on_failure = "reject"                    # reject | continue (continue with SECURELINK_RESULT set)
 anonymous = "reject"                     # reject | continue (unverified)
 require_registered_number = false        # two-factor: the caller's registered number picks the device (DNIS)
-max_in_flight = 32                       # admissions decided at once; more calls are turned away (overload)
+max_in_flight = 16                       # admissions decided at once; more calls are turned away (overload)
 overload_hangup = "congestion"           # congestion (SIP 503) | rejected (SIP 403)
 
 [lockout]

@@ -55,6 +55,8 @@ def test_env_postgres_url_gets_async_driver(tmp_path: Path) -> None:
         ({"inbound": {"dial_prefix": "9x"}}, {}, "inbound.dial_prefix"),
         ({"ari": {"node": "a b"}}, {}, "ari.node"),
         ({"keys": {"look_ahead": 3}}, {}, "keys.look_ahead"),
+        ({"inbound": {"max_in_flight": 0}}, {}, "inbound.max_in_flight"),
+        ({"inbound": {"overload_hangup": "busy"}}, {}, "inbound.overload_hangup"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, data: dict[str, object], env: dict[str, str], named: str) -> None:
