@@ -383,15 +383,8 @@ def _rowcount(result: Any) -> int:
 
 
 def _audit(action: str, result: str | None, actor: str | None, **fields: Any) -> AuditEvent:
-    detail = fields.pop("detail", None)
-    return AuditEvent(
-        action=action,
-        result=result,
-        actor=actor,
-        detail=json.dumps(detail, sort_keys=True) if detail else None,
-        created_at=fields.pop("created_at", None) or utcnow(),
-        **fields,
-    )
+    """An audit row written in the caller's own transaction (admin changes): the values of `audit_fields`."""
+    return AuditEvent(**audit_fields(action, result, actor, **fields))
 
 
 _AUDIT = cast(Table, AuditEvent.__table__)
