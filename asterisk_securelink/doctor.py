@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asterisk_securelink import masterkey
+from asterisk_securelink.app import ari_client
 from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.config import Config
@@ -17,7 +18,6 @@ from asterisk_securelink.core.lockout import guess_budget, two_factor_guesses_pe
 from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
 from asterisk_securelink.livekeys import key_settings_problem, strength_report
 from asterisk_securelink.masterkey import MasterKeyError
-from asterisk_securelink.runner import ari_client
 from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.migrations import head_revision
 from asterisk_securelink.store.store import Store

@@ -100,12 +100,14 @@ class LiveKeys:
         *,
         clock_ms: Callable[[], int] = now_ms,
         device_sync_interval: float = DEVICE_SYNC_MIN_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`metrics`: told of every index build (time, devices, key strength), when `[metrics] listen` is set."""
         self.store = store
         self._master_key = master_key
         self.clock_ms = clock_ms  # unix time in integer milliseconds (SLK1 1.1: no floating-point epochs)
         self.device_sync_interval = device_sync_interval
-        self._metrics: Metrics | None = None
+        self.metrics = metrics
         k = config.keys
         self.window = Window(k.period, k.t0, k.look_behind, k.look_ahead)
         self.index = KeyIndex(Direction.INBOUND, config.inbound_fmt, self.window, k.trunk_prefixes)
@@ -119,17 +121,6 @@ class LiveKeys:
         self._roll: asyncio.Task[int] | None = None  # a roll started by a lookup at an epoch boundary
         self._slice = SLICE_SECONDS  # how long one slice of index work runs (longer during `start`)
         self.last_refresh_seconds = 0.0
-
-    @property
-    def metrics(self) -> Metrics | None:
-        return self._metrics
-
-    @metrics.setter
-    def metrics(self, metrics: Metrics | None) -> None:
-        """Set by the runner when `[metrics] listen` is configured; reports the key strength right away."""
-        self._metrics = metrics
-        if metrics is not None:
-            metrics.key_strength(self.strength())
 
     def epoch_now(self, at_ms: int | None = None) -> int:
         return epoch_at_ms(self.clock_ms() if at_ms is None else at_ms, self.window.period, self.window.t0)
@@ -153,6 +144,10 @@ class LiveKeys:
     def strength(self) -> float:
         """log2(S / (W*D)) with W = look_behind + look_ahead + 1 (SLK1.md, "How strong is a key, really")."""
         return strength_bits(self.index.fmt.size, self.window.width, len(self.index))
+
+    def strength_inputs(self) -> tuple[int, int, int]:
+        """(S, W, D): format size, live windows, devices in the index; what the guess budget is derived from."""
+        return self.index.fmt.size, self.window.width, len(self.index)
 
     def strength_line(self) -> str:
         """The strength report of the live configuration, for the start-up log (see `strength_report`)."""
@@ -234,9 +229,9 @@ class LiveKeys:
             await in_slices(builder, self._slice)
             self.index.install(current, builder.tables, snapshot)
             self.last_refresh_seconds = time.perf_counter() - started
-            if self._metrics is not None:
-                self._metrics.index_refreshed(self.last_refresh_seconds, len(self.index))
-                self._metrics.key_strength(self.strength())
+            if self.metrics is not None:
+                self.metrics.index_refreshed(self.last_refresh_seconds, len(self.index))
+                self.metrics.key_strength(self.strength())
             return len(missing)
 
     async def keep_fresh(self, stop: asyncio.Event) -> None:

@@ -46,7 +46,8 @@ def parse_listen(value: str, allow_remote: bool) -> tuple[str, int]:
 
 
 class Metrics:
-    def __init__(self, period: float) -> None:
+    def __init__(self, period: float, *, needs_ari: bool = False) -> None:
+        """`needs_ari`: `/health` requires the ARI connection (the Stasis app; not `securelink agi`)."""
         self.period = period
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -89,7 +90,7 @@ class Metrics:
         self.voucher_claims = Counter(
             "securelink_voucher_claims", "Device API claims of per-call keys, by result", ["result"], registry=r
         )  # released | repeated | already_claimed | not_found
-        self.needs_ari = False
+        self.needs_ari = needs_ari
         self._ari_up = False
         self._connected_once = False
         self._index_at: float | None = None  # monotonic time of the last index refresh

@@ -1,6 +1,8 @@
-"""Wiring for the long-running commands: `securelink run` (Stasis app) and `securelink agi` (FastAGI server).
+"""The long-running commands: `securelink run` (Stasis app) and `securelink agi` (FastAGI server).
 
-Builds the service from the config, connects the adapters, runs until SIGINT/SIGTERM, and shuts down cleanly.
+The parts are built once by the composition root (`app.build`); this module starts them in order (store, index,
+AMI, metrics, device API, ARI), routes each Stasis call to inbound or outbound, runs until SIGINT/SIGTERM, and stops
+them in the reverse order.
 """
 
 from __future__ import annotations
@@ -12,26 +14,23 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from asterisk_securelink import masterkey
+from asterisk_securelink.app import App, ari_client, build
 from asterisk_securelink.asterisk.agi import REGISTER_ROUTE, FastAgiServer
-from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart
-from asterisk_securelink.audit import AuditWriter
-from asterisk_securelink.auditspool import Spool
-from asterisk_securelink.config import SYSTEM_CONFIG, SYSTEM_STATE_DIR, Config
-from asterisk_securelink.deviceapi.runtime import device_api_for
+from asterisk_securelink.config import Config
+from asterisk_securelink.core.slk1 import now_ms
+from asterisk_securelink.deviceapi.server import server_from_config
 from asterisk_securelink.errors import StartupError
-from asterisk_securelink.inbound.guard import LockoutAlerts
-from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
-from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
-from asterisk_securelink.outbound.callkeys import CallBook, CallHooks, CallVouchers, TlsLegs
-from asterisk_securelink.outbound.controller import Outbound, OutboundHooks
+from asterisk_securelink.metrics import MetricsServer, parse_listen
+from asterisk_securelink.outbound.controller import Outbound
+from asterisk_securelink.outbound.hooks import CallHooks, TlsLegs
 from asterisk_securelink.stasis import CallInfo, call_info, waiting_call
 from asterisk_securelink.store import sqlite
+from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.migrations import head_revision
 from asterisk_securelink.store.store import Store
 
@@ -41,20 +40,7 @@ log = logging.getLogger(__name__)
 # that wants the GIL while the loop is busy waits up to the switch interval, 5 ms by default, for each hand-off.
 # 0.5 ms bounds that wait for admissions (docs/benchmarks.md, "Admission throughput").
 SWITCH_INTERVAL = 0.0005
-# The ARI events the Stasis app reads (`StasisRunner.on_event`, the outbound controller, the client's takeover
-# warning): Asterisk is asked to send only these, not a ChannelVarset for every variable the app sets, and so on.
-APP_EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", "ApplicationReplaced")
-
-
-def audit_spool_path(cfg: Config) -> Path:
-    """Where audit events wait while the database is down: beside an SQLite database, in the system state directory
-    for a system installation, else beside the config (a place the service may write)."""
-    db = sqlite.sqlite_path(cfg.database_url)
-    if db is not None:
-        return db.parent / "audit-spool.jsonl"
-    if cfg.source is not None and cfg.source.parent == SYSTEM_CONFIG.parent:
-        return SYSTEM_STATE_DIR / "audit-spool.jsonl"
-    return cfg.base_dir / "audit-spool.jsonl"
+PURGE_EVERY = 30.0  # seconds between purges of expired vouchers, nonces and codes (device API)
 
 
 def settle_for_serving() -> None:
@@ -66,78 +52,6 @@ def settle_for_serving() -> None:
     gc.freeze()
 
 
-@contextlib.asynccontextmanager
-async def service_for(cfg: Config) -> AsyncIterator[VerificationService]:
-    key = masterkey.load(cfg.master_key_path)
-    problem = sqlite.access_problem(cfg.database_url)
-    if problem is not None:
-        raise StartupError(problem)
-    store = Store.from_url(cfg.database_url)
-
-    async def database_answers() -> bool:
-        return await store.schema_revision() is not None
-
-    audit = AuditWriter(store.audit_many, spool=Spool(audit_spool_path(cfg)), ping=database_answers)
-    try:
-        rev = await store.schema_revision()
-        if rev != head_revision():
-            raise StartupError("the database schema is not current: run `securelink db upgrade`")
-        service = VerificationService(cfg, store, key, audit=audit)
-        await audit.replay()  # events a crash during a database outage left in the spool file
-        await service.start()
-        for warning in cfg.warnings():
-            log.warning("%s", warning)
-        log.info("index ready: %d devices; %s", len(service.keys.index), service.keys.strength_line())
-        settle_for_serving()
-        yield service
-        if not await audit.drain():
-            log.error("%d audit event(s) could not be written before stopping", audit.pending)
-    finally:
-        await audit.close()
-        await store.close()
-
-
-@contextlib.asynccontextmanager
-async def publisher_for(cfg: Config) -> AsyncIterator[AmiPublisher | None]:
-    if not cfg.ami.enabled or not cfg.ami.secret:
-        log.info("AMI disabled (ami.enabled = false or no ami.secret): no SecureLinkVerdict events")
-        yield None
-        return
-    pub = AmiPublisher.from_config(cfg.ami)
-    await pub.start()
-    try:
-        yield pub
-    finally:
-        await pub.close()
-
-
-@contextlib.asynccontextmanager
-async def metrics_for(cfg: Config, service: VerificationService, needs_ari: bool) -> AsyncIterator[Metrics | None]:
-    """The /metrics + /health server when `[metrics] listen` is set (validated with the config)."""
-    if not cfg.metrics.listen:
-        yield None
-        return
-    metrics = Metrics(cfg.keys.period)
-    metrics.needs_ari = needs_ari
-    service.keys.metrics = metrics
-    service.audit.on_database_state = metrics.database
-    metrics.index_refreshed(service.keys.last_refresh_seconds, len(service.keys.index))  # built by service.start()
-    host, port = parse_listen(cfg.metrics.listen, cfg.metrics.allow_remote)
-    server = MetricsServer(
-        metrics, host, port, count_escrow=service.store.count_call_keys, pending_audit=lambda: service.audit.pending
-    )
-    try:
-        await server.start()
-    except OSError as exc:
-        raise StartupError(f"metrics.listen: cannot listen on {cfg.metrics.listen} ({exc.strerror})") from None
-    try:
-        yield metrics
-    finally:
-        service.keys.metrics = None
-        service.audit.on_database_state = None
-        await server.close()
-
-
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,25 +61,17 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def ari_client(cfg: Config) -> AriClient:
-    url = cfg.ari.url.rstrip("/")
-    base = url if url.endswith("/ari") else url + "/ari"
-    return AriClient(base, cfg.ari.username, cfg.ari.password, cfg.ari.app, events=APP_EVENTS)
-
-
 class StasisRunner:
     """Connects the ARI event stream to the handlers; re-syncs channels after every reconnect."""
 
     def __init__(
         self,
         cfg: Config,
-        service: VerificationService,
         ari: AriClient,
         handlers: Handlers,
         outbound: Outbound | None = None,
     ) -> None:
         self.cfg = cfg
-        self.service = service
         self.ari = ari
         self.handlers = handlers
         self.outbound = outbound
@@ -204,70 +110,100 @@ class StasisRunner:
         await asyncio.gather(*(self._handle(call) for call in waiting))
 
 
-def outbound_for(
-    cfg: Config,
-    service: VerificationService,
-    ari: AriClient,
-    publisher: AmiPublisher | None,
-    hooks: OutboundHooks | None = None,
-    vouchers: CallVouchers | None = None,
-) -> Outbound:
-    """The outbound controller; by default with the escrowed per-call keys and call records of `calls.CallHooks`
-    (and, with the device API, the vouchers of those keys)."""
-    if hooks is None:
-        book = CallBook(cfg, service.store)
-        try:
-            public = book.keyring.current()
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"escrow.public_key_file: cannot load the escrow public key ({exc})") from None
-        if public is None and vouchers is None:
-            log.warning("escrow.public_key_file is not set: connected calls get no per-call key")
-        hooks = CallHooks(book, TlsLegs(ari), vouchers)
-    return Outbound(
-        cfg,
-        service.store,
-        ari,
-        service.keys.outbound_key,
-        service.keys.epoch_now,
-        hooks=hooks,
-        audit=service.audit.record,
-        publisher=publisher,
-    )
+def outbound_for(app: App, ari: AriClient) -> Outbound:
+    """The outbound controller, with the per-call keys on TLS legs and the call records (`outbound.hooks`)."""
+    hooks = CallHooks(app.callkeys, TlsLegs(ari))
+    keys = app.keys
+    return Outbound(app.cfg, app.store, ari, keys.outbound_key, keys.epoch_now, notifier=app.notifier, hooks=hooks)
 
 
 @contextlib.asynccontextmanager
-async def _serving(
-    cfg: Config, needs_ari: bool
-) -> AsyncIterator[tuple[asyncio.Event, VerificationService, AmiPublisher | None, Metrics | None]]:
-    """What both long-running commands share: the service with its index kept fresh, AMI, metrics, and the stop
-    signal (SIGINT/SIGTERM)."""
-    stop = _stop_event()
-    async with (
-        service_for(cfg) as service,
-        publisher_for(cfg) as publisher,
-        metrics_for(cfg, service, needs_ari=needs_ari) as metrics,
-    ):
-        refresher = asyncio.create_task(service.keys.keep_fresh(stop), name="index")
-        service.guard.alert = alerts = LockoutAlerts(publisher, metrics)  # SecureLinkLockout, securelink_lockouts_total
+async def opened(cfg: Config, *, needs_ari: bool) -> AsyncIterator[App]:
+    """The store (its schema current), every part built once (`app.build`), the audit spool replayed, the index built,
+    AMI and `/metrics` started; stopped in the reverse order."""
+    key = masterkey.load(cfg.master_key_path)
+    problem = sqlite.access_problem(cfg.database_url)
+    if problem is not None:
+        raise StartupError(problem)
+    store = Store.from_url(cfg.database_url)
+    try:
+        if await store.schema_revision() != head_revision():
+            raise StartupError("the database schema is not current: run `securelink db upgrade`")
+        app = build(cfg, store, key, needs_ari=needs_ari)
         try:
-            yield stop, service, publisher, metrics
+            await app.audit.replay()  # events a crash during a database outage left in the spool file
+            await app.service.start()
+            for warning in cfg.warnings():
+                log.warning("%s", warning)
+            log.info("index ready: %d devices; %s", len(app.keys.index), app.keys.strength_line())
+            settle_for_serving()
+            async with _publisher(app), _metrics_server(app):
+                yield app
+                await app.notifier.drain()
+            if not await app.audit.drain():
+                log.error("%d audit event(s) could not be written before stopping", app.audit.pending)
+        finally:
+            if app.api is not None:
+                await app.api.close()
+            await app.audit.close()
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _publisher(app: App) -> AsyncIterator[None]:
+    if app.publisher is None:
+        yield
+        return
+    await app.publisher.start()
+    try:
+        yield
+    finally:
+        await app.publisher.close()
+
+
+@contextlib.asynccontextmanager
+async def _metrics_server(app: App) -> AsyncIterator[None]:
+    """The /metrics + /health server when `[metrics] listen` is set (validated with the config)."""
+    if app.metrics is None:
+        yield
+        return
+    cfg = app.cfg
+    host, port = parse_listen(cfg.metrics.listen, cfg.metrics.allow_remote)
+    server = MetricsServer(
+        app.metrics, host, port, count_escrow=app.store.count_call_keys, pending_audit=lambda: app.audit.pending
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartupError(f"metrics.listen: cannot listen on {cfg.metrics.listen} ({exc.strerror})") from None
+    try:
+        yield
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(cfg: Config, needs_ari: bool) -> AsyncIterator[tuple[asyncio.Event, App]]:
+    """What both long-running commands share: the parts with the index kept fresh, and the stop signal."""
+    stop = _stop_event()
+    async with opened(cfg, needs_ari=needs_ari) as app:
+        refresher = asyncio.create_task(app.keys.keep_fresh(stop), name="index")
+        try:
+            yield stop, app
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
-            service.guard.alert = None
-            await alerts.drain()
 
 
 async def run_stasis(cfg: Config) -> None:
-    async with (
-        _serving(cfg, needs_ari=True) as (stop, service, publisher, metrics),
-        device_api_for(cfg, service, publisher, metrics) as vouchers,  # off (None) unless [device_api] listen
-    ):
+    async with _serving(cfg, needs_ari=True) as (stop, app), device_api(app):
         ari = ari_client(cfg)
-        await service.learn_node(ari.asterisk_info)
-        handlers = Handlers(cfg, service, ari, publisher, metrics, vouchers)
-        outbound = outbound_for(cfg, service, ari, publisher, vouchers=vouchers)
-        runner = StasisRunner(cfg, service, ari, handlers, outbound)
+        await app.service.learn_node(ari.asterisk_info)
+        handlers = Handlers(cfg, app.service, ari, app.notifier, app.callkeys)
+        outbound = outbound_for(app, ari)
+        runner = StasisRunner(cfg, ari, handlers, outbound)
+        metrics = app.metrics
         events = asyncio.create_task(
             ari.run(
                 runner.on_event,
@@ -288,7 +224,42 @@ async def run_stasis(cfg: Config) -> None:
             events.cancel()
             await asyncio.gather(events, return_exceptions=True)
             await outbound.close()
-            await handlers.drain()
+
+
+@contextlib.asynccontextmanager
+async def device_api(app: App) -> AsyncIterator[ApiStore | None]:
+    """The device API's listener on this event loop and its purge loop, when `[device_api] listen` is set (else
+    None). A listen address that cannot be used, a certificate that does not load: `StartupError`, one line."""
+    if app.api is None:
+        yield None
+        return
+    cfg = app.cfg
+    try:
+        server = server_from_config(cfg.device_api, app.api, cfg.path)
+    except ValueError as exc:  # settings, or a certificate that does not load (deviceapi.tls.TlsError)
+        raise StartupError(str(exc)) from None
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartupError(f"device_api.listen: cannot listen on {cfg.device_api.listen} ({exc.strerror})") from None
+    purger = asyncio.create_task(_purge_forever(app.api), name="device-api-purge")
+    try:
+        yield app.api
+    finally:
+        purger.cancel()
+        await asyncio.gather(purger, return_exceptions=True)
+        await server.close()
+
+
+async def _purge_forever(api: ApiStore) -> None:
+    while True:
+        try:
+            deleted = await api.purge(now_ms())
+            if any(deleted.values()):
+                log.debug("device api purge: %s", deleted)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("device api: purge failed (%s)", type(exc).__name__)
+        await asyncio.sleep(PURGE_EVERY)
 
 
 def agi_server(cfg: Config, handlers: Handlers) -> FastAgiServer:
@@ -300,11 +271,9 @@ def agi_server(cfg: Config, handlers: Handlers) -> FastAgiServer:
 
 
 async def run_agi(cfg: Config) -> None:
-    async with (
-        _serving(cfg, needs_ari=False) as (stop, service, publisher, metrics),
-        device_api_for(cfg, service, publisher, metrics, serve=False) as vouchers,  # claimed through a `run` node
-    ):
-        handlers = Handlers(cfg, service, _NoChannels(), publisher, metrics, vouchers)
+    """FastAGI does not serve the device API: an admitted call's key is claimed through a `run` node."""
+    async with _serving(cfg, needs_ari=False) as (stop, app):
+        handlers = Handlers(cfg, app.service, _NoChannels(), app.notifier, app.callkeys)
         server = agi_server(cfg, handlers)
         try:
             await server.serve(cfg.agi.host, cfg.agi.port)
@@ -314,7 +283,6 @@ async def run_agi(cfg: Config) -> None:
             await stop.wait()
         finally:
             await server.stop()
-            await handlers.drain()
 
 
 class _NoChannels:

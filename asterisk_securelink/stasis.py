@@ -35,22 +35,6 @@ class ChannelControl(Protocol):
     async def hangup(self, channel_id: str, reason: str = "normal") -> bool: ...
 
 
-class VerdictPublisher(Protocol):
-    """What the handlers need from AMI (implemented by `ami.AmiPublisher`)."""
-
-    async def publish_verdict(
-        self, result: str, device: str, direction: str, mode: str, channel: str, uniqueid: str
-    ) -> bool: ...
-
-
-class LockoutPublisher(Protocol):
-    """Where the guess guard reports a source or a registered number going over its limit (`ami.AmiPublisher`)."""
-
-    async def publish_lockout(
-        self, kind: str, source: str, device: str, count: int, limit: int, seconds: int
-    ) -> bool: ...
-
-
 @dataclass(frozen=True)
 class CallInfo:
     """The parts of a channel the handlers use (from a StasisStart event or `GET /channels`)."""

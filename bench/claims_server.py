@@ -179,7 +179,8 @@ def api_store_class(path: str | None) -> Any:
 
 
 class StoreDirectory:
-    """The production `ApiStore` on a database, with the real `AuditWriter`; calls go through `add_voucher`."""
+    """The production `ApiStore` on a database, with the real `AuditWriter`; calls go through the vouchers' store
+    half (`callkeys.store.VoucherStore`)."""
 
     def __init__(self, url: str, devices: int, api_store: str | None = None) -> None:
         self.url = url
@@ -195,7 +196,22 @@ class StoreDirectory:
         await upgrade(self.url)
         self.store = Store.from_url(self.url)
         self.writer = AuditWriter(self.store.audit_many)
-        self.api = api_store_class(self.api_store)(self.store, MASTER, bench_params(), audit=self.writer.record)
+        if self.api_store:  # an earlier ApiStore (before the per-call keys moved to `callkeys`): its own vouchers
+            self.api = api_store_class(self.api_store)(self.store, MASTER, bench_params(), audit=self.writer.record)
+            self.add_voucher, self.end_voucher, keys = self.api.add_voucher, self.api.end_call, self.api.keys
+        else:
+            from asterisk_securelink.callkeys.store import VoucherStore
+            from asterisk_securelink.callkeys.vouchers import VoucherKeys
+            from asterisk_securelink.notifier import Notifier
+            from asterisk_securelink.store.api_store import ApiStore
+            from asterisk_securelink.store.lanes import lanes_for
+
+            lanes = lanes_for(self.store.engine)
+            vouchers = VoucherStore(lanes, VoucherKeys(MASTER), bench_params().trunk)
+            notify = Notifier(self.writer.record).api_event
+            self.api = ApiStore(self.store, MASTER, bench_params(), notify=notify, vouchers=vouchers, lanes=lanes)
+            self.add_voucher, self.end_voucher, keys = vouchers.add, vouchers.end_call, vouchers.keys
+        self.keys = keys
         self.fmt = NumberFormat(bench_params().outbound_format)
         self.ids: dict[int, int] = {}
         for d in range(1, self.devices + 1):  # a database of an earlier run keeps its devices (key ids are unique)
@@ -207,12 +223,12 @@ class StoreDirectory:
 
     async def add_call(self, call: Call) -> None:
         dev = self.ids[call.device]
-        shown = self.api.keys.of_key(dev, self.fmt, call.number)
-        await self.api.add_voucher(f"ck-{call.index}", f"call-{call.index}", dev, "outbound", shown,
-                                   call_key(call.index), time.time_ns() // 1_000_000, 90)  # fmt: skip
+        shown = self.keys.of_key(dev, self.fmt, call.number)
+        await self.add_voucher(f"ck-{call.index}", f"call-{call.index}", dev, "outbound", shown,
+                               call_key(call.index), time.time_ns() // 1_000_000, 90)  # fmt: skip
 
     async def end_call(self, call: Call) -> None:
-        await self.api.end_call(f"call-{call.index}")
+        await self.end_voucher(f"call-{call.index}")
 
     async def purge(self, now_ms: int) -> None:
         await self.api.purge(now_ms)

@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from compose import api_store as make_api_store
 from deviceapi_fakes import MASTER, PARAMS
 
+from asterisk_securelink.callkeys import store as voucher_store
+from asterisk_securelink.callkeys.vouchers import RowIdentity, VoucherError, VoucherKeys
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.ports import ClaimOutcome
-from asterisk_securelink.deviceapi.vouchers import RowIdentity, VoucherError, VoucherKeys
-from asterisk_securelink.store import api_store
+from asterisk_securelink.store import lanes
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.api_store import ApiStore, add_code, expire_codes, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store
@@ -30,7 +32,7 @@ class Node:
 
     def __init__(self, store: Store, clock: list[float]) -> None:
         self.events: list[dict[str, Any]] = []
-        self.api = ApiStore(store, MASTER, PARAMS, audit=self.events.append, clock_s=lambda: clock[0])
+        self.api = make_api_store(store, MASTER, PARAMS, audit=self.events.append, clock_s=lambda: clock[0])
 
 
 @pytest.fixture
@@ -50,8 +52,8 @@ async def device(api: ApiStore, n: int = 1) -> DeviceRow:
 
 async def voucher(api: ApiStore, dev: DeviceRow, presented: str = "+12677638475", *, call: str = "call-1",
                   key_id: str = "ck-1", at: int = NOW, ttl: int = 90) -> None:  # fmt: skip
-    p = api.keys.of_key(dev.id, OUT_FMT, presented)
-    await api.add_voucher(key_id, call, dev.id, "outbound", p, KEY, at, ttl)
+    p = api.vouchers.keys.of_key(dev.id, OUT_FMT, presented)
+    await api.vouchers.add(key_id, call, dev.id, "outbound", p, KEY, at, ttl)
 
 
 # -- activation codes ------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ async def test_a_code_redeems_once_even_when_two_nodes_race(nodes: tuple[Node, N
 
 
 async def test_unknown_expired_rotated_and_revoked_codes_do_not_redeem(store: Store) -> None:
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
     codes = [new_code() for _ in range(4)]
     for c in codes:
@@ -138,7 +140,7 @@ async def test_a_release_lost_to_another_node_between_read_and_update_reads_agai
     node a's UPDATE then changes nothing, and a fresh read decides: repeat, already claimed, or ended."""
     a, b, _ = nodes
     dev = await device(a.api)
-    real_release = api_store._release
+    real_release = voucher_store._release
     meanwhile: list[Any] = []
 
     async def release_after_others(c: Any, voucher_id: str, now_ms: int, idem: str | None) -> bool:
@@ -146,7 +148,7 @@ async def test_a_release_lost_to_another_node_between_read_and_update_reads_agai
             await meanwhile.pop()
         return await real_release(c, voucher_id, now_ms, idem)
 
-    monkeypatch.setattr(api_store, "_release", release_after_others)
+    monkeypatch.setattr(voucher_store, "_release", release_after_others)
     await voucher(a.api, dev)
     meanwhile.append(b.api.claim(dev.id, "+12677638475", NOW + 1, "idem-1"))
     r = await a.api.claim(dev.id, "+12677638475", NOW + 2, "idem-1")
@@ -156,16 +158,16 @@ async def test_a_release_lost_to_another_node_between_read_and_update_reads_agai
     r = await a.api.claim(dev.id, "+12677638475", NOW + 12, "idem-a")
     assert (r.outcome, r.reason, r.call_id, r.call_key) == (ClaimOutcome.ALREADY_CLAIMED, "released_before",
                                                             "call-2", None)  # fmt: skip
-    assert await a.api.end_call("call-1") == 1 and await a.api.end_call("call-2") == 1
+    assert await a.api.vouchers.end_call("call-1") == 1 and await a.api.vouchers.end_call("call-2") == 1
     await voucher(a.api, dev, call="call-3", key_id="ck-3", at=NOW + 20)
-    meanwhile.append(b.api.end_call("call-3"))
+    meanwhile.append(b.api.vouchers.end_call("call-3"))
     r = await a.api.claim(dev.id, "+12677638475", NOW + 21, "idem-a")
     assert (r.outcome, r.reason, r.call_key) == (ClaimOutcome.NOT_FOUND, "ended", None)
 
 
 async def test_a_suspension_revocation_or_rotation_holds_from_the_next_request(store: Store) -> None:
     """No cache of devices: `by_key_id` reads the row on every request."""
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
     view = await api.by_key_id(dev.key_id)
     assert view is not None and (view.device_id, view.status, view.fork) == (dev.id, "provisioned", True)
@@ -181,16 +183,16 @@ async def test_a_suspension_revocation_or_rotation_holds_from_the_next_request(s
 
 async def test_the_kept_connections_close_with_the_store_even_without_close(db_url: str) -> None:
     store = Store.from_url(db_url)
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     await asyncio.gather(*(api.by_key_id(f"dev-000{n}") for n in range(8)))
     kept = set(api._lanes._open)
-    assert len(kept) == (api_store.PG_LANES if db_url.startswith("postgresql") else 0)
+    assert len(kept) == (lanes.PG_LANES if db_url.startswith("postgresql") else 0)
     await store.close()  # no api.close(): the engine's dispose closes them (an open aiosqlite thread blocks exit)
     assert not api._lanes._open and all(c.invalidated or c.closed for c in kept)
 
 
 async def test_a_claim_matches_by_slk1_1_1_with_the_device_trunk_prefixes(store: Store) -> None:
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)  # PARAMS.trunk = ("0", "00")
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)  # PARAMS.trunk = ("0", "00")
     dev, other = await device(api, 1), await device(api, 2)
     for n, shown in enumerate(("2677638475", "12677638475", "012677638475", "0012677638475")):
         await voucher(api, dev, call=f"c{n}", key_id=f"k{n}")
@@ -205,7 +207,7 @@ async def test_a_claim_matches_by_slk1_1_1_with_the_device_trunk_prefixes(store:
 
 
 async def test_the_claim_window_ends_at_the_ttl_or_at_hangup_and_purges_delete_the_sealed_copy(store: Store) -> None:
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
     await voucher(api, dev, ttl=90)
     r = await api.claim(dev.id, "+12677638475", NOW + 90_000, None)
@@ -213,22 +215,24 @@ async def test_the_claim_window_ends_at_the_ttl_or_at_hangup_and_purges_delete_t
     assert await api.purge(NOW + 90_000) == {"vouchers": 1, "nonces": 0, "codes": 0}
     assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).reason == "no_call"
     await voucher(api, dev, call="call-2", key_id="ck-2")
-    assert await api.end_call("call-2") == 1
+    assert await api.vouchers.end_call("call-2") == 1
     assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).outcome is ClaimOutcome.NOT_FOUND
 
 
 async def test_number_mode_and_inbound_presentations(store: Store) -> None:
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
-    await api.add_voucher("n1", "c-n", dev.id, "outbound", api.keys.of_number(dev.id, "+12155550100"), KEY, NOW, 90)
+    await api.vouchers.add(
+        "n1", "c-n", dev.id, "outbound", api.vouchers.keys.of_number(dev.id, "+12155550100"), KEY, NOW, 90
+    )
     assert (await api.claim(dev.id, "2155550100", NOW + 1, None)).outcome is ClaimOutcome.RELEASED
-    inbound = api.keys.of_delivered(dev.id, NumberFormat("+1NXXNXXXXXX"), "12677638475")
-    await api.add_voucher("i1", "c-i", dev.id, "inbound", inbound, KEY, NOW, 90)
+    inbound = api.vouchers.keys.of_delivered(dev.id, NumberFormat("+1NXXNXXXXXX"), "12677638475")
+    await api.vouchers.add("i1", "c-i", dev.id, "inbound", inbound, KEY, NOW, 90)
     assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).call_key_id == "i1"
 
 
 async def test_no_call_key_or_code_at_rest_and_a_sealed_copy_is_bound_to_its_row(db_url: str, store: Store) -> None:
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
     code = new_code()
     await add_code(api.store, dev.id, dev.key_id, code_hash(code), NOW, 900, "cli")
@@ -255,7 +259,7 @@ async def test_no_call_key_or_code_at_rest_and_a_sealed_copy_is_bound_to_its_row
 
 
 async def test_set_fork_is_audited_with_its_actor_and_read_back(store: Store) -> None:
-    api = ApiStore(store, MASTER, PARAMS, audit=lambda e: None)
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
     assert await fork_set_by(store, dev.id) is None
     await api.set_fork(dev.id, False, "device")

@@ -186,7 +186,7 @@ def test_escrow_keygen_decrypt_list_purge(home: Path) -> None:
     import asyncio
 
     from asterisk_securelink import config
-    from asterisk_securelink.outbound.callkeys import CallBook
+    from asterisk_securelink.callkeys.book import CallBook
     from asterisk_securelink.store.store import Store
 
     out = json.loads(

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from compose import make_service
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compare import COMPARISON, ROW_IDS
@@ -42,7 +43,7 @@ from asterisk_securelink.device.reference import (
     outbound_epochs,
     present_inbound,
 )
-from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.inbound.service import VerifyRequest
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -501,7 +502,7 @@ async def test_the_verifier_admits_the_device_key(sqlite_store: Store, tmp_path:
     a = await registered(sqlite_store, "A", "+15550000001", "kid-a")
     b = await registered(sqlite_store, "B", "+15550000002", "kid-b")
     clock = Clock(T)
-    svc = VerificationService(c, sqlite_store, MASTER, clock_ms=clock, device_sync_interval=0)
+    svc = make_service(c, sqlite_store, MASTER, clock_ms=clock, device_sync_interval=0)
     await svc.start()
     period_ms = c.keys.period * 1000
     start = epoch_start_ms(epoch_at_ms(T, c.keys.period, c.keys.t0), c.keys.period, c.keys.t0)  # of T's window
@@ -517,7 +518,7 @@ async def test_the_verifier_admits_the_device_key(sqlite_store: Store, tmp_path:
 async def test_the_verifier_windows_seen_from_a_1_0_device(sqlite_store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, look_ahead=0)
     d = await registered(sqlite_store, "A", "+15550000001", "kid-a")
-    svc = VerificationService(c, sqlite_store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, sqlite_store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     await svc.start()
     p = enrolled(c, d)
     now = inbound_key(p, T)
@@ -539,7 +540,7 @@ async def test_a_burst_against_the_verifier(sqlite_store: Store, tmp_path: Path)
     c = cfg(tmp_path, look_ahead=1)
     d = await registered(sqlite_store, "A", "+15550000001", "kid-a")
     clock = Clock(T)
-    svc = VerificationService(c, sqlite_store, MASTER, clock_ms=clock, device_sync_interval=0)
+    svc = make_service(c, sqlite_store, MASTER, clock_ms=clock, device_sync_interval=0)
     await svc.start()
     p = enrolled(c, d)
     state = DeviceState(p.key_id, p.period, p.t0)

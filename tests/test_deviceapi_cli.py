@@ -6,13 +6,13 @@ import asyncio
 import json
 from pathlib import Path
 
+from compose import api_store
 from test_cli import run
 
 from asterisk_securelink import config, masterkey
 from asterisk_securelink.core.slk1 import device_secret, now_ms
 from asterisk_securelink.deviceapi.codes import code_hash, format_code, parse_enrollment_uri
-from asterisk_securelink.deviceapi.runtime import device_params
-from asterisk_securelink.store.api_store import ApiStore
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.store.store import Store
 
 API = '\n[device_api]\nlisten = "127.0.0.1:8443"\npublic_host = "pbx.example.com:8443"\ncode_ttl = 600\n'
@@ -24,7 +24,7 @@ def redeem(home: Path, code: str) -> tuple[str, bytes] | None:
     async def go() -> tuple[str, bytes] | None:
         store = Store.from_url(cfg.database_url)
         try:
-            api = ApiStore(store, masterkey.load(cfg.master_key_path), device_params(cfg), audit=lambda e: None)
+            api = api_store(store, masterkey.load(cfg.master_key_path), device_params(cfg), audit=lambda e: None)
             got = await api.redeem_code(code_hash(code), now_ms())
             return None if got is None else (got.key_id, got.secret)
         finally:

@@ -1,6 +1,6 @@
 """The device API wired into the product, on a real store (SQLite and PostgreSQL) and a real loopback listener:
 enrollment by code, status and fork (audited as `device`), vouchers made by the call paths (escrowed too when an escrow
-key is configured), a nonce replayed to a second node, `device_api_for` and the doctor's checks."""
+key is configured), a nonce replayed to a second node, `runner.device_api` and the doctor's checks."""
 
 from __future__ import annotations
 
@@ -14,21 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from compose import api_store, make_service
 from deviceapi_fakes import Answer, http, raw_request, self_signed, signed
 from fakes import Channels, RecordingAri
 from test_outbound_unit import FakeStore, Hooks, caller, device, keyer_for
 
-from asterisk_securelink import config, escrow, masterkey
+from asterisk_securelink import config, masterkey
+from asterisk_securelink.app import build
+from asterisk_securelink.callkeys import escrow
+from asterisk_securelink.callkeys.book import CallBook, open_row
+from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.deviceapi import checkup
 from asterisk_securelink.deviceapi.codes import code_hash, format_code, new_code
-from asterisk_securelink.deviceapi.runtime import Vouchers, device_api_for, device_params
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.dialplan import CALL_KEY_VAR
-from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
-from asterisk_securelink.outbound.callkeys import CallBook, open_row
+from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.outbound.controller import Outbound
+from asterisk_securelink.provision import device_params
+from asterisk_securelink.runner import device_api
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.api_store import ApiStore, add_code, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store
@@ -51,7 +56,7 @@ class Env:
     store: Store
     a: Node
     b: Node  # a second node on the same database
-    vouchers: Vouchers
+    vouchers: CallKeys
     clock: list[int]
     nonces: int = 0
 
@@ -73,7 +78,7 @@ async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
     for _ in range(2):
         store = Store.from_url(db_url)
         events: list[dict[str, Any]] = []
-        api = ApiStore(store, MASTER, device_params(cfg), audit=events.append, clock_s=lambda: clock[0] / 1000)
+        api = api_store(store, MASTER, device_params(cfg), audit=events.append, clock_s=lambda: clock[0] / 1000)
         server = DeviceApiServer(DeviceApi(api, public_host=HOST, clock=lambda: clock[0]), "127.0.0.1", 0)
         await server.start()
         assert server.bound_port
@@ -81,8 +86,8 @@ async def env(db_url: str, tmp_path: Path) -> AsyncIterator[Env]:
         nodes.append(Node(api, server.bound_port, events))
     a = nodes[0]
     try:
-        yield Env(cfg, a.api.store, a, nodes[1], Vouchers(cfg, a.api, CallBook(cfg, a.api.store), lambda: clock[0]),
-                  clock)  # fmt: skip
+        keys = CallKeys(cfg, CallBook(cfg, a.api.store), a.api.vouchers, lambda: clock[0])  # type: ignore[arg-type]
+        yield Env(cfg, a.api.store, a, nodes[1], keys, clock)
     finally:
         for server, node in zip(servers, nodes, strict=True):
             await server.close()
@@ -171,7 +176,15 @@ async def test_a_claim_after_the_ttl_a_wrong_number_and_a_replayed_nonce_are_ref
 async def test_number_mode_presents_the_enterprise_number_and_the_phone_claims_with_it(env: Env) -> None:
     cfg = replace(env.cfg, outbound=replace(env.cfg.outbound, present="number", present_number="+12155550100"))
     hooks, ari = Hooks(), RecordingAri()
-    out = Outbound(cfg, FakeStore(device()), ari, keyer_for(MASTER, cfg.outbound_fmt), lambda: 100, hooks=hooks)
+    out = Outbound(
+        cfg,
+        FakeStore(device()),
+        ari,
+        keyer_for(MASTER, cfg.outbound_fmt),
+        lambda: 100,
+        notifier=Notifier(),
+        hooks=hooks,
+    )
     try:
         await out.stasis_start(caller())
         (orig,) = ari.of("originate")
@@ -179,7 +192,7 @@ async def test_number_mode_presents_the_enterprise_number_and_the_phone_claims_w
     finally:
         await out.close(0)
     dev = await registered(env.store)
-    vouchers = Vouchers(cfg, env.a.api, CallBook(cfg, env.store), lambda: env.clock[0])
+    vouchers = CallKeys(cfg, CallBook(cfg, env.store), env.a.api.vouchers, lambda: env.clock[0])  # type: ignore[arg-type]
     issued = await vouchers.outbound("call-n", dev.id, "+12155550100")
     got = await env.call("POST", "/v1/calls/claim", b'{"presented":"2155550100"}', key_id=dev.key_id)
     assert got.status == 200 and got.json["call_key_id"] == issued.key_id
@@ -187,11 +200,11 @@ async def test_number_mode_presents_the_enterprise_number_and_the_phone_claims_w
 
 async def test_an_admitted_inbound_call_gets_a_voucher_and_its_key_id(env: Env, tmp_path: Path) -> None:
     t = NOW_MS
-    svc = VerificationService(env.cfg, env.store, MASTER, clock_ms=lambda: t, device_sync_interval=0)
+    svc = make_service(env.cfg, env.store, MASTER, clock_ms=lambda: t, device_sync_interval=0)
     dev = await registered(env.store)
     await svc.start()
     channels = Channels()
-    handlers = Handlers(env.cfg, svc, channels, vouchers=env.vouchers)
+    handlers = Handlers(env.cfg, svc, channels, Notifier(), env.vouchers)
     key = derive_key(device_secret(MASTER, dev.key_id), Direction.INBOUND, t // 30_000, env.cfg.inbound_fmt)
     await handlers.stasis_start(CallInfo("in-1", "PJSIP/carrier-00000001", key, "100", ("inbound", "ani")))
     (var,) = [c for c in channels.calls if c[:3] == ("var", "in-1", CALL_KEY_VAR)]
@@ -208,25 +221,25 @@ async def test_an_admitted_inbound_call_gets_a_voucher_and_its_key_id(env: Env, 
     await svc.audit.drain()
 
 
-# -- device_api_for and doctor ----------------------------------------------------------------------------------
+# -- device_api and doctor ----------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def test_device_api_for_serves_on_the_event_loop_and_the_doctor_sees_it(store: Store, tmp_path: Path) -> None:
+async def test_device_api_serves_on_the_event_loop_and_the_doctor_sees_it(store: Store, tmp_path: Path) -> None:
     masterkey.create(tmp_path / "master.key")
     cert, key = self_signed(tmp_path)
     port = free_port()
     section = {"listen": f"127.0.0.1:{port}", "public_host": HOST, "tls_cert": str(cert), "tls_key": str(key)}
     cfg = config.build({"device_api": section}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER)
+    app = build(cfg, store, MASTER, needs_ari=False)
     assert await checkup.device_api_checks(config.build({}, {}, tmp_path)) == []  # off: nothing to check
     down = await checkup.device_api_checks(cfg)
     assert [(c.name, c.ok) for c in down] == [("device API certificate", True), ("device API", False)]
-    async with device_api_for(cfg, svc) as vouchers:
-        assert vouchers is not None
+    async with device_api(app) as api:
+        assert api is not None
         checks = await checkup.device_api_checks(cfg)
         assert [(c.name, c.ok) for c in checks] == [("device API certificate", True), ("device API", True)], checks
     soon = checkup.certificate_check(cfg, datetime.now(UTC) + timedelta(days=20))
@@ -234,7 +247,7 @@ async def test_device_api_for_serves_on_the_event_loop_and_the_doctor_sees_it(st
     expired = checkup.certificate_check(cfg, datetime.now(UTC) + timedelta(days=40))
     assert not expired.ok and not expired.warn and "expired" in expired.detail
     off = config.build({}, {}, tmp_path)
-    async with device_api_for(off, svc) as none:
+    async with device_api(build(off, store, MASTER, needs_ari=False)) as none:
         assert none is None
 
 
@@ -246,7 +259,7 @@ async def test_a_certificate_that_does_not_load_stops_the_start_with_one_line(st
     section = {"listen": f"127.0.0.1:{free_port()}", "tls_cert": "bad.pem", "tls_key": "bad.pem"}
     cfg = config.build({"device_api": section}, {}, tmp_path)
     with pytest.raises(StartupError) as err:
-        async with device_api_for(cfg, VerificationService(cfg, store, MASTER)):
+        async with device_api(build(cfg, store, MASTER, needs_ari=False)):
             pass
     assert str(err.value).startswith("device_api.tls_cert") and "\n" not in str(err.value)
     with pytest.raises(config.ConfigError, match=r"^device_api.listen: 192.0.2.1 is not a loopback address"):

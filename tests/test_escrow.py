@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text, update
 
-from asterisk_securelink import config, escrow
-from asterisk_securelink.outbound.callkeys import (
-    CallBook,
-    CallHooks,
-    TlsLegs,
-    call_key_header_value,
-    open_row,
-    pjsip_endpoint_name,
-)
+from asterisk_securelink import config
+from asterisk_securelink.callkeys import escrow
+from asterisk_securelink.callkeys.book import CallBook, open_row
+from asterisk_securelink.callkeys.service import CallKeys
+from asterisk_securelink.outbound.hooks import CallHooks, TlsLegs, call_key_header_value, pjsip_endpoint_name
 from asterisk_securelink.store.models import CallKey, utcnow
 from asterisk_securelink.store.store import Store
 
@@ -292,7 +288,8 @@ async def test_call_hooks_send_the_escrowed_key_only_on_tls_legs(
     store: Store, keypair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     priv, pub = keypair
-    hooks = CallHooks(book(tmp_path, store, pub), TlsLegs(FakeConfigSource(PJSIP)))
+    b = book(tmp_path, store, pub)
+    hooks = CallHooks(CallKeys(config.build({}, {}, tmp_path), b), TlsLegs(FakeConfigSource(PJSIP)))
     dev = await store.add_device("Alice", "15550001111", None, "kid-9", "test")
     extras = await hooks.before_legs("call-9", dev.id, ["PJSIP/1555@carrier-tls", "PJSIP/1555@carrier"])
     [row] = await store.get_call_keys("call-9")
@@ -304,6 +301,7 @@ async def test_call_hooks_send_the_escrowed_key_only_on_tls_legs(
 
 
 async def test_call_hooks_without_escrow_key_give_no_key(store: Store, tmp_path: Path) -> None:
-    hooks = CallHooks(CallBook(config.build({}, {}, tmp_path), store), TlsLegs(FakeConfigSource(PJSIP)))
+    c = config.build({}, {}, tmp_path)
+    hooks = CallHooks(CallKeys(c, CallBook(c, store)), TlsLegs(FakeConfigSource(PJSIP)))
     extras = await hooks.before_legs("call-10", 0, ["PJSIP/1555@carrier-tls"])
     assert extras.call_key_id is None and not extras.variables

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from compose import make_service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,7 @@ def test_verify_never_raises_and_never_admits_garbage(tmp_path: Path) -> None:
     async def setup() -> VerificationService:
         store = Store.from_url(url)
         await store.add_device("A", "15550001", None, "kid-a", "t")
-        svc = VerificationService(config.build({}, {}, tmp_path), store, MASTER, clock_ms=lambda: 1_790_000_000_000)
+        svc = make_service(config.build({}, {}, tmp_path), store, MASTER, clock_ms=lambda: 1_790_000_000_000)
         await svc.start()
         return svc
 

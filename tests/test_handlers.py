@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from compose import make_service
 from fakes import Channels
 from test_metrics import MASTER, T
 
@@ -15,8 +16,8 @@ from asterisk_securelink import config
 from asterisk_securelink.asterisk.agi import PEER_KEY
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
-from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.runner import agi_server
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
@@ -24,11 +25,11 @@ from asterisk_securelink.store.store import Store
 
 async def registration_setup(store: Store, tmp_path: Path) -> tuple[Handlers, Channels, int]:
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")  # provisioned: limited until registered
     await svc.start()
     channels = Channels()
-    handlers = Handlers(cfg, svc, channels)
+    handlers = Handlers(cfg, svc, channels, Notifier())
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     await handlers.stasis_start(CallInfo("ch1", "PJSIP/x", key, "100", ("inbound", "ani")))
     assert ("var", "ch1", "SECURELINK_RESULT", "unregistered") in channels.calls
@@ -66,12 +67,12 @@ async def test_register_without_a_verified_call_is_rejected(store: Store, tmp_pa
 
 async def admission_setup(store: Store, tmp_path: Path, channels: Channels) -> tuple[Handlers, str]:
     cfg = config.build({"inbound": {"admitted_context": "in-ok"}}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("A", "15550002", None, "kid-a", "t")
     await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
-    return Handlers(cfg, svc, channels), key
+    return Handlers(cfg, svc, channels, Notifier()), key
 
 
 async def test_admitted_call_gets_its_variables_then_continues_in_the_admitted_context(
@@ -143,11 +144,11 @@ async def test_agi_first_verified_call_registers_the_device(store: Store, tmp_pa
     """[securelink-after-agi] sends `unregistered` to [securelink-register-agi], whose AGI(.../register) registers
     the device of the channel verified moments before (same uniqueid, same peer), once."""
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")
     await svc.start()
     channels = Channels()
-    handlers = Handlers(cfg, svc, channels)
+    handlers = Handlers(cfg, svc, channels, Notifier())
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     verdict = await handlers.agi_verify(agi_env("1790000000.7", key), ["ani"])
     assert verdict == {RESULT_VAR: "unregistered", DEVICE_VAR: str(d.id), MODE_VAR: "ani"}
@@ -165,10 +166,10 @@ async def test_agi_first_verified_call_registers_the_device(store: Store, tmp_pa
 
 async def test_agi_device_revoked_meanwhile_is_not_registered(store: Store, tmp_path: Path) -> None:
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")
     await svc.start()
-    handlers = Handlers(cfg, svc, Channels())
+    handlers = Handlers(cfg, svc, Channels(), Notifier())
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     assert (await handlers.agi_verify(agi_env("u1", key), ["ani"]))[RESULT_VAR] == "unregistered"
     await store.update_device(d.id, "device.revoke", "t", status="revoked")
@@ -199,10 +200,10 @@ async def test_agi_routes_over_a_socket_register_a_device(store: Store, tmp_path
     from test_agi_guards import answer_commands
 
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")
     await svc.start()
-    handlers = Handlers(cfg, svc, Channels())
+    handlers = Handlers(cfg, svc, Channels(), Notifier())
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     server = agi_server(cfg, handlers)
     await server.serve("127.0.0.1", 0)
@@ -253,13 +254,13 @@ async def test_past_max_in_flight_a_call_is_turned_away_at_once_never_admitted(s
 
     channels = HeldChannels()
     cfg = config.build({"inbound": {"admitted_context": "in-ok", "max_in_flight": 1}}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
     devices = [await store.add_device(f"D{i}", f"1555000{i}", None, f"kid-o{i}", "t") for i in range(3)]
     for d in devices:
         await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
     metrics = Metrics(period=30)
-    handlers = Handlers(cfg, svc, channels, metrics=metrics)
+    handlers = Handlers(cfg, svc, channels, Notifier(metrics=metrics))
     keys = [
         derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt) for d in devices
     ]

@@ -11,9 +11,10 @@ from test_ami_guards import FakeAmi, fake_ami, publisher_for  # noqa: F401 - fak
 
 from asterisk_securelink import config
 from asterisk_securelink.config import ConfigError
+from asterisk_securelink.core.lockout import LockoutEvent
 from asterisk_securelink.doctor import budget_check
-from asterisk_securelink.inbound.guard import LockoutAlerts, LockoutEvent
 from asterisk_securelink.metrics import Metrics
+from asterisk_securelink.notifier import Notifier
 
 
 def test_lockout_settings(tmp_path: Path) -> None:
@@ -95,13 +96,13 @@ class Recorder:
 
 async def test_alerts_count_and_publish_every_event() -> None:
     metrics, rec = Metrics(30), Recorder()
-    alerts = LockoutAlerts(rec, metrics)
-    alerts(LockoutEvent("source", "PJSIP/carrier", None, 10, 10, 0))
-    alerts(LockoutEvent("caller", None, 7, 5, 5, 30))
-    await alerts.drain()
+    notifier = Notifier(None, metrics, rec)  # type: ignore[arg-type] - only the lockout half of the publisher
+    notifier.lockout(LockoutEvent("source", "PJSIP/carrier", None, 10, 10, 0))
+    notifier.lockout(LockoutEvent("caller", None, 7, 5, 5, 30))
+    await notifier.drain()
     await asyncio.sleep(0)
     assert rec.sent == [("source", "PJSIP/carrier", "", 10, 10, 0), ("caller", "", "7", 5, 5, 30)]
     text = metrics.exposition().decode()
     assert 'securelink_lockouts_total{kind="source"} 1.0' in text
     assert 'securelink_lockouts_total{kind="caller"} 1.0' in text
-    LockoutAlerts(None, None)(LockoutEvent("caller", None, 7, 5, 5, 30))  # neither configured: nothing to do
+    Notifier().lockout(LockoutEvent("caller", None, 7, 5, 5, 30))  # neither configured: nothing to do

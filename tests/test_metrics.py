@@ -9,14 +9,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from compose import make_service
 from fakes import Channels
 
 from asterisk_securelink import config
+from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import ConfigError
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
 from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
+from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
 
@@ -78,13 +80,12 @@ async def test_real_verifications_move_the_counters(
 ) -> None:
     metrics, server, base = served
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
-    svc.keys.metrics = metrics
-    svc.audit.on_database_state = metrics.database
+    audit = AuditWriter(store.audit_many, on_database_state=metrics.database)
+    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0, metrics=metrics, audit=audit)
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     d = await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
-    handlers = Handlers(cfg, svc, Channels(), None, metrics)
+    handlers = Handlers(cfg, svc, Channels(), Notifier(metrics=metrics))
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     for i, number in enumerate([key, key, "12345", "anonymous"]):
         await handlers.stasis_start(CallInfo(f"ch{i}", "PJSIP/x", number, "100", ("inbound", "ani")))

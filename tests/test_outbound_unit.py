@@ -4,6 +4,7 @@ and the controller (`outbound.controller.Outbound`) against a fake ARI, a fake s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,8 @@ from asterisk_securelink.config import Config, OutboundConfig
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.metrics import Metrics
+from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.outbound import controller as ob
 from asterisk_securelink.outbound.controller import Keyer, Outbound
 from asterisk_securelink.outbound.state import (
@@ -253,12 +256,18 @@ async def _close_outbounds() -> Any:
         await _made.pop().close(0)
 
 
-def make(dev: DeviceRow | None = None, ring_timeout: int = 5, **ari_kw: Any) -> tuple[Outbound, RecordingAri, Hooks]:
+def make(
+    dev: DeviceRow | None = None,
+    ring_timeout: int = 5,
+    audit: Callable[[dict[str, Any]], None] | None = None,
+    metrics: Metrics | None = None,
+    **ari_kw: Any,
+) -> tuple[Outbound, RecordingAri, Hooks]:
     cfg = replace(Config(), outbound=OutboundConfig(ring_timeout=ring_timeout))
     ari = RecordingAri(**ari_kw)
     hooks = Hooks()
     out = Outbound(cfg, FakeStore(dev if dev is not None else device()), ari, keyer_for(MASTER, cfg.outbound_fmt),
-                   lambda: 100, hooks=hooks)  # fmt: skip
+                   lambda: 100, notifier=Notifier(audit, metrics), hooks=hooks)  # fmt: skip
     _made.append(out)
     return out, ari, hooks
 
@@ -402,7 +411,6 @@ async def test_hook_failure_does_not_break_the_call() -> None:
 async def test_the_verdict_is_queued_for_audit_synchronously_and_never_carries_the_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    out, ari, _hooks = make()
     audit: list[dict[str, Any]] = []
     legs_when_queued: list[int] = []
 
@@ -410,7 +418,7 @@ async def test_the_verdict_is_queued_for_audit_synchronously_and_never_carries_t
         legs_when_queued.append(len(ari.of("originate")))
         audit.append(event)
 
-    out.audit = sink
+    out, ari, _hooks = make(audit=sink)
     await out.stasis_start(caller())
     (orig,) = ari.of("originate")
     [event] = audit
@@ -420,16 +428,25 @@ async def test_the_verdict_is_queued_for_audit_synchronously_and_never_carries_t
     assert orig[2]["caller_id"] not in repr(event)  # only the epoch drift, never the key
     await out.stasis_start(caller(dev="8", cid="c2"))
     assert [e["result"] for e in audit] == ["admitted", "error"]
-    assert "audit failed" not in caplog.text  # called, not awaited
+    assert "not queued" not in caplog.text  # called, not awaited
+
+
+async def test_outbound_verdicts_are_counted_in_metrics_with_their_direction_and_method() -> None:
+    metrics = Metrics(30)
+    out, _ari, _hooks = make(metrics=metrics)
+    await out.stasis_start(caller())  # device 7: registered, admitted
+    await out.stasis_start(caller(dev="8", cid="c2"))  # device 8: unknown, error
+    text = metrics.exposition().decode()
+    assert 'securelink_verdicts_total{direction="outbound",mode="mobile",result="admitted"} 1.0' in text
+    assert 'securelink_verdicts_total{direction="outbound",mode="mobile",result="error"} 1.0' in text
+    assert 'direction="inbound"' not in text
 
 
 async def test_an_audit_sink_that_raises_does_not_stop_the_call() -> None:
-    out, ari, _hooks = make()
-
     def broken(event: dict[str, Any]) -> None:
         raise RuntimeError("queue gone")
 
-    out.audit = broken
+    out, ari, _hooks = make(audit=broken)
     await out.stasis_start(caller())
     assert len(ari.of("originate")) == 1 and ("hangup", "c1", "congestion") not in ari.calls
 

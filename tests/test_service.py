@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from compose import make_service
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from asterisk_securelink import config
@@ -47,7 +48,7 @@ async def registered(store: Store, name: str, mobile: str, key_id: str) -> Devic
 
 @pytest.fixture
 async def svc(store: Store, tmp_path: Path) -> AsyncIterator[VerificationService]:
-    s = VerificationService(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    s = make_service(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     await s.start()
     yield s
     await s.audit.drain()  # the background audit writer finishes before the store closes
@@ -143,7 +144,7 @@ async def _colliding_pair(store: Store, c: Config) -> tuple[DeviceRow, DeviceRow
 async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"inbound_format": "XXXXXX"})
     a, b = await _colliding_pair(store, c)
-    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     await svc.start()
     k = key(a, T, c)
     assert k == key(b, T, c)
@@ -155,7 +156,7 @@ async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store:
 
 async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "15550001", "kid-a")
     await registered(store, "B", "15550002", "kid-b")
     await svc.start()
@@ -172,7 +173,7 @@ async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path:
 
 async def test_two_factor_leaves_ani_mode_alone(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     assert await verify(svc, key(a, T, c), mode=Mode.ANI, call_id="1") is Verdict.ADMITTED
@@ -223,7 +224,7 @@ async def test_every_verdict_is_audited_without_the_key(store: Store, svc: Verif
 
 
 async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: Path) -> None:
-    svc = VerificationService(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
     d = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     good_engine = store.engine
@@ -281,7 +282,7 @@ async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: 
 
 async def test_outbound_key_is_slk1_outbound_for_the_device(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"outbound_format": "+1NXXNXXXXXX"})
-    svc = VerificationService(c, store, MASTER, clock_ms=Clock(T))
+    svc = make_service(c, store, MASTER, clock_ms=Clock(T))
     want = derive_key(device_secret(MASTER, "kid-o"), Direction.OUTBOUND, 59666667, c.outbound_fmt)
     assert svc.keys.outbound_key("kid-o", 59666667) == want
     assert want != derive_key(device_secret(MASTER, "kid-o"), Direction.INBOUND, 59666667, c.outbound_fmt)

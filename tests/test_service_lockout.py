@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from compose import make_service
 from test_service import MASTER, Clock, S, T, cfg, key, registered, verify
 
 from asterisk_securelink.config import Config
@@ -42,7 +43,7 @@ def guesses(n: int, start: int = 0) -> list[str]:
 
 
 async def service(store: Store, c: Config, clock: Clock | None = None) -> VerificationService:
-    svc = VerificationService(c, store, MASTER, clock_ms=clock or Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, MASTER, clock_ms=clock or Clock(T), device_sync_interval=0)
     await svc.start()
     return svc
 

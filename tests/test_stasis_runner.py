@@ -61,7 +61,6 @@ def runner(tmp_path: Path, channels: list[Channel] | None = None) -> tuple[Stasi
     inbound, outbound = Feature(), Feature(("mobile", "fork", "leg"))
     r = StasisRunner(
         config.build({}, {}, tmp_path),
-        cast(Any, None),
         cast(Any, Ari(channels or [])),
         cast(Any, inbound),
         cast(Any, outbound),

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from asterisk_securelink import config as config_mod
+from asterisk_securelink.callkeys.escrow import EscrowError
 from asterisk_securelink.cli.context import CliError, Handler
 from asterisk_securelink.cli.parser import EXIT_USAGE, build_parser
 from asterisk_securelink.cli.setup import cmd_init
@@ -26,7 +27,6 @@ from asterisk_securelink.core.formats import FormatError
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.slk1 import SLK1Error
 from asterisk_securelink.errors import StartupError
-from asterisk_securelink.escrow import EscrowError
 from asterisk_securelink.masterkey import MasterKeyError
 from asterisk_securelink.store.store import StoreError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from asterisk_securelink import escrow
+from asterisk_securelink.callkeys import escrow
 from asterisk_securelink.cli.context import ACTOR, CliError, emit, open_store, parse_since
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import safe_display
@@ -56,7 +56,7 @@ async def cmd_escrow_purge(args: argparse.Namespace, cfg: Config) -> int:
 
 async def cmd_escrow_decrypt(args: argparse.Namespace, cfg: Config) -> int:
     """Open the escrowed key(s) of a call; every attempt, opened or not, is audited with its reason."""
-    from asterisk_securelink.outbound.callkeys import open_row
+    from asterisk_securelink.callkeys.book import open_row
 
     reason = (args.reason or "").strip()
     if not reason or len(reason) > 256:
@@ -82,7 +82,7 @@ async def cmd_escrow_decrypt(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def cmd_calls_list(args: argparse.Namespace, cfg: Config) -> int:
-    from asterisk_securelink.outbound.callkeys import record_public
+    from asterisk_securelink.callkeys.book import record_public
 
     since = parse_since(args.since) if args.since else None
     async with open_store(cfg) as store:

@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from asterisk_securelink import masterkey
+from asterisk_securelink.app import verifier
+from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.cli.context import ACTOR, CliError, emit, find_device, open_store
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.compare import matches
@@ -22,7 +24,7 @@ from asterisk_securelink.core.slk1 import (
     outbound_window,
 )
 from asterisk_securelink.core.verdicts import Mode
-from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.inbound.service import VerifyRequest
 from asterisk_securelink.store.store import Store
 
 CLI_NODE = "cli"  # the node of `verify --call-id`: an operator's call ids never stand for a real channel
@@ -69,9 +71,9 @@ async def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
 
 async def _verify_inbound(cfg: Config, master: bytes, store: Store, args: argparse.Namespace) -> dict[str, Any]:
     """The verifier exactly as a call runs it: an admitted key is spent, the verdict is audited."""
-    service = VerificationService(cfg, store, master)
+    audit = AuditWriter(store.audit_many)
+    service = verifier(cfg, store, master, audit, node=CLI_NODE)
     await service.start(actor=ACTOR)
-    service.node = CLI_NODE
     try:
         outcome = await service.verify(
             VerifyRequest(
@@ -83,10 +85,10 @@ async def _verify_inbound(cfg: Config, master: bytes, store: Store, args: argpar
                 at_ms=args.at_ms,
             )
         )
-        if not await service.audit.drain():
+        if not await audit.drain():
             raise CliError("the verdict could not be written to the audit (database unreachable?)")
     finally:
-        await service.audit.close()
+        await audit.close()
     strength = service.keys.strength()
     if strength < WEAK_BITS:
         print(

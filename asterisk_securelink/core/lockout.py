@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
@@ -113,3 +114,13 @@ class RegisteredNumbers:
                 if same_registered_number(caller, number, self.trunk_prefixes):
                     found.append(device_id)
         return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class LockoutEvent:
+    kind: str  # "source": a source spent its key-alone guess budget; "caller": a registered number backs off
+    source: str | None  # the source, for "source"
+    device_id: int | None  # the device the caller's number names, for "caller"
+    count: int  # guesses counted in the last 24 hours (source) / failures in a row (caller)
+    limit: int  # the budget (source) / lockout.max_failures (caller)
+    seconds: int  # how long this backoff lasts (caller); 0 for a source

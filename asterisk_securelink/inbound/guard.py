@@ -14,37 +14,22 @@ Crossing a limit raises a `LockoutEvent` (log, metric, AMI).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 from asterisk_securelink.config import LockoutConfig
-from asterisk_securelink.core.lockout import BUDGET_HOURS, DAY_MS, HOUR_MS, backoff_ms, guess_budget
+from asterisk_securelink.core.lockout import BUDGET_HOURS, DAY_MS, HOUR_MS, LockoutEvent, backoff_ms, guess_budget
 from asterisk_securelink.store.lockout import LockoutStore
-
-if TYPE_CHECKING:
-    from asterisk_securelink.metrics import Metrics
-    from asterisk_securelink.stasis import LockoutPublisher
 
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 1.0  # how long a node trusts what it read of the shared counts
 EVENT_QUIET_SECONDS: Final = 300.0  # a source's budget event is not repeated by one node within this time
 MAX_CACHED: Final = 100_000
-
-
-@dataclass(frozen=True)
-class LockoutEvent:
-    kind: str  # "source": a source spent its key-alone guess budget; "caller": a registered number backs off
-    source: str | None  # the source, for "source"
-    device_id: int | None  # the device the caller's number names, for "caller"
-    count: int  # guesses counted in the last 24 hours (source) / failures in a row (caller)
-    limit: int  # the budget (source) / lockout.max_failures (caller)
-    seconds: int  # how long this backoff lasts (caller); 0 for a source
 
 
 @dataclass(frozen=True)
@@ -83,14 +68,16 @@ class GuessGuard:
         db: LockoutStore,
         strength: Callable[[], tuple[int, int, int]],
         *,
+        alert: Callable[[LockoutEvent], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`strength`: the live (S, W, D) the budget is derived from (format size, live windows, devices)."""
+        """`strength`: the live (S, W, D) the budget is derived from (format size, live windows, devices); `alert`:
+        told of every lockout that starts (`Notifier.lockout`: /metrics, AMI)."""
         self.config = config
         self.db = db
         self.strength = strength
         self.monotonic = monotonic
-        self.alert: Callable[[LockoutEvent], None] | None = None
+        self.alert = alert
         self._views: OrderedDict[str, _View] = OrderedDict()
         self._devices: OrderedDict[int, tuple[int, int, float]] = OrderedDict()  # id -> failures, last ms, read at
         self._announced: dict[str, float] = {}
@@ -281,35 +268,3 @@ class GuessGuard:
             await self.db.purge(hour - BUDGET_HOURS + 1, hour * HOUR_MS - DAY_MS)
         except Exception as exc:  # noqa: BLE001 - housekeeping; the next hour tries again
             log.warning("lockout purge failed (%s)", type(exc).__name__)
-
-
-class LockoutAlerts:
-    """Where `LockoutEvent`s go besides the log: `securelink_lockouts_total` and the AMI `UserEvent:
-    SecureLinkLockout`, sent in the background (bounded by the publisher's timeout)."""
-
-    def __init__(self, publisher: LockoutPublisher | None, metrics: Metrics | None) -> None:
-        self.publisher = publisher
-        self.metrics = metrics
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __call__(self, event: LockoutEvent) -> None:
-        if self.metrics is not None:
-            self.metrics.lockout(event.kind)
-        if self.publisher is None:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self.publisher.publish_lockout(
-                event.kind,
-                event.source or "",
-                "" if event.device_id is None else str(event.device_id),
-                event.count,
-                event.limit,
-                event.seconds,
-            )
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=3)

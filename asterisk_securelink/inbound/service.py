@@ -12,22 +12,20 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.compare import same_registered_number
 from asterisk_securelink.core.keyindex import Candidate
 from asterisk_securelink.core.lockout import RegisteredNumbers, could_be_key
 from asterisk_securelink.core.numbers import Kind, classify, normalize
 from asterisk_securelink.core.policy import identify
-from asterisk_securelink.core.slk1 import Direction, SLK1Error, check_t0, now_ms
+from asterisk_securelink.core.slk1 import Direction, SLK1Error, check_t0
 from asterisk_securelink.core.verdicts import Mode, Verdict
 from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.lifecycle import DeviceStatus, after_spend, can_register, inbound_verdict
-from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys, key_settings_problem
-from asterisk_securelink.store.lockout import LockoutStore
+from asterisk_securelink.livekeys import LiveKeys, key_settings_problem
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store, audit_fields
 
@@ -37,6 +35,12 @@ NODE_INFO_TIMEOUT = 5.0  # seconds `learn_node` waits for ARI asterisk/info at s
 NUMBERS_BUILT_INLINE = 2_000  # registered numbers indexed inline (~6 ms); more in a worker thread (~0.3 s at 10^5)
 NUMBERS_MAX_AGE = 60.0  # seconds before the index of registered numbers is rebuilt even without new devices
 COUNTED = frozenset({Verdict.MISMATCH, Verdict.AMBIGUOUS, Verdict.REPLAYED})  # an evaluated guess that failed
+
+
+class AuditLog(Protocol):
+    """Where the verdict's audit row goes: `Notifier` in the app, an `AuditWriter` in tools; never blocks."""
+
+    def record(self, fields: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -65,19 +69,22 @@ class VerificationService:
         self,
         config: Config,
         store: Store,
-        master_key: bytes,
+        keys: LiveKeys,
+        guard: GuessGuard,
+        audit: AuditLog,
         *,
-        clock_ms: Callable[[], int] = now_ms,
-        device_sync_interval: float = DEVICE_SYNC_MIN_INTERVAL,
-        audit: AuditWriter | None = None,
+        node: str | None = None,
     ) -> None:
+        """Its parts are built by the composition root (`app.verifier`): the live key index, the guess guard (whose
+        budget follows `keys.strength_inputs`), and where audit rows go (`Notifier`). `node`: the identity of
+        "the same call" when known (else `ari.node`, else this host's name, until `learn_node`)."""
         self.config = config
         self.store = store
-        self.clock_ms = clock_ms
-        self.keys = LiveKeys(config, store, master_key, clock_ms=clock_ms, device_sync_interval=device_sync_interval)
-        self.node = config.ari.node or socket.gethostname()[:64] or "node"  # see `learn_node`
-        self.audit = audit if audit is not None else AuditWriter(store.audit_many)
-        self.guard = GuessGuard(config.lockout, LockoutStore(store), self._strength)
+        self.keys = keys
+        self.guard = guard
+        self.audit = audit
+        self.clock_ms = keys.clock_ms
+        self.node = node or config.ari.node or socket.gethostname()[:64] or "node"  # see `learn_node`
         self._numbers: RegisteredNumbers | None = None  # see `_named_devices`
         self._numbers_task: asyncio.Task[None] | None = None
 
@@ -265,10 +272,6 @@ class VerificationService:
     async def _rebuild_numbers(self, snapshot: dict[int, str | None]) -> None:
         trunks = self.config.keys.trunk_prefixes
         self._numbers = await asyncio.to_thread(RegisteredNumbers, snapshot, trunks, NUMBERS_MAX_AGE)
-
-    def _strength(self) -> tuple[int, int, int]:
-        """(S, W, D) of the live index: what the guess budget is derived from."""
-        return self.keys.index.fmt.size, self.keys.window.width, len(self.keys.index)
 
     def _registered_as(self, caller: str | None, candidates: Sequence[Candidate]) -> dict[int, str]:
         """The candidates registered with the caller's number, mapped to it (what `policy.identify` narrows by).

@@ -17,9 +17,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from asterisk_securelink.asterisk.agi import PEER_KEY, is_channel_name
+from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import normalize
 from asterisk_securelink.core.verdicts import Mode, Verdict
@@ -27,8 +28,8 @@ from asterisk_securelink.dialplan import CALL_KEY_VAR, RESULT_VAR
 from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for, source_of
 from asterisk_securelink.inbound.service import Outcome, VerificationService
 from asterisk_securelink.lifecycle import DeviceStatus
-from asterisk_securelink.metrics import Metrics
-from asterisk_securelink.stasis import CallInfo, ChannelControl, VerdictPublisher, hangup_quietly
+from asterisk_securelink.notifier import Notifier, VerdictNote
+from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
 
 log = logging.getLogger(__name__)
 Key = TypeVar("Key", str, tuple[str, str])
@@ -39,32 +40,23 @@ OVERLOAD_LOG_EVERY = 10.0  # seconds between log lines about calls turned away f
 VOUCHER_TIMEOUT = 2.0  # seconds for an admitted call's per-call key; past it the call goes on without one
 
 
-class InboundVouchers(Protocol):
-    """The device API's vouchers (`deviceapi.runtime.Vouchers`): a per-call key for an admitted call, kept for its
-    device to claim with the key it called with; returns the call key id."""
-
-    async def inbound(self, call_id: str, device_id: int, delivered_digits: str) -> str: ...
-
-
 class Handlers:
     def __init__(
         self,
         config: Config,
         service: VerificationService,
         channels: ChannelControl,
-        publisher: VerdictPublisher | None = None,
-        metrics: Metrics | None = None,
-        vouchers: InboundVouchers | None = None,
+        notifier: Notifier,
+        callkeys: CallKeys | None = None,
     ) -> None:
+        """`callkeys`: the per-call keys (an admitted call gets one with the device API on)."""
         self.config = config
-        self.vouchers = vouchers
-        self.metrics = metrics
         self.service = service
         self.channels = channels
-        self.publisher = publisher
+        self.notifier = notifier
+        self.callkeys = callkeys
         self._registrable: dict[str, tuple[int, float]] = {}  # channel id -> (device id, monotonic deadline)
         self._agi_registrable: dict[tuple[str, str], tuple[int, float]] = {}  # (AGI peer, uniqueid) -> the same
-        self._background: set[asyncio.Task[Any]] = set()
         self._in_flight = 0  # admissions being decided (`admit`)
         self._overload_logged_at = -1e9
         self._overloaded_since_log = 0
@@ -97,8 +89,7 @@ class Handlers:
             await self._admit(call)
         finally:
             self._in_flight -= 1
-            if self.metrics is not None:
-                self.metrics.admission.observe(time.perf_counter() - started)
+            self.notifier.admission(time.perf_counter() - started)
 
     async def _overloaded(self, call: CallInfo) -> None:
         try:
@@ -108,9 +99,7 @@ class Handlers:
         req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
         outcome = self.service.refuse_overloaded(req)
         self._publish(call, outcome)
-        if self.metrics is not None:
-            self.metrics.overloads.inc()
-            self.metrics.verdict(outcome.verdict.value, "inbound", outcome.mode.value)
+        self.notifier.overload()
         self._overloaded_since_log += 1
         now = time.monotonic()
         if now - self._overload_logged_at >= OVERLOAD_LOG_EVERY:  # a flood must not flood the log too
@@ -180,8 +169,6 @@ class Handlers:
                 log.error("channel %s: verification timed out; verdict error", call.channel_id)
                 outcome = Outcome(Verdict.ERROR, mode=mode, detail={"reason": "timeout"})
         self._publish(call, outcome)
-        if self.metrics is not None:
-            self.metrics.verdict(outcome.verdict.value, "inbound", outcome.mode.value)
         log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
         return outcome
 
@@ -218,37 +205,23 @@ class Handlers:
     # -- helpers -----------------------------------------------------------------------------------------------
     async def _voucher(self, call: CallInfo, outcome: Outcome) -> dict[str, str]:
         """An admitted call's per-call key (device API on): `{SECURELINK_CALL_KEY_ID: id}`, or nothing."""
-        if self.vouchers is None or outcome.verdict is not Verdict.ADMITTED or outcome.device_id is None:
+        if self.callkeys is None or outcome.verdict is not Verdict.ADMITTED or outcome.device_id is None:
             return {}
         delivered = normalize(call.exten if outcome.mode is Mode.DNIS else call.caller)
         if delivered is None or not call.channel_id:
             return {}
         try:
-            coro = self.vouchers.inbound(call.channel_id, outcome.device_id, delivered)
-            return {CALL_KEY_VAR: await asyncio.wait_for(coro, VOUCHER_TIMEOUT)}
+            coro = self.callkeys.inbound(call.channel_id, outcome.device_id, delivered)
+            key_id = await asyncio.wait_for(coro, VOUCHER_TIMEOUT)
+            return {} if key_id is None else {CALL_KEY_VAR: key_id}
         except Exception as exc:  # noqa: BLE001 - the call is admitted; it goes on without a per-call key
             log.error("channel %s: no per-call key (%s)", call.channel_id, type(exc).__name__)
             return {}
 
     def _publish(self, call: CallInfo, outcome: Outcome) -> None:
-        if self.publisher is None:
-            return
-        task = asyncio.create_task(
-            self.publisher.publish_verdict(
-                outcome.verdict.value,
-                "" if outcome.device_id is None else str(outcome.device_id),
-                "inbound",
-                outcome.mode.value,
-                call.name,
-                call.channel_id,
-            )
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def drain(self) -> None:
-        if self._background:
-            await asyncio.wait(self._background, timeout=3)
+        device = outcome.device_id
+        note = VerdictNote(outcome.verdict.value, "inbound", outcome.mode.value, device, call.name, call.channel_id)
+        self.notifier.verdict(note)
 
 
 def agi_source(env: Mapping[str, str]) -> str:

@@ -13,7 +13,7 @@ mixing bridge with connected-line updates inhibited, so the key never reaches th
 Split: `outbound.state.CallState` is the pure state machine (every decision: the fork winner, which cause the caller
 gets, which legs to cancel), unit-tested without Asterisk; `Outbound` here is the thin async controller that feeds it
 events and carries out the `Command`s it returns, one call at a time under a per-call lock. The per-call key and call
-record hooks it calls live in `outbound.callkeys`.
+record hooks it calls live in `outbound.hooks`; its verdicts go out through the `notifier.Notifier`.
 
 Channel ids: the call id is the caller channel's id; legs get pre-assigned ids (`slk-<hex>-mobile`/`-desk`), so events
 that arrive before `originate` returns are routed correctly.
@@ -35,8 +35,9 @@ from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.dialplan import CALL_KEY_VAR, DEVICE_VAR, RESULT_VAR
 from asterisk_securelink.lifecycle import outbound_verdict
+from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.outbound.state import CallState, Command, Hangup, LegExtras, LegPlan, Phase, plan_legs
-from asterisk_securelink.stasis import CallInfo, VerdictPublisher, hangup_quietly
+from asterisk_securelink.stasis import CallInfo, hangup_quietly
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, audit_fields
 
@@ -53,7 +54,7 @@ MAX_CALLS = 5000  # outbound calls tracked at once; past it new calls get conges
 
 # ----------------------------------------------------------------------------------------------- collaborators
 class OutboundHooks(Protocol):
-    """Injected by the runner (escrowed per-call key, call records: `outbound.callkeys.CallHooks`). Each is awaited,
+    """Injected by the composition root (the per-call key, call records: `outbound.hooks.CallHooks`). Each is awaited,
     bounded by HOOK_TIMEOUT; an exception is logged and the call goes on (without a per-call key if `before_legs`
     failed)."""
 
@@ -116,8 +117,6 @@ class OutboundChannels(Protocol):
 
 
 Keyer = Callable[[str, int], str]  # (key_id, epoch) -> the rendered outbound key
-# Takes one audit event and only enqueues it: it must neither block nor wait for the database write.
-AuditSink = Callable[[dict[str, Any]], None]
 
 
 # -------------------------------------------------------------------------------------------------- controller
@@ -141,9 +140,8 @@ class Outbound:
         keyer: Keyer,
         epoch_now: Callable[[], int],
         *,
+        notifier: Notifier,
         hooks: OutboundHooks | None = None,
-        audit: AuditSink | None = None,
-        publisher: VerdictPublisher | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
@@ -152,8 +150,7 @@ class Outbound:
         self.keyer = keyer
         self.epoch_now = epoch_now
         self.hooks: OutboundHooks = hooks or NoHooks()
-        self.audit = audit
-        self.publisher = publisher
+        self.notifier = notifier
         self.clock = clock
         self.ring_timeout = float(config.outbound.ring_timeout)
         self._calls: dict[str, _Call] = {}  # call id -> call
@@ -418,10 +415,10 @@ class Outbound:
     def _record_verdict(
         self, call: CallInfo, kind: str, verdict: Verdict, device_id: int | None, drift: int | None
     ) -> None:
-        """Queue the audit event (never the key: only the epoch drift) and publish an AMI SecureLinkVerdict event in
-        the background. Runs before the legs ring; neither waits for the database nor for AMI."""
-        if self.audit is not None:
-            event = audit_fields(
+        """The audit event (never the key: only the epoch drift), the verdict in /metrics and on AMI, all through the
+        notifier. Runs before the legs ring; neither waits for the database nor for AMI."""
+        self.notifier.record(
+            audit_fields(
                 "outbound",
                 verdict.value,
                 "asterisk",
@@ -432,19 +429,8 @@ class Outbound:
                 channel=call.name[:128] if call.name else None,
                 detail={"drift": drift} if drift is not None else None,
             )
-            try:
-                self.audit(event)  # enqueued: the audit writer commits it in the background
-            except Exception as exc:  # noqa: BLE001 - the sink is not supposed to raise; if it does, the call goes on
-                log.warning("outbound audit failed (%s)", type(exc).__name__)
-        if self.publisher is not None:
-            task = asyncio.create_task(
-                self.publisher.publish_verdict(
-                    verdict.value, "" if device_id is None else str(device_id), "outbound", kind, call.name,
-                    call.channel_id,
-                )
-            )  # fmt: skip
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        )
+        self.notifier.verdict(VerdictNote(verdict.value, "outbound", kind, device_id, call.name, call.channel_id))
 
     async def close(self, grace: float = 3.0) -> None:
         """Stop supervising. Channels stay with Asterisk; a leg that later answers into an app that does not know its

@@ -2,7 +2,7 @@
 
 None holds a secret, a code or a call key in clear: an activation code is stored as its SHA-256, a nonce is a random
 string the phone chose, and a voucher's call key is sealed (AES-256-GCM under a key derived from the master key,
-bound to its row: `deviceapi.vouchers`). The number a voucher was presented with is kept only as a keyed hash of its
+bound to its row: `callkeys.vouchers`). The number a voucher was presented with is kept only as a keyed hash of its
 significant part. Times are unix milliseconds (seconds for nonces), the platform's clock.
 """
 

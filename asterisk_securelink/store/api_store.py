@@ -3,83 +3,60 @@
 Each decision that must hold across nodes is one atomic statement: redeeming a code is one conditional UPDATE
 (unused, unexpired, the device still has the code's key_id and may enroll); a nonce is one INSERT .. ON CONFLICT
 that only replaces an expired row; a voucher is released by one conditional UPDATE (not yet released, not expired).
-Device secrets are derived, never stored; call keys are stored sealed (`deviceapi.vouchers`); codes as SHA-256.
+Device secrets are derived, never stored; call keys are stored sealed (`callkeys.vouchers`); codes as SHA-256.
 
-The calls a claim makes (`by_key_id`, `nonce_insert_if_absent`, `claim`) and the call hooks' `add_voucher` and
-`end_call` are SQLAlchemy Core statements (no ORM session) on a few connections this object keeps checked out of the
-store's pool on PostgreSQL (`_Lanes`, eight, in autocommit: no call pays a pool checkout, a pre-ping or BEGIN/ROLLBACK),
-or checked out per call on SQLite (its pool holds one connection, which the store's other writers need; the driver
-opens the transaction at the write, committed right after it). Each call is one statement, or reads followed by the
-one conditional statement that decides, so none needs a wider transaction. `close()` returns the kept connections;
-so does the store's `close()` (the engine's dispose). Nothing is cached: a suspended, revoked or rotated device, a
-used nonce, a released voucher are seen by the next request on any node. Measured in `docs/benchmarks.md`, "Device
-API claims under load".
+The calls a claim makes (`by_key_id`, `nonce_insert_if_absent`, then `claim`, which is the per-call keys' own
+`callkeys.store.VoucherStore`) are SQLAlchemy Core statements (no ORM session) on the process's `store.lanes.Lanes`
+(kept connections in autocommit on PostgreSQL, one per call on SQLite). Each call is one statement, or reads followed
+by the one conditional statement that decides, so none needs a wider transaction. Nothing is cached: a suspended,
+revoked or rotated device, a used nonce, a released voucher are seen by the next request on any node. Measured in
+`docs/benchmarks.md`, "Device API claims under load".
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, Row, bindparam, delete, event, exists, insert, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.ports import (
-    ACTOR,
     ApiEvent,
-    ClaimOutcome,
     ClaimResult,
     DeviceParams,
     DeviceView,
     EnrollResult,
 )
-from asterisk_securelink.deviceapi.vouchers import Presentation, RowIdentity, VoucherError, VoucherKeys
 from asterisk_securelink.lifecycle import SPENDABLE
-from asterisk_securelink.store.api_models import ActivationCode, ApiNonce, CallVoucher
+from asterisk_securelink.store.api_models import ActivationCode, ApiNonce
+from asterisk_securelink.store.lanes import Lanes, lanes_for, rowcount
 from asterisk_securelink.store.models import AuditEvent, Device, utcnow
 from asterisk_securelink.store.store import Store, StoreError, audit_fields
 
 log = logging.getLogger(__name__)
 
-PG_LANES = 8  # connections kept for the hot statements on PostgreSQL (SQLite: none, see the module's docstring)
-
 ENROLLABLE = SPENDABLE  # provisioned, registered: a suspended or revoked device cannot enroll
-AuditSink = Callable[[dict[str, Any]], None]  # enqueues one audit event (`AuditWriter.record`); never blocks
-Observer = Callable[[ApiEvent], None]  # metrics, AMI: told of every API event after it is audited
+
+
+class Vouchers(Protocol):
+    """The per-call keys' store half (`callkeys.store.VoucherStore`): the release a claim asks for, and the purge."""
+
+    async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult: ...
+
+    async def purge(self, now_ms: int) -> int: ...
+
+
+EventSink = Callable[[ApiEvent], None]  # `Notifier.api_event`: the audit row, metrics, AMI; never blocks
 
 # the hot statements, built once (bound parameters; SQLAlchemy caches their compiled form)
 _DEVICE_BY_KEY_ID = select(Device.id, Device.key_id, Device.status, Device.fork_enabled).where(
     Device.key_id == bindparam("key_id")
 )
-_VOUCHER_COLUMNS = (
-    CallVoucher.id, CallVoucher.call_id, CallVoucher.device_id, CallVoucher.direction, CallVoucher.literal_prefix,
-    CallVoucher.significant_len, CallVoucher.match_tag, CallVoucher.sealed, CallVoucher.created_ms,
-    CallVoucher.expires_ms, CallVoucher.released_ms, CallVoucher.idempotency_key,
-)  # fmt: skip
-_VOUCHERS_OF = (
-    select(*_VOUCHER_COLUMNS)
-    .where(CallVoucher.device_id == bindparam("device_id"))
-    .order_by(CallVoucher.created_ms.desc())
-)
-_VOUCHERS_BY_ID = select(*_VOUCHER_COLUMNS).where(CallVoucher.id.in_(bindparam("ids", expanding=True)))
-_RELEASE = (
-    update(CallVoucher)
-    .where(
-        CallVoucher.id == bindparam("voucher_id"),
-        CallVoucher.released_ms.is_(None),
-        CallVoucher.expires_ms > bindparam("now_ms"),
-    )
-    .values(released_ms=bindparam("released_ms"), idempotency_key=bindparam("idem"))
-)
-_ADD_VOUCHER = insert(CallVoucher)
-_END_CALL = delete(CallVoucher).where(CallVoucher.call_id == bindparam("call_id"))
 
 
 class ApiStore:
@@ -91,19 +68,19 @@ class ApiStore:
         master_key: bytes,
         params: DeviceParams,
         *,
-        audit: AuditSink,
+        notify: EventSink,
+        vouchers: Vouchers,
+        lanes: Lanes | None = None,
         clock_s: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.params = params
         self._master = master_key
-        self.keys = VoucherKeys(master_key)
-        self._audit_sink = audit
-        self.observers: list[Observer] = []
+        self._notify = notify
         self.clock_s = clock_s
-        pg = store.engine.dialect.name == "postgresql"
-        self._lanes = _Lanes(store.engine, PG_LANES if pg else 0)
-        upsert: Any = postgresql.insert if pg else sqlite.insert
+        self._lanes = lanes if lanes is not None else lanes_for(store.engine)
+        self.vouchers = vouchers
+        upsert: Any = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
         stmt = upsert(ApiNonce).values(key_id=bindparam("key_id"), nonce=bindparam("nonce"),
                                        expires=bindparam("expires"))  # fmt: skip
         self._nonce_insert = stmt.on_conflict_do_update(
@@ -116,7 +93,7 @@ class ApiStore:
         return "ApiStore(<master key hidden>)"
 
     async def close(self) -> None:
-        """Return the connections it keeps to the store's pool (before `Store.close()`; that closes them too)."""
+        """Return the kept connections to the store's pool (before `Store.close()`; that closes them too)."""
         await self._lanes.close()
 
     # -- DeviceDirectory ---------------------------------------------------------------------------------------
@@ -136,7 +113,7 @@ class ApiStore:
         values = {"key_id": key_id, "nonce": nonce, "expires": expires, "now_s": int(self.clock_s())}
         async with self._lanes.connection() as c:
             result = await c.execute(self._nonce_insert, values)
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def redeem_code(self, code_hash: str, now_ms: int) -> EnrollResult | None:
         enrollable = exists().where(
@@ -156,7 +133,7 @@ class ApiStore:
             .execution_options(synchronize_session=False)
         )
         async with self.store.transaction() as s:
-            if _rowcount(await s.execute(stmt)) != 1:
+            if rowcount(await s.execute(stmt)) != 1:
                 return None
             q = select(Device.id, Device.key_id).join(ActivationCode, ActivationCode.device_id == Device.id)
             row = (await s.execute(q.where(ActivationCode.code_hash == code_hash))).one()
@@ -176,154 +153,22 @@ class ApiStore:
             s.add(AuditEvent(**fields))
 
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
-        """One connection: the device's vouchers (one read), the match in memory, then one conditional UPDATE per
-        live unreleased match (newest first) until one releases; only if none did, a fresh read of the live matches
-        says repeat (same Idempotency-Key) or already claimed."""
-        async with self._lanes.connection() as c:
-            rows = list(await c.execute(_VOUCHERS_OF, {"device_id": device_id}))
-            matching = [v for v in rows if self._matches(v, device_id, presented)]
-            live = [v for v in matching if v.expires_ms > now_ms]
-            if not live:
-                others_live = any(v.expires_ms > now_ms for v in rows)
-                reason = "expired" if matching else "wrong_number" if others_live else "no_call"
-                return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
-            tried = False
-            for v in live:  # newest first
-                if v.released_ms is None:
-                    tried = True
-                    if await _release(c, v.id, now_ms, idempotency_key):
-                        return self._answer(v, ClaimOutcome.RELEASED, "")
-            if tried:  # another request (any node) released it between the read and the UPDATE: read it again
-                by_id = {r.id: r for r in await c.execute(_VOUCHERS_BY_ID, {"ids": [v.id for v in live]})}
-                live = [by_id[v.id] for v in live if v.id in by_id]
-        # every live voucher of that number was released before (now, or by a racing request)
-        for v in live:
-            if idempotency_key and v.idempotency_key == idempotency_key and v.expires_ms > now_ms:
-                return self._answer(v, ClaimOutcome.REPEATED, "")
-        if not live:  # hung up between the two reads
-            return ClaimResult(ClaimOutcome.NOT_FOUND, "ended")
-        return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, "released_before", live[0].call_id)
+        return await self.vouchers.claim(device_id, presented, now_ms, idempotency_key)
 
     def audit(self, event: ApiEvent) -> None:
-        fields = audit_fields(
-            event.action,
-            event.result,
-            ACTOR,
-            device_id=event.device_id,
-            call_id=event.call_id,
-            source=event.source,
-            detail=dict(event.detail) or None,
-        )
-        self._audit_sink(fields)
-        for observer in self.observers:
-            try:
-                observer(event)
-            except Exception as exc:  # noqa: BLE001 - metrics and AMI never break an answer
-                log.warning("device api: event observer failed (%s)", type(exc).__name__)
-
-    # -- vouchers (the call hooks) -----------------------------------------------------------------------------
-    async def add_voucher(
-        self,
-        call_key_id: str,
-        call_id: str,
-        device_id: int,
-        direction: str,
-        presentation: Presentation,
-        call_key: bytes,
-        now_ms: int,
-        ttl_s: int,
-    ) -> None:
-        """Keep `call_key` sealed for release to `device_id` from `now_ms` for `ttl_s` (or until `end_call`)."""
-        row = RowIdentity(call_key_id, call_id, device_id, direction, now_ms)
-        values = {
-            "id": call_key_id, "call_id": call_id, "device_id": device_id, "direction": direction,
-            "literal_prefix": presentation.literal_prefix, "significant_len": presentation.significant_len,
-            "match_tag": presentation.tag, "sealed": self.keys.seal(call_key, row), "created_ms": now_ms,
-            "expires_ms": now_ms + ttl_s * 1000, "released_ms": None, "idempotency_key": None,
-        }  # fmt: skip
-        async with self._lanes.connection() as c:
-            await c.execute(_ADD_VOUCHER, values)
-
-    async def end_call(self, call_id: str) -> int:
-        """The call hung up: its vouchers can no longer be claimed, and their sealed copies are deleted."""
-        async with self._lanes.connection() as c:
-            return _rowcount(await c.execute(_END_CALL, {"call_id": call_id}))
+        """Told to the notifier: the audit row, and for claims /metrics and AMI; it never raises into an answer."""
+        try:
+            self._notify(event)
+        except Exception as exc:  # noqa: BLE001 - an audit queue or metrics failure never breaks an answer
+            log.warning("device api: event not recorded (%s)", type(exc).__name__)
 
     async def purge(self, now_ms: int) -> dict[str, int]:
         """Delete expired vouchers (sealed copies), nonces past their time, and codes that can no longer be used."""
+        vouchers = await self.vouchers.purge(now_ms)
         async with self._lanes.connection() as c:
-            vouchers = await c.execute(delete(CallVoucher).where(CallVoucher.expires_ms <= now_ms))
             nonces = await c.execute(delete(ApiNonce).where(ApiNonce.expires < now_ms // 1000))
             codes = await c.execute(delete(ActivationCode).where(ActivationCode.expires_ms <= now_ms))
-        return {"vouchers": _rowcount(vouchers), "nonces": _rowcount(nonces), "codes": _rowcount(codes)}
-
-    # -- helpers -----------------------------------------------------------------------------------------------
-    def _matches(self, v: Row[*tuple[Any, ...]], device_id: int, presented: str) -> bool:
-        kept = Presentation(v.literal_prefix, v.significant_len, v.match_tag)
-        return self.keys.matches(device_id, presented, kept, self.params.trunk)
-
-    def _answer(self, v: Row[*tuple[Any, ...]], outcome: ClaimOutcome, reason: str) -> ClaimResult:
-        row = RowIdentity(v.id, v.call_id, v.device_id, v.direction, v.created_ms)
-        try:
-            key = self.keys.open(v.sealed, row)
-        except VoucherError:
-            log.error("device api: voucher %s of call %s does not open (master key changed?)", v.id, v.call_id)
-            return ClaimResult(ClaimOutcome.NOT_FOUND, "unsealable", v.call_id)
-        return ClaimResult(outcome, reason, v.call_id, v.id, key)
-
-
-class _Lanes:
-    """A few connections kept checked out of the engine's pool, in autocommit, each used by one task at a time
-    (SQLAlchemy connections are not shared between tasks). A connection that failed or was cancelled mid-statement
-    is dropped (its state is unknown) and the next use opens another; the engine's dispose closes them all. With
-    `size` 0 every use checks a connection out of the pool and commits when done."""
-
-    def __init__(self, engine: AsyncEngine, size: int) -> None:
-        self._engine = engine
-        self._keep = size > 0
-        self._free: asyncio.LifoQueue[AsyncConnection | None] = asyncio.LifoQueue()
-        for _ in range(size):
-            self._free.put_nowait(None)  # opened on first use
-        self._open: set[AsyncConnection] = set()
-        event.listen(engine.sync_engine, "engine_disposed", self._disposed)
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection]:
-        if not self._keep:
-            async with self._engine.begin() as conn:
-                yield conn
-            return
-        c = await self._free.get()
-        try:
-            if c is None or c.closed or c.invalidated:
-                c = await self._engine.connect()
-                self._open.add(c)
-                await c.execution_options(isolation_level="AUTOCOMMIT")
-            yield c
-            await c.commit()  # ends SQLAlchemy's transaction; in autocommit nothing reaches the database
-        except BaseException:
-            if c is not None:
-                self._drop(c)
-            c = None
-            raise
-        finally:
-            self._free.put_nowait(c)
-
-    def _drop(self, c: AsyncConnection) -> None:
-        self._open.discard(c)
-        task = asyncio.get_running_loop().create_task(c.invalidate())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a dead connection may fail to close
-
-    async def close(self) -> None:
-        while self._open:
-            await self._open.pop().close()
-
-    def _disposed(self, _engine: Engine) -> None:
-        """`Store.close()` without `ApiStore.close()` first: close the kept connections (inside the dispose's
-        greenlet, so the driver's close can be awaited); nothing is left open (an aiosqlite thread would keep the
-        process from exiting)."""
-        while self._open:
-            self._open.pop().sync_connection.invalidate()  # type: ignore[union-attr]
+        return {"vouchers": vouchers, "nonces": rowcount(nonces), "codes": rowcount(codes)}
 
 
 # -- activation codes (the CLI: `securelink device add|rotate --activation`) -------------------------------------
@@ -346,7 +191,7 @@ async def expire_codes(store: Store, device_id: int, now_ms: int) -> int:
         .values(expires_ms=now_ms)
     )  # fmt: skip
     async with store.transaction() as s:
-        return _rowcount(await s.execute(stmt))
+        return rowcount(await s.execute(stmt))
 
 
 async def fork_set_by(store: Store, device_id: int) -> tuple[str, datetime] | None:
@@ -363,15 +208,5 @@ async def fork_set_by(store: Store, device_id: int) -> tuple[str, datetime] | No
     return None if row is None else (str(row.actor or "-"), row.created_at)
 
 
-async def _release(c: AsyncConnection, voucher_id: str, now_ms: int, idempotency_key: str | None) -> bool:
-    """The one statement that decides a release: not yet released, not expired."""
-    values = {"voucher_id": voucher_id, "now_ms": now_ms, "released_ms": now_ms, "idem": idempotency_key}
-    return _rowcount(await c.execute(_RELEASE, values)) == 1
-
-
 def _on(enabled: bool) -> str:
     return "on" if enabled else "off"
-
-
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount)

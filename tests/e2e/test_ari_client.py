@@ -196,7 +196,7 @@ async def test_rest_stays_on_http_when_the_socket_does_not_answer_requests(aster
 
 
 async def test_the_app_receives_only_the_events_it_reads(asterisk: None) -> None:
-    from asterisk_securelink.runner import APP_EVENTS
+    from asterisk_securelink.app import APP_EVENTS
 
     running = await start_client(events=APP_EVENTS)
     try:
