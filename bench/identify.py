@@ -50,12 +50,14 @@ from typing import Any
 from sqlalchemy import insert
 
 from asterisk_securelink import config
+from asterisk_securelink.app import verifier
+from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.keyindex import KeyIndex, Window
 from asterisk_securelink.core.numbers import key_digits
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms
 from asterisk_securelink.core.verdicts import Verdict
-from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.inbound.service import VerifyRequest
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.models import Device, KeyEpoch
 from asterisk_securelink.store.store import Store
@@ -376,7 +378,7 @@ async def bench_verify(n: int, rng: random.Random, samples: int, workdir: Path) 
         populate_s = time.perf_counter() - t
         keys = {"look_behind": LOOK_BEHIND, "look_ahead": LOOK_AHEAD, "trunk_prefixes": list(TRUNKS)}
         cfg = config.build({"keys": keys}, {}, workdir)
-        svc = VerificationService(cfg, store, MASTER, clock_ms=Clock(T_MS))
+        svc = verifier(cfg, store, MASTER, AuditWriter(store.audit_many), clock_ms=Clock(T_MS))
         t = time.perf_counter()
         await svc.start()
         start_s = time.perf_counter() - t

@@ -46,7 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from identify import MASTER, T_MS, TRUNKS, Clock, populate
 
 from asterisk_securelink import config
+from asterisk_securelink.audit import AuditWriter
+from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.inbound.service import VerificationService
+from asterisk_securelink.livekeys import LiveKeys
+from asterisk_securelink.store.lockout import LockoutStore
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import Store
 
@@ -117,10 +121,11 @@ async def one_run(variant: str, url: str, workdir: Path, baseline: ModuleType) -
     try:
         keys = {"look_behind": 1, "look_ahead": 1, "trunk_prefixes": list(TRUNKS)}
         cfg = config.build({"keys": keys}, {}, workdir)
-        svc = VerificationService(cfg, store, MASTER, clock_ms=Clock(T_MS))
-        if variant == "old":
-            svc.keys = baseline.LiveKeys(cfg, store, MASTER, clock_ms=svc.clock_ms)
-        lk = svc.keys
+        live = baseline.LiveKeys if variant == "old" else LiveKeys
+        lk = live(cfg, store, MASTER, clock_ms=Clock(T_MS))
+        strength = lambda: (lk.index.fmt.size, lk.window.width, len(lk.index))  # noqa: E731 - OLD has no method
+        guard = GuessGuard(cfg.lockout, LockoutStore(store), strength)
+        svc = VerificationService(cfg, store, lk, guard, AuditWriter(store.audit_many))
         probe = Probe()
         out: dict[str, Any] = {"idle": await probe.measure(lambda: asyncio.sleep(0.3))}
         out["start"] = await probe.measure(svc.start)
