@@ -24,7 +24,7 @@ from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.server import server_from_config
 from asterisk_securelink.errors import StartupError
-from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.inbound.handlers import Handlers
 from asterisk_securelink.metrics import MetricsServer, parse_listen
 from asterisk_securelink.outbound.controller import Outbound
 from asterisk_securelink.outbound.hooks import CallHooks, TlsLegs

@@ -29,7 +29,7 @@ from asterisk_securelink.deviceapi import checkup
 from asterisk_securelink.deviceapi.codes import code_hash, format_code, new_code
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.dialplan import CALL_KEY_VAR
-from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.inbound.handlers import Handlers
 from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.outbound.controller import Outbound
 from asterisk_securelink.provision import device_params

@@ -16,7 +16,7 @@ from asterisk_securelink import config
 from asterisk_securelink.asterisk.agi import PEER_KEY
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
-from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.inbound.handlers import Handlers
 from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.runner import agi_server
 from asterisk_securelink.stasis import CallInfo

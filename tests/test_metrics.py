@@ -16,7 +16,7 @@ from asterisk_securelink import config
 from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import ConfigError
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.inbound.stasis import Handlers
+from asterisk_securelink.inbound.handlers import Handlers
 from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
 from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.stasis import CallInfo
