@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from asterisk_securelink.core.listen import listen_refusal, split_listen
+
 log = logging.getLogger(__name__)
 
 ESCROW_POLL = 30.0  # seconds between escrow row counts
@@ -28,21 +29,13 @@ ADMISSION_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1
 
 
 def parse_listen(value: str, allow_remote: bool) -> tuple[str, int]:
-    """`host:port` (IPv6 as `[::1]:9466`) -> (host, port). Raises ValueError with what is wrong."""
-    host, sep, port_s = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"must be host:port, e.g. 127.0.0.1:9466, got {value!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
-        raise ValueError(f"port must be 1..65535, got {port_s!r}")
-    if not allow_remote:
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(f"{host} is not a loopback address; set metrics.allow_remote = true to expose it")
-    return host, int(port_s)
+    """`host:port` (IPv6 as `[::1]:9466`) -> (host, port); loopback unless `allow_remote` (`core.listen`). Raises
+    ValueError with what is wrong."""
+    host, port = split_listen(value)
+    problem = listen_refusal(host, allow_remote, "; set metrics.allow_remote = true to expose it")
+    if problem:
+        raise ValueError(problem)
+    return host, port
 
 
 class Metrics:

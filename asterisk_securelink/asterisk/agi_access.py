@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Final
 
+from asterisk_securelink.core.listen import listen_refusal
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_ALLOW_FROM: Final = ("127.0.0.0/8", "::1")
@@ -42,17 +44,13 @@ def parse_allow_from(values: Iterable[str]) -> tuple[Network, ...]:
 
 def check_listen(host: str, allow_remote: bool) -> str | None:
     """None when the FastAGI server may listen on `host`; else what is wrong. Loopback (or `localhost`) always may;
-    anything else (`0.0.0.0`, `::`, an empty host, a LAN address, a host name) only with `allow_remote`."""
-    if allow_remote or host == "localhost":
-        return None
-    try:
-        if ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback:
-            return None
-    except ValueError:
-        pass
-    return (
-        f"{host or '(all interfaces)'} is not a loopback address: the AGI environment carries caller numbers, which "
-        f"can be keys; set agi.allow_remote = true (and agi.allow_from to the Asterisk hosts) to listen on it"
+    anything else (`0.0.0.0`, `::`, an empty host, a LAN address, a host name) only with `allow_remote`
+    (`core.listen`, the rule `[metrics]` and `[device_api]` follow too)."""
+    return listen_refusal(
+        host,
+        allow_remote,
+        ": the AGI environment carries caller numbers, which can be keys; set agi.allow_remote = true "
+        "(and agi.allow_from to the Asterisk hosts) to listen on it",
     )
 
 

@@ -7,10 +7,12 @@ that terminates TLS). The dataclass uses the config loader's field types (str, i
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
+from asterisk_securelink.core.fields import range_problems, setting
+from asterisk_securelink.core.listen import is_loopback as is_loopback
+from asterisk_securelink.core.listen import listen_refusal, split_listen
 from asterisk_securelink.deviceapi.codes import CodeError, check_public_host
 from asterisk_securelink.deviceapi.limits import parse_trusted
 
@@ -21,13 +23,53 @@ _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognized,
 
 @dataclass(frozen=True)
 class DeviceApiConfig:
-    listen: str = ""  # host:port (IPv6 as [::1]:8443); empty: the API is off
-    public_host: str = ""  # host[:port] the phones are told and every signature covers; empty: the listen address
-    tls_cert: str = ""  # PEM certificate (chain); with tls_key, HTTPS
-    tls_key: str = ""  # PEM private key
-    trusted_proxy: tuple[str, ...] = ()  # addresses (or networks) whose X-Forwarded-For is believed
-    code_ttl: int = 900
-    voucher_ttl: int = 90
+    NAME: ClassVar[str] = "device_api"
+
+    listen: str = setting(
+        "",
+        "`host:port` (IPv6 `[::1]:8443`) where `securelink run` serves the device API (`docs/device-api.md`: "
+        "enrollment by code, status, fork toggle, per-call key vouchers) on its own event loop; off when empty. Plain "
+        "HTTP only on a loopback address (a local TLS-terminating proxy, tests): a non-loopback address without "
+        "`tls_cert`/`tls_key` stops the start with one line. `doctor` checks it answers and its certificate",
+        skeleton=True,
+        example="0.0.0.0:8443",
+    )
+    public_host: str = setting(
+        "",
+        "`host[:port]` the phones are told (in the enrollment URI) and every request signature covers; required when "
+        "`listen` is a wildcard (`0.0.0.0`, `::`)",
+        note="the name phones reach; every request signature covers it",
+        shown="the listen address",
+        skeleton=True,
+        example="pbx.example.com:8443",
+    )
+    tls_cert: str = setting(
+        "",
+        "PEM certificate (chain); with `tls_key`, HTTPS, TLS 1.2+. `doctor` fails on an invalid or expired "
+        "certificate and warns 14 days before it expires",
+        skeleton=True,
+        example="/etc/securelink/tls/cert.pem",
+    )
+    tls_key: str = setting("", "PEM private key of `tls_cert`", skeleton=True, example="/etc/securelink/tls/key.pem")
+    trusted_proxy: tuple[str, ...] = setting(
+        (),
+        "addresses / networks of reverse proxies whose `X-Forwarded-For` names the client (for the per-network limit "
+        "on failed activation codes); no one else's is believed",
+    )
+    code_ttl: int = setting(
+        900, "seconds an activation code stays redeemable ({range})", range=CODE_TTL, unit="seconds"
+    )
+    voucher_ttl: int = setting(
+        90,
+        "seconds a call's key can be claimed after the call's key is made ({range}; the voucher also ends at hangup, "
+        "outbound). Outbound keyed calls (mobile, fork) and admitted inbound calls get a per-call key (escrowed too "
+        "when `escrow.public_key_file` is set), kept sealed at rest under a key derived from the master key until "
+        "then; each claim is audited (`voucher.claim`, with the reason; a second claim of a released voucher is an "
+        "alert), counted in `securelink_voucher_claims_total{result}` and published on AMI as "
+        "`UserEvent: SecureLinkVoucher`",
+        range=VOUCHER_TTL,
+        unit="seconds",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -37,30 +79,20 @@ class DeviceApiConfig:
     def tls_configured(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
 
-
-def is_loopback(host: str) -> bool:
-    """`localhost`, 127.0.0.0/8, ::1 (brackets allowed)."""
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    def problems(self) -> list[str]:
+        """Everything wrong, one line each (`problems`)."""
+        return problems(self)
 
 
 def listen_problem(host: str, tls_configured: bool) -> str | None:
-    """Why the API must not listen on `host`, or None. One line."""
-    if tls_configured or is_loopback(host):
-        return None
-    return f"device_api.listen: {host} is not a loopback address; set device_api.tls_cert and tls_key to serve HTTPS"
+    """Why the API must not listen on `host`, or None: plain HTTP stays on loopback (`core.listen`). One line."""
+    problem = listen_refusal(host, tls_configured, "; set device_api.tls_cert and tls_key to serve HTTPS")
+    return f"device_api.listen: {problem}" if problem else None
 
 
 def listen_address(cfg: DeviceApiConfig) -> tuple[str, int]:
     """(host, port) of `listen`. Raises ValueError."""
-    from asterisk_securelink.metrics import parse_listen  # late: the config loader imports this module
-
-    return parse_listen(cfg.listen, allow_remote=True)
+    return split_listen(cfg.listen)
 
 
 def public_host(cfg: DeviceApiConfig) -> str:
@@ -70,11 +102,7 @@ def public_host(cfg: DeviceApiConfig) -> str:
 
 def problems(cfg: DeviceApiConfig) -> list[str]:
     """Everything wrong with `cfg`, one line each (empty when it is usable; an API that is off is not checked)."""
-    out: list[str] = []
-    ttls = (("code_ttl", cfg.code_ttl, CODE_TTL), ("voucher_ttl", cfg.voucher_ttl, VOUCHER_TTL))
-    for name, value, (low, high) in ttls:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            out.append(f"device_api.{name}: must be {low}..{high} seconds, got {value!r}")
+    out = range_problems(DeviceApiConfig.NAME, cfg)
     try:
         parse_trusted(cfg.trusted_proxy)
     except ValueError as exc:
