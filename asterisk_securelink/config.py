@@ -21,6 +21,7 @@ from asterisk_securelink.core.formats import FormatError, NumberFormat
 from asterisk_securelink.core.slk1 import MAX_PERIOD, MIN_PERIOD
 from asterisk_securelink.deviceapi.settings import DeviceApiConfig
 from asterisk_securelink.deviceapi.settings import problems as device_api_problems
+from asterisk_securelink.errors import InputError
 
 ENV_PREFIX = "SECURELINK_"
 CONFIG_ENV = "SECURELINK_CONFIG"
@@ -37,7 +38,7 @@ _REMOVED = {  # keys of earlier versions: what replaces them
 MAX_DIAL_PREFIX_DIGITS = 8
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A configuration problem; the message names the key and says what is expected."""
 
 

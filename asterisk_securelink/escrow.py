@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from asterisk_securelink import keyfile
+from asterisk_securelink.errors import KeyFileError
 
 CALL_KEY_LEN = 32
 ENC_LEN = 32  # the X25519 encapsulated key at the front of an HPKE ciphertext
@@ -29,7 +30,7 @@ _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
 _INFO_LABEL = "securelink-call-key-v1"
 
 
-class EscrowError(ValueError):
+class EscrowError(KeyFileError, ValueError):
     pass
 
 

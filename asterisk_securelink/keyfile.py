@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from asterisk_securelink.errors import KeyFileError
+
 PRIVATE_MODE: Final = 0o600
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 
-class NotRegularFileError(Exception):
+class NotRegularFileError(KeyFileError):
     """The path names a directory, a device, a FIFO or a socket: not a file that can hold a key."""
 
 
-class UnwritableDirectoryError(OSError):
+class UnwritableDirectoryError(KeyFileError, OSError):
     """No temporary file can be created in the target's directory (`replace_private`)."""
 
 

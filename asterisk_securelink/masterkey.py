@@ -13,9 +13,10 @@ from pathlib import Path
 
 from asterisk_securelink import keyfile
 from asterisk_securelink.core.slk1 import MASTER_KEY_LEN
+from asterisk_securelink.errors import KeyFileError
 
 
-class MasterKeyError(ValueError):
+class MasterKeyError(KeyFileError, ValueError):
     def __init__(self, message: str, fix: str = "run `securelink init`, or set keys.master_key_file") -> None:
         super().__init__(message)
         self.fix = fix  # what `securelink doctor` tells the admin to do

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 from asterisk_securelink.core.compare import check_trunk_prefixes
 from asterisk_securelink.core.formats import FormatError, NumberFormat
 from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, SLK1Error, check_key_id, check_period
+from asterisk_securelink.errors import InputError
 
 SCHEME: Final = "securelink"
 VERSION: Final = "1.1"
@@ -37,7 +38,7 @@ _REQUIRED_1_1: Final = ("key_id", "secret", "period", "t0", "in", "out", "look_b
 _REQUIRED_1_0: Final = ("key_id", "secret", "period", "in", "out")
 
 
-class ProvisioningError(ValueError):
+class ProvisioningError(InputError, ValueError):
     """A provisioning that cannot be used. Messages never contain the URI or the secret."""
 
 

@@ -54,13 +54,14 @@ from asterisk_securelink.device.cli_io import (
 )
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment
 from asterisk_securelink.deviceapi import codes
+from asterisk_securelink.errors import ProtocolError
 
 T = TypeVar("T")
 REFUSED = 1
 UNANSWERED = 3
 
 
-class ApiCommandError(Exception):
+class ApiCommandError(ProtocolError):
     """The API refused or did not answer: one line on stderr, exit 1 or 3."""
 
     def __init__(self, message: str, exit_code: int, *, revoked: bool = False) -> None:

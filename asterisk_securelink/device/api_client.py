@@ -43,6 +43,7 @@ from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, no
 from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.deviceapi.settings import is_loopback
 from asterisk_securelink.deviceapi.signing import api_key, authorization
+from asterisk_securelink.errors import ProtocolError
 
 TIMEOUT: Final = 10.0  # seconds for one request, connection included
 ATTEMPTS: Final = 3  # sends of a retriable request (claim, status, fork) whose answer was lost
@@ -54,7 +55,7 @@ _B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
-class DeviceApiError(Exception):
+class DeviceApiError(ProtocolError):
     """A request failed. `status` is the HTTP status (0: no answer), `code` the spec's error code (empty: none)."""
 
     def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:

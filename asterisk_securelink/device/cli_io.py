@@ -19,6 +19,7 @@ from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.device import reference as device
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment, from_json, to_json
+from asterisk_securelink.errors import InputError
 
 MAX_URI_BYTES: Final = 4096  # a provisioning URI is a few hundred bytes
 MAX_STATE_BYTES: Final = 8192  # a state file is about 150 bytes, 700 with an enrollment
@@ -26,7 +27,7 @@ URI_PREFIX: Final = "securelink:"
 STATE_NAME: Final = "state.json"
 
 
-class DeviceCliError(Exception):
+class DeviceCliError(InputError):
     """Bad input: printed as one line on stderr, exit 2."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
 
+from asterisk_securelink.errors import InputError
+
 CODE_BYTES: Final = 10  # 80 bits
 CODE_LEN: Final = 16  # base32 characters; 80 bits fill them exactly, so there is no padding
 GROUP: Final = 4
@@ -26,7 +28,7 @@ _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?")
 
 
-class CodeError(ValueError):
+class CodeError(InputError, ValueError):
     """Not an activation code or enrollment URI. Messages never contain the code."""
 
 
