@@ -10,14 +10,13 @@ It is the only place a device secret ever leaves the platform. Pure.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.compare import check_trunk_prefixes
 from asterisk_securelink.core.formats import FormatError, NumberFormat
 from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, SLK1Error, check_key_id, check_period
@@ -30,7 +29,6 @@ MODES: Final = ("ani", "dnis")
 MAX_LOOK: Final = 10  # look_behind / look_ahead: far above any sane window
 _UINT: Final = re.compile(r"[0-9]{1,12}")
 _DIAL: Final = re.compile(r"[0-9*#]{0,16}")
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # 1.1: every one of these exactly once (`dial` only for mode dnis)
@@ -68,7 +66,7 @@ class Provisioning:
         params = [
             ("v", VERSION),
             ("key_id", self.key_id),
-            ("secret", base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode("ascii")),
+            ("secret", b64.encode(self.secret)),
             ("period", str(self.period)),
             ("t0", str(self.t0)),
             ("in", self.inbound_format),
@@ -138,11 +136,9 @@ def _uint(q: dict[str, str], name: str, default: int | None = None) -> int:
 
 
 def _secret(text: str) -> bytes:
-    if not _B64URL.fullmatch(text) or len(text.rstrip("=")) % 4 == 1:
-        raise ProvisioningError("provisioning URI: the secret is not base64url")
     try:
-        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-    except (binascii.Error, ValueError):
+        return b64.decode(text, padding=True)
+    except ValueError:
         raise ProvisioningError("provisioning URI: the secret is not base64url") from None
 
 

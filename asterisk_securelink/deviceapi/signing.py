@@ -16,12 +16,12 @@ failed, for the server's log only (the client always gets the same 401).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 from typing import Final, NamedTuple
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id
 from asterisk_securelink.errors import ProtocolError, VerificationError
 
@@ -75,7 +75,7 @@ def canonical_string(method: str, host: str, target: str, ts: str, nonce: str, b
 def sign(key: bytes, string: bytes) -> str:
     """Unpadded base64url of `HMAC-SHA256(api_key, string)`."""
     mac = hmac.new(key, string, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+    return b64.encode(mac)
 
 
 def authorization(
