@@ -1,12 +1,14 @@
 """Files that hold a secret: read from the open file itself, written readable by their owner only.
 
 Shared by the master key (`masterkey`), the escrow key files (`escrow`) and the device tool (`device.cli`). This
-module opens, checks and writes; each caller keeps its own policy (refuse or only warn about a file others can read
-or rewrite) and its own error messages. Nothing here reads a file's content into an exception message.
+module opens, checks and writes, and says once why a file could not be opened (`read_named`); each caller keeps its
+own policy (refuse or only warn about a file others can read or rewrite). Nothing here reads a file's content into an
+exception message.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -15,16 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from asterisk_securelink.errors import KeyFileError
+
 PRIVATE_MODE: Final = 0o600
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 
 
-class NotRegularFileError(Exception):
+class NotRegularFileError(KeyFileError):
     """The path names a directory, a device, a FIFO or a socket: not a file that can hold a key."""
 
 
-class UnwritableDirectoryError(OSError):
+class UnwritableDirectoryError(KeyFileError, OSError):
     """No temporary file can be created in the target's directory (`replace_private`)."""
+
+
+class UnreadableKeyFile(KeyFileError):
+    """`read_named` could not open the file: the message is `<name> <problem>`; `missing` when it does not exist (a
+    caller may have its own word for that, or none: an optional file)."""
+
+    def __init__(self, name: str, problem: str, *, missing: bool = False) -> None:
+        super().__init__(f"{name} {problem}")
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,22 @@ def read_private(path: Path, limit: int, *, follow_symlinks: bool = False) -> Pr
     finally:
         os.close(fd)
     return PrivateFile(data, stat.S_IMODE(st.st_mode), st.st_uid)
+
+
+def read_named(path: Path, limit: int, name: str, *, follow_symlinks: bool = False) -> PrivateFile:
+    """`read_private`, with why it failed said the same way for every key file: `UnreadableKeyFile` saying `<name>
+    not found`, `<name> is not a regular file` or `<name> cannot be opened: <the OS reason>`. `name` says which file
+    to the reader, e.g. `master key file /etc/securelink/master.key`."""
+    try:
+        return read_private(path, limit, follow_symlinks=follow_symlinks)
+    except FileNotFoundError:
+        raise UnreadableKeyFile(name, "not found", missing=True) from None
+    except NotRegularFileError:
+        raise UnreadableKeyFile(name, "is not a regular file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise UnreadableKeyFile(name, "cannot be opened: it is a symbolic link; name the file itself") from None
+        raise UnreadableKeyFile(name, f"cannot be opened: {exc.strerror or exc}") from None
 
 
 def create_private(path: Path, data: bytes) -> None:

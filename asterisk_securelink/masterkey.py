@@ -13,9 +13,10 @@ from pathlib import Path
 
 from asterisk_securelink import keyfile
 from asterisk_securelink.core.slk1 import MASTER_KEY_LEN
+from asterisk_securelink.errors import KeyFileError
 
 
-class MasterKeyError(ValueError):
+class MasterKeyError(KeyFileError, ValueError):
     def __init__(self, message: str, fix: str = "run `securelink init`, or set keys.master_key_file") -> None:
         super().__init__(message)
         self.fix = fix  # what `securelink doctor` tells the admin to do
@@ -34,15 +35,10 @@ def create(path: Path) -> bytes:
 
 def load(path: Path) -> bytes:
     try:
-        found = keyfile.read_private(path, 1024)  # never follows a symlink
-    except FileNotFoundError:
-        raise MasterKeyError(
-            f"master key file {path} not found: run `securelink init` or set keys.master_key_file"
-        ) from None
-    except keyfile.NotRegularFileError:
-        raise MasterKeyError(f"master key file {path} is not a regular file") from None
-    except OSError as exc:
-        raise MasterKeyError(f"master key file {path} cannot be opened: {exc.strerror or exc}") from None
+        found = keyfile.read_named(path, 1024, f"master key file {path}")  # never follows a symlink
+    except keyfile.UnreadableKeyFile as exc:
+        hint = ": run `securelink init` or set keys.master_key_file" if exc.missing else ""
+        raise MasterKeyError(f"{exc}{hint}") from None
     if found.shared:
         raise MasterKeyError(
             f"master key file {path} has mode {found.mode:04o}: it must not be accessible "

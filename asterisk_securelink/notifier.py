@@ -17,7 +17,6 @@ database or for AMI, and a failing sink is logged, never raised into a call.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from asterisk_securelink.core.lockout import LockoutEvent
 from asterisk_securelink.deviceapi.ports import ACTOR, ApiEvent
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.store.store import audit_fields
+from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Notifier:
         self.metrics = metrics
         self.publisher = publisher
         self._audit = audit
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks()
 
     def record(self, fields: dict[str, Any]) -> None:
         """Queue one audit row (`store.audit_fields`)."""
@@ -134,9 +134,7 @@ class Notifier:
             self._spawn(self.publisher.publish_voucher(event.result, event.device_id, event.call_id, reason))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     @property
     def pending(self) -> int:
@@ -144,9 +142,4 @@ class Notifier:
 
     async def drain(self, timeout: float = DRAIN_SECONDS) -> None:  # noqa: ASYNC109 - a bounded wait at shutdown
         """Wait for the events still being published (bounded by the publisher's timeouts), then give up on them."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.drain(timeout)

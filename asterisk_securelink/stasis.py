@@ -45,6 +45,16 @@ class CallInfo:
     exten: str | None
     args: tuple[str, ...] = ()
 
+    @property
+    def kind(self) -> str | None:
+        """The first Stasis argument (the feature: inbound, register, mobile, fork, leg), trimmed and lower-cased;
+        None when there is no argument."""
+        return self.args[0].strip().lower() if self.args else None
+
+    def arg(self, index: int) -> str | None:
+        """The Stasis argument at `index`, as given; None when there are fewer."""
+        return self.args[index] if len(self.args) > index else None
+
 
 def call_info(event: StasisStart) -> CallInfo:
     ch = event.channel

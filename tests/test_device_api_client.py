@@ -5,6 +5,7 @@ in-memory directory of `deviceapi_fakes.py`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import stat
@@ -225,7 +226,7 @@ async def cli(*args: str, home: Path) -> tuple[int, str, str]:
 
 
 async def test_cli_enroll_status_fork_claim_and_key(server: Server, tmp_path: Path) -> None:
-    secret_b64 = api_client.base64.urlsafe_b64encode(device_secret(MASTER, "dev-0001")).rstrip(b"=").decode()
+    secret_b64 = base64.urlsafe_b64encode(device_secret(MASTER, "dev-0001")).rstrip(b"=").decode()
     uri = tmp_path / "enroll.uri"
     uri.write_text(enrollment_uri(server.url, server.code()))
     uri.chmod(0o600)

@@ -10,6 +10,7 @@ from typing import BinaryIO
 import pytest
 
 from asterisk_securelink import keyfile
+from asterisk_securelink.errors import KeyFileError
 
 
 def test_create_private_is_0600_whatever_the_umask_and_never_overwrites(tmp_path: Path) -> None:
@@ -41,6 +42,34 @@ def test_read_private_reports_mode_and_owner_and_refuses_what_is_not_a_file(tmp_
     with pytest.raises(OSError, match="symbolic links"):
         keyfile.read_private(tmp_path / "link", 4)
     assert keyfile.read_private(tmp_path / "link", 4, follow_symlinks=True).data == b"0123"
+
+
+def test_read_named_says_why_a_key_file_cannot_be_opened_in_one_way(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(b"secret")
+    assert keyfile.read_named(path, 64, "the key").data == b"secret"
+    cases = [
+        (tmp_path / "absent", "the key not found", True),
+        (tmp_path, "the key is not a regular file", False),
+        (path / "below-a-file", "the key cannot be opened: Not a directory", False),
+    ]
+    for where, message, missing in cases:
+        with pytest.raises(keyfile.UnreadableKeyFile) as caught:
+            keyfile.read_named(where, 64, "the key")
+        assert (str(caught.value), caught.value.missing) == (message, missing)
+        assert isinstance(caught.value, KeyFileError) and caught.value.__cause__ is None
+
+
+def test_read_named_says_a_refused_symlink_is_one_and_follows_it_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(b"secret")
+    (tmp_path / "link").symlink_to(path)
+    with pytest.raises(keyfile.UnreadableKeyFile, match=r"^the key cannot be opened: it is a symbolic link; name"):
+        keyfile.read_named(tmp_path / "link", 64, "the key")
+    assert keyfile.read_named(tmp_path / "link", 64, "the key", follow_symlinks=True).data == b"secret"
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(keyfile.UnreadableKeyFile, match=r"symbolic links$"):  # a loop is not called "a symbolic link"
+        keyfile.read_named(tmp_path / "loop", 64, "the key", follow_symlinks=True)
 
 
 def test_read_private_tells_a_file_others_may_rewrite(tmp_path: Path) -> None:

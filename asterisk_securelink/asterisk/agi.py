@@ -44,6 +44,7 @@ from asterisk_securelink.asterisk.agi_access import (
     peer_address,
 )
 from asterisk_securelink.dialplan import RESULT_VAR
+from asterisk_securelink.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ _ASTERISK_KEYS = ("agi_network", "agi_request", "agi_channel", "agi_uniqueid")
 _CHANNEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}/[\x21-\x7e]{1,100}-[0-9a-f]{1,8}(;[12])?\Z")
 
 
-class AgiError(Exception):
+class AgiError(ProtocolError):
     """The AGI peer answered badly, too late, or not at all."""
 
 
@@ -80,7 +81,7 @@ class AgiHangup(AgiError):
     """The channel hung up or the connection closed."""
 
 
-class _BadEnvironment(Exception):
+class _BadEnvironment(ProtocolError):
     pass
 
 

@@ -31,6 +31,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 
 from asterisk_securelink.config import AmiConfig
+from asterisk_securelink.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ HeaderValue = str | int | None
 ActionDict = Mapping[str, HeaderValue | Sequence[HeaderValue]]
 
 
-class AmiError(Exception):
+class AmiError(ProtocolError):
     """An AMI action could not be sent or was not answered."""
 
 

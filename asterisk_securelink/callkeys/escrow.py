@@ -8,7 +8,6 @@ Pure apart from the key-file helpers (at the end).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from asterisk_securelink import keyfile
+from asterisk_securelink.errors import KeyFileError
 
 CALL_KEY_LEN = 32
 ENC_LEN = 32  # the X25519 encapsulated key at the front of an HPKE ciphertext
@@ -29,7 +29,7 @@ _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
 _INFO_LABEL = "securelink-call-key-v1"
 
 
-class EscrowError(ValueError):
+class EscrowError(KeyFileError, ValueError):
     pass
 
 
@@ -164,15 +164,9 @@ def _unlink_if_same(path: Path, tmp: Path) -> None:
 
 def _read_key_file(path: Path, what: str) -> keyfile.PrivateFile:
     try:
-        return keyfile.read_private(path, KEY_FILE_LIMIT)  # O_NOFOLLOW; mode and owner from fstat
-    except FileNotFoundError:
-        raise EscrowError(f"{what} {path} not found") from None
-    except keyfile.NotRegularFileError:
-        raise EscrowError(f"{what} {path} is not a regular file") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise EscrowError(f"{what} {path} cannot be opened: it is a symbolic link; name the file itself") from None
-        raise EscrowError(f"{what} {path} cannot be opened: {_reason(exc)}") from None
+        return keyfile.read_named(path, KEY_FILE_LIMIT, f"{what} {path}")  # O_NOFOLLOW; mode and owner from fstat
+    except keyfile.UnreadableKeyFile as exc:
+        raise EscrowError(str(exc)) from None
 
 
 def load_public(path: Path) -> X25519PublicKey:

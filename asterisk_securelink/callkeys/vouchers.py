@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from asterisk_securelink.core.compare import country_code_of, prefix_ok
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.numbers import Kind, classify, key_digits
+from asterisk_securelink.errors import VerificationError
 
 SEAL_LABEL: Final = b"securelink-voucher-seal-v1"
 MATCH_LABEL: Final = b"securelink-voucher-match-v1"
@@ -33,7 +34,7 @@ NONCE_LEN: Final = 12
 CALL_KEY_LEN: Final = 32
 
 
-class VoucherError(ValueError):
+class VoucherError(VerificationError, ValueError):
     """A sealed voucher that does not open (wrong row, wrong master key, damaged). Never holds key material."""
 
 

@@ -18,30 +18,16 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from asterisk_securelink import config as config_mod
-from asterisk_securelink.callkeys.escrow import EscrowError
-from asterisk_securelink.cli.context import CliError, Handler
+from asterisk_securelink.cli.context import Handler
 from asterisk_securelink.cli.parser import EXIT_USAGE, build_parser
 from asterisk_securelink.cli.setup import cmd_init
-from asterisk_securelink.config import ConfigError
-from asterisk_securelink.core.formats import FormatError
 from asterisk_securelink.core.numbers import safe_display
-from asterisk_securelink.core.slk1 import SLK1Error
-from asterisk_securelink.errors import StartupError
-from asterisk_securelink.masterkey import MasterKeyError
+from asterisk_securelink.errors import InputError, KeyFileError, StartupError
 from asterisk_securelink.store.store import StoreError
 
-# errors whose message is written for the administrator: printed as they are
-_USER_ERRORS = (
-    CliError,
-    ConfigError,
-    MasterKeyError,
-    FormatError,
-    SLK1Error,
-    StoreError,
-    LookupError,
-    StartupError,
-    EscrowError,
-)
+# errors whose message is written for the administrator: printed as they are (every kind of `SecureLinkError`
+# whose text is meant for a person: bad input, a key file, a start that cannot happen, the store's refusals)
+_USER_ERRORS = (InputError, KeyFileError, StartupError, StoreError, LookupError)
 _NO_MESSAGE = {TimeoutError: "timed out", ConnectionError: "the connection failed"}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import safe_display
+from asterisk_securelink.errors import InputError
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -21,7 +22,7 @@ Handler = Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]]
 """A command: parsed arguments and the loaded config in, exit code out."""
 
 
-class CliError(Exception):
+class CliError(InputError):
     """A user-facing error: printed as one line, exit code 2."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from asterisk_securelink.config.sections import SECTIONS, Config
+from asterisk_securelink.errors import InputError
 
 ENV_PREFIX = "SECURELINK_"
 CONFIG_ENV = "SECURELINK_CONFIG"
@@ -31,7 +32,7 @@ _REMOVED = {  # keys of earlier versions: what replaces them
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A configuration problem; the message names the key and says what is expected."""
 
 

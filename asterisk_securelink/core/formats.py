@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
+from asterisk_securelink.errors import InputError
+
 # placeholder -> (radix, first character)
 PLACEHOLDERS: Final[dict[str, tuple[int, str]]] = {"X": (10, "0"), "N": (8, "2"), "Z": (9, "1")}
 MIN_SIZE: Final = 10**6  # below: refused, too guessable
@@ -20,7 +22,7 @@ MAX_DIGITS: Final = 20  # a number longer than this is not dialable anywhere
 MAX_SIZE: Final = 2**64  # above: refused, the 64-bit `v` cannot cover the space
 
 
-class FormatError(ValueError):
+class FormatError(InputError, ValueError):
     """A number format that cannot be used."""
 
 

@@ -10,17 +10,18 @@ It is the only place a device secret ever leaves the platform. Pure.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.compare import check_trunk_prefixes
 from asterisk_securelink.core.formats import FormatError, NumberFormat
+from asterisk_securelink.core.query import QueryError, parse_query
 from asterisk_securelink.core.slk1 import MIN_SECRET_LEN, SLK1Error, check_key_id, check_period
+from asterisk_securelink.errors import InputError
 
 SCHEME: Final = "securelink"
 VERSION: Final = "1.1"
@@ -29,15 +30,13 @@ MODES: Final = ("ani", "dnis")
 MAX_LOOK: Final = 10  # look_behind / look_ahead: far above any sane window
 _UINT: Final = re.compile(r"[0-9]{1,12}")
 _DIAL: Final = re.compile(r"[0-9*#]{0,16}")
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+={0,2}")
-_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 # 1.1: every one of these exactly once (`dial` only for mode dnis)
 _REQUIRED_1_1: Final = ("key_id", "secret", "period", "t0", "in", "out", "look_behind", "look_ahead", "trunk", "mode")
 _REQUIRED_1_0: Final = ("key_id", "secret", "period", "in", "out")
 
 
-class ProvisioningError(ValueError):
+class ProvisioningError(InputError, ValueError):
     """A provisioning that cannot be used. Messages never contain the URI or the secret."""
 
 
@@ -67,7 +66,7 @@ class Provisioning:
         params = [
             ("v", VERSION),
             ("key_id", self.key_id),
-            ("secret", base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode("ascii")),
+            ("secret", b64.encode(self.secret)),
             ("period", str(self.period)),
             ("t0", str(self.t0)),
             ("in", self.inbound_format),
@@ -107,22 +106,16 @@ def _checked(p: Provisioning) -> tuple[str, ...]:
 
 
 def _query(query: str) -> dict[str, str]:
-    """Name -> value, RFC 3986 percent-decoding (a bare '+' stays '+'); a parameter given twice is refused."""
-    found: dict[str, str] = {}
-    for part in query.split("&"):
-        if not part:
-            continue
-        raw_name, sep, raw_value = part.partition("=")
-        if not sep or _BAD_ESCAPE.search(part):
-            raise ProvisioningError("provisioning URI is not a valid query string")
-        try:
-            name, value = unquote(raw_name, errors="strict"), unquote(raw_value, errors="strict")
-        except UnicodeDecodeError:
+    """Name -> value (`core.query`: RFC 3986 percent-decoding, a bare '+' stays '+'); a parameter given twice is
+    refused, empty parts are skipped."""
+    try:
+        return parse_query(query, skip_empty=True)
+    except QueryError as exc:
+        if exc.problem == "repeated":
+            raise ProvisioningError(f"provisioning URI names {exc.name!r} more than once") from None
+        if exc.problem == "encoding":
             raise ProvisioningError("provisioning URI is not valid UTF-8") from None
-        if name in found:
-            raise ProvisioningError(f"provisioning URI names {name!r} more than once")
-        found[name] = value
-    return found
+        raise ProvisioningError("provisioning URI is not a valid query string") from None
 
 
 def _uint(q: dict[str, str], name: str, default: int | None = None) -> int:
@@ -137,11 +130,9 @@ def _uint(q: dict[str, str], name: str, default: int | None = None) -> int:
 
 
 def _secret(text: str) -> bytes:
-    if not _B64URL.fullmatch(text) or len(text.rstrip("=")) % 4 == 1:
-        raise ProvisioningError("provisioning URI: the secret is not base64url")
     try:
-        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-    except (binascii.Error, ValueError):
+        return b64.decode(text, padding=True)
+    except ValueError:
         raise ProvisioningError("provisioning URI: the secret is not base64url") from None
 
 

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Final
 
 from asterisk_securelink.core.formats import NumberFormat
+from asterisk_securelink.errors import InputError
 
 MIN_PERIOD: Final = 5
 MAX_PERIOD: Final = 60
@@ -35,7 +36,7 @@ class Direction(StrEnum):
     OUTBOUND = "outbound"  # platform -> device
 
 
-class SLK1Error(ValueError):
+class SLK1Error(InputError, ValueError):
     """Invalid SLK1 parameters. Messages never contain secret material."""
 
 

@@ -30,7 +30,6 @@ from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.device import enrollment as files
 from asterisk_securelink.device.api_client import (
     AuthenticationFailed,
-    CallKey,
     Credentials,
     DeviceApiClient,
     DeviceApiError,
@@ -54,13 +53,14 @@ from asterisk_securelink.device.cli_io import (
 )
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment
 from asterisk_securelink.deviceapi import codes
+from asterisk_securelink.errors import ProtocolError
 
 T = TypeVar("T")
 REFUSED = 1
 UNANSWERED = 3
 
 
-class ApiCommandError(Exception):
+class ApiCommandError(ProtocolError):
     """The API refused or did not answer: one line on stderr, exit 1 or 3."""
 
     def __init__(self, message: str, exit_code: int, *, revoked: bool = False) -> None:
@@ -197,16 +197,30 @@ def _revoked(path: Path, file: DeviceFile) -> None:
     warn(f"the device is revoked: its secret was deleted from {shown_path(path)}")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _ask(
+    args: argparse.Namespace, ask: Callable[[DeviceApiClient], Awaitable[T]]
+) -> tuple[Path, DeviceFile, Enrollment, T]:
+    """Ask the platform with the enrolled state's credentials (`--state`, `--ca`): the state file's path, its
+    content, its enrollment and the answer. A device the platform calls revoked deletes its secret, then the error
+    is raised."""
     path = state_path(args.state)
     file, enrollment = load_enrolled(path)
     client = _client(enrollment, args.ca)
 
-    async def status() -> DeviceStatus:
+    async def call() -> T:
         async with client:
-            return await client.device()
+            return await ask(client)
 
-    s = _run(status)
+    try:
+        return path, file, enrollment, _run(call)
+    except ApiCommandError as exc:
+        if exc.revoked:
+            _revoked(path, file)
+        raise
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path, file, enrollment, s = _ask(args, DeviceApiClient.device)
     if s.key_id != enrollment.provisioning.key_id:
         raise ApiCommandError("the platform answered for another key_id", UNANSWERED)
     try:
@@ -222,20 +236,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    path = state_path(args.state)
-    file, enrollment = load_enrolled(path)
-    client = _client(enrollment, args.ca)
-
-    async def fork() -> bool:
-        async with client:
-            return await client.set_fork(args.state_word == "on")
-
-    try:
-        enabled = _run(fork)
-    except ApiCommandError as exc:
-        if exc.revoked:
-            _revoked(path, file)
-        raise
+    path, file, enrollment, enabled = _ask(args, lambda client: client.set_fork(args.state_word == "on"))
     save_file(path, files.with_fork(file, enabled))
     if args.json:
         print(json.dumps({"key_id": enrollment.provisioning.key_id, "fork": enabled}))
@@ -245,20 +246,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
-    path = state_path(args.state)
-    file, enrollment = load_enrolled(path)
-    client = _client(enrollment, args.ca)
-
-    async def claim() -> CallKey:
-        async with client:
-            return await client.claim(args.number, args.idempotency_key)
-
-    try:
-        voucher = _run(claim)
-    except ApiCommandError as exc:
-        if exc.revoked:
-            _revoked(path, file)
-        raise
+    *_, voucher = _ask(args, lambda client: client.claim(args.number, args.idempotency_key))
     if args.json:
         print(json.dumps({"call_id": voucher.call_id, "call_key_id": voucher.call_key_id,
                           "call_key": voucher.call_key_b64}))  # fmt: skip

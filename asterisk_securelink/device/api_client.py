@@ -19,10 +19,7 @@ code or a call key.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
-import re
 import secrets
 import ssl
 from collections.abc import Callable, Mapping
@@ -35,6 +32,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import VERSION, Provisioning, ProvisioningError
 from asterisk_securelink.core.slk1 import now_ms
@@ -43,6 +41,7 @@ from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, no
 from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.deviceapi.settings import is_loopback
 from asterisk_securelink.deviceapi.signing import api_key, authorization
+from asterisk_securelink.errors import ProtocolError
 
 TIMEOUT: Final = 10.0  # seconds for one request, connection included
 ATTEMPTS: Final = 3  # sends of a retriable request (claim, status, fork) whose answer was lost
@@ -50,11 +49,10 @@ RETRY_DELAYS: Final = (0.25, 1.0)  # seconds before the 2nd and 3rd send
 MAX_ANSWER: Final = 64 * 1024  # bytes of an answer body read at most
 STATUSES: Final = frozenset({"provisioned", "registered", "suspended", "revoked"})
 CALL_KEY_BYTES: Final = 32
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
-class DeviceApiError(Exception):
+class DeviceApiError(ProtocolError):
     """A request failed. `status` is the HTTP status (0: no answer), `code` the spec's error code (empty: none)."""
 
     def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
@@ -174,7 +172,7 @@ class CallKey:
     @property
     def call_key_b64(self) -> str:
         """Unpadded base64url, as the API sends it."""
-        return base64.urlsafe_b64encode(self.call_key).rstrip(b"=").decode("ascii")
+        return b64.encode(self.call_key)
 
 
 def check_server(server: str) -> str:
@@ -202,11 +200,9 @@ def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
 
 
 def _b64url_bytes(value: object, name: str) -> bytes:
-    if not isinstance(value, str) or not _B64URL.fullmatch(value) or len(value) % 4 == 1:
-        raise ServerError(f"the answer's {name} is not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
+        return b64.decode(value if isinstance(value, str) else "")  # "" is refused too
+    except ValueError:
         raise ServerError(f"the answer's {name} is not unpadded base64url") from None
 
 

@@ -19,6 +19,7 @@ from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.device import reference as device
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment, from_json, to_json
+from asterisk_securelink.errors import InputError
 
 MAX_URI_BYTES: Final = 4096  # a provisioning URI is a few hundred bytes
 MAX_STATE_BYTES: Final = 8192  # a state file is about 150 bytes, 700 with an enrollment
@@ -26,7 +27,7 @@ URI_PREFIX: Final = "securelink:"
 STATE_NAME: Final = "state.json"
 
 
-class DeviceCliError(Exception):
+class DeviceCliError(InputError):
     """Bad input: printed as one line on stderr, exit 2."""
 
 
@@ -85,15 +86,13 @@ def read_provisioning(source: str) -> Provisioning:
 def _read_file(path: Path) -> str:
     shown = safe_display(str(path))
     try:
-        found = keyfile.read_private(path, MAX_URI_BYTES + 1, follow_symlinks=True)
-    except FileNotFoundError:
-        raise DeviceCliError(
-            f"{shown}: no such file (give a securelink:// URI, a file holding it, or '-' for stdin)"
-        ) from None
-    except keyfile.NotRegularFileError:
-        raise DeviceCliError(f"{shown} is not a regular file") from None
-    except OSError as exc:
-        raise DeviceCliError(f"{shown}: cannot be opened: {exc.strerror or exc}") from None
+        found = keyfile.read_named(path, MAX_URI_BYTES + 1, shown, follow_symlinks=True)
+    except keyfile.UnreadableKeyFile as exc:
+        if exc.missing:
+            raise DeviceCliError(
+                f"{shown}: no such file (give a securelink:// URI, a file holding it, or '-' for stdin)"
+            ) from None
+        raise DeviceCliError(str(exc)) from None
     if found.shared:
         warn(f"{shown} holds a secret but has mode {found.mode:04o}; fix: chmod 600 {shown}")
     try:
@@ -118,13 +117,11 @@ def load_file(path: Path) -> DeviceFile | None:
     could undo its spent epochs, or read the secret of an enrollment)."""
     shown = shown_path(path)
     try:
-        found = keyfile.read_private(path, MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except keyfile.NotRegularFileError:
-        raise DeviceCliError(f"--state: {shown} is not a regular file") from None
-    except OSError as exc:
-        raise DeviceCliError(f"--state: {shown} cannot be opened: {exc.strerror or exc}") from None
+        found = keyfile.read_named(path, MAX_STATE_BYTES + 1, f"--state: {shown}")
+    except keyfile.UnreadableKeyFile as exc:
+        if exc.missing:
+            return None
+        raise DeviceCliError(str(exc)) from None
     try:
         if len(found.data) > MAX_STATE_BYTES:
             raise device.StateError("too large for a device state")

@@ -19,13 +19,11 @@ An older tool refuses a `/2` file instead of rewriting it without its enrollment
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.provisioning import VERSION, Provisioning, ProvisioningError
 from asterisk_securelink.device.reference import (
     STATE_FORMAT,
@@ -39,7 +37,6 @@ from asterisk_securelink.deviceapi.ports import REVOKED, DeviceParams
 
 ENROLLED_FORMAT: Final = "slk1-device-state/2"
 STATUSES: Final = ("provisioned", "registered", "suspended", REVOKED)
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, repr=False)
@@ -126,10 +123,6 @@ def forget(file: DeviceFile) -> DeviceFile:
 
 
 # -- JSON -----------------------------------------------------------------------------------------------------------
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def params_document(prov: Provisioning) -> dict[str, Any]:
     """The provisioning parameters but key_id and secret, as the API sends them (`trunk` comma-separated)."""
     return {
@@ -158,7 +151,7 @@ def to_json(file: DeviceFile) -> str:
         "server": e.server,
         "ca_file": e.ca_file,
         "v": VERSION,
-        "secret": _b64url(e.provisioning.secret),
+        "secret": b64.encode(e.provisioning.secret),
         **fields,
         "server_time_ms": e.server_time_ms,
         "clock_offset_ms": e.clock_offset_ms,
@@ -196,11 +189,9 @@ def _get(doc: dict[str, Any], name: str, kind: type, optional: bool = False) -> 
 
 def _enrollment(state: DeviceState, e: dict[str, Any]) -> Enrollment:
     secret_text = _get(e, "secret", str)
-    if not _B64URL.fullmatch(secret_text) or len(secret_text) % 4 == 1:
-        raise StateError("device state: enrollment.secret is not unpadded base64url")
     try:
-        secret = base64.urlsafe_b64decode(secret_text + "=" * (-len(secret_text) % 4))
-    except (binascii.Error, ValueError):
+        secret = b64.decode(secret_text)
+    except ValueError:
         raise StateError("device state: enrollment.secret is not unpadded base64url") from None
     if e.get("v") != VERSION:
         raise StateError(f"device state: enrollment.v must be {VERSION!r}")

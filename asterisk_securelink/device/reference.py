@@ -33,6 +33,7 @@ from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.numbers import Kind, classify, key_digits
 from asterisk_securelink.core.provisioning import Provisioning, parse
 from asterisk_securelink.core.slk1 import Direction, derive_key, epoch_at_ms, epoch_start_ms, outbound_window
+from asterisk_securelink.errors import InputError, SecureLinkError
 
 __all__ = [
     "MARGIN_MS",
@@ -65,7 +66,7 @@ def load(uri: str) -> Provisioning:
 
 
 # -- what the device keeps -------------------------------------------------------------------------------------
-class StateError(ValueError):
+class StateError(InputError, ValueError):
     """A state file that cannot be used (unreadable, or another enrollment's with other key settings)."""
 
 
@@ -148,7 +149,7 @@ class InboundKey:
     present: str  # ani: the caller number to present; dnis: the number to dial (access prefix + significant part)
 
 
-class BurstUsedUp(Exception):
+class BurstUsedUp(SecureLinkError):
     """No keyed call now: the calls this period allows are used. `wait_ms` says when the next one is possible."""
 
     def __init__(self, wait_ms: int, burst_size: int, last: int) -> None:

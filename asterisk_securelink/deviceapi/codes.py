@@ -13,7 +13,10 @@ import re
 import secrets
 from collections.abc import Callable
 from typing import Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
+
+from asterisk_securelink.core.query import QueryError, parse_query
+from asterisk_securelink.errors import InputError
 
 CODE_BYTES: Final = 10  # 80 bits
 CODE_LEN: Final = 16  # base32 characters; 80 bits fill them exactly, so there is no padding
@@ -22,11 +25,10 @@ SCHEME: Final = "securelink"
 URI_HOST: Final = "enroll"
 
 _CODE: Final = re.compile(r"[A-Z2-7]{16}")
-_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?")
 
 
-class CodeError(ValueError):
+class CodeError(InputError, ValueError):
     """Not an activation code or enrollment URI. Messages never contain the code."""
 
 
@@ -82,19 +84,12 @@ def parse_enrollment_uri(uri: str) -> tuple[str, str]:
         raise CodeError("not an enrollment URI") from None
     if parts.scheme != SCHEME or parts.netloc != URI_HOST or parts.path not in ("", "/") or parts.fragment:
         raise CodeError(f"an enrollment URI starts with {SCHEME}://{URI_HOST}?")
-    found: dict[str, str] = {}
-    for part in parts.query.split("&"):
-        raw_name, sep, raw_value = part.partition("=")
-        if not sep or _BAD_ESCAPE.search(part):
-            raise CodeError("enrollment URI is not a valid query string")
-        try:
-            name, value = unquote(raw_name, errors="strict"), unquote(raw_value, errors="strict")
-        except UnicodeDecodeError:
-            raise CodeError("enrollment URI is not a valid query string") from None
-        if name in ("server", "code"):
-            if name in found:
-                raise CodeError(f"enrollment URI: {name} appears more than once")
-            found[name] = value
+    try:
+        found = parse_query(parts.query, only=("server", "code"))
+    except QueryError as exc:
+        if exc.problem == "repeated":
+            raise CodeError(f"enrollment URI: {exc.name} appears more than once") from None
+        raise CodeError("enrollment URI is not a valid query string") from None
     if found.keys() != {"server", "code"}:
         raise CodeError("enrollment URI: server and code are required")
     return _check_server(found["server"]), normalize_code(found["code"])

@@ -9,7 +9,6 @@ route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import ssl
@@ -19,6 +18,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.provisioning import VERSION
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.codes import CodeError, code_hash
@@ -57,10 +57,6 @@ log = logging.getLogger(__name__)
 
 MAX_PRESENTED: Final = 32  # characters of a presented number
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,128}")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def params_document(p: DeviceParams) -> dict[str, Any]:
@@ -132,7 +128,7 @@ class DeviceApi:
         return json_answer(
             {
                 "key_id": result.key_id,
-                "secret": _b64url(result.secret),
+                "secret": b64.encode(result.secret),
                 "v": VERSION,
                 **params_document(result.params),
                 "server_time_ms": now,
@@ -189,7 +185,7 @@ class DeviceApi:
         if result.call_key is None or result.call_id is None or result.call_key_id is None:
             raise RuntimeError("a released voucher without its key")
         return json_answer(
-            {"call_id": result.call_id, "call_key_id": result.call_key_id, "call_key": _b64url(result.call_key)}
+            {"call_id": result.call_id, "call_key_id": result.call_key_id, "call_key": b64.encode(result.call_key)}
         )
 
     # -- helpers -----------------------------------------------------------------------------------------------

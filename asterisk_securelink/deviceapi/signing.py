@@ -16,13 +16,14 @@ failed, for the server's log only (the client always gets the same 401).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 from typing import Final, NamedTuple
 
+from asterisk_securelink.core import b64
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id
+from asterisk_securelink.errors import ProtocolError, VerificationError
 
 SCHEME: Final = "SLK1"
 API_LABEL: Final = b"SLK1-api\x00"
@@ -41,11 +42,11 @@ _TARGET: Final = re.compile(r"/[\x21-\x7e]*")  # origin-form, visible ASCII
 _DUMMY_SECRET: Final = bytes(32)  # stands in for an unknown key_id's secret, so it costs the same HMAC work
 
 
-class Unauthorized(Exception):
+class Unauthorized(VerificationError):
     """Authentication failed. The message names the failed check (for logs); it never holds key material."""
 
 
-class BadTarget(ValueError):
+class BadTarget(ProtocolError, ValueError):
     """A request-target the spec refuses (400 `bad_request`)."""
 
 
@@ -74,7 +75,7 @@ def canonical_string(method: str, host: str, target: str, ts: str, nonce: str, b
 def sign(key: bytes, string: bytes) -> str:
     """Unpadded base64url of `HMAC-SHA256(api_key, string)`."""
     mac = hmac.new(key, string, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+    return b64.encode(mac)
 
 
 def authorization(

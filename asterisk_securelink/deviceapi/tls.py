@@ -12,10 +12,12 @@ from typing import Final
 
 from cryptography import x509
 
+from asterisk_securelink.errors import KeyFileError
+
 EXPIRY_WARNING: Final = timedelta(days=14)
 
 
-class TlsError(ValueError):
+class TlsError(KeyFileError, ValueError):
     """The certificate or key cannot be used. Messages name the files, never key material."""
 
 

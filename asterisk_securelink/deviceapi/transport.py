@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from asterisk_securelink.deviceapi.signing import BadTarget, check_target
+from asterisk_securelink.errors import ProtocolError
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Middleware
@@ -31,7 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BodyHandler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
 
-class ApiError(Exception):
+class ApiError(ProtocolError):
     """An answer with one of the spec's error codes. `message` is one line shown to the client."""
 
     def __init__(
@@ -45,7 +46,7 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class SlowClient(Exception):
+class SlowClient(ProtocolError):
     """The request was not received within READ_TIMEOUT."""
 
 

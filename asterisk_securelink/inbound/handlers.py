@@ -63,7 +63,7 @@ class Handlers:
 
     # -- Stasis ------------------------------------------------------------------------------------------------
     async def stasis_start(self, call: CallInfo) -> None:
-        kind = call.args[0].strip().lower() if call.args else "inbound"
+        kind = "inbound" if call.kind is None else call.kind
         try:
             if kind == "inbound":
                 await self.admit(call)
@@ -93,7 +93,7 @@ class Handlers:
 
     async def _overloaded(self, call: CallInfo) -> None:
         try:
-            mode = parse_mode(call.args[1] if len(call.args) > 1 else None, self.config.inbound.mode)
+            mode = parse_mode(call.arg(1), self.config.inbound.mode)
         except ValueError:
             mode = Mode.ANI
         req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
@@ -109,7 +109,7 @@ class Handlers:
         await self.channels.hangup(call.channel_id, self.config.inbound.overload_hangup)
 
     async def _admit(self, call: CallInfo) -> None:
-        outcome = await self.decide(call, call.args[1] if len(call.args) > 1 else None, "stasis")
+        outcome = await self.decide(call, call.arg(1), "stasis")
         route = route_for(outcome.verdict, self.config.inbound)
         variables = {
             **channel_vars(outcome.verdict, outcome.device_id, outcome.mode),

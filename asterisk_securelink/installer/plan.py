@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from asterisk_securelink.errors import InputError
 from asterisk_securelink.installer import conf, resources
 from asterisk_securelink.installer.tomledit import TomlEditError, set_values
 
@@ -42,7 +43,7 @@ _OWN = {  # admin file -> the file of ours it includes
 REQUIRED = ("asterisk.conf", "ari.conf", "manager.conf", "extensions.conf")
 
 
-class Refused(Exception):
+class Refused(InputError):
     """Install/uninstall will not run: one line saying why; nothing was changed."""
 
 

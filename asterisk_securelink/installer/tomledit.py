@@ -13,12 +13,14 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from asterisk_securelink.errors import InputError
+
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?$")
 _ANY_HEADER = re.compile(r"^\s*\[")
 _SAFE = re.compile(r"^[\x20-\x7e]*$")
 
 
-class TomlEditError(ValueError):
+class TomlEditError(InputError, ValueError):
     """The file cannot be edited safely; the message says which value to set by hand."""
 
 

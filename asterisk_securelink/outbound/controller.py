@@ -40,6 +40,7 @@ from asterisk_securelink.outbound.state import CallState, Command, Hangup, LegEx
 from asterisk_securelink.stasis import CallInfo, hangup_quietly
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, audit_fields
+from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +156,11 @@ class Outbound:
         self.ring_timeout = float(config.outbound.ring_timeout)
         self._calls: dict[str, _Call] = {}  # call id -> call
         self._by_channel: dict[str, str] = {}  # caller and leg channel ids -> call id
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks()  # the calls' supervisors
 
     @staticmethod
     def handles(call: CallInfo) -> bool:
-        kind = call.args[0].strip().lower() if call.args else ""
+        kind = call.kind or ""
         return kind in CALL_KINDS or kind == LEG_KIND
 
     @property
@@ -168,7 +169,7 @@ class Outbound:
 
     # -- events ------------------------------------------------------------------------------------------------
     async def stasis_start(self, call: CallInfo) -> None:
-        kind = call.args[0].strip().lower()
+        kind = call.kind or ""
         if kind == LEG_KIND:
             await self._leg_answered(call)
             return
@@ -208,7 +209,7 @@ class Outbound:
     async def _start_call(self, call: CallInfo, kind: str) -> None:
         call_id = call.channel_id
         now = self.clock()
-        ref = call.args[1].strip() if len(call.args) > 1 else ""
+        ref = (call.arg(1) or "").strip()
         if len(self._calls) >= MAX_CALLS:
             log.error("outbound: %d calls in progress; refusing %s", len(self._calls), call_id)
             await hangup_quietly(self.channels, call_id, "congestion")
@@ -291,7 +292,7 @@ class Outbound:
         )
 
     async def _leg_answered(self, call: CallInfo) -> None:
-        call_id = call.args[1].strip() if len(call.args) > 1 else ""
+        call_id = (call.arg(1) or "").strip()
         c = self._calls.get(call_id)
         if c is None or call.channel_id not in c.state.legs:
             log.warning("outbound: leg %s answered for an unknown call; hanging up", call.channel_id)
@@ -382,9 +383,7 @@ class Outbound:
         self._calls[state.call_id] = c
         for cid in state.channels():
             self._by_channel[cid] = state.call_id
-        c.task = asyncio.create_task(self._supervise(c), name=f"outbound-{state.call_id}")
-        self._background.add(c.task)
-        c.task.add_done_callback(self._background.discard)
+        c.task = self._background.spawn(self._supervise(c), name=f"outbound-{state.call_id}")
         return c
 
     @staticmethod
@@ -435,10 +434,4 @@ class Outbound:
     async def close(self, grace: float = 3.0) -> None:
         """Stop supervising. Channels stay with Asterisk; a leg that later answers into an app that does not know its
         call is hung up (see `_leg_answered`)."""
-        tasks = list(self._background)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self._background.drain(grace)

@@ -4,13 +4,13 @@ header only on legs whose signalling is TLS (`TlsLegs`), and one call record whe
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from asterisk_securelink.callkeys.service import CallKeys
+from asterisk_securelink.core import b64
 from asterisk_securelink.outbound.state import LegExtras
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def pjsip_endpoint_name(dial: str) -> str | None:
 
 def call_key_header_value(key: bytes) -> str:
     """The per-call key as the device reads it from the header: unpadded base64url of the 32 bytes."""
-    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+    return b64.encode(key)
 
 
 class ConfigSource(Protocol):

@@ -17,11 +17,12 @@ from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 
 from alembic import command
+from asterisk_securelink.errors import SecureLinkError
 
 _CHECKOUT = Path(__file__).resolve().parents[2] / "alembic"
 
 
-class MigrationsMissing(RuntimeError):
+class MigrationsMissing(SecureLinkError, RuntimeError):
     pass
 
 

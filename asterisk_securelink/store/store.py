@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from asterisk_securelink.core.slk1 import Direction, check_key_id
+from asterisk_securelink.errors import SecureLinkError
 from asterisk_securelink.lifecycle import DeviceStatus
 from asterisk_securelink.store import spend
 from asterisk_securelink.store.models import (
@@ -37,7 +38,7 @@ from asterisk_securelink.store.models import (
 from asterisk_securelink.store.spend import SpendResult
 
 
-class StoreError(RuntimeError):
+class StoreError(SecureLinkError, RuntimeError):
     pass
 
 

@@ -29,6 +29,7 @@ from asterisk_securelink.asterisk.ari.dispatch import MAX_QUEUE, Dispatcher, Han
 from asterisk_securelink.asterisk.ari.errors import AriError, refusal_message
 from asterisk_securelink.asterisk.ari.events import parse_event
 from asterisk_securelink.asterisk.ari.rest import REQUEST_TIMEOUT, AriRest, ParamValue, _path, _query, decode_answer
+from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class AriClient(AriRest):
         self._run_done.set()
         self._fatal: AriError | None = None
         self._on_state_change: Callable[[bool], None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self.connects = 0  # successful connects so far (1 + reconnects)
 
     def __repr__(self) -> str:
@@ -195,11 +196,11 @@ class AriClient(AriRest):
             log.info("ARI events: connected (app %s)", self.app)
             self._set_connected(True)
             if self.rest_over_websocket:
-                self._spawn(self._probe_ws_rest(ws))
+                self._background.spawn(self._probe_ws_rest(ws))
             if self.events:
-                self._spawn(self._filter_events())
+                self._background.spawn(self._filter_events())
             if on_connect is not None:
-                self._spawn(self._run_on_connect(on_connect))
+                self._background.spawn(self._run_on_connect(on_connect))
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self._receive(dispatcher, msg.data)
@@ -338,11 +339,6 @@ class AriClient(AriRest):
             log.error("ARI on_connect callback failed: %s", type(exc).__name__)
             log.debug("ARI on_connect traceback", exc_info=True)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     def _pulse(self) -> None:
         self._state_changed.set()
         self._state_changed = asyncio.Event()
@@ -368,9 +364,7 @@ class AriClient(AriRest):
         current = asyncio.current_task()
         if self._running and current not in self._background:
             await self._run_done.wait()
-        for task in list(self._background):
-            if task is not current:
-                task.cancel()
+        self._background.cancel()
         await super().close()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from asterisk_securelink.errors import ProtocolError
 
-class AriError(Exception):
+
+class AriError(ProtocolError):
     """An ARI call failed. `status` is the HTTP status, or 0 when no response arrived (refused, timeout, ...);
     `message` is ARI's own error message when it sent one."""
 
