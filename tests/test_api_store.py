@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from deviceapi_fakes import MASTER, PARAMS
+from support.deviceapi_fakes import PARAMS
+from support.keys import MASTER
 
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import device_secret

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from deviceapi_fakes import MASTER, PARAMS, MemoryDirectory, Voucher, self_signed
-from test_device_cli import qr_matrix, read_terminal, run
+from support.device_cli import qr_matrix, read_terminal, run
+from support.deviceapi_fakes import PARAMS, MemoryDirectory, Voucher, self_signed
+from support.keys import MASTER
 
 from asterisk_securelink.core.slk1 import device_secret, epoch_at_ms, now_ms
 from asterisk_securelink.device import api_client

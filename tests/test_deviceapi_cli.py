@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from test_cli import run
+from support.cli import run
 
 from asterisk_securelink import config, masterkey
 from asterisk_securelink.core.slk1 import device_secret, now_ms

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deviceapi_fakes import Answer, http, raw_request, self_signed, signed
-from fakes import Channels, RecordingAri
-from test_outbound_unit import FakeStore, Hooks, caller, device, keyer_for
+from support.deviceapi_fakes import Answer, http, raw_request, self_signed, signed
+from support.fakes import Channels, RecordingAri
+from support.keys import MASTER
+from support.outbound import FakeStore, Hooks, caller, device, keyer_for
+from support.services import make_service
 
 from asterisk_securelink import config, escrow, masterkey
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
@@ -25,7 +27,6 @@ from asterisk_securelink.deviceapi.codes import code_hash, format_code, new_code
 from asterisk_securelink.deviceapi.runtime import Vouchers, device_api_for, device_params
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.dialplan import CALL_KEY_VAR
-from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
 from asterisk_securelink.outbound.callkeys import CallBook, open_row
 from asterisk_securelink.outbound.controller import Outbound
@@ -33,7 +34,6 @@ from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.api_store import ApiStore, add_code, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store
 
-MASTER = bytes(range(32))
 HOST = "pbx.example.com:8443"
 NOW_MS = 1_790_000_000_000
 
@@ -187,7 +187,7 @@ async def test_number_mode_presents_the_enterprise_number_and_the_phone_claims_w
 
 async def test_an_admitted_inbound_call_gets_a_voucher_and_its_key_id(env: Env, tmp_path: Path) -> None:
     t = NOW_MS
-    svc = VerificationService(env.cfg, env.store, MASTER, clock_ms=lambda: t, device_sync_interval=0)
+    svc = make_service(env.cfg, env.store, clock_ms=lambda: t, device_sync_interval=0)
     dev = await registered(env.store)
     await svc.start()
     channels = Channels()
@@ -221,7 +221,7 @@ async def test_device_api_for_serves_on_the_event_loop_and_the_doctor_sees_it(st
     port = free_port()
     section = {"listen": f"127.0.0.1:{port}", "public_host": HOST, "tls_cert": str(cert), "tls_key": str(key)}
     cfg = config.build({"device_api": section}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER)
+    svc = make_service(cfg, store)
     assert await checkup.device_api_checks(config.build({}, {}, tmp_path)) == []  # off: nothing to check
     down = await checkup.device_api_checks(cfg)
     assert [(c.name, c.ok) for c in down] == [("device API certificate", True), ("device API", False)]
@@ -246,7 +246,7 @@ async def test_a_certificate_that_does_not_load_stops_the_start_with_one_line(st
     section = {"listen": f"127.0.0.1:{free_port()}", "tls_cert": "bad.pem", "tls_key": "bad.pem"}
     cfg = config.build({"device_api": section}, {}, tmp_path)
     with pytest.raises(StartupError) as err:
-        async with device_api_for(cfg, VerificationService(cfg, store, MASTER)):
+        async with device_api_for(cfg, make_service(cfg, store)):
             pass
     assert str(err.value).startswith("device_api.tls_cert") and "\n" not in str(err.value)
     with pytest.raises(config.ConfigError, match=r"^device_api.listen: 192.0.2.1 is not a loopback address"):

@@ -9,19 +9,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fakes import Channels
+from support.clock import T
+from support.fakes import Channels
+from support.keys import MASTER
+from support.services import make_service
 
 from asterisk_securelink import config
 from asterisk_securelink.config import ConfigError
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
 from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
-
-MASTER = bytes(range(32))
-T = 1_790_000_000_000  # unix ms
 
 
 @pytest.mark.parametrize(
@@ -78,7 +77,7 @@ async def test_real_verifications_move_the_counters(
 ) -> None:
     metrics, server, base = served
     cfg = config.build({}, {}, tmp_path)
-    svc = VerificationService(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     svc.keys.metrics = metrics
     svc.audit.on_database_state = metrics.database
     d = await store.add_device("A", "15550001", None, "kid-a", "t")

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deviceapi_fakes import Answer, http, raw_request, self_signed
 from harness import (
     AmiMonitor,
     Home,
@@ -36,6 +35,7 @@ from harness import (
     wait_until,
 )
 from sipp import SCENARIO_DIR, CallResult, UasProcess, run_uac
+from support.deviceapi_fakes import Answer, http, raw_request, self_signed
 
 from asterisk_securelink.deviceapi.codes import parse_enrollment_uri
 from asterisk_securelink.deviceapi.signing import api_key, authorization
