@@ -18,7 +18,7 @@ class Clock(Generic[N]):
     """A settable clock: calling it returns `t` (integer unix ms for `clock_ms`, float seconds for a monotonic one)."""
 
     def __init__(self, t: N) -> None:
-        self.t = t
+        self.t: N = t
 
     def __call__(self) -> N:
         return self.t
