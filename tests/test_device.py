@@ -148,9 +148,7 @@ def test_a_1_0_provisioning_gets_no_burst() -> None:
     assert inbound_key(p, 3_032_000, last=100).epoch == 101
 
 
-# -- the burst (SLK1.md 1.1, "Inbound presentation" and the burst vectors) -------------------------------------
-
-
+# -- the burst (SLK1.md 1.1, "Inbound presentation" and the burst vectors, support/vectors.py) -------------------
 @pytest.mark.parametrize("epoch", sorted(BURST))
 def test_the_burst_vectors(epoch: int) -> None:
     for i, (direction, fmt) in enumerate(

@@ -1,6 +1,6 @@
 """The phone's side of the device API (`device/api_client.py`, `securelink-device enroll|status|fork|claim`) against
 the real aiohttp server (`deviceapi/server.py`) on a loopback TLS listener with a self-signed certificate and the
-in-memory directory of `deviceapi_fakes.py`."""
+in-memory directory of `support/deviceapi_fakes.py`."""
 
 from __future__ import annotations
 
