@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "e2e")]  # harness uses tests/support
 
 from harness import app_registered, wait_until  # noqa: E402
 from sipp import UasProcess, run_uac  # noqa: E402

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from pgutil import create_pg_database, drop_pg_database, pg_admin_url
+from support.ami import FakeAmi
+from support.keys import MASTER
+from support.pg import migrated_pg_database, pg_admin_url
 
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import Store
-
-MASTER = bytes(range(32))
 
 
 def _backends() -> list[str]:
@@ -27,12 +27,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await upgrade(url)
         yield url
     else:
-        url = await create_pg_database()
-        try:
-            await upgrade(url)
+        async with migrated_pg_database() as url:
             yield url
-        finally:
-            await drop_pg_database(url)
 
 
 @pytest.fixture
@@ -55,3 +51,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if var.startswith("SECURELINK_"):
             monkeypatch.delenv(var)
     yield
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    """A fake AMI peer on a loopback port (support/ami.py), stopped after the test."""
+    fake = FakeAmi()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.ami import FakeAmi, publisher_for
 
 from asterisk_securelink.asterisk.ami import (
     AmiNotConnected,
@@ -49,80 +49,7 @@ def test_sanitize_action_checks_names() -> None:
         sanitize_action({"Channel": "x"})  # no Action
 
 
-# ---- AMI: a fake peer ----------------------------------------------------------------------------------------
-class FakeAmi:
-    """Accepts a login (secret `good`), then acts on UserEvent per `mode`: ack | drop | silent."""
-
-    def __init__(self, mode: str = "ack") -> None:
-        self.mode = mode
-        self.raw = b""
-        self.actions: list[dict[str, str]] = []
-        self.logins = 0
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def start(self, port: int = 0) -> int:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", port)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for w in self.writers:
-            w.close()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
-        try:
-            while True:
-                block = await reader.readuntil(b"\r\n\r\n")
-                self.raw += block
-                action: dict[str, str] = {}
-                for line in block.decode().split("\r\n"):
-                    if ": " in line:
-                        k, v = line.split(": ", 1)
-                        action.setdefault(k.lower(), v)
-                self.actions.append(action)
-                aid = action.get("actionid", "")
-                name = action.get("action", "").lower()
-                if name == "login":
-                    ok = action.get("secret") == "good"
-                    self.logins += ok
-                    status = "Success\r\nMessage: Authentication accepted" if ok else "Error\r\nMessage: Auth failed"
-                    writer.write(f"Response: {status}\r\nActionID: {aid}\r\n\r\n".encode())
-                    if not ok:
-                        await writer.drain()
-                        writer.close()
-                        return
-                elif name in ("userevent", "ping") and self.mode == "drop":
-                    writer.close()
-                    return
-                elif name in ("userevent", "ping") and self.mode == "silent":
-                    pass
-                else:
-                    writer.write(f"Response: Success\r\nActionID: {aid}\r\n\r\n".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-
-@pytest.fixture
-async def fake_ami() -> AsyncIterator[FakeAmi]:
-    fake = FakeAmi()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-def publisher_for(fake: FakeAmi, secret: str = "good", **kw: Any) -> AmiPublisher:  # noqa: S107
-    assert fake.server is not None
-    port = fake.server.sockets[0].getsockname()[1]
-    return AmiPublisher("127.0.0.1", port, "securelink", secret, reconnect_delay=1, **kw)
-
-
+# ---- AMI: against a fake peer (support/ami.py) --------------------------------------------------------------
 async def test_publish_verdict_sends_sanitized_headers(fake_ami: FakeAmi) -> None:
     async with publisher_for(fake_ami) as pub:
         assert await pub.wait_logged_in(2)

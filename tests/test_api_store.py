@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from compose import api_store as make_api_store
-from deviceapi_fakes import MASTER, PARAMS
+from support.deviceapi_fakes import PARAMS
+from support.keys import MASTER
+from support.services import api_store as make_api_store
 
 from asterisk_securelink.callkeys import store as voucher_store
 from asterisk_securelink.callkeys.vouchers import RowIdentity, VoucherError, VoucherKeys
@@ -222,9 +223,8 @@ async def test_the_claim_window_ends_at_the_ttl_or_at_hangup_and_purges_delete_t
 async def test_number_mode_and_inbound_presentations(store: Store) -> None:
     api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
-    await api.vouchers.add(
-        "n1", "c-n", dev.id, "outbound", api.vouchers.keys.of_number(dev.id, "+12155550100"), KEY, NOW, 90
-    )
+    shown = api.vouchers.keys.of_number(dev.id, "+12155550100")
+    await api.vouchers.add("n1", "c-n", dev.id, "outbound", shown, KEY, NOW, 90)
     assert (await api.claim(dev.id, "2155550100", NOW + 1, None)).outcome is ClaimOutcome.RELEASED
     inbound = api.vouchers.keys.of_delivered(dev.id, NumberFormat("+1NXXNXXXXXX"), "12677638475")
     await api.vouchers.add("i1", "c-i", dev.id, "inbound", inbound, KEY, NOW, 90)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from fakes import FakeAriServer
+from support.fakes import FakeAriServer
 
 from asterisk_securelink.asterisk.ari.client import AriClient, backoff_delays
 from asterisk_securelink.asterisk.ari.dispatch import Dispatcher

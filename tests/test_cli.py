@@ -5,25 +5,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support.cli import run
 
 from asterisk_securelink.core.provisioning import parse
-
-
-def run(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
-    p = subprocess.run(
-        [sys.executable, "-m", "asterisk_securelink.cli", *args],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The 1.1 comparison (SLK1.md, "Comparing a presented number with a key"): every row of the spec's table, the
-registered-number rule, the E.164 helpers. The table is shared with test_keyindex and test_device."""
+registered-number rule, the E.164 helpers. The table (support/vectors.py) is shared with test_keyindex,
+test_device and test_service_slk11."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hmac
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.vectors import COMPARISON, ROW_IDS, SPEC_SECRET
 
 from asterisk_securelink.core.compare import (
     COUNTRY_CODES,
@@ -22,38 +24,6 @@ from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.numbers import Kind, classify
 from asterisk_securelink.core.slk1 import Direction, derive_key
 
-SECRET = bytes(range(32))
-
-# SLK1.md 1.1 "Test vectors", "Comparison (1.1)": format, key (inbound, epoch 0), presented, trunk_prefixes, match
-COMPARISON: list[tuple[str, str, str, tuple[str, ...], bool]] = [
-    ("+1NXXNXXXXXX", "+12677638475", "+12677638475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "12677638475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "2677638475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "(267) 763-8475", (), True),
-    ("+1NXXNXXXXXX", "+12677638475", "0112677638475", ("011",), True),
-    ("+1NXXNXXXXXX", "+12677638475", "0112677638475", (), False),
-    ("+1NXXNXXXXXX", "+12677638475", "+442677638475", ("00", "011"), False),
-    ("+1NXXNXXXXXX", "+12677638475", "677638475", (), False),
-    ("XXXXXXXXXX", "6141638475", "6141638475", (), True),
-    ("XXXXXXXXXX", "6141638475", "+16141638475", (), False),
-    ("XXXXXXXXXX", "6141638475", "+16141638475", ("1",), True),
-    ("XXXXXXXXXX", "6141638475", "06141638475", ("0",), True),
-    ("XXXXXXXXXX", "6141638475", "6141638476", (), False),
-    ("555XXXXXXX", "5551638475", "5551638475", (), True),
-    ("555XXXXXXX", "5551638475", "1638475", (), True),
-    ("555XXXXXXX", "5551638475", "55551638475", (), False),
-    ("+4420XXXXXXXX", "+442041638475", "02041638475", ("0",), True),
-    ("+4420XXXXXXXX", "+442041638475", "00442041638475", ("00",), True),
-    ("+4420XXXXXXXX", "+442041638475", "02041638475", (), False),
-    ("+1NXXNXXXXXX", "+12677638475", "0112677638475", ("0", "011"), True),  # a first-match implementation: no match
-    ("+4420XXXXXXXX", "+442041638475", "00442041638475", ("0", "00"), True),
-    ("+4420XXXXXXXX", "+442041638475", "0041638475", ("0", "00"), True),
-    ("+4420XXXXXXXX", "+442041638475", "41638475", (), True),
-    ("+4420XXXXXXXX", "+442041638475", "1638475", (), False),  # fewer than K digits
-    ("+1NXXNXXXXXX", "+12677638475", "267/763-8475", (), True),
-]
-ROW_IDS = [f"{f}-{p}-{','.join(t) or 'none'}" for f, _, p, t, _ in COMPARISON]
-
 
 def spec_match(fmt: NumberFormat, key: str, presented: str, trunk: tuple[str, ...]) -> bool:
     p = classify(presented)
@@ -66,7 +36,7 @@ def test_every_comparison_vector(
     pattern: str, key: str, presented: str, trunk: tuple[str, ...], expected: bool
 ) -> None:
     fmt = NumberFormat(pattern)
-    assert derive_key(SECRET, Direction.INBOUND, 0, fmt) == key  # the table's key is the inbound key of epoch 0
+    assert derive_key(SPEC_SECRET, Direction.INBOUND, 0, fmt) == key  # the table's key is the inbound key of epoch 0
     assert spec_match(fmt, key, presented, trunk) is expected
 
 

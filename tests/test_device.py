@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from compose import make_service
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_compare import COMPARISON, ROW_IDS
+from support.clock import Clock, T
+from support.keys import MASTER
+from support.services import make_service
+from support.vectors import BURST, COMPARISON, ROW_IDS, SPEC_SECRET, prov
 
 from asterisk_securelink import config
 from asterisk_securelink.config import Config
@@ -47,24 +49,7 @@ from asterisk_securelink.inbound.service import VerifyRequest
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import DeviceRow, Store
 
-MASTER = bytes(range(32))
-VECTOR_SECRET = bytes(range(32))
-T = 1_790_000_000_000  # ms: epoch 59666666 at period 30, 20 s into the window
 FORMATS = ("XXXXXXXXXX", "+1NXXNXXXXXX", "555XXXXXXX", "9ZXXXXXXXX")
-
-
-def prov(
-    secret: bytes = VECTOR_SECRET,
-    *,
-    period: int = 30,
-    t0: int = 0,
-    inbound: str = "XXXXXXXXXX",
-    outbound: str = "XXXXXXXXXX",
-    look_ahead: int = 1,
-    trunk: tuple[str, ...] = (),
-    key_id: str = "vector",
-) -> Provisioning:
-    return Provisioning(key_id, secret, period, t0, inbound, outbound, 1, look_ahead, trunk_prefixes=trunk, device_id=7)
 
 
 def outbound(p: Provisioning, epoch: int) -> str:
@@ -163,22 +148,14 @@ def test_a_1_0_provisioning_gets_no_burst() -> None:
     assert inbound_key(p, 3_032_000, last=100).epoch == 101
 
 
-# -- the burst (SLK1.md 1.1, "Inbound presentation" and the burst vectors) -------------------------------------
-BURST = {  # epoch: inbound XXXXXXXXXX, inbound +1NXXNXXXXXX, outbound XXXXXXXXXX, outbound +1NXXNXXXXXX
-    99: ("1670674729", "+15588674729", "2399623606", "+19499623606"),
-    100: ("1646302798", "+17058302798", "8191505962", "+16239505962"),
-    101: ("0157179956", "+15697179956", "0735751441", "+13419751441"),
-    102: ("6021453076", "+19027453076", "2118144645", "+14148144645"),
-}
-
-
+# -- the burst (SLK1.md 1.1, "Inbound presentation" and the burst vectors, support/vectors.py) -------------------
 @pytest.mark.parametrize("epoch", sorted(BURST))
 def test_the_burst_vectors(epoch: int) -> None:
     for i, (direction, fmt) in enumerate(
         [("inbound", "XXXXXXXXXX"), ("inbound", "+1NXXNXXXXXX"), ("outbound", "XXXXXXXXXX"),
          ("outbound", "+1NXXNXXXXXX")]
     ):  # fmt: skip
-        assert derive_key(VECTOR_SECRET, direction, epoch, NumberFormat(fmt)) == BURST[epoch][i]
+        assert derive_key(SPEC_SECRET, direction, epoch, NumberFormat(fmt)) == BURST[epoch][i]
 
 
 @pytest.mark.parametrize("now", [3_002_000, 3_015_000, 3_029_999])  # epoch 100, past the 2 s margin
@@ -234,9 +211,9 @@ def test_no_reset_within_look_ahead() -> None:
 
 
 def test_dnis_presentation_dials_the_access_prefix_and_the_significant_part() -> None:
-    p = Provisioning("k1", VECTOR_SECRET, 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", mode="dnis", dial="9")
+    p = Provisioning("k1", SPEC_SECRET, 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", mode="dnis", dial="9")
     assert inbound_key(p, 0).present == "9" + "2677638475"
-    bare = Provisioning("k1", VECTOR_SECRET, 30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis")
+    bare = Provisioning("k1", SPEC_SECRET, 30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis")
     assert inbound_key(bare, 0).present == "5551638475"  # no access prefix: the key itself
 
 
@@ -455,14 +432,6 @@ def test_property_the_burst_never_exceeds_what_the_platform_accepts(
 
 
 # -- against the platform's own verifier -----------------------------------------------------------------------
-class Clock:
-    def __init__(self, t_ms: int) -> None:
-        self.t_ms = t_ms
-
-    def __call__(self) -> int:
-        return self.t_ms
-
-
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'device.sqlite3'}"
@@ -502,12 +471,12 @@ async def test_the_verifier_admits_the_device_key(sqlite_store: Store, tmp_path:
     a = await registered(sqlite_store, "A", "+15550000001", "kid-a")
     b = await registered(sqlite_store, "B", "+15550000002", "kid-b")
     clock = Clock(T)
-    svc = make_service(c, sqlite_store, MASTER, clock_ms=clock, device_sync_interval=0)
+    svc = make_service(c, sqlite_store, clock_ms=clock, device_sync_interval=0)
     await svc.start()
     period_ms = c.keys.period * 1000
     start = epoch_start_ms(epoch_at_ms(T, c.keys.period, c.keys.t0), c.keys.period, c.keys.t0)  # of T's window
     for i, at in enumerate((T, start + 2 * period_ms - 1, start + 2 * period_ms, start + 9 * period_ms)):
-        clock.t_ms = at
+        clock.t = at
         for d in (a, b):
             k = inbound_key(enrolled(c, d), at)
             out = await svc.verify(VerifyRequest(presented=k.key, call_id=f"{d.id}-{i}"))
@@ -518,7 +487,7 @@ async def test_the_verifier_admits_the_device_key(sqlite_store: Store, tmp_path:
 async def test_the_verifier_windows_seen_from_a_1_0_device(sqlite_store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, look_ahead=0)
     d = await registered(sqlite_store, "A", "+15550000001", "kid-a")
-    svc = make_service(c, sqlite_store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, sqlite_store, clock_ms=Clock(T), device_sync_interval=0)
     await svc.start()
     p = enrolled(c, d)
     now = inbound_key(p, T)
@@ -540,14 +509,14 @@ async def test_a_burst_against_the_verifier(sqlite_store: Store, tmp_path: Path)
     c = cfg(tmp_path, look_ahead=1)
     d = await registered(sqlite_store, "A", "+15550000001", "kid-a")
     clock = Clock(T)
-    svc = make_service(c, sqlite_store, MASTER, clock_ms=clock, device_sync_interval=0)
+    svc = make_service(c, sqlite_store, clock_ms=clock, device_sync_interval=0)
     await svc.start()
     p = enrolled(c, d)
     state = DeviceState(p.key_id, p.period, p.t0)
 
     async def call(at: int, name: str) -> tuple[Verdict, int]:
         nonlocal state
-        clock.t_ms = at
+        clock.t = at
         k, state = present_inbound(p, state, at)
         return (await svc.verify(VerifyRequest(presented=k.key, call_id=name))).verdict, k.epoch
 

@@ -1,6 +1,6 @@
 """The phone's side of the device API (`device/api_client.py`, `securelink-device enroll|status|fork|claim`) against
 the real aiohttp server (`deviceapi/server.py`) on a loopback TLS listener with a self-signed certificate and the
-in-memory directory of `deviceapi_fakes.py`."""
+in-memory directory of `support/deviceapi_fakes.py`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from deviceapi_fakes import MASTER, PARAMS, MemoryDirectory, Voucher, self_signed
-from test_device_cli import qr_matrix, read_terminal, run
+from support.device_cli import qr_matrix, read_terminal, run
+from support.deviceapi_fakes import PARAMS, MemoryDirectory, Voucher, self_signed
+from support.keys import MASTER
 
 from asterisk_securelink.core.slk1 import device_secret, epoch_at_ms, now_ms
 from asterisk_securelink.device import api_client

@@ -17,21 +17,12 @@ import zlib
 from pathlib import Path
 
 import pytest
-import segno
-from test_device import BURST, prov
+from support.device_cli import qr_matrix, read_terminal, run
+from support.vectors import BURST, prov
 
 from asterisk_securelink.core.provisioning import Provisioning
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-m", "asterisk_securelink.device.cli", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, env=env, cwd=cwd,
-    )  # fmt: skip
 
 
 def secret_forms(p: Provisioning) -> list[str]:
@@ -278,22 +269,7 @@ def test_cli_a_time_before_t0(tmp_path: Path) -> None:
     assert p.returncode == 2 and "before the epoch origin" in p.stderr
 
 
-# QR: the matrix segno would draw for the URI, read back from what the command printed / wrote
-def qr_matrix(uri: str) -> list[list[int]]:
-    qr = segno.make(uri, error="m", micro=False)
-    return [list(row) for row in qr.matrix]
-
-
-def read_terminal(text: str, border: int = 4) -> list[list[int]]:
-    halves = {" ": (1, 1), "\u2580": (0, 1), "\u2584": (1, 0), "\u2588": (0, 0)}  # segno's compact blocks
-    rows: list[list[int]] = []
-    for line in text.splitlines():
-        pairs = [halves[ch] for ch in line]
-        rows += [[t for t, _ in pairs], [b for _, b in pairs]]
-    size = len(rows[0]) - 2 * border
-    return [row[border : border + size] for row in rows[border : border + size]]
-
-
+# QR: the matrix segno would draw for the URI (support/device_cli.py), read back from what the command printed / wrote
 def read_png(data: bytes, scale: int = 8, border: int = 4) -> list[list[int]]:
     """A 1-bit greyscale PNG (what segno writes) back into modules: 1 = dark."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

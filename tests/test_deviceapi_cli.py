@@ -6,8 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from compose import api_store
-from test_cli import run
+from support.cli import run
+from support.services import api_store
 
 from asterisk_securelink import config, masterkey
 from asterisk_securelink.core.slk1 import device_secret, now_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support.clock import Clock
 
 from asterisk_securelink.deviceapi.limits import (
     UNKNOWN,
@@ -13,16 +14,8 @@ from asterisk_securelink.deviceapi.limits import (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_per_network_limit_and_window() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     lim = RedeemLimiter(per_network=3, global_limit=100, window=60, clock=clock)
     for _ in range(3):
         assert not lim.blocked("198.51.100.7/32")
@@ -39,7 +32,7 @@ def test_per_network_limit_and_window() -> None:
 
 
 def test_global_limit() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     lim = RedeemLimiter(per_network=5, global_limit=4, window=60, clock=clock)
     for i in range(4):
         lim.failed(f"203.0.113.{i}/32")
@@ -49,7 +42,7 @@ def test_global_limit() -> None:
 
 
 def test_memory_is_bounded() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     lim = RedeemLimiter(per_network=1, global_limit=10**6, window=60, max_networks=3, clock=clock)
     for i in range(10):
         lim.failed(f"net{i}")

@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from deviceapi_fakes import MASTER, PARAMS, Answer, MemoryDirectory, Voucher, http, raw_request, signed
+from support.clock import Clock
+from support.deviceapi_fakes import PARAMS, Answer, MemoryDirectory, Voucher, http, raw_request, signed
+from support.keys import MASTER
 
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.codes import code_hash
@@ -26,18 +28,10 @@ CALL_KEY = bytes(range(100, 132))
 UNAUTHORIZED = {"error": "unauthorized", "message": "authentication failed"}
 
 
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @dataclass
 class Api:
     directory: MemoryDirectory
-    clock: Clock
+    clock: Clock[int]
     port: int
     nonces: int = 0
 
@@ -51,7 +45,7 @@ class Api:
     async def call(self, method: str, target: str, body: bytes = b"", *, key_id: str = "dev-0001",
                    ts: int | None = None, nonce: str | None = None, host: str = HOST,
                    extra: list[tuple[str, str]] | None = None) -> Answer:  # fmt: skip
-        auth = signed(key_id, method, target, body, host=host, ts=self.clock.ms // 1000 if ts is None else ts,
+        auth = signed(key_id, method, target, body, host=host, ts=self.clock.t // 1000 if ts is None else ts,
                       nonce=nonce or self.nonce())  # fmt: skip
         return await self.send(http(method, target, body, auth, extra or []))
 
@@ -294,7 +288,7 @@ async def test_claim_bad_requests(api: Api, body: bytes, extra: list[tuple[str, 
 
 # -- POST /v1/enroll --------------------------------------------------------------------------------------------
 def _code(api: Api, code: str = "ABCDEFGHIJKLMNOP", key_id: str = "dev-0001", ttl_ms: int = 900_000) -> None:
-    api.directory.codes[code_hash(code)] = (key_id, api.clock.ms + ttl_ms, False)
+    api.directory.codes[code_hash(code)] = (key_id, api.clock.t + ttl_ms, False)
 
 
 async def test_enroll_once(api: Api) -> None:
@@ -306,7 +300,7 @@ async def test_enroll_once(api: Api) -> None:
     assert list(a.json) == ["key_id", "secret", "v", "period", "t0", "in", "out", "look_behind", "look_ahead",
                             "trunk", "mode", "dial", "server_time_ms"]  # fmt: skip
     assert (a.json["key_id"], a.json["v"], a.json["in"], a.json["trunk"]) == ("dev-0001", "1.1", "+1NXXNXXXXXX", "0,00")
-    assert a.json["period"] == PARAMS.period and a.json["server_time_ms"] == api.clock.ms
+    assert a.json["period"] == PARAMS.period and a.json["server_time_ms"] == api.clock.t
     assert a.headers["cache-control"] == "no-store"
     again = await api.send(http("POST", "/v1/enroll", b'{"code": "ABCDEFGHIJKLMNOP"}'))
     assert (again.status, again.error) == (404, "not_found")

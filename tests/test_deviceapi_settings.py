@@ -8,7 +8,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from deviceapi_fakes import MemoryDirectory, self_signed
+from support.deviceapi_fakes import MemoryDirectory, self_signed
 
 from asterisk_securelink.deviceapi.server import server_from_config
 from asterisk_securelink.deviceapi.settings import (

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.keys import MASTER
 
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi import signing
@@ -26,7 +27,6 @@ from asterisk_securelink.deviceapi.signing import (
     verify,
 )
 
-MASTER = bytes(range(32))
 SECRET = device_secret(MASTER, "dev-0001")
 HOST = "pbx.example.com:8443"
 TS = 1790000000

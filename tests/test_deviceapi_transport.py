@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from deviceapi_fakes import Answer, MemoryDirectory, http, raw_request, self_signed, signed
+from support.clock import Clock
+from support.deviceapi_fakes import Answer, MemoryDirectory, http, raw_request, self_signed, signed
 
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.limits import RedeemLimiter, parse_trusted
@@ -25,14 +26,6 @@ TS = 1790000000
 CODE = "ABCDEFGHIJKLMNOP"
 
 Start = Callable[..., Awaitable[tuple[MemoryDirectory, int]]]  # (ssl_context=None, **DeviceApi keywords)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -222,7 +215,7 @@ async def _enroll(port: int, code: str, xff: str | None = None) -> Answer:
 
 
 async def test_code_brute_force_is_limited_per_network(start: Start) -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     limiter = RedeemLimiter(per_network=5, global_limit=1000, window=600, clock=clock)
     directory, port = await start(limiter=limiter)
     answers = [(await _enroll(port, new_code())).status for _ in range(8)]
@@ -236,7 +229,7 @@ async def test_code_brute_force_is_limited_per_network(start: Start) -> None:
 
 
 async def test_the_global_limit(start: Start) -> None:
-    limiter = RedeemLimiter(per_network=100, global_limit=3, window=600, clock=Clock())
+    limiter = RedeemLimiter(per_network=100, global_limit=3, window=600, clock=Clock(0.0))
     _directory, port = await start(limiter=limiter, trusted_proxy=parse_trusted(["127.0.0.1"]))
     for i in range(3):
         assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 404
@@ -244,7 +237,7 @@ async def test_the_global_limit(start: Start) -> None:
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_client_counts(start: Start) -> None:
-    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock())
+    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock(0.0))
     directory, port = await start(limiter=limiter, trusted_proxy=parse_trusted(["127.0.0.1"]))
     for _ in range(2):
         assert (await _enroll(port, new_code(), "6.6.6.6, 203.0.113.9")).status == 404
@@ -257,7 +250,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_counts(start: Start) 
 
 
 async def test_without_a_trusted_proxy_forwarded_for_is_ignored(start: Start) -> None:
-    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock())
+    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock(0.0))
     directory, port = await start(limiter=limiter)
     for i in range(2):
         assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 404

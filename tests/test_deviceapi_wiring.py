@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose import api_store, make_service
-from deviceapi_fakes import Answer, http, raw_request, self_signed, signed
-from fakes import Channels, RecordingAri
-from test_outbound_unit import FakeStore, Hooks, caller, device, keyer_for
+from support.deviceapi_fakes import Answer, http, raw_request, self_signed, signed
+from support.fakes import Channels, RecordingAri
+from support.keys import MASTER
+from support.outbound import FakeStore, Hooks, caller, device, keyer_for
+from support.services import api_store, make_service
 
 from asterisk_securelink import config, masterkey
 from asterisk_securelink.app import build
@@ -38,7 +39,6 @@ from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.api_store import ApiStore, add_code, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store
 
-MASTER = bytes(range(32))
 HOST = "pbx.example.com:8443"
 NOW_MS = 1_790_000_000_000
 
@@ -176,15 +176,8 @@ async def test_a_claim_after_the_ttl_a_wrong_number_and_a_replayed_nonce_are_ref
 async def test_number_mode_presents_the_enterprise_number_and_the_phone_claims_with_it(env: Env) -> None:
     cfg = replace(env.cfg, outbound=replace(env.cfg.outbound, present="number", present_number="+12155550100"))
     hooks, ari = Hooks(), RecordingAri()
-    out = Outbound(
-        cfg,
-        FakeStore(device()),
-        ari,
-        keyer_for(MASTER, cfg.outbound_fmt),
-        lambda: 100,
-        notifier=Notifier(),
-        hooks=hooks,
-    )
+    keyer = keyer_for(MASTER, cfg.outbound_fmt)
+    out = Outbound(cfg, FakeStore(device()), ari, keyer, lambda: 100, notifier=Notifier(), hooks=hooks)
     try:
         await out.stasis_start(caller())
         (orig,) = ari.of("originate")
@@ -200,7 +193,7 @@ async def test_number_mode_presents_the_enterprise_number_and_the_phone_claims_w
 
 async def test_an_admitted_inbound_call_gets_a_voucher_and_its_key_id(env: Env, tmp_path: Path) -> None:
     t = NOW_MS
-    svc = make_service(env.cfg, env.store, MASTER, clock_ms=lambda: t, device_sync_interval=0)
+    svc = make_service(env.cfg, env.store, clock_ms=lambda: t, device_sync_interval=0)
     dev = await registered(env.store)
     await svc.start()
     channels = Channels()

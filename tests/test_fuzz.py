@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from compose import make_service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.services import make_service
 
 from asterisk_securelink import config
 from asterisk_securelink.core.verdicts import Mode, Verdict
@@ -15,7 +15,6 @@ from asterisk_securelink.inbound.service import VerificationService, VerifyReque
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import Store
 
-MASTER = bytes(range(32))
 hostile = st.one_of(
     st.none(),
     st.text(max_size=80),
@@ -41,7 +40,7 @@ def test_verify_never_raises_and_never_admits_garbage(tmp_path: Path) -> None:
     async def setup() -> VerificationService:
         store = Store.from_url(url)
         await store.add_device("A", "15550001", None, "kid-a", "t")
-        svc = make_service(config.build({}, {}, tmp_path), store, MASTER, clock_ms=lambda: 1_790_000_000_000)
+        svc = make_service(config.build({}, {}, tmp_path), store, clock_ms=lambda: 1_790_000_000_000)
         await svc.start()
         return svc
 

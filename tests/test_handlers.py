@@ -8,9 +8,12 @@ import json
 import re
 from pathlib import Path
 
-from compose import make_service
-from fakes import Channels
-from test_metrics import MASTER, T
+from support.agi import agi_env as wire_env
+from support.agi import answer_commands
+from support.clock import T
+from support.fakes import Channels
+from support.keys import MASTER
+from support.services import make_service
 
 from asterisk_securelink import config
 from asterisk_securelink.asterisk.agi import PEER_KEY
@@ -25,7 +28,7 @@ from asterisk_securelink.store.store import Store
 
 async def registration_setup(store: Store, tmp_path: Path) -> tuple[Handlers, Channels, int]:
     cfg = config.build({}, {}, tmp_path)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")  # provisioned: limited until registered
     await svc.start()
     channels = Channels()
@@ -67,7 +70,7 @@ async def test_register_without_a_verified_call_is_rejected(store: Store, tmp_pa
 
 async def admission_setup(store: Store, tmp_path: Path, channels: Channels) -> tuple[Handlers, str]:
     cfg = config.build({"inbound": {"admitted_context": "in-ok"}}, {}, tmp_path)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("A", "15550002", None, "kid-a", "t")
     await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
@@ -144,7 +147,7 @@ async def test_agi_first_verified_call_registers_the_device(store: Store, tmp_pa
     """[securelink-after-agi] sends `unregistered` to [securelink-register-agi], whose AGI(.../register) registers
     the device of the channel verified moments before (same uniqueid, same peer), once."""
     cfg = config.build({}, {}, tmp_path)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")
     await svc.start()
     channels = Channels()
@@ -166,7 +169,7 @@ async def test_agi_first_verified_call_registers_the_device(store: Store, tmp_pa
 
 async def test_agi_device_revoked_meanwhile_is_not_registered(store: Store, tmp_path: Path) -> None:
     cfg = config.build({}, {}, tmp_path)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")
     await svc.start()
     handlers = Handlers(cfg, svc, Channels(), Notifier())
@@ -196,11 +199,9 @@ async def test_agi_lockout_source_is_a_channel_name_or_the_peer_address(store: S
 
 async def test_agi_routes_over_a_socket_register_a_device(store: Store, tmp_path: Path) -> None:
     """The server as `securelink agi` builds it (runner.agi_server): verify, then register, on one channel."""
-    from test_agi_guards import agi_env as wire_env
-    from test_agi_guards import answer_commands
 
     cfg = config.build({}, {}, tmp_path)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     d = await store.add_device("New", "15550001", None, "kid-n", "t")
     await svc.start()
     handlers = Handlers(cfg, svc, Channels(), Notifier())
@@ -254,7 +255,7 @@ async def test_past_max_in_flight_a_call_is_turned_away_at_once_never_admitted(s
 
     channels = HeldChannels()
     cfg = config.build({"inbound": {"admitted_context": "in-ok", "max_in_flight": 1}}, {}, tmp_path)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
     devices = [await store.add_device(f"D{i}", f"1555000{i}", None, f"kid-o{i}", "t") for i in range(3)]
     for d in devices:
         await store.update_device(d.id, "device.register", "t", status="registered")

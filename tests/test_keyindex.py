@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_compare import COMPARISON, ROW_IDS, SECRET
+from support.vectors import COMPARISON, ROW_IDS, SPEC_SECRET
 
 from asterisk_securelink.core.compare import matches
 from asterisk_securelink.core.formats import NumberFormat
@@ -135,7 +135,7 @@ def test_every_comparison_vector_through_the_index(
     pattern: str, key: str, presented: str, trunk: tuple[str, ...], expected: bool
 ) -> None:
     idx = KeyIndex(Direction.INBOUND, NumberFormat(pattern), Window(30, 0, 1, 1), trunk)
-    idx.set_device(1, SECRET)
+    idx.set_device(1, SPEC_SECRET)
     advance(idx, 0)  # live epochs 0 and 1; the table's key is epoch 0's
     digits = classify(presented).digits
     found = [c for c in idx.lookup(digits) if idx.confirm(c, digits)]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from compose import make_service
+from support.clock import T
+from support.keys import MASTER
+from support.services import make_service
 
 from asterisk_securelink import config
 from asterisk_securelink.config import Config
@@ -17,8 +19,6 @@ from asterisk_securelink.livekeys import INLINE_ROWS, LiveKeys
 from asterisk_securelink.store.devicerows import KeyRows, key_rows
 from asterisk_securelink.store.store import DeviceRow, Store
 
-MASTER = bytes(range(32))
-T = 1_790_000_000_000  # unix ms
 PERIOD_MS = 30_000
 
 
@@ -79,7 +79,7 @@ async def test_a_genuine_device_whose_key_collides_with_a_revoked_devices_key_is
     old_kid, genuine_kid = colliding_key_ids(c)
     revoked = await registered(store, "Lost phone", "+15550001", old_kid)
     genuine = await registered(store, "Genuine", "+15550002", genuine_kid)
-    svc = make_service(c, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=lambda: T, device_sync_interval=0)
     await svc.start()
     k = key_of(genuine, c)
     assert k == key_of(revoked, c)
@@ -95,7 +95,7 @@ async def test_a_suspended_devices_key_is_a_mismatch_and_the_audit_says_why(stor
     ordinary `mismatch`; still in it (suspended on another node, not synced yet) the store's status stops it, and the
     audit row names the device and its status."""
     c = config.build({}, {}, tmp_path)
-    svc = make_service(c, store, MASTER, clock_ms=lambda: T, device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=lambda: T, device_sync_interval=0)
     d = await registered(store, "S", "+15550001", "kid-s")
     e = await registered(store, "E", "+15550002", "kid-e")
     await svc.start()

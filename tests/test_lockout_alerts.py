@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from test_ami_guards import FakeAmi, fake_ami, publisher_for  # noqa: F401 - fake_ami is a fixture
+from support.ami import FakeAmi, publisher_for
 
 from asterisk_securelink import config
 from asterisk_securelink.config import ConfigError
@@ -66,7 +66,7 @@ def test_doctor_prints_the_budget(tmp_path: Path) -> None:
     assert off.warn and "not limited" in off.detail
 
 
-async def test_publish_lockout_sends_one_sanitized_user_event(fake_ami: FakeAmi) -> None:  # noqa: F811
+async def test_publish_lockout_sends_one_sanitized_user_event(fake_ami: FakeAmi) -> None:
     async with publisher_for(fake_ami) as pub:
         assert await pub.wait_logged_in(2)
         assert await pub.publish_lockout("source", "PJSIP/carrier\r\nAction: Originate", "", 166, 166, 0)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from compose import make_service
-from fakes import Channels
+from support.clock import T
+from support.fakes import Channels
+from support.keys import MASTER
+from support.services import make_service
 
 from asterisk_securelink import config
 from asterisk_securelink.audit import AuditWriter
@@ -21,9 +23,6 @@ from asterisk_securelink.metrics import Metrics, MetricsServer, parse_listen
 from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import Store
-
-MASTER = bytes(range(32))
-T = 1_790_000_000_000  # unix ms
 
 
 @pytest.mark.parametrize(
@@ -81,7 +80,7 @@ async def test_real_verifications_move_the_counters(
     metrics, server, base = served
     cfg = config.build({}, {}, tmp_path)
     audit = AuditWriter(store.audit_many, on_database_state=metrics.database)
-    svc = make_service(cfg, store, MASTER, clock_ms=lambda: T, device_sync_interval=0, metrics=metrics, audit=audit)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0, metrics=metrics, audit=audit)
     d = await store.add_device("A", "15550001", None, "kid-a", "t")
     d = await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fakes import RecordingAri
+from support.fakes import RecordingAri
+from support.keys import MASTER
+from support.outbound import FakeStore, Hooks, caller, device, keyer_for
 
 from asterisk_securelink.asterisk.ari.events import Channel, ChannelDestroyed, StasisEnd
 from asterisk_securelink.config import Config, OutboundConfig
@@ -20,7 +22,7 @@ from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.outbound import controller as ob
-from asterisk_securelink.outbound.controller import Keyer, Outbound
+from asterisk_securelink.outbound.controller import Outbound
 from asterisk_securelink.outbound.state import (
     Bridge,
     CallState,
@@ -38,22 +40,6 @@ from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.store import DeviceRow
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
-MASTER = bytes(range(32))
-
-
-def keyer_for(master_key: bytes, fmt: NumberFormat) -> Keyer:
-    """An outbound keyer like the one the runner passes (the service's `outbound_key`), straight from SLK1."""
-
-    def key(key_id: str, epoch: int) -> str:
-        return derive_key(device_secret(master_key, key_id), Direction.OUTBOUND, epoch, fmt)
-
-    return key
-
-
-def device(
-    status: str = "registered", desk: str | None = "PJSIP/desk1001", fork: bool = True, id: int = 7
-) -> DeviceRow:
-    return DeviceRow(id, "Alice", "15550001111", desk, f"key-{id}", status, None, fork, T, T, None, None)
 
 
 # ------------------------------------------------------------------------------------------- pure decisions
@@ -210,41 +196,6 @@ def test_rejected_state() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ controller
-class FakeStore:
-    def __init__(self, dev: DeviceRow | None) -> None:
-        self.dev = dev
-        self.last = -1
-
-    async def get_device(self, ref: str | int) -> DeviceRow | None:
-        return self.dev if self.dev is not None and int(ref) == self.dev.id else None
-
-    async def next_outbound_epoch(self, device_id: int, current: int, call_id: str | None) -> int | None:
-        for e in (current, current + 1):
-            if e > self.last:
-                self.last = e
-                return e
-        return None
-
-
-class Hooks:
-    def __init__(self) -> None:
-        self.finished: list[dict[str, Any]] = []
-        self.done = asyncio.Event()
-        self.extras = LegExtras()
-        self.before: list[tuple[Any, ...]] = []
-        self.presented: list[str | None] = []
-
-    async def before_legs(self, call_id: str, device_id: int, endpoints: Any, presented: str | None = None
-                          ) -> LegExtras:  # fmt: skip
-        self.before.append((call_id, device_id, list(endpoints)))
-        self.presented.append(presented)
-        return self.extras
-
-    async def on_finished(self, record: dict[str, Any]) -> None:
-        self.finished.append(record)
-        self.done.set()
-
-
 _made: list[Outbound] = []
 
 
@@ -270,10 +221,6 @@ def make(
                    lambda: 100, notifier=Notifier(audit, metrics), hooks=hooks)  # fmt: skip
     _made.append(out)
     return out, ari, hooks
-
-
-def caller(kind: str = "mobile", dev: str = "7", cid: str = "c1") -> CallInfo:
-    return CallInfo(cid, "PJSIP/carrier-00000001", "100", "67", (kind, dev))
 
 
 def leg_ids(ari: RecordingAri) -> dict[str, str]:

@@ -8,7 +8,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from pgutil import create_pg_database, drop_pg_database, pg_admin_url
+from support.pg import migrated_pg_database, pg_admin_url
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.store.store import Store
@@ -40,14 +40,8 @@ def _racer(url: str, device_id: int, name: str, barrier: mp.synchronize.Barrier,
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    from asterisk_securelink.store.migrations import upgrade
-
-    url = await create_pg_database()
-    try:
-        await upgrade(url)
+    async with migrated_pg_database() as url:
         yield url
-    finally:
-        await drop_pg_database(url)
 
 
 @pytest.mark.parametrize("how", ["spend", "check_and_spend"])

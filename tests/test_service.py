@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from compose import make_service
 from sqlalchemy.ext.asyncio import create_async_engine
+from support.clock import Clock, S, T
+from support.keys import MASTER
+from support.services import cfg, key, make_service, registered, verify
 
-from asterisk_securelink import config
 from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
@@ -17,45 +18,13 @@ from asterisk_securelink.core.verdicts import Mode, Verdict
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
 from asterisk_securelink.store.store import DeviceRow, Store
 
-MASTER = bytes(range(32))
-T = 1_790_000_000_000  # unix ms: epoch 59666666 at period 30
-S = 1000  # one second in ms
-
-
-class Clock:
-    """A settable clock in integer unix milliseconds (SLK1 1.1)."""
-
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
-def cfg(tmp_path: Path, **sections: dict[str, object]) -> Config:
-    return config.build(dict(sections), {}, tmp_path)
-
-
-def key(device: DeviceRow, t: int, c: Config, direction: Direction = Direction.INBOUND) -> str:
-    epoch = t // (c.keys.period * S)
-    return derive_key(device_secret(MASTER, device.key_id), direction, epoch, c.inbound_fmt)
-
-
-async def registered(store: Store, name: str, mobile: str, key_id: str) -> DeviceRow:
-    d = await store.add_device(name, mobile, None, key_id, "test")
-    return await store.update_device(d.id, "device.register", "test", status="registered")
-
 
 @pytest.fixture
 async def svc(store: Store, tmp_path: Path) -> AsyncIterator[VerificationService]:
-    s = make_service(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    s = make_service(cfg(tmp_path), store, clock_ms=Clock(T), device_sync_interval=0)
     await s.start()
     yield s
     await s.audit.drain()  # the background audit writer finishes before the store closes
-
-
-async def verify(s: VerificationService, number: str | None, **kw: object) -> Verdict:
-    return (await s.verify(VerifyRequest(presented=number, **kw))).verdict  # type: ignore[arg-type]
 
 
 async def test_current_previous_and_old_windows(store: Store, svc: VerificationService) -> None:
@@ -144,7 +113,7 @@ async def _colliding_pair(store: Store, c: Config) -> tuple[DeviceRow, DeviceRow
 async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"inbound_format": "XXXXXX"})
     a, b = await _colliding_pair(store, c)
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=Clock(T), device_sync_interval=0)
     await svc.start()
     k = key(a, T, c)
     assert k == key(b, T, c)
@@ -156,7 +125,7 @@ async def test_collision_is_ambiguous_unless_the_caller_number_narrows_it(store:
 
 async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "15550001", "kid-a")
     await registered(store, "B", "15550002", "kid-b")
     await svc.start()
@@ -173,7 +142,7 @@ async def test_two_factor_checks_only_the_callers_device(store: Store, tmp_path:
 
 async def test_two_factor_leaves_ani_mode_alone(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     assert await verify(svc, key(a, T, c), mode=Mode.ANI, call_id="1") is Verdict.ADMITTED
@@ -224,7 +193,7 @@ async def test_every_verdict_is_audited_without_the_key(store: Store, svc: Verif
 
 
 async def test_database_down_is_error_and_audit_is_kept(store: Store, tmp_path: Path) -> None:
-    svc = make_service(cfg(tmp_path), store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(cfg(tmp_path), store, clock_ms=Clock(T), device_sync_interval=0)
     d = await registered(store, "A", "15550001", "kid-a")
     await svc.start()
     good_engine = store.engine
@@ -282,7 +251,7 @@ async def test_the_verdict_does_not_wait_for_the_audit_write(store: Store, svc: 
 
 async def test_outbound_key_is_slk1_outbound_for_the_device(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"outbound_format": "+1NXXNXXXXXX"})
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T))
+    svc = make_service(c, store, clock_ms=Clock(T))
     want = derive_key(device_secret(MASTER, "kid-o"), Direction.OUTBOUND, 59666667, c.outbound_fmt)
     assert svc.keys.outbound_key("kid-o", 59666667) == want
     assert want != derive_key(device_secret(MASTER, "kid-o"), Direction.INBOUND, 59666667, c.outbound_fmt)

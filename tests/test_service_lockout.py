@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from compose import make_service
-from test_service import MASTER, Clock, S, T, cfg, key, registered, verify
+from support.clock import Clock, S, T
+from support.services import cfg, key, make_service, registered, verify
 
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.lockout import DAY_MS, guess_budget
@@ -27,23 +27,13 @@ TRUNK = "PJSIP/carrier"
 P_FOR_10 = 9e-9
 
 
-class Mono:
-    """A settable monotonic clock for the guard's read cache."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def guesses(n: int, start: int = 0) -> list[str]:
     """Well-formed 10-digit numbers that are nobody's key (3 devices x 3 windows in 10^10: never in practice)."""
     return [f"55{start + i:08d}" for i in range(n)]
 
 
-async def service(store: Store, c: Config, clock: Clock | None = None) -> VerificationService:
-    svc = make_service(c, store, MASTER, clock_ms=clock or Clock(T), device_sync_interval=0)
+async def service(store: Store, c: Config, clock: Clock[int] | None = None) -> VerificationService:
+    svc = make_service(c, store, clock_ms=clock or Clock(T), device_sync_interval=0)
     await svc.start()
     return svc
 
@@ -217,7 +207,7 @@ async def test_two_services_on_one_database_grant_one_budget(db_url: str, tmp_pa
         a, b, _ = await three_devices(stores[0])
         c = cfg(tmp_path, lockout={"max_guess_probability": P_FOR_10}, inbound={"require_registered_number": True})
         nodes = [await service(s, c) for s in stores]
-        mono = Mono()
+        mono = Clock(1000.0)
         for n in nodes:
             n.guard.monotonic = mono
         # both nodes cold, 30 guesses at once, then one at a time: 10 fail, between them

@@ -7,16 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from compose import make_service
-from test_compare import COMPARISON
-from test_service import MASTER, Clock, S, T, cfg, key, registered, verify
+from support.clock import Clock, S, T
+from support.services import cfg, key, make_service, registered, verify
+from support.vectors import COMPARISON, SPEC_SECRET
 
 from asterisk_securelink.core.slk1 import Direction, derive_key
 from asterisk_securelink.core.verdicts import Mode, Verdict
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
 from asterisk_securelink.store.store import Store
-
-SPEC_SECRET = bytes(range(32))  # the spec's test-vector secret (SLK1.md, "Test vectors")
 
 
 @pytest.fixture
@@ -31,7 +29,7 @@ def spec_device(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def spec_service(store: Store, tmp_path: Path, at_ms: int, **keys: object) -> VerificationService:
     c = cfg(tmp_path, keys=dict(keys), lockout={"enabled": False})
-    return make_service(c, store, MASTER, clock_ms=Clock(at_ms), device_sync_interval=0)
+    return make_service(c, store, clock_ms=Clock(at_ms), device_sync_interval=0)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +73,7 @@ async def test_spec_outbound_presentation_high_water_mark(store: Store, tmp_path
 
 async def test_look_ahead_0_refuses_the_next_epoch(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, keys={"look_ahead": 0})
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=Clock(T), device_sync_interval=0)
     d = await registered(store, "A", "+15550001111", "kid-a")
     await svc.start()
     assert await verify(svc, key(d, T + 30 * S, c), call_id="n") is Verdict.MISMATCH
@@ -129,7 +127,7 @@ async def test_two_factor_compares_the_registered_number_by_the_1_1_rule(
     store: Store, tmp_path: Path, delivered: str, trunks: tuple[str, ...], admitted: bool
 ) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True}, keys={"trunk_prefixes": list(trunks)})
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "+15550002222", "kid-a")
     await svc.start()
     out = await svc.verify(VerifyRequest(presented=key(a, T, c), mode=Mode.DNIS, caller=delivered, call_id="2f"))
@@ -139,7 +137,7 @@ async def test_two_factor_compares_the_registered_number_by_the_1_1_rule(
 
 async def test_a_registered_number_left_in_1_0_form_is_compared_digit_for_digit(store: Store, tmp_path: Path) -> None:
     c = cfg(tmp_path, inbound={"require_registered_number": True})
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T), device_sync_interval=0)
+    svc = make_service(c, store, clock_ms=Clock(T), device_sync_interval=0)
     a = await registered(store, "A", "0301234567", "kid-a")  # 0003 could not rewrite it
     await svc.start()
     k = key(a, T, c)
@@ -149,7 +147,7 @@ async def test_a_registered_number_left_in_1_0_form_is_compared_digit_for_digit(
 
 
 async def test_same_call_identity_and_node(store: Store, tmp_path: Path) -> None:
-    svc = make_service(cfg(tmp_path, ari={"node": "pbx-1"}), store, MASTER, clock_ms=Clock(T))
+    svc = make_service(cfg(tmp_path, ari={"node": "pbx-1"}), store, clock_ms=Clock(T))
     assert svc.same_call("1790000000.7") == "pbx-1/1790000000.7"
     assert svc.same_call(None) is None and svc.same_call("") is None
     long = svc.same_call("x" * 200)
@@ -159,7 +157,7 @@ async def test_same_call_identity_and_node(store: Store, tmp_path: Path) -> None
         return {"system": {"entity_id": "00:11:22:33:44:55"}, "config": {"name": ""}}
 
     assert await svc.learn_node(info) == "pbx-1"  # configured: ARI is not asked
-    svc = make_service(cfg(tmp_path), store, MASTER, clock_ms=Clock(T))
+    svc = make_service(cfg(tmp_path), store, clock_ms=Clock(T))
     assert await svc.learn_node(info) == "00:11:22:33:44:55"
 
     async def named() -> dict[str, object]:
@@ -170,7 +168,7 @@ async def test_same_call_identity_and_node(store: Store, tmp_path: Path) -> None
     async def down() -> dict[str, object]:
         raise ConnectionError("ARI down")
 
-    svc = make_service(cfg(tmp_path), store, MASTER, clock_ms=Clock(T))
+    svc = make_service(cfg(tmp_path), store, clock_ms=Clock(T))
     host = svc.node
     assert host and await svc.learn_node(down) == host
 
@@ -178,7 +176,7 @@ async def test_same_call_identity_and_node(store: Store, tmp_path: Path) -> None
 async def test_t0_in_the_future_is_refused_at_start(store: Store, tmp_path: Path) -> None:
     from asterisk_securelink.errors import StartupError
 
-    svc = make_service(cfg(tmp_path, keys={"t0": T // S + 60}), store, MASTER, clock_ms=Clock(T))
+    svc = make_service(cfg(tmp_path, keys={"t0": T // S + 60}), store, clock_ms=Clock(T))
     with pytest.raises(StartupError, match=r"keys\.t0: .*future"):
         await svc.start()
 
@@ -187,7 +185,7 @@ async def test_period_or_t0_change_is_refused_while_devices_exist(store: Store, 
     from asterisk_securelink.errors import StartupError
 
     async def start(**keys: object) -> None:
-        await make_service(cfg(tmp_path, keys=dict(keys)), store, MASTER, clock_ms=Clock(T)).start()
+        await make_service(cfg(tmp_path, keys=dict(keys)), store, clock_ms=Clock(T)).start()
 
     await start(period=10)  # no device yet: whatever is configured is recorded
     assert await store.settings() == {"keys.period": "10", "keys.t0": "0"}
@@ -211,7 +209,7 @@ async def test_strength_report_uses_w_with_look_ahead_and_names_the_burst_cost(s
     c = cfg(tmp_path, database={"url": str(store.engine.url)} if "sqlite" in str(store.engine.url) else {})
     for i in range(4):
         await registered(store, f"D{i}", f"+1555000111{i}", f"kid-{i}")
-    svc = make_service(c, store, MASTER, clock_ms=Clock(T))
+    svc = make_service(c, store, clock_ms=Clock(T))
     await svc.start()
     bits = math.log2(10**10 / (3 * 4))  # W = 1 + 1 + 1, D = 4: 29.6 bits, below 30
     assert svc.keys.strength() == pytest.approx(bits)

@@ -1,12 +1,11 @@
 """End-to-end harness, re-exported by conftest.py: the real Asterisk testbed, a real `securelink run`,
-SIPp calls and an AMI monitor.
+SIPp calls and the AMI monitor of support/ami.py.
 
 Every e2e test needs the testbed; if it cannot be brought up the tests fail (they are never skipped).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -14,12 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from panoramisk import Manager
+from support.ami import VERDICT, AmiMonitor, monitoring
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.core.formats import NumberFormat
@@ -225,37 +225,14 @@ def no_channels_left(timeout: float = 10) -> None:
     wait_until(lambda: ari_get("/channels") == [], timeout, "every channel to be gone")
 
 
-class AmiMonitor:
-    """An independent AMI session recording SecureLinkVerdict UserEvents."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.logged_in = asyncio.Event()
-        self.manager = Manager(
-            host=AMI_HOST,
-            port=AMI_PORT,
-            username=AMI_USER,
-            secret=AMI_SECRET,
-            events="on",
-            loop=asyncio.get_running_loop(),
-            on_login=lambda m: self.logged_in.set(),
-        )
-        self.manager.register_event("UserEvent", self._record)
-
-    def _record(self, manager: Any, event: Any) -> None:
-        if event.get("UserEvent") == "SecureLinkVerdict":
-            self.events.append(dict(event))
-
-    def results(self) -> list[str]:
-        return [e.get("Result", "") for e in self.events]
+def ami_monitor(user_event: str | None = VERDICT, login_within: float = 10) -> AbstractAsyncContextManager[AmiMonitor]:
+    """The AMI monitor (support/ami.py) logged in to the testbed's Asterisk: the `UserEvent`s named `user_event`, or
+    every event if None."""
+    return monitoring(AMI_HOST, AMI_PORT, AMI_USER, AMI_SECRET, user_event, login_within)
 
 
 @pytest.fixture
 async def ami() -> AsyncIterator[AmiMonitor]:
-    mon = AmiMonitor()
-    await mon.manager.connect()
-    await asyncio.wait_for(mon.logged_in.wait(), 10)
-    try:
+    """The testbed's `SecureLinkVerdict` events while the test runs."""
+    async with ami_monitor() as mon:
         yield mon
-    finally:
-        mon.manager.close()

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
-from panoramisk import Manager
+from harness import ami_monitor
+from support.ami import AmiMonitor
 
 from asterisk_securelink.asterisk.agi import AgiRequest, FastAgiServer
 from asterisk_securelink.asterisk.ami import AmiPublisher
@@ -32,47 +33,11 @@ async def publisher() -> AsyncIterator[AmiPublisher]:
         await pub.close()
 
 
-class Monitor:
-    """A second, independent AMI session (plain panoramisk) that records events."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.changed = asyncio.Event()
-        self.logged_in = asyncio.Event()
-        self.manager = Manager(
-            host=AMI_HOST,
-            port=AMI_PORT,
-            username=AMI_USER,
-            secret=AMI_SECRET,
-            events="on",
-            loop=asyncio.get_running_loop(),
-            on_login=lambda m: self.logged_in.set(),
-        )
-        self.manager.register_event("*", self._record)
-
-    def _record(self, manager: Any, event: Any) -> None:
-        self.events.append(dict(event))
-        self.changed.set()
-
-    async def wait_for(self, match: Mapping[str, str], within: float = 10) -> dict[str, Any]:
-        async with asyncio.timeout(within):
-            while True:
-                for ev in self.events:
-                    if all(ev.get(k) == v for k, v in match.items()):
-                        return ev
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @pytest.fixture
-async def monitor(publisher: AmiPublisher) -> AsyncIterator[Monitor]:
-    mon = Monitor()
-    mon.manager.connect()
-    await asyncio.wait_for(mon.logged_in.wait(), 5)
-    try:
+async def monitor(publisher: AmiPublisher) -> AsyncIterator[AmiMonitor]:
+    """A second, independent AMI session recording every event."""
+    async with ami_monitor(None, login_within=5) as mon:
         yield mon
-    finally:
-        mon.manager.close()
 
 
 async def test_check_logs_in(publisher: AmiPublisher) -> None:
@@ -80,7 +45,7 @@ async def test_check_logs_in(publisher: AmiPublisher) -> None:
     assert ok, detail
 
 
-async def test_verdict_user_event_arrives_intact(publisher: AmiPublisher, monitor: Monitor) -> None:
+async def test_verdict_user_event_arrives_intact(publisher: AmiPublisher, monitor: AmiMonitor) -> None:
     uniqueid = f"e2e.{id(monitor)}"
     ok = await publisher.publish_verdict(
         "admitted", 42, "inbound", "ani", "PJSIP/carrier-0000002a\r\nAction: Originate\r\nChannel: Local/1@x", uniqueid
@@ -127,7 +92,7 @@ async def _originate_agi(publisher: AmiPublisher, port: int, script: str, caller
     assert responses[0].success, responses[0]
 
 
-async def test_fastagi_from_real_asterisk(publisher: AmiPublisher, monitor: Monitor) -> None:
+async def test_fastagi_from_real_asterisk(publisher: AmiPublisher, monitor: AmiMonitor) -> None:
     rec = Recorder({RESULT_VAR: "admitted", "SECURELINK_DEVICE": "42"})
     server = FastAgiServer(rec)
     await server.serve("127.0.0.1", 0)
@@ -178,7 +143,7 @@ async def test_fastagi_values_reach_the_channel_exactly(publisher: AmiPublisher)
     assert readback[RESULT_VAR] == ("1", "admittedEXEC Hangup")
 
 
-async def test_fastagi_unknown_script_sets_error(publisher: AmiPublisher, monitor: Monitor) -> None:
+async def test_fastagi_unknown_script_sets_error(publisher: AmiPublisher, monitor: AmiMonitor) -> None:
     rec = Recorder({RESULT_VAR: "admitted"})
     server = FastAgiServer(rec)
     await server.serve("127.0.0.1", 0)
@@ -193,7 +158,7 @@ async def test_fastagi_unknown_script_sets_error(publisher: AmiPublisher, monito
         await server.stop()
 
 
-async def test_fastagi_survives_a_port_scan_then_serves_asterisk(publisher: AmiPublisher, monitor: Monitor) -> None:
+async def test_fastagi_survives_a_port_scan_then_serves_asterisk(publisher: AmiPublisher, monitor: AmiMonitor) -> None:
     rec = Recorder({RESULT_VAR: "mismatch"})
     server = FastAgiServer(rec)
     await server.serve("127.0.0.1", 0)

@@ -13,25 +13,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
-from harness import AmiMonitor, Home, fresh_window, new_home, no_channels_left, start_app, stop_app
+from harness import Home, ami_monitor, fresh_window, new_home, no_channels_left, start_app, stop_app
 from sipp import CallResult, run_uac
+from support.ami import LOCKOUT, AmiMonitor
 
 ANI = "100"
 DEVICES = 4
 BUDGET = 20
 P = BUDGET * 3 * DEVICES / 10**10  # W = 3, D = 4, S = 10^10: a budget of exactly 20 guesses
 HOSTILE = 80  # 4 s at 20 calls/s
-
-
-class LockoutMonitor(AmiMonitor):
-    """The harness's AMI monitor, recording `SecureLinkLockout` instead."""
-
-    def _record(self, manager: Any, event: Any) -> None:
-        if event.get("UserEvent") == "SecureLinkLockout":
-            self.events.append(dict(event))
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +39,13 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
 
 
 @pytest.fixture
-async def lockouts() -> AsyncIterator[LockoutMonitor]:
-    mon = LockoutMonitor()
-    await mon.manager.connect()
-    await asyncio.wait_for(mon.logged_in.wait(), 10)
-    try:
+async def lockouts() -> AsyncIterator[AmiMonitor]:
+    """The testbed's `SecureLinkLockout` events while the test runs."""
+    async with ami_monitor(LOCKOUT) as mon:
         yield mon
-    finally:
-        mon.manager.close()
 
 
-async def test_guessing_stream_spends_the_budget_and_genuine_calls_still_pass(
-    home: Home, lockouts: LockoutMonitor
-) -> None:
+async def test_guessing_stream_spends_the_budget_and_genuine_calls_still_pass(home: Home, lockouts: AmiMonitor) -> None:
     devices = [home.add_device(f"Genuine {i}", f"1555777000{i}") for i in range(DEVICES)]
     assert f"key alone: {BUDGET} failed guesses" in home.cli("doctor", check=False).stdout
     run, _ = start_app(home, agi=False)

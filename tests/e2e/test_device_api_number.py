@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from device_api_harness import CALLER, Api, call_in_background, serving
 from harness import fresh_window, no_channels_left
 from sipp import UasProcess
-from test_device_api import CALLER, Api, call_in_background, serving
 
 ENTERPRISE = "+12155550100"
 

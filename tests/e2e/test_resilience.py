@@ -25,8 +25,8 @@ from harness import (
     stop_app,
     wait_until,
 )
-from pgutil import create_pg_database, drop_pg_database, pg_admin_url
 from sipp import run_uac
+from support.pg import create_pg_database, drop_pg_database, pg_admin_url
 
 from asterisk_securelink.store.store import Store
 from testbed import asterisk_cli, ensure_up

@@ -28,8 +28,8 @@ from asterisk_securelink.deviceapi.ports import (
     EnrollResult,
 )
 from asterisk_securelink.deviceapi.signing import api_key, authorization
+from support.keys import MASTER
 
-MASTER = bytes(range(32))
 PARAMS = DeviceParams(period=30, t0=0, inbound_format="+1NXXNXXXXXX", outbound_format="XXXXXXXXXX", look_behind=1,
                       look_ahead=1, trunk=("0", "00"), mode="ani")  # fmt: skip
 

@@ -1,9 +1,15 @@
-"""Test databases on the PostgreSQL server named by SECURELINK_TEST_DATABASE_URL: one fresh database per use."""
+"""Test databases on the PostgreSQL server named by SECURELINK_TEST_DATABASE_URL: one fresh database per use.
+
+`migrated_pg_database` is the one way a test gets a migrated PostgreSQL database (the `db_url` fixture in
+conftest.py and the two-process race use it); `create_pg_database` alone gives an empty one.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -46,3 +52,16 @@ async def drop_pg_database(url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def migrated_pg_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database at the schema's head, dropped on the way out; yields its async URL."""
+    from asterisk_securelink.store.migrations import upgrade
+
+    url = await create_pg_database()
+    try:
+        await upgrade(url)
+        yield url
+    finally:
+        await drop_pg_database(url)
