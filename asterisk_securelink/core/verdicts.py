@@ -33,10 +33,11 @@ class Mode(StrEnum):
 
 
 class Method(StrEnum):
-    """How a call was admitted (CALLING.md: `SECURELINK_METHOD`, the CDR field `securelink_method`, the audit row's
-    and `/metrics`' `mode`). Wider than `Mode`, which stays what `Stasis(securelink,inbound,MODE)` and
-    `inbound.mode` accept: DTMF and intent enter through `Stasis(securelink,inbound,access)`, callback is placed by
-    the PBX. `ANI` and `DNIS` are spelled as in `Mode`, so `Method(mode.value)` names a resolved mode's method."""
+    """How a call was admitted (CALLING.md: `SECURELINK_METHOD`, the CDR field `securelink_method`; on an inbound
+    call also the audit row's and `/metrics`' `mode`, where outbound calls write `mobile` / `fork`). Wider than
+    `Mode`, which stays what `Stasis(securelink,inbound,MODE)` and `inbound.mode` accept: DTMF and intent enter
+    through `Stasis(securelink,inbound,access)`, callback is placed by the PBX. `ANI` and `DNIS` are spelled as in
+    `Mode`, so `Method(mode.value)` names a resolved mode's method."""
 
     ANI = "ani"
     DNIS = "dnis"
