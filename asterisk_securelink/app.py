@@ -35,6 +35,7 @@ from asterisk_securelink.core.lockout import LockoutEvent
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.errors import StartupError
+from asterisk_securelink.inbound.access import Intents
 from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.inbound.service import AuditLog, VerificationService
 from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys
@@ -51,7 +52,10 @@ log = logging.getLogger(__name__)
 
 # The ARI events the Stasis app reads (`StasisRunner.on_event`, the outbound controller, the client's takeover
 # warning): Asterisk is asked to send only these, not a ChannelVarset for every variable the app sets, and so on.
-APP_EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", "ApplicationReplaced")
+APP_EVENTS = (
+    "StasisStart", "StasisEnd", "ChannelDestroyed", "ApplicationReplaced",
+    "ChannelDtmfReceived", "PlaybackFinished",  # the access number's DTMF collection (inbound/access.py)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class App:
     callkeys: CallKeys
     api: ApiStore | None  # the device API's directory: None unless `[device_api] listen`
     params: DeviceParams
+    intents: Intents | None = None  # the intents' single use: None unless `[calling]` offers intents
 
 
 def verifier(

@@ -24,6 +24,7 @@ from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.server import server_from_config
 from asterisk_securelink.errors import StartupError
+from asterisk_securelink.inbound.access import AccessHandler
 from asterisk_securelink.inbound.handlers import Handlers
 from asterisk_securelink.metrics import MetricsServer, parse_listen
 from asterisk_securelink.outbound.controller import Outbound
@@ -70,16 +71,20 @@ class StasisRunner:
         ari: AriClient,
         handlers: Handlers,
         outbound: Outbound | None = None,
+        access: AccessHandler | None = None,
     ) -> None:
         self.cfg = cfg
         self.ari = ari
         self.handlers = handlers
         self.outbound = outbound
+        self.access = access
         self._in_flight: set[str] = set()
 
     async def on_event(self, event: Event) -> None:
         if isinstance(event, StasisStart):
             await self._handle(call_info(event))
+        elif self.access is not None and await self.access.on_event(event):
+            return  # the digits, playbacks and hang-up of an access call in its DTMF collection
         elif self.outbound is not None:
             await self.outbound.on_event(event)  # leg and caller hangups of outbound calls; others are ignored
 
@@ -90,6 +95,8 @@ class StasisRunner:
         try:
             if self.outbound is not None and self.outbound.handles(call):  # mobile, fork, leg
                 await self.outbound.stasis_start(call)
+            elif self.access is not None and self.access.handles(call):  # inbound,access: intent or DTMF
+                await self.access.stasis_start(call)
             else:
                 await self.handlers.stasis_start(call)
         finally:
@@ -202,7 +209,9 @@ async def run_stasis(cfg: Config) -> None:
         await app.service.learn_node(ari.asterisk_info)
         handlers = Handlers(cfg, app.service, ari, app.notifier, app.callkeys)
         outbound = outbound_for(app, ari)
-        runner = StasisRunner(cfg, ari, handlers, outbound)
+        access = AccessHandler(cfg, app.service, ari, app.notifier, intents=app.intents, callkeys=app.callkeys,
+                               registrable=handlers.allow_register)  # fmt: skip
+        runner = StasisRunner(cfg, ari, handlers, outbound, access)
         metrics = app.metrics
         events = asyncio.create_task(
             ari.run(
@@ -224,6 +233,7 @@ async def run_stasis(cfg: Config) -> None:
             events.cancel()
             await asyncio.gather(events, return_exceptions=True)
             await outbound.close()
+            await access.close()
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ Everything callers use is importable from here.
 
 from __future__ import annotations
 
+from asterisk_securelink.config.calling import CallingConfig
 from asterisk_securelink.config.calls import (
     MAX_DIAL_PREFIX_DIGITS,
     MAX_IN_FLIGHT,
@@ -54,6 +55,7 @@ __all__ = [
     "AgiConfig",
     "AmiConfig",
     "AriConfig",
+    "CallingConfig",
     "Config",
     "ConfigError",
     "DatabaseConfig",

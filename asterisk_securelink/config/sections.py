@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asterisk_securelink.config.calling import CallingConfig
 from asterisk_securelink.config.calls import InboundConfig, KeysConfig, LockoutConfig, OutboundConfig
 from asterisk_securelink.config.services import (
     AgiConfig,
@@ -44,6 +45,7 @@ class Config:
     ami: AmiConfig = field(default_factory=AmiConfig, metadata=section("yes"))
     agi: AgiConfig = field(default_factory=AgiConfig, metadata=section("yes"))
     outbound: OutboundConfig = field(default_factory=OutboundConfig, metadata=section())
+    calling: CallingConfig = field(default_factory=CallingConfig, metadata=section())
     escrow: EscrowConfig = field(default_factory=EscrowConfig, metadata=section())
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata=section())
     device_api: DeviceApiConfig = field(

@@ -129,6 +129,11 @@ class Handlers:
         else:
             await self.channels.continue_in_dialplan(call.channel_id, route.context, call.exten, 1)
 
+    def allow_register(self, channel_id: str, device_id: int) -> None:
+        """`channel_id` (verified `unregistered` elsewhere, e.g. on an access number) may register `device_id` once,
+        from the registration context, within REGISTRABLE_TTL."""
+        _remember(self._registrable, channel_id, device_id)
+
     async def register(self, call: CallInfo) -> None:
         """`Stasis(securelink,register)` from the registration context: only a channel this app admitted as
         `unregistered` may register its device, and only once."""

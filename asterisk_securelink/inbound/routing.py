@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from asterisk_securelink.config import InboundConfig
-from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.core.verdicts import Method, Mode, Verdict
 from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
 from asterisk_securelink.inbound.service import VerifyRequest
 
@@ -81,5 +81,5 @@ def request_for(
     )
 
 
-def channel_vars(verdict: Verdict, device_id: int | None, mode: Mode) -> dict[str, str]:
+def channel_vars(verdict: Verdict, device_id: int | None, mode: Mode | Method) -> dict[str, str]:
     return {RESULT_VAR: verdict.value, DEVICE_VAR: "" if device_id is None else str(device_id), MODE_VAR: mode.value}

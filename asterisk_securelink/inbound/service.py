@@ -7,6 +7,7 @@ It glues the pure parts (normalization, key index, policy, lockout) to the store
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import socket
@@ -21,7 +22,7 @@ from asterisk_securelink.core.lockout import RegisteredNumbers, could_be_key
 from asterisk_securelink.core.numbers import Kind, classify, normalize
 from asterisk_securelink.core.policy import identify
 from asterisk_securelink.core.slk1 import Direction, SLK1Error, check_t0
-from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.core.verdicts import Method, Mode, Verdict
 from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.lifecycle import DeviceStatus, after_spend, can_register, inbound_verdict
@@ -60,7 +61,7 @@ class Outcome:
     verdict: Verdict
     device_id: int | None = None
     epoch: int | None = None
-    mode: Mode = Mode.ANI
+    mode: Mode | Method = Mode.ANI  # how the key came: a resolved `Mode`, or `Method.DTMF` / `Method.INTENT`
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -296,6 +297,53 @@ class VerificationService:
                 out[c.device_id] = caller
         return out
 
+    # -- the access number (CALLING.md) -----------------------------------------------------------------------
+    async def named_devices(self, caller: str | None) -> tuple[int, ...]:
+        """The devices whose registered number `caller` is (SLK1's registered-number rule); () when none."""
+        hint = normalize(caller)
+        return () if hint is None else await self._named(hint)
+
+    async def verify_dtmf(self, req: VerifyRequest) -> Outcome:
+        """A key sent as DTMF after an access call was answered (CALLING.md, "DTMF"): the caller's registered number
+        picks the device and the key (`presented`, the format's K digits) is checked for that device alone, against
+        the windows around `at_ms` (the answer), and spent now. Failures count against the registered number's
+        allowance; an unknown caller number matches nothing (`mismatch`)."""
+        try:
+            at_ms = self.clock_ms() if req.at_ms is None else req.at_ms
+            digits = normalize(req.presented)
+            if digits is None or len(digits) != self.keys.index.fmt.significant_length:
+                outcome = Outcome(Verdict.NO_KEY, mode=Method.DTMF)
+            else:
+                outcome = await self._two_factor(req, digits, self.keys.epoch_now(at_ms), at_ms)
+        except Exception as exc:  # noqa: BLE001 - any failure to decide is `error`: the call is rejected
+            log.error("DTMF verification failed (%s); verdict error", type(exc).__name__)
+            outcome = Outcome(Verdict.ERROR, detail={"reason": type(exc).__name__})
+        outcome = dataclasses.replace(outcome, mode=Method.DTMF)
+        await self._record(req, outcome)
+        return outcome
+
+    async def admitted_by_intent(self, req: VerifyRequest, device_id: int, intent_id: str) -> Outcome:
+        """A call whose live intent was just spent: admitted if its device may still use keys (a suspension since the
+        intent was made holds), audited with method `intent`."""
+        device = await self.store.get_device(device_id)
+        stopped = Verdict.ERROR if device is None else inbound_verdict(device.status)
+        detail: dict[str, Any] = {"intent": intent_id}
+        if stopped is not None:
+            outcome = Outcome(stopped, device_id, mode=Method.INTENT, detail=detail)
+        else:
+            registered = device is not None and device.status == DeviceStatus.REGISTERED
+            verdict = Verdict.ADMITTED if registered else Verdict.UNREGISTERED
+            outcome = Outcome(verdict, device_id, mode=Method.INTENT, detail=detail)
+        await self._record(req, outcome)
+        return outcome
+
+    def refused(self, req: VerifyRequest, verdict: Verdict, method: Method, **detail: Any) -> Outcome:
+        """A call the access number turned away without checking a key (`no_key`, `anonymous`, `denied`, ...):
+        its verdict, audited like any."""
+        outcome = Outcome(verdict, mode=method, detail=dict(detail))
+        self._audit_event(req, outcome)
+        return outcome
+
     # -- registration ----------------------------------------------------------------------------------------
     async def register(self, device_id: int, actor: str) -> DeviceRow:
         device = await self.store.get_device(device_id)
@@ -320,7 +368,8 @@ class VerificationService:
     def _audit_event(self, req: VerifyRequest, outcome: Outcome) -> None:
         # the caller number only when the key was the dialed number: in ANI mode it is the key, and in EITHER mode it
         # may be (a phone provisioned for ANI) unless the dialed number was a device's key
-        dnis = outcome.mode is Mode.DNIS and (req.mode is Mode.DNIS or outcome.device_id is not None)
+        keyless_caller = outcome.mode in (Mode.DNIS, Method.DTMF, Method.INTENT)
+        dnis = keyless_caller and (req.mode is Mode.DNIS or outcome.device_id is not None)
         subject = normalize(req.caller) if dnis else None
         event = audit_fields(
             "verify",

@@ -148,6 +148,21 @@ class Dial(Event):
         return self.peer.id or None
 
 
+@dataclass(frozen=True, slots=True)
+class PlaybackFinished(Event):
+    """A playback ended (done, stopped or failed); its lane is the channel it played on (`target_uri`
+    `channel:<id>`)."""
+
+    playback_id: str = ""
+    target_uri: str = ""
+    state: str = ""
+
+    @property
+    def channel_id(self) -> str | None:
+        kind, _, target = self.target_uri.partition(":")
+        return target or None if kind == "channel" else None
+
+
 def parse_event(data: Any) -> Event:
     """Turn a decoded JSON event into a model. Never raises: odd input becomes a generic `Event`."""
     d = as_mapping(data)
@@ -174,6 +189,14 @@ def _parse(d: Mapping[str, Any]) -> Event:
             dialstatus=as_str(d.get("dialstatus")),
             dialstring=as_str(d.get("dialstring")),
             forward=as_str(d.get("forward")),
+        )
+    if kind == "PlaybackFinished":
+        playback = as_mapping(d.get("playback"))
+        return PlaybackFinished(
+            **base,
+            playback_id=as_str(playback.get("id")),
+            target_uri=as_str(playback.get("target_uri")),
+            state=as_str(playback.get("state")),
         )
     if not isinstance(d.get("channel"), Mapping):
         return Event(**base)

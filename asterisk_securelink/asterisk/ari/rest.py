@@ -184,6 +184,21 @@ class AriRest:
     async def ring(self, channel_id: str) -> None:
         await self.request("POST", _path("channels", channel_id, "ring"))
 
+    async def play(self, channel_id: str, media: str, playback_id: str) -> None:
+        """Start playing `media` (e.g. `sound:beep`) on the channel; `PlaybackFinished` names `playback_id`."""
+        params = {"media": media, "playbackId": playback_id}
+        await self.request("POST", _path("channels", channel_id, "play"), params=params)
+
+    async def stop_playback(self, playback_id: str) -> bool:
+        """Stop a playback; False when it already finished (404)."""
+        try:
+            await self.request("DELETE", _path("playbacks", playback_id))
+        except AriError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def originate(
         self,
         endpoint: str,
