@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from alembic import command
 from asterisk_securelink.store import api_models, intent_models  # noqa: F401 - their tables on Base
 from asterisk_securelink.store.migrations import alembic_config, head_revision
 from asterisk_securelink.store.models import Base
