@@ -345,3 +345,47 @@ async def test_two_nodes_with_one_idempotency_key_make_one_intent(two: tuple[Nod
     assert len({r.intent for r in results}) == 1
     assert sorted(r.outcome for r in results) == sorted([CreateOutcome.CREATED] + [CreateOutcome.REPEATED] * 3)
     assert len(await rows(a)) == 1
+
+
+def _process_racer(url: str, device_id: int, name: str, barrier: Any, out: Any) -> None:
+    """One node in its own process: node-a creates each round's intent before the start line, then both admit."""
+
+    async def go() -> list[tuple[bool, list[str | None]]]:
+        n = Node(url)
+        results = []
+        try:
+            async with n.store.engine.connect():  # warm the connection before the start line
+                pass
+            for k in range(ROUNDS):
+                at = NOW + k * RATE_WINDOW_MS
+                if name == "a":
+                    await n.intents.create(device_id, ACCESS, "2001", at, TTL, None, quiet_s=0)
+                barrier.wait()
+                r = await n.intents.admit([device_id], ACCESS, f"PJSIP/{name}-{k}", at + 1000)
+                results.append((r.admitted, [c.spent_channel for c in r.raced]))
+                barrier.wait()  # both done before the next round's intent
+        finally:
+            await n.close()
+        return results
+
+    out.put((name, asyncio.run(go())))
+
+
+async def test_two_processes_racing_one_intent_admit_exactly_one(node: Node, db_url: str) -> None:
+    import multiprocessing as mp
+
+    dev = await device(node)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_process_racer, args=(db_url, dev.id, n, barrier, out)) for n in ("a", "b")]
+    for p in procs:
+        p.start()
+    results = dict(await asyncio.to_thread(lambda: [out.get(timeout=120) for _ in procs]))
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    for k in range(ROUNDS):
+        (won_a, raced_a), (won_b, raced_b) = results["a"][k], results["b"][k]
+        assert won_a != won_b, f"round {k}: a={won_a} b={won_b}"
+        assert (raced_b if won_a else raced_a) == [f"PJSIP/{'a' if won_a else 'b'}-{k}"]
