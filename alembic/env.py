@@ -9,7 +9,10 @@ from sqlalchemy.engine import Connection
 
 from alembic import context
 from asterisk_securelink import config as sl_config
-from asterisk_securelink.store import api_models  # noqa: F401 - registers the device API's tables on Base
+from asterisk_securelink.store import (
+    api_models,  # noqa: F401 - registers the device API's tables on Base
+    intent_models,  # noqa: F401 - registers the intents' tables on Base
+)
 from asterisk_securelink.store.models import Base
 from asterisk_securelink.store.store import make_engine
 
