@@ -44,7 +44,8 @@ from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.provision import device_params
 from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.api_store import ApiStore
-from asterisk_securelink.store.lanes import lanes_for
+from asterisk_securelink.store.intents import IntentStore
+from asterisk_securelink.store.lanes import Lanes, lanes_for
 from asterisk_securelink.store.lockout import LockoutStore
 from asterisk_securelink.store.store import Store
 
@@ -153,9 +154,13 @@ def build(cfg: Config, store: Store, master_key: bytes, *, needs_ari: bool) -> A
     params = device_params(cfg)
     api: ApiStore | None = None
     vouchers: VoucherStore | None = None
+    lanes: Lanes | None = None
     if cfg.device_api.enabled:
         lanes = lanes_for(store.engine)
         vouchers = VoucherStore(lanes, VoucherKeys(master_key), params.trunk)
         api = ApiStore(store, master_key, params, notify=notifier.api_event, vouchers=vouchers, lanes=lanes)
     callkeys = CallKeys(cfg, call_book(cfg, store), vouchers)
-    return App(cfg, store, audit, metrics, publisher, notifier, keys, service, callkeys, api, params)
+    intents = (
+        IntentStore(store, lanes if lanes is not None else lanes_for(store.engine)) if cfg.calling.intents_on else None
+    )
+    return App(cfg, store, audit, metrics, publisher, notifier, keys, service, callkeys, api, params, intents)

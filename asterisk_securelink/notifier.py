@@ -10,6 +10,7 @@ database or for AMI, and a failing sink is logged, never raised into a call.
 | `verdict`       | (the verifier's own, richer)    | securelink_verdicts_total         | SecureLinkVerdict    |
 | `lockout`       | -                               | securelink_lockouts_total         | SecureLinkLockout    |
 | `api_event`     | the event (`device.enroll`, ...)| voucher claims                    | SecureLinkVoucher    |
+| `intent_raced`  | `intent.raced`                  | -                                 | SecureLinkIntentRaced|
 | `overload`      | -                               | securelink_overload_total         | -                    |
 | `admission`     | -                               | securelink_admission_seconds      | -                    |
 | `record`        | the fields given                | -                                 | -                    |
@@ -47,6 +48,8 @@ class Publisher(Protocol):
     ) -> bool: ...
 
     async def publish_voucher(self, result: str, device: int | None, call_id: str | None, reason: str) -> bool: ...
+
+    async def publish_intent_raced(self, device: int, intent_id: str, spent: str, racing: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,14 @@ class Notifier:
                     event.kind, event.source or "", device, event.count, event.limit, event.seconds
                 )
             )
+
+    def intent_raced(self, device_id: int, intent_id: str, spent_channel: str, racing_channel: str) -> None:
+        """An intent spent by one call while another call from its number came in (CALLING.md, "cancel on
+        conflict"): the audit row (`intent.raced`) and AMI `UserEvent: SecureLinkIntentRaced` naming both channels."""
+        detail = {"intent": intent_id, "spent_channel": spent_channel, "racing_channel": racing_channel}
+        self.record(audit_fields("intent.raced", "cancelled", "asterisk", device_id=device_id, detail=detail))
+        if self.publisher is not None:
+            self._spawn(self.publisher.publish_intent_raced(device_id, intent_id, spent_channel, racing_channel))
 
     def api_event(self, event: ApiEvent) -> None:
         """A device API event: its audit row; a claim (`voucher.claim`) is also counted and published."""

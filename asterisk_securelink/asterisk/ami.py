@@ -41,6 +41,7 @@ DEFAULT_RECONNECT_DELAY = 2  # seconds (panoramisk takes an int)
 MAX_VALUE_LENGTH = 256  # characters per header value (Asterisk reads AMI lines into a 1 KiB buffer)
 VERDICT_EVENT = "SecureLinkVerdict"
 VOUCHER_EVENT = "SecureLinkVoucher"
+INTENT_RACED_EVENT = "SecureLinkIntentRaced"
 LOCKOUT_EVENT = "SecureLinkLockout"
 
 _HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
@@ -413,6 +414,18 @@ class AmiPublisher:
             resp = await self.send_action({"Action": "UserEvent", "UserEvent": VOUCHER_EVENT, **headers})
         except Exception as exc:  # noqa: BLE001 - an event never disturbs the API's answer
             log.warning("AMI voucher event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
+            return False
+        return bool(getattr(resp, "success", False))
+
+    async def publish_intent_raced(self, device: int, intent_id: str, spent: str, racing: str) -> bool:
+        """`UserEvent: SecureLinkIntentRaced`: a device's intent was spent by one call (`Channel`, now hung up)
+        while another call from its registered number came in (`RacingChannel`). Never raises."""
+        headers: dict[str, HeaderValue] = {"Device": device, "Intent": intent_id, "Channel": spent,
+                                           "RacingChannel": racing}  # fmt: skip
+        try:
+            resp = await self.send_action({"Action": "UserEvent", "UserEvent": INTENT_RACED_EVENT, **headers})
+        except Exception as exc:  # noqa: BLE001 - an event never disturbs call handling
+            log.warning("AMI intent event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
             return False
         return bool(getattr(resp, "success", False))
 

@@ -36,11 +36,12 @@ from asterisk_securelink.core.numbers import Kind, classify, normalize
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.core.verdicts import Method, Mode, Verdict
 from asterisk_securelink.dialplan import CALL_KEY_VAR, DESTINATION_VAR, METHOD_VAR
-from asterisk_securelink.inbound.dtmf import DtmfCollector, DtmfOutcome, Finished, KeyReady
+from asterisk_securelink.inbound.dtmf import DtmfCollector, DtmfOutcome, Finished, KeyReady, Timing
 from asterisk_securelink.inbound.routing import Action, channel_vars, route_for
 from asterisk_securelink.inbound.service import Outcome, VerificationService, VerifyRequest
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
+from asterisk_securelink.store.intents import AdmitResult, Conflict, Intent
 from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 ACCESS_ARG = "access"
 FAILURE_SOUND = "auth-incorrect"  # every failure after the key sounds alike (CALLING.md)
 FAILURE_SOUND_MAX = 6.0  # seconds the failure sound may play before the call is hung up anyway
+DEFAULT_TIMING = Timing()
 DTMF_SOURCE = "dtmf"  # the guess budget's source of key-alone DTMF (withheld caller numbers)
 
 
@@ -61,23 +63,12 @@ class AccessChannels(ChannelControl, Protocol):
     async def stop_playback(self, playback_id: str) -> bool: ...
 
 
-@dataclass(frozen=True)
-class IntentMatch:
-    """A live intent spent by this call: its id, device and destination."""
-
-    intent_id: str
-    device_id: int
-    destination: str | None
-
-
 class Intents(Protocol):
     """The intents' single use in the shared store (`store.intents.IntentStore`)."""
 
-    async def admit_call(
-        self, device_ids: Sequence[int], access_number: str, channel: str, now_ms: int
-    ) -> IntentMatch | None: ...
+    async def admit(self, device_ids: Sequence[int], access_number: str, channel: str, now_ms: int) -> AdmitResult: ...
 
-    async def clear_noise(self, device_id: int, channel: str) -> None: ...
+    async def clear_noise(self, device_id: int, channel: str) -> int: ...
 
 
 @dataclass(eq=False)
@@ -101,6 +92,7 @@ class AccessHandler:
         intents: Intents | None = None,
         callkeys: CallKeys | None = None,
         registrable: Callable[[str, int], None] | None = None,
+        timing: Timing = DEFAULT_TIMING,
         clock_ms: Callable[[], int] = now_ms,
         monotonic_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
     ) -> None:
@@ -112,6 +104,7 @@ class AccessHandler:
         self.intents = intents
         self.callkeys = callkeys
         self.registrable = registrable  # inbound handlers: this channel may register this (unregistered) device
+        self.timing = timing  # the DTMF timers (CALLING.md: 10 s / 4 s / 30 s)
         self.clock_ms = clock_ms
         self.monotonic_ms = monotonic_ms
         self._sessions: dict[str, _Session] = {}  # channel id -> its DTMF collection
@@ -173,10 +166,12 @@ class AccessHandler:
         if self.intents is not None and self.calling.intents_on and caller.kind is Kind.DIGITS:
             named = await self.service.named_devices(call.caller)
             if named:
-                match = await self.intents.admit_call(named, access, call.channel_id, self.clock_ms())
-                if match is not None:
-                    await self._admit_by_intent(call, match)
+                found = await self.intents.admit(named, access, call.channel_id, self.clock_ms())
+                if found.intent is not None:
+                    await self._admit_by_intent(call, found.intent)
                     return True
+                for conflict in found.raced:  # spent by another call from this number: a spoofer raced the phone
+                    await self._raced(call, conflict)
         key = normalize(call.caller) or ""
         if len(self._sessions) >= self.calling.max_dtmf_sessions or key in self._callers:
             outcome = self.service.refused(req, Verdict.ERROR, Method.DTMF, reason="dtmf sessions")
@@ -189,11 +184,21 @@ class AccessHandler:
         self._tasks.spawn(self._collect(session, key), name=f"dtmf-{call.channel_id}")
         return False
 
-    async def _admit_by_intent(self, call: CallInfo, match: IntentMatch) -> None:
+    async def _admit_by_intent(self, call: CallInfo, intent: Intent) -> None:
         req = self._request(call, Method.INTENT)
-        outcome = await self.service.admitted_by_intent(req, match.device_id, match.intent_id)
+        outcome = await self.service.admitted_by_intent(req, intent.device_id, intent.intent_id)
         self._tell(call, outcome)
-        await self._route(call, outcome, match.destination)
+        await self._route(call, outcome, intent.destination)
+
+    async def _raced(self, call: CallInfo, conflict: Conflict) -> None:
+        """CALLING.md, "cancel on conflict": the call the intent admitted is hung up (cause 21), and both channels
+        are named on AMI (`SecureLinkIntentRaced`) and in the audit. This call goes on to DTMF."""
+        spent = conflict.spent_channel or ""
+        log.warning("intent %s of device %s raced: call %s admitted by it is hung up; call %s goes to DTMF",
+                    conflict.intent_id, conflict.device_id, spent, call.channel_id)  # fmt: skip
+        if spent:
+            await hangup_quietly(self.channels, spent, "rejected")
+        self.notifier.intent_raced(conflict.device_id, conflict.intent_id, spent, call.channel_id)
 
     # -- DTMF --------------------------------------------------------------------------------------------------
     async def _collect(self, session: _Session, caller_key: str) -> None:
@@ -211,7 +216,7 @@ class AccessHandler:
         call, cid = session.call, session.call.channel_id
         await self.channels.answer(cid)
         answered_at = self.clock_ms()  # the key's windows are judged around the answer
-        collector = DtmfCollector(self.service.keys.index.fmt.significant_length, self.monotonic_ms())
+        collector = DtmfCollector(self.service.keys.index.fmt.significant_length, self.monotonic_ms(), self.timing)
         prompt = await self._play(session, self.calling.dtmf_prompt)
         outcome: Outcome | None = None
         while not collector.finished:
