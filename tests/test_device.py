@@ -63,7 +63,7 @@ def prov(
     trunk: tuple[str, ...] = (),
     key_id: str = "vector",
 ) -> Provisioning:
-    return Provisioning(key_id, secret, period, t0, inbound, outbound, 1, look_ahead, trunk_prefixes=trunk, device_id=7)
+    return Provisioning(period, t0, inbound, outbound, 1, look_ahead, trunk, key_id=key_id, secret=secret, device_id=7)
 
 
 def outbound(p: Provisioning, epoch: int) -> str:
@@ -233,9 +233,9 @@ def test_no_reset_within_look_ahead() -> None:
 
 
 def test_dnis_presentation_dials_the_access_prefix_and_the_significant_part() -> None:
-    p = Provisioning("k1", VECTOR_SECRET, 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", mode="dnis", dial="9")
+    p = Provisioning(30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", mode="dnis", dial="9", key_id="k1", secret=VECTOR_SECRET)
     assert inbound_key(p, 0).present == "9" + "2677638475"
-    bare = Provisioning("k1", VECTOR_SECRET, 30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis")
+    bare = Provisioning(30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis", key_id="k1", secret=VECTOR_SECRET)
     assert inbound_key(bare, 0).present == "5551638475"  # no access prefix: the key itself
 
 
@@ -481,8 +481,8 @@ def enrolled(c: Config, d: DeviceRow) -> Provisioning:
     """What `securelink device add` gives the device: the derived secret and the platform's key settings."""
     k = c.keys
     p = Provisioning(
-        d.key_id, device_secret(MASTER, d.key_id), k.period, k.t0, k.inbound_format, k.outbound_format,
-        k.look_behind, k.look_ahead, trunk_prefixes=k.trunk_prefixes, device_id=d.id,
+        k.period, k.t0, k.inbound_format, k.outbound_format, k.look_behind, k.look_ahead, k.trunk_prefixes,
+        key_id=d.key_id, secret=device_secret(MASTER, d.key_id), device_id=d.id,
     )  # fmt: skip
     return device.load(p.uri())  # through the URI, as the phone gets it
 

@@ -61,7 +61,7 @@ def _provisioning(cfg: Config, master: bytes, device: DeviceRow) -> Provisioning
         outbound_format=k.outbound_format,
         look_behind=k.look_behind,
         look_ahead=k.look_ahead,
-        trunk_prefixes=k.trunk_prefixes,
+        trunk=k.trunk_prefixes,
         mode=provision_mode(cfg),
         dial=cfg.inbound.dial_prefix,
         device_id=device.id,
