@@ -43,6 +43,7 @@ from asterisk_securelink.device.reference import (
     present_inbound,
 )
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -479,11 +480,7 @@ def cfg(tmp_path: Path, **keys: object) -> Config:
 
 def enrolled(c: Config, d: DeviceRow) -> Provisioning:
     """What `securelink device add` gives the device: the derived secret and the platform's key settings."""
-    k = c.keys
-    p = Provisioning(
-        k.period, k.t0, k.inbound_format, k.outbound_format, k.look_behind, k.look_ahead, k.trunk_prefixes,
-        key_id=d.key_id, secret=device_secret(MASTER, d.key_id), device_id=d.id,
-    )  # fmt: skip
+    p = Provisioning.of(device_params(c), key_id=d.key_id, secret=device_secret(MASTER, d.key_id), device_id=d.id)
     return device.load(p.uri())  # through the URI, as the phone gets it
 
 

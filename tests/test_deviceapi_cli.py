@@ -11,7 +11,7 @@ from test_cli import run
 from asterisk_securelink import config, masterkey
 from asterisk_securelink.core.slk1 import device_secret, now_ms
 from asterisk_securelink.deviceapi.codes import code_hash, format_code, parse_enrollment_uri
-from asterisk_securelink.deviceapi.runtime import device_params
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.store import Store
 

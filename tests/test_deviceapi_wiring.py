@@ -21,7 +21,7 @@ from test_outbound_unit import FakeStore, Hooks, caller, device, keyer_for
 from asterisk_securelink import config, escrow, masterkey
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.deviceapi.codes import code_hash, format_code, new_code
-from asterisk_securelink.deviceapi.runtime import Vouchers, device_api_for, device_params
+from asterisk_securelink.deviceapi.runtime import Vouchers, device_api_for
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.dialplan import CALL_KEY_VAR
 from asterisk_securelink.doctor import certificate_check, device_api_checks
@@ -29,6 +29,7 @@ from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.inbound.stasis import Handlers
 from asterisk_securelink.outbound.callkeys import CallBook, open_row
 from asterisk_securelink.outbound.controller import Outbound
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.api_store import ApiStore, add_code, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store

@@ -17,37 +17,21 @@ from typing import Any, Final
 
 from asterisk_securelink import escrow, masterkey
 from asterisk_securelink.asterisk.ami import AmiPublisher
-from asterisk_securelink.cli.devices import provision_mode
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import now_ms
-from asterisk_securelink.deviceapi.ports import ApiEvent, DeviceParams
+from asterisk_securelink.deviceapi.ports import ApiEvent
 from asterisk_securelink.deviceapi.server import server_from_config
 from asterisk_securelink.deviceapi.vouchers import Presentation
 from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.service import VerificationService
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.outbound.callkeys import CallBook, CallKeyIssued
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.store.api_store import ApiStore
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY: Final = 30.0  # seconds between purges of expired vouchers, nonces and codes
-
-
-def device_params(cfg: Config) -> DeviceParams:
-    """The provisioning parameters every device gets (the same values `securelink device add` puts in its URI)."""
-    k = cfg.keys
-    return DeviceParams(
-        period=k.period,
-        t0=k.t0,
-        inbound_format=k.inbound_format,
-        outbound_format=k.outbound_format,
-        look_behind=k.look_behind,
-        look_ahead=k.look_ahead,
-        trunk=k.trunk_prefixes,
-        mode=provision_mode(cfg),
-        dial=cfg.inbound.dial_prefix,
-    )
 
 
 class Vouchers:
