@@ -1,10 +1,10 @@
-"""The provisioning parameters every device gets, from the config (the same values `securelink device add` puts in
-its URI and the device API's enroll answer carries)."""
+"""The provisioning parameters this platform gives every device, from its config: one builder for both ways a device
+gets them, the URI of `securelink device add|rotate` and the device API's enrollment and status answers."""
 
 from __future__ import annotations
 
 from asterisk_securelink.config import Config
-from asterisk_securelink.deviceapi.ports import DeviceParams
+from asterisk_securelink.core.provisioning import DeviceParams
 
 
 def provision_mode(cfg: Config) -> str:
@@ -17,6 +17,8 @@ def provision_mode(cfg: Config) -> str:
 
 
 def device_params(cfg: Config) -> DeviceParams:
+    """Every SLK1 1.1 provisioning parameter but key_id and secret: `trunk` is `keys.trunk_prefixes` (the phone
+    compares the platform's outbound keys with it), `dial` is `inbound.dial_prefix`."""
     k = cfg.keys
     return DeviceParams(
         period=k.period,

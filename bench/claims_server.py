@@ -97,7 +97,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 def bench_params() -> Any:
-    from asterisk_securelink.deviceapi.ports import DeviceParams
+    from asterisk_securelink.core.provisioning import DeviceParams
 
     return DeviceParams(period=30, t0=0, inbound_format="+1NXXNXXXXXX", outbound_format="+1NXXNXXXXXX",
                         look_behind=1, look_ahead=1, trunk=("0", "011"), mode="ani")  # fmt: skip

@@ -280,7 +280,7 @@ def test_provisioning_uri_carries_every_1_1_parameter(home: Path) -> None:
     assert names == want  # each exactly once
     prov = parse(uri)
     assert "v=1.1&" in uri and "trunk=0%2C011" in uri
-    assert (prov.trunk_prefixes, prov.mode, prov.dial, prov.look_ahead) == (("0", "011"), "dnis", "8", 1)
+    assert (prov.trunk, prov.mode, prov.dial, prov.look_ahead) == (("0", "011"), "dnis", "8", 1)
 
 
 def test_at_takes_seconds_with_a_fraction_as_integer_milliseconds(home: Path) -> None:

@@ -46,6 +46,7 @@ from asterisk_securelink.device.reference import (
     present_inbound,
 )
 from asterisk_securelink.inbound.service import VerifyRequest
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import DeviceRow, Store
 
@@ -211,9 +212,9 @@ def test_no_reset_within_look_ahead() -> None:
 
 
 def test_dnis_presentation_dials_the_access_prefix_and_the_significant_part() -> None:
-    p = Provisioning("k1", SPEC_SECRET, 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", mode="dnis", dial="9")
+    p = Provisioning(30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", mode="dnis", dial="9", key_id="k1", secret=SPEC_SECRET)
     assert inbound_key(p, 0).present == "9" + "2677638475"
-    bare = Provisioning("k1", SPEC_SECRET, 30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis")
+    bare = Provisioning(30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis", key_id="k1", secret=SPEC_SECRET)
     assert inbound_key(bare, 0).present == "5551638475"  # no access prefix: the key itself
 
 
@@ -449,11 +450,7 @@ def cfg(tmp_path: Path, **keys: object) -> Config:
 
 def enrolled(c: Config, d: DeviceRow) -> Provisioning:
     """What `securelink device add` gives the device: the derived secret and the platform's key settings."""
-    k = c.keys
-    p = Provisioning(
-        d.key_id, device_secret(MASTER, d.key_id), k.period, k.t0, k.inbound_format, k.outbound_format,
-        k.look_behind, k.look_ahead, trunk_prefixes=k.trunk_prefixes, device_id=d.id,
-    )  # fmt: skip
+    p = Provisioning.of(device_params(c), key_id=d.key_id, secret=device_secret(MASTER, d.key_id), device_id=d.id)
     return device.load(p.uri())  # through the URI, as the phone gets it
 
 

@@ -19,6 +19,7 @@ from support.device_cli import qr_matrix, read_terminal, run
 from support.deviceapi_fakes import PARAMS, MemoryDirectory, Voucher, self_signed
 from support.keys import MASTER
 
+from asterisk_securelink.core.provisioning import Provisioning
 from asterisk_securelink.core.slk1 import device_secret, epoch_at_ms, now_ms
 from asterisk_securelink.device import api_client
 from asterisk_securelink.device import enrollment as files
@@ -96,7 +97,7 @@ async def test_enroll_learns_the_secret_the_parameters_and_the_platform_clock(se
         prov = enrolled.provisioning
         assert (prov.key_id, prov.secret) == ("dev-0001", device_secret(MASTER, "dev-0001"))
         assert (prov.period, prov.t0, prov.inbound_format, prov.outbound_format) == (30, 0, *PARAMS_FORMATS)
-        assert (tuple(prov.trunk_prefixes), prov.mode, prov.dial, prov.look_ahead) == (PARAMS.trunk, "ani", "", 1)
+        assert (tuple(prov.trunk), prov.mode, prov.dial, prov.look_ahead) == (PARAMS.trunk, "ani", "", 1)
         assert abs(enrolled.offset_ms - SKEW_MS) < 2000 and client.offset_ms == enrolled.offset_ms
         assert "secret" not in repr(enrolled) and "hidden" in repr(client.credentials)
         status = await client.device()  # signed by the platform's clock: an hour off locally
@@ -311,7 +312,7 @@ async def test_cli_qr_draws_an_enrollment_uri(server: Server, tmp_path: Path) ->
 
 # -- the state file of an enrolled device (pure) -----------------------------------------------------------------
 def enrolled_file(key_id: str = "dev-0001") -> files.DeviceFile:
-    prov = files.provisioning(key_id, device_secret(MASTER, key_id), PARAMS)
+    prov = Provisioning.of(PARAMS, key_id=key_id, secret=device_secret(MASTER, key_id))
     e = files.Enrollment("https://pbx.example.com:8443", prov, 1_790_000_000_250, 250, ca_file="/etc/ca.pem")
     return files.enrolled(None, e)
 
@@ -353,7 +354,7 @@ def test_cli_a_uri_of_another_key_id_never_replaces_an_enrollment(tmp_path: Path
     state.write_text(files.to_json(enrolled_file()))
     state.chmod(0o600)
     uri = tmp_path / "other.uri"
-    uri.write_text(files.provisioning("dev-other", bytes(32), PARAMS).uri())
+    uri.write_text(Provisioning.of(PARAMS, key_id="dev-other", secret=bytes(32)).uri())
     uri.chmod(0o600)
     p = run("key", str(uri), "--state", str(state), "--at", "3010")
     assert p.returncode == 2 and "holds the enrollment of key_id dev-0001" in p.stderr

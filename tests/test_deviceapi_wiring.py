@@ -26,10 +26,10 @@ from asterisk_securelink.callkeys import escrow
 from asterisk_securelink.callkeys.book import CallBook, open_row
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
-from asterisk_securelink.deviceapi import checkup
 from asterisk_securelink.deviceapi.codes import code_hash, format_code, new_code
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.dialplan import CALL_KEY_VAR
+from asterisk_securelink.doctor import certificate_check, device_api_checks
 from asterisk_securelink.inbound.handlers import Handlers
 from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.outbound.controller import Outbound
@@ -228,16 +228,16 @@ async def test_device_api_serves_on_the_event_loop_and_the_doctor_sees_it(store:
     section = {"listen": f"127.0.0.1:{port}", "public_host": HOST, "tls_cert": str(cert), "tls_key": str(key)}
     cfg = config.build({"device_api": section}, {}, tmp_path)
     app = build(cfg, store, MASTER, needs_ari=False)
-    assert await checkup.device_api_checks(config.build({}, {}, tmp_path)) == []  # off: nothing to check
-    down = await checkup.device_api_checks(cfg)
+    assert await device_api_checks(config.build({}, {}, tmp_path)) == []  # off: nothing to check
+    down = await device_api_checks(cfg)
     assert [(c.name, c.ok) for c in down] == [("device API certificate", True), ("device API", False)]
     async with device_api(app) as api:
         assert api is not None
-        checks = await checkup.device_api_checks(cfg)
+        checks = await device_api_checks(cfg)
         assert [(c.name, c.ok) for c in checks] == [("device API certificate", True), ("device API", True)], checks
-    soon = checkup.certificate_check(cfg, datetime.now(UTC) + timedelta(days=20))
+    soon = certificate_check(cfg, datetime.now(UTC) + timedelta(days=20))
     assert not soon.ok and soon.warn and "within 14 days" in soon.detail
-    expired = checkup.certificate_check(cfg, datetime.now(UTC) + timedelta(days=40))
+    expired = certificate_check(cfg, datetime.now(UTC) + timedelta(days=40))
     assert not expired.ok and not expired.warn and "expired" in expired.detail
     off = config.build({}, {}, tmp_path)
     async with device_api(build(off, store, MASTER, needs_ari=False)) as none:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from asterisk_securelink import config, doctor
 from asterisk_securelink.cli.service import cmd_doctor
 from asterisk_securelink.doctor import Check, entry_routes, transports_in
+from asterisk_securelink.store.store import Store
 
 
 def test_transports_are_categories_of_type_transport() -> None:
@@ -49,15 +50,15 @@ def test_a_warning_passes_but_says_so() -> None:
     assert not Check("database", False, "x").passed
 
 
-def _fails(exc: Exception) -> Callable[[config.Config], NoReturn]:
-    def check(cfg: config.Config) -> NoReturn:
+def _fails(exc: Exception) -> Callable[..., NoReturn]:
+    def check(cfg: config.Config, *store: object) -> NoReturn:
         raise exc
 
     return check
 
 
-def _afails(exc: Exception) -> Callable[[config.Config], Awaitable[NoReturn]]:
-    async def check(cfg: config.Config) -> NoReturn:
+def _afails(exc: Exception) -> Callable[..., Awaitable[NoReturn]]:
+    async def check(cfg: config.Config, *store: object) -> NoReturn:
         raise exc
 
     return check
@@ -68,11 +69,11 @@ async def test_an_unexpected_exception_in_a_check_is_a_fail_line_never_a_traceba
 ) -> None:
     """Each check that raises becomes FAIL naming the exception type, never its text (it may hold a secret), and the
     checks after it still run."""
-    monkeypatch.setattr(doctor, "_check_master_key", _fails(ValueError("s3cret in a message")))
-    monkeypatch.setattr(doctor, "_check_database", _afails(RuntimeError("s3cret")))
+    monkeypatch.setattr(doctor, "master_key_check", _fails(ValueError("s3cret in a message")))
+    monkeypatch.setattr(doctor, "database_check", _afails(RuntimeError("s3cret")))
     monkeypatch.setattr(doctor, "key_checks", _afails(KeyError("s3cret")))
-    monkeypatch.setattr(doctor, "_check_ari", _afails(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "s3cret")))
-    monkeypatch.setattr(doctor, "_check_ami", _afails(AssertionError("s3cret")))
+    monkeypatch.setattr(doctor, "ari_checks", _afails(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "s3cret")))
+    monkeypatch.setattr(doctor, "ami_checks", _afails(AssertionError("s3cret")))
     cfg = config.build({}, {}, tmp_path)
     checks = await doctor.run_checks(cfg)
     assert [(c.name, c.ok, c.warn) for c in checks] == [
@@ -88,3 +89,41 @@ async def test_an_unexpected_exception_in_a_check_is_a_fail_line_never_a_traceba
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err and "s3cret" not in out.out + out.err
     assert all(line.startswith(("[FAIL]", "        fix:")) for line in out.out.splitlines())
+
+
+async def test_one_store_serves_the_whole_run_and_is_closed_at_its_end(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The database, key and guess-budget checks share one Store (not one each), closed when the run ends."""
+    opened: list[Store] = []
+    closed: list[Store] = []
+
+    class Counted(Store):
+        @classmethod
+        def from_url(cls, url: str, **kwargs: Any) -> Store:
+            opened.append(store := Store.from_url(url, **kwargs))
+            real_close = store.close
+
+            async def close() -> None:
+                closed.append(store)
+                await real_close()
+
+            store.close = close  # type: ignore[method-assign]
+            return store
+
+    seen: list[Store] = []
+
+    async def keys(cfg: config.Config, store: Store) -> list[Check]:
+        seen.append(store)
+        return []
+
+    monkeypatch.setattr(doctor, "Store", Counted)
+    monkeypatch.setattr(doctor, "key_checks", keys)
+    monkeypatch.setattr(doctor, "budget_checks", keys)
+    monkeypatch.setattr(doctor, "ari_checks", _afails(OSError("no network in a unit test")))
+    monkeypatch.setattr(doctor, "ami_checks", _afails(OSError("no network in a unit test")))
+    (tmp_path / "data").mkdir()
+    cfg = config.build({"database": {"url": f"sqlite:///{tmp_path / 'data' / 'db.sqlite'}"}}, {}, tmp_path)
+    checks = await doctor.run_checks(cfg)
+    assert [c.name for c in checks][:2] == ["master key", "database"]
+    assert len(opened) == 1 and seen == [opened[0], opened[0]] and closed == opened

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError, parse
+from asterisk_securelink.core.provisioning import DeviceParams, Provisioning, ProvisioningError, params_document, parse
 
 SECRET = bytes(range(32))
 B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
-P = Provisioning("kabc", SECRET, 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", 1, 1)
+P = Provisioning(30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX", 1, 1, key_id="kabc", secret=SECRET)
 DNIS = Provisioning(
-    "k7Q2-alice.iphone~2", SECRET, 5, 1_700_000_000, "555XXXXXXX", "+4420XXXXXXXX", 2, 1,
-    trunk_prefixes=("0", "00", "011", "1"), mode="dnis", dial="9",
+    5, 1_700_000_000, "555XXXXXXX", "+4420XXXXXXXX", 2, 1, trunk=("0", "00", "011", "1"), mode="dnis", dial="9",
+    key_id="k7Q2-alice.iphone~2", secret=SECRET,
 )  # fmt: skip
 SPEC_NAMES = ["v", "key_id", "secret", "period", "t0", "in", "out", "look_behind", "look_ahead", "trunk", "mode"]
 
@@ -53,14 +54,14 @@ def test_a_bare_plus_is_a_plus_not_a_space() -> None:
 
 
 def test_defaults_the_platform_passes_from_config() -> None:
-    p = Provisioning("k1", SECRET, 30, 0, "XXXXXXXXXX", "XXXXXXXXXX")
-    assert (p.look_behind, p.look_ahead, p.trunk_prefixes, p.mode, p.dial) == (1, 1, (), "ani", "")
-    listed = Provisioning("k1", SECRET, 30, 0, "XXXXXXXXXX", "XXXXXXXXXX", trunk_prefixes=["0", "011"])
-    assert listed.trunk_prefixes == ("0", "011")  # a list from the config is kept as a tuple
+    p = Provisioning(30, 0, "XXXXXXXXXX", "XXXXXXXXXX", key_id="k1", secret=SECRET)
+    assert (p.look_behind, p.look_ahead, p.trunk, p.mode, p.dial) == (1, 1, (), "ani", "")
+    listed = Provisioning(30, 0, "XXXXXXXXXX", "XXXXXXXXXX", trunk=["0", "011"], key_id="k1", secret=SECRET)
+    assert listed.trunk == ("0", "011")  # a list from the config is kept as a tuple
 
 
 def test_dnis_with_an_empty_dial_dials_the_key_itself() -> None:
-    p = Provisioning("k1", SECRET, 30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis")
+    p = Provisioning(30, 0, "555XXXXXXX", "XXXXXXXXXX", mode="dnis", key_id="k1", secret=SECRET)
     assert p.uri().endswith("&mode=dnis&dial=") and parse(p.uri()) == p
 
 
@@ -77,7 +78,7 @@ def test_a_1_0_uri_is_still_accepted() -> None:
     assert (p.key_id, p.secret, p.period, p.t0, p.inbound_format, p.outbound_format) == (
         "vector", SECRET, 30, 0, "+1NXXNXXXXXX", "XXXXXXXXXX"
     )  # fmt: skip
-    assert (p.look_behind, p.look_ahead, p.trunk_prefixes, p.mode, p.dial, p.device_id) == (1, 0, (), "ani", "", 7)
+    assert (p.look_behind, p.look_ahead, p.trunk, p.mode, p.dial, p.device_id) == (1, 0, (), "ani", "", 7)
     minimal = f"securelink://provision?v=1&key_id=a&secret={B64}&period=30&in=XXXXXXXXXX&out=XXXXXXXXXX"
     assert (parse(minimal).t0, parse(minimal).look_behind, parse(minimal).look_ahead) == (0, 1, 0)
     assert parse(old).uri().startswith("securelink://provision?v=1.1&")  # re-issued as 1.1
@@ -141,10 +142,28 @@ def test_invalid(uri: str) -> None:
 @pytest.mark.parametrize(
     "fields",
     [{"key_id": "has space"}, {"period": 61}, {"t0": -1}, {"look_ahead": -1}, {"mode": "DNIS"}, {"dial": "+9"},
-     {"trunk_prefixes": ("1", "x")}, {"secret": b"short"}, {"inbound_format": "X"}],
+     {"trunk": ("1", "x")}, {"secret": b"short"}, {"inbound_format": "X"}],
 )  # fmt: skip
 def test_a_provisioning_is_checked_when_it_is_made(fields: dict[str, object]) -> None:
     base: dict[str, object] = {"key_id": "k1", "secret": SECRET, "period": 30, "t0": 0,
                                "inbound_format": "XXXXXXXXXX", "outbound_format": "XXXXXXXXXX"}  # fmt: skip
     with pytest.raises(ProvisioningError):
         Provisioning(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_the_parameters_written_as_json_are_the_device_apis_fields_in_the_specs_order() -> None:
+    """One writer for the device API's answers and the device's state file (DEVICE-API.md, `POST /v1/enroll`)."""
+    assert json.dumps(params_document(DNIS)) == (
+        '{"period": 5, "t0": 1700000000, "in": "555XXXXXXX", "out": "+4420XXXXXXXX", "look_behind": 2, '
+        '"look_ahead": 1, "trunk": "0,00,011,1", "mode": "dnis", "dial": "9"}'
+    )
+    shared = DeviceParams(5, 1_700_000_000, "555XXXXXXX", "+4420XXXXXXXX", 2, 1, ("0", "00", "011", "1"), "dnis", "9")
+    assert params_document(shared) == params_document(DNIS)
+
+
+def test_a_provisioning_is_the_shared_parameters_given_a_key_id_and_secret() -> None:
+    shared = DeviceParams(5, 1_700_000_000, "555XXXXXXX", "+4420XXXXXXXX", 2, 1, ["0", "00", "011", "1"], "dnis", "9")
+    p = Provisioning.of(shared, key_id="k7Q2-alice.iphone~2", secret=SECRET, device_id=3)
+    assert p == DNIS and p.device_id == 3 and p.trunk == ("0", "00", "011", "1")
+    with pytest.raises(ProvisioningError):
+        Provisioning.of(shared, key_id="k1", secret=b"short")  # checked like any provisioning

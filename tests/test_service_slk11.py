@@ -223,8 +223,8 @@ async def test_strength_report_uses_w_with_look_ahead_and_names_the_burst_cost(s
     no_burst = strength_check(cfg(tmp_path, keys={"look_ahead": 0}), 4)
     assert no_burst.ok and "burst" not in no_burst.detail and "W=2" in no_burst.detail
     if "sqlite" in str(store.engine.url):
-        strength, settings = await key_checks(c)
+        strength, settings = await key_checks(c, store)
         assert strength.name == "key strength" and settings.ok
         changed = cfg(tmp_path, database={"url": str(store.engine.url)}, keys={"period": 10})
-        assert not (await key_checks(changed))[1].ok  # doctor reads, never records
+        assert not (await key_checks(changed, store))[1].ok  # doctor reads, never records
         assert (await store.settings())["keys.period"] == "30"

@@ -19,6 +19,7 @@ from asterisk_securelink.core.provisioning import Provisioning
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id, check_t0, device_secret, now_ms
 from asterisk_securelink.lifecycle import TRANSITIONS, DeviceStatus, can_rotate
 from asterisk_securelink.livekeys import SETTING_PERIOD, SETTING_T0
+from asterisk_securelink.provision import device_params
 from asterisk_securelink.store.api_store import fork_set_by
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, DuplicateError
@@ -39,33 +40,11 @@ def _new_key_id(master: bytes, uid: str | None) -> str:
     return check_key_id("u" + mac[:20])
 
 
-def provision_mode(cfg: Config) -> str:
-    """The provisioning's `mode`: how the phone presents its key. `inbound.mode = either` accepts both; the phone is
-    told `dnis` when a DNIS access prefix (`inbound.dial_prefix`) is configured, else `ani`."""
-    mode = cfg.inbound.mode
-    if mode == "either":
-        return "dnis" if cfg.inbound.dial_prefix else "ani"
-    return mode
-
-
 def _provisioning(cfg: Config, master: bytes, device: DeviceRow) -> Provisioning:
-    """Every SLK1 1.1 provisioning parameter, from the config (`trunk` is `keys.trunk_prefixes`: the phone compares
-    the platform's outbound keys with it; `dial` is `inbound.dial_prefix`)."""
-    k = cfg.keys
-    return Provisioning(
-        key_id=device.key_id,
-        secret=device_secret(master, device.key_id),
-        period=k.period,
-        t0=k.t0,
-        inbound_format=k.inbound_format,
-        outbound_format=k.outbound_format,
-        look_behind=k.look_behind,
-        look_ahead=k.look_ahead,
-        trunk_prefixes=k.trunk_prefixes,
-        mode=provision_mode(cfg),
-        dial=cfg.inbound.dial_prefix,
-        device_id=device.id,
-    )
+    """The device's provisioning: the parameters every device gets (`provision.device_params`), its key_id and
+    secret."""
+    secret = device_secret(master, device.key_id)
+    return Provisioning.of(device_params(cfg), key_id=device.key_id, secret=secret, device_id=device.id)
 
 
 def _device_line(d: DeviceRow) -> str:

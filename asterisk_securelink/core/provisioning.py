@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 from asterisk_securelink.core import b64
@@ -41,22 +41,54 @@ class ProvisioningError(InputError, ValueError):
 
 
 @dataclass(frozen=True)
-class Provisioning:
-    key_id: str
-    secret: bytes
+class DeviceParams:
+    """Every provisioning parameter but key_id and secret: what every device of a platform is told alike, in its
+    URI (`Provisioning.uri`) and in the device API's answers (`params_document`). Not checked here: a `Provisioning`
+    checks them with its key_id and secret, so a device refuses an answer it could not use."""
+
     period: int
     t0: int
-    inbound_format: str
-    outbound_format: str
+    inbound_format: str  # `in`
+    outbound_format: str  # `out`
     look_behind: int = 1
     look_ahead: int = 1
-    trunk_prefixes: Sequence[str] = ()  # the phone's, for comparing the platform's outbound keys
+    trunk: Sequence[str] = ()  # the phone's trunk prefixes, for comparing the platform's outbound keys
     mode: str = "ani"  # ani: call with the key as caller number; dnis: dial it
     dial: str = ""  # dnis: an access prefix dialled before the key's significant part; empty: dial the key itself
+
+
+def params_document(p: DeviceParams) -> dict[str, Any]:
+    """The parameters as JSON sends them, in this order (the device API's answers, a device's state file): `trunk`
+    comma-separated, `dial` always present."""
+    return {
+        "period": p.period,
+        "t0": p.t0,
+        "in": p.inbound_format,
+        "out": p.outbound_format,
+        "look_behind": p.look_behind,
+        "look_ahead": p.look_ahead,
+        "trunk": ",".join(p.trunk),
+        "mode": p.mode,
+        "dial": p.dial,
+    }
+
+
+@dataclass(frozen=True)
+class Provisioning(DeviceParams):
+    """One device's parameters with its key_id and secret: all a device needs. Every field is checked."""
+
+    key_id: str = field(kw_only=True)
+    secret: bytes = field(kw_only=True)
     device_id: int | None = field(default=None, kw_only=True, compare=False)  # display only; not in 1.1 URIs
 
+    @classmethod
+    def of(cls, params: DeviceParams, *, key_id: str, secret: bytes, device_id: int | None = None) -> Provisioning:
+        """`params` given to one device. Raises ProvisioningError."""
+        shared = {f.name: getattr(params, f.name) for f in fields(DeviceParams)}
+        return cls(**shared, key_id=key_id, secret=secret, device_id=device_id)
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "trunk_prefixes", _checked(self))
+        object.__setattr__(self, "trunk", _checked(self))
 
     def __repr__(self) -> str:  # never show the secret
         return f"Provisioning(device_id={self.device_id}, key_id={self.key_id!r}, secret=<hidden>)"
@@ -73,7 +105,7 @@ class Provisioning:
             ("out", self.outbound_format),
             ("look_behind", str(self.look_behind)),
             ("look_ahead", str(self.look_ahead)),
-            ("trunk", ",".join(self.trunk_prefixes)),
+            ("trunk", ",".join(self.trunk)),
             ("mode", self.mode),
         ]
         if self.mode == "dnis" or self.dial:
@@ -89,7 +121,7 @@ def _checked(p: Provisioning) -> tuple[str, ...]:
         check_period(p.period)
         NumberFormat(p.inbound_format)
         NumberFormat(p.outbound_format)
-        trunk = check_trunk_prefixes(p.trunk_prefixes)
+        trunk = check_trunk_prefixes(p.trunk)
     except (SLK1Error, FormatError, ValueError) as exc:
         raise ProvisioningError(str(exc)) from None
     if not isinstance(p.secret, bytes) or len(p.secret) < MIN_SECRET_LEN:
@@ -166,7 +198,7 @@ def parse(uri: str) -> Provisioning:
         outbound_format=q["out"],
         look_behind=_uint(q, "look_behind" if v11 else "behind", 1),
         look_ahead=_uint(q, "look_ahead" if v11 else "ahead", 0),
-        trunk_prefixes=tuple(trunk.split(",")) if trunk else (),
+        trunk=tuple(trunk.split(",")) if trunk else (),
         mode=q.get("mode", "ani"),
         dial=q.get("dial", ""),
         device_id=None if v11 or "device" not in q else _uint(q, "device"),

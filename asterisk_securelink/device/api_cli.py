@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asterisk_securelink.core.numbers import safe_display
+from asterisk_securelink.core.provisioning import params_document
 from asterisk_securelink.device import enrollment as files
 from asterisk_securelink.device.api_client import (
     AuthenticationFailed,
@@ -178,7 +179,7 @@ def _print_status(args: argparse.Namespace, file: DeviceFile, path: Path, what: 
     prov = e.provisioning
     if args.json:
         doc: dict[str, Any] = {"key_id": prov.key_id, "server": e.server, "status": e.status, "fork": e.fork,
-                               **files.params_document(prov), "server_time_ms": e.server_time_ms,
+                               **params_document(prov), "server_time_ms": e.server_time_ms,
                                "clock_offset_ms": e.clock_offset_ms, "state": str(path)}  # fmt: skip
         if changed is not None:
             doc["changed"] = changed

@@ -34,11 +34,9 @@ from yarl import URL
 
 from asterisk_securelink.core import b64
 from asterisk_securelink.core.numbers import safe_display
-from asterisk_securelink.core.provisioning import VERSION, Provisioning, ProvisioningError
+from asterisk_securelink.core.provisioning import VERSION, DeviceParams, Provisioning, ProvisioningError
 from asterisk_securelink.core.slk1 import now_ms
-from asterisk_securelink.device.enrollment import provisioning
 from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, normalize_code
-from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.deviceapi.settings import is_loopback
 from asterisk_securelink.deviceapi.signing import api_key, authorization
 from asterisk_securelink.errors import ProtocolError
@@ -293,7 +291,7 @@ class DeviceApiClient:
         key_id = _field(doc, "key_id", str)
         secret = _b64url_bytes(doc.get("secret"), "secret")
         try:
-            prov = provisioning(key_id, secret, params_of(doc))
+            prov = Provisioning.of(params_of(doc), key_id=key_id, secret=secret)
         except ProvisioningError as exc:
             raise ServerError(f"the enrollment answer is not a usable provisioning: {exc}") from None
         server_ms = _field(doc, "server_time_ms", int)

@@ -24,7 +24,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from asterisk_securelink.core import b64
-from asterisk_securelink.core.provisioning import VERSION, Provisioning, ProvisioningError
+from asterisk_securelink.core.provisioning import (
+    VERSION,
+    DeviceParams,
+    Provisioning,
+    ProvisioningError,
+    params_document,
+)
 from asterisk_securelink.device.reference import (
     STATE_FORMAT,
     DeviceState,
@@ -33,7 +39,7 @@ from asterisk_securelink.device.reference import (
     state_from_data,
     state_to_json,
 )
-from asterisk_securelink.deviceapi.ports import REVOKED, DeviceParams
+from asterisk_securelink.deviceapi.ports import REVOKED
 
 ENROLLED_FORMAT: Final = "slk1-device-state/2"
 STATUSES: Final = ("provisioned", "registered", "suspended", REVOKED)
@@ -67,23 +73,6 @@ class DeviceFile:
     enrollment: Enrollment | None = None
 
 
-def provisioning(key_id: str, secret: bytes, params: DeviceParams) -> Provisioning:
-    """The device's provisioning from the API's parameters. Raises ProvisioningError."""
-    return Provisioning(
-        key_id=key_id,
-        secret=secret,
-        period=params.period,
-        t0=params.t0,
-        inbound_format=params.inbound_format,
-        outbound_format=params.outbound_format,
-        look_behind=params.look_behind,
-        look_ahead=params.look_ahead,
-        trunk_prefixes=params.trunk,
-        mode=params.mode,
-        dial=params.dial,
-    )
-
-
 def enrolled(previous: DeviceFile | None, enrollment: Enrollment) -> DeviceFile:
     """The file after an enrollment: the previous state kept for the same key_id, period and t0, else fresh (a
     re-enrollment after a rotation has a new key_id)."""
@@ -102,7 +91,7 @@ def with_status(
     e = file.enrollment
     if e is None:
         raise ValueError("the state file holds no enrollment")
-    prov = provisioning(e.provisioning.key_id, e.provisioning.secret, params)
+    prov = Provisioning.of(params, key_id=e.provisioning.key_id, secret=e.provisioning.secret)
     before = params_document(e.provisioning)
     changed = [name for name, value in params_document(prov).items() if before[name] != value]
     state = file.state
@@ -123,19 +112,6 @@ def forget(file: DeviceFile) -> DeviceFile:
 
 
 # -- JSON -----------------------------------------------------------------------------------------------------------
-def params_document(prov: Provisioning) -> dict[str, Any]:
-    """The provisioning parameters but key_id and secret, as the API sends them (`trunk` comma-separated)."""
-    return {
-        "period": prov.period,
-        "t0": prov.t0,
-        "in": prov.inbound_format,
-        "out": prov.outbound_format,
-        "look_behind": prov.look_behind,
-        "look_ahead": prov.look_ahead,
-        "trunk": ",".join(prov.trunk_prefixes),
-        "mode": prov.mode,
-        "dial": prov.dial,
-    }
 
 
 def to_json(file: DeviceFile) -> str:
@@ -200,7 +176,7 @@ def _enrollment(state: DeviceState, e: dict[str, Any]) -> Enrollment:
                      _get(e, "look_ahead", int), tuple(trunk.split(",")) if trunk else (), _get(e, "mode", str),
                      _get(e, "dial", str))  # fmt: skip
     try:
-        prov = provisioning(state.key_id, secret, p)
+        prov = Provisioning.of(p, key_id=state.key_id, secret=secret)
     except ProvisioningError as exc:
         raise StateError(f"device state: enrollment: {exc}") from None
     status = _get(e, "status", str, optional=True)

@@ -259,7 +259,7 @@ def check(prov: Provisioning, number: str | None, now_ms: int, high_water: int |
     found: list[int] = []
     for epoch in outbound_epochs(prov, now_ms):  # every epoch is compared: the time taken does not tell which matched
         key = derive_key(prov.secret, Direction.OUTBOUND, epoch, fmt)
-        if matches(presented.digits, fmt.significant(key), fmt.literal_prefix, prov.trunk_prefixes):
+        if matches(presented.digits, fmt.significant(key), fmt.literal_prefix, prov.trunk):
             found.append(epoch)
     fresh = [e for e in found if high_water is None or e > high_water]
     if fresh:

@@ -12,23 +12,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
 
+from asterisk_securelink.core.provisioning import DeviceParams as DeviceParams  # re-exported: the store imports it here
+
 REVOKED: Final = "revoked"
 ACTOR: Final = "device"  # the audit actor of everything a device does through the API
-
-
-@dataclass(frozen=True)
-class DeviceParams:
-    """A device's provisioning parameters but the secret (SLK1.md 1.1, "Provisioning parameters")."""
-
-    period: int
-    t0: int
-    inbound_format: str  # `in`
-    outbound_format: str  # `out`
-    look_behind: int
-    look_ahead: int
-    trunk: tuple[str, ...]  # the phone's trunk prefixes; sent comma-separated
-    mode: str  # ani | dnis
-    dial: str = ""  # dnis: the access prefix; empty: dial the key itself
 
 
 @dataclass(frozen=True)

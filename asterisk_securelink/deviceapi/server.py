@@ -19,7 +19,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from asterisk_securelink.core import b64
-from asterisk_securelink.core.provisioning import VERSION
+from asterisk_securelink.core.provisioning import VERSION, params_document
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.codes import CodeError, code_hash
 from asterisk_securelink.deviceapi.limits import (
@@ -35,7 +35,6 @@ from asterisk_securelink.deviceapi.ports import (
     ApiEvent,
     ClaimOutcome,
     DeviceDirectory,
-    DeviceParams,
     DeviceView,
 )
 from asterisk_securelink.deviceapi.settings import DeviceApiConfig, listen_address, problems, public_host
@@ -57,21 +56,6 @@ log = logging.getLogger(__name__)
 
 MAX_PRESENTED: Final = 32  # characters of a presented number
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,128}")
-
-
-def params_document(p: DeviceParams) -> dict[str, Any]:
-    """The provisioning parameters as the API sends them (`trunk` comma-separated, `dial` always present)."""
-    return {
-        "period": p.period,
-        "t0": p.t0,
-        "in": p.inbound_format,
-        "out": p.outbound_format,
-        "look_behind": p.look_behind,
-        "look_ahead": p.look_ahead,
-        "trunk": ",".join(p.trunk),
-        "mode": p.mode,
-        "dial": p.dial,
-    }
 
 
 class DeviceApi:

@@ -57,4 +57,4 @@ def prov(
     key_id: str = "vector",
 ) -> Provisioning:
     """A provisioning of the vector secret (device 7), as the device tests build it."""
-    return Provisioning(key_id, secret, period, t0, inbound, outbound, 1, look_ahead, trunk_prefixes=trunk, device_id=7)
+    return Provisioning(period, t0, inbound, outbound, 1, look_ahead, trunk, key_id=key_id, secret=secret, device_id=7)

@@ -14,7 +14,7 @@ import aiohttp
 from asterisk_securelink.config import Config
 from asterisk_securelink.deviceapi.settings import listen_address
 from asterisk_securelink.deviceapi.tls import EXPIRY_WARNING, certificate_problem
-from asterisk_securelink.doctor import Check
+from asterisk_securelink.doctor.check import Check
 
 PROBE_TIMEOUT: Final = 5.0
 _LOCAL: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - wildcards, probed locally
