@@ -399,33 +399,28 @@ class AmiPublisher:
             "Limit": limit,
             "Seconds": seconds,
         }
-        try:
-            resp = await self.send_action({"Action": "UserEvent", "UserEvent": LOCKOUT_EVENT, **headers})
-        except Exception as exc:  # noqa: BLE001 - an event never disturbs call handling
-            log.warning("AMI lockout event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
-            return False
-        return bool(getattr(resp, "success", False))
+        return await self._user_event(LOCKOUT_EVENT, headers)
 
     async def publish_voucher(self, result: str, device: int | None, call_id: str | None, reason: str) -> bool:
         """`UserEvent: SecureLinkVoucher`: a device API claim of a call's key (`Result`: released, repeated,
         already_claimed, not_found; `Reason`). Never the key. True when Asterisk acknowledged it; never raises."""
         headers: dict[str, HeaderValue] = {"Result": result, "Device": device, "CallId": call_id, "Reason": reason}
-        try:
-            resp = await self.send_action({"Action": "UserEvent", "UserEvent": VOUCHER_EVENT, **headers})
-        except Exception as exc:  # noqa: BLE001 - an event never disturbs the API's answer
-            log.warning("AMI voucher event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
-            return False
-        return bool(getattr(resp, "success", False))
+        return await self._user_event(VOUCHER_EVENT, headers)
 
     async def publish_intent_raced(self, device: int, intent_id: str, spent: str, racing: str) -> bool:
         """`UserEvent: SecureLinkIntentRaced`: a device's intent was spent by one call (`Channel`, now hung up)
         while another call from its registered number came in (`RacingChannel`). Never raises."""
         headers: dict[str, HeaderValue] = {"Device": device, "Intent": intent_id, "Channel": spent,
                                            "RacingChannel": racing}  # fmt: skip
+        return await self._user_event(INTENT_RACED_EVENT, headers)
+
+    async def _user_event(self, name: str, headers: dict[str, HeaderValue]) -> bool:
+        """One `UserEvent`; True when Asterisk acknowledged it. Never raises: an event never disturbs a call or an
+        API answer (the failure is logged by its kind, never with the headers)."""
         try:
-            resp = await self.send_action({"Action": "UserEvent", "UserEvent": INTENT_RACED_EVENT, **headers})
-        except Exception as exc:  # noqa: BLE001 - an event never disturbs call handling
-            log.warning("AMI intent event not sent (%s)", exc if isinstance(exc, AmiError) else type(exc).__name__)
+            resp = await self.send_action({"Action": "UserEvent", "UserEvent": name, **headers})
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("AMI %s event not sent (%s)", name, exc if isinstance(exc, AmiError) else type(exc).__name__)
             return False
         return bool(getattr(resp, "success", False))
 

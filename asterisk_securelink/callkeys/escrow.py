@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
@@ -178,25 +180,26 @@ def load_public(path: Path) -> X25519PublicKey:
         )
     if not (found.owned or found.uid == 0):
         raise EscrowError(f"escrow public key {path} must be owned by the user running securelink or by root")
-    try:
-        key = serialization.load_pem_public_key(found.data)
-    except (ValueError, TypeError) as exc:
-        raise EscrowError(f"escrow public key {path} cannot be read: {_reason(exc)}") from None
-    if not isinstance(key, X25519PublicKey):
-        raise EscrowError(f"escrow public key {path} is not an X25519 key")
-    return key
+    return cast(X25519PublicKey, _pem(serialization.load_pem_public_key, found.data, X25519PublicKey,
+                                      f"escrow public key {path}"))  # fmt: skip
 
 
 def load_private(path: Path) -> X25519PrivateKey:
     found = _read_key_file(path, "escrow private key")
     if found.shared:
         raise EscrowError(f"escrow private key {path} has mode {found.mode:04o}; fix with: chmod 600 {path}")
+    load = lambda data: serialization.load_pem_private_key(data, password=None)  # noqa: E731
+    return cast(X25519PrivateKey, _pem(load, found.data, X25519PrivateKey, f"escrow private key {path}"))
+
+
+def _pem(load: Callable[[bytes], object], data: bytes, kind: type, what: str) -> object:
+    """An X25519 key from PEM, or `EscrowError` saying which file and why (never its content)."""
     try:
-        key = serialization.load_pem_private_key(found.data, password=None)
+        key = load(data)
     except (ValueError, TypeError) as exc:
-        raise EscrowError(f"escrow private key {path} cannot be read: {_reason(exc)}") from None
-    if not isinstance(key, X25519PrivateKey):
-        raise EscrowError(f"escrow private key {path} is not an X25519 key")
+        raise EscrowError(f"{what} cannot be read: {_reason(exc)}") from None
+    if not isinstance(key, kind):
+        raise EscrowError(f"{what} is not an X25519 key")
     return key
 
 
