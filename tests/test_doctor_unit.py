@@ -127,3 +127,29 @@ async def test_one_store_serves_the_whole_run_and_is_closed_at_its_end(
     checks = await doctor.run_checks(cfg)
     assert [c.name for c in checks][:2] == ["master key", "database"]
     assert len(opened) == 1 and seen == [opened[0], opened[0]] and closed == opened
+
+
+def test_dtmf_windows_must_cover_the_call_setup(tmp_path: Path) -> None:
+    from asterisk_securelink.doctor.calling import dtmf_window_check
+
+    short = config.build({"keys": {"period": 5}, "calling": {"access_numbers": ["+12155550400"]}}, {}, tmp_path)
+    check = dtmf_window_check(short)  # dtmf_setup_s 20 at period 5 needs look_behind 4
+    assert not check.ok and "look_behind = 4" in check.fix and "bits" in check.fix
+    fine = config.build({"keys": {"period": 30}, "calling": {"access_numbers": ["+12155550400"]}}, {}, tmp_path)
+    assert dtmf_window_check(fine).ok  # 20 s within one 30 s window
+
+
+def test_intent_defences_are_named(tmp_path: Path) -> None:
+    from asterisk_securelink.doctor.calling import intent_defences_check
+
+    on = config.build({"calling": {"access_numbers": ["+12155550400"]}}, {}, tmp_path)
+    detail = intent_defences_check(on).detail
+    assert "120 s quiet window" in detail and "cancel on conflict" in detail and "attestation off" in detail
+    off = config.build({"calling": {"access_numbers": ["+12155550400"], "intent": "off"}}, {}, tmp_path)
+    assert intent_defences_check(off).detail.startswith("off")
+
+
+async def test_no_access_numbers_no_calling_checks(tmp_path: Path) -> None:
+    from asterisk_securelink.doctor.calling import calling_checks
+
+    assert await calling_checks(config.build({}, {}, tmp_path)) == []  # off: nothing to check, no ARI call

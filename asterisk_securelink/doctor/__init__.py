@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from asterisk_securelink.config import Config
 from asterisk_securelink.doctor.asterisk import CONTEXTS, ami_checks, ari_checks, entry_routes, transports_in
+from asterisk_securelink.doctor.calling import calling_checks
 from asterisk_securelink.doctor.check import UNEXPECTED_FIX, Check
 from asterisk_securelink.doctor.database import database_check
 from asterisk_securelink.doctor.device_api import certificate_check, device_api_checks
@@ -71,6 +72,7 @@ async def run_checks(cfg: Config) -> list[Check]:
         ("ARI", lambda: ari_checks(cfg)),
         ("AMI", lambda: ami_checks(cfg)),
         ("device API", lambda: device_api_checks(cfg)),
+        ("access numbers", lambda: calling_checks(cfg)),
     )
     checks: list[Check] = []
     try:
