@@ -35,7 +35,6 @@ from asterisk_securelink.core.lockout import LockoutEvent
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.errors import StartupError
-from asterisk_securelink.inbound.access import Intents
 from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.inbound.service import AuditLog, VerificationService
 from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys
@@ -74,7 +73,7 @@ class App:
     callkeys: CallKeys
     api: ApiStore | None  # the device API's directory: None unless `[device_api] listen`
     params: DeviceParams
-    intents: Intents | None = None  # the intents' single use: None unless `[calling]` offers intents
+    intents: IntentStore | None = None  # the intents' single use: None unless `[calling]` offers intents
 
 
 def verifier(

@@ -13,7 +13,7 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.app import App, ari_client, build
@@ -34,6 +34,7 @@ from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.migrations import head_revision
 from asterisk_securelink.store.store import Store
+from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +196,16 @@ async def _serving(cfg: Config, needs_ari: bool) -> AsyncIterator[tuple[asyncio.
     """What both long-running commands share: the parts with the index kept fresh, and the stop signal."""
     stop = _stop_event()
     async with opened(cfg, needs_ari=needs_ari) as app:
-        refresher = asyncio.create_task(app.keys.keep_fresh(stop), name="index")
+        background = BackgroundTasks()
+        background.spawn(app.keys.keep_fresh(stop), name="index")
+        if app.intents is not None:  # expired intents and old noise records, on every node
+            intents, quiet = app.intents, cfg.calling.intent_quiet
+            background.spawn(_purge_forever("intents", lambda: intents.purge(now_ms(), quiet)), name="intent-purge")
         try:
             yield stop, app
         finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            background.cancel()
+            await background.drain(1.0)
 
 
 async def run_stasis(cfg: Config) -> None:
@@ -252,7 +257,8 @@ async def device_api(app: App) -> AsyncIterator[ApiStore | None]:
         await server.start()
     except OSError as exc:
         raise StartupError(f"device_api.listen: cannot listen on {cfg.device_api.listen} ({exc.strerror})") from None
-    purger = asyncio.create_task(_purge_forever(app.api), name="device-api-purge")
+    api = app.api
+    purger = asyncio.create_task(_purge_forever("device api", lambda: api.purge(now_ms())), name="device-api-purge")
     try:
         yield app.api
     finally:
@@ -261,14 +267,15 @@ async def device_api(app: App) -> AsyncIterator[ApiStore | None]:
         await server.close()
 
 
-async def _purge_forever(api: ApiStore) -> None:
+async def _purge_forever(what: str, purge: Callable[[], Awaitable[dict[str, int]]]) -> None:
+    """Every PURGE_EVERY seconds, delete what can no longer be used (expired vouchers, nonces, codes, intents)."""
     while True:
         try:
-            deleted = await api.purge(now_ms())
+            deleted = await purge()
             if any(deleted.values()):
-                log.debug("device api purge: %s", deleted)
+                log.debug("%s purge: %s", what, deleted)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
-            log.warning("device api: purge failed (%s)", type(exc).__name__)
+            log.warning("%s: purge failed (%s)", what, type(exc).__name__)
         await asyncio.sleep(PURGE_EVERY)
 
 

@@ -37,6 +37,10 @@ class AccessChannels:
 
     calls: list[tuple[str, ...]] = field(default_factory=list)
     played: list[tuple[str, str]] = field(default_factory=list)  # (channel, playback id)
+    functions: dict[str, str] = field(default_factory=dict)  # what get_channel_var answers (STIR_SHAKEN(...))
+
+    async def get_channel_var(self, channel_id: str, name: str) -> str:
+        return self.functions.get(name, "")
 
     async def answer(self, channel_id: str) -> None:
         self.calls.append(("answer", channel_id))
@@ -254,3 +258,34 @@ async def test_an_intent_for_another_access_number_is_cancelled_and_the_call_goe
 async def test_a_number_that_is_no_access_number_is_refused(scene: Scene) -> None:
     await scene.call("c1", exten="+12155550999")
     assert scene.chans.calls == [("hangup", "c1", "rejected")]
+
+
+@pytest.mark.parametrize(
+    ("functions", "admitted"),
+    [
+        ({}, False),  # no STIR/SHAKEN verification at all
+        ({"STIR_SHAKEN(count)": "1", "STIR_SHAKEN(0,verify_result)": "success", "STIR_SHAKEN(0,attestation)": "B"},
+         False),
+        ({"STIR_SHAKEN(count)": "1", "STIR_SHAKEN(0,verify_result)": "failure", "STIR_SHAKEN(0,attestation)": "A"},
+         False),
+        ({"STIR_SHAKEN(count)": "1", "STIR_SHAKEN(0,verify_result)": "success", "STIR_SHAKEN(0,attestation)": "A"},
+         True),
+    ],
+)  # fmt: skip
+async def test_attestation_a_admits_by_intent_only_a_verified_a_call_and_spends_nothing_otherwise(
+    scene: Scene, tmp_path: Path, functions: dict[str, str], admitted: bool
+) -> None:
+    cfg = config.build({"calling": {"access_numbers": [ACCESS], "intent_attestation": "A"}}, {}, tmp_path)
+    chans = AccessChannels(functions=functions)
+    handler = AccessHandler(cfg, scene.svc, chans, Notifier(), intents=scene.intents, timing=FAST)
+    await scene.intents.create(scene.device.id, ACCESS, "2001", now_ms(), 30, None, quiet_s=120)
+    info = CallInfo("a1", "PJSIP/carrier-a1", MOBILE, ACCESS, ("inbound", "access"))
+    await handler.stasis_start(info)
+    await asyncio.sleep(0.05)
+    assert (("answer", "a1") not in chans.calls) is admitted  # admitted before answer, or to DTMF
+    if not admitted:  # the intent was not spent: the phone's own call can still use it
+        await handler.on_event(StasisEnd(type="StasisEnd", channel=Channel("a1")))
+        await handler.close(1)
+        live = await scene.intents.admit((scene.device.id,), ACCESS, "a2", now_ms())
+        assert live.intent is not None
+    await handler.close(1)

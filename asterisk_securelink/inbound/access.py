@@ -42,6 +42,7 @@ from asterisk_securelink.inbound.service import Outcome, VerificationService, Ve
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
 from asterisk_securelink.store.intents import AdmitResult, Conflict, Intent
+from asterisk_securelink.store.store import audit_fields
 from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class AccessChannels(ChannelControl, Protocol):
     async def play(self, channel_id: str, media: str, playback_id: str) -> None: ...
 
     async def stop_playback(self, playback_id: str) -> bool: ...
+
+    async def get_channel_var(self, channel_id: str, name: str) -> str: ...
 
 
 class Intents(Protocol):
@@ -165,6 +168,10 @@ class AccessHandler:
             return True
         if self.intents is not None and self.calling.intents_on and caller.kind is Kind.DIGITS:
             named = await self.service.named_devices(call.caller)
+            if named and not await self._attested(call):
+                self.notifier.record(audit_fields("intent.attestation", "refused", "asterisk", channel=call.name[:128],
+                                                  call_id=call.channel_id, detail={"need": "A"}))  # fmt: skip
+                named = ()  # the intent is not spent: the call goes to DTMF
             if named:
                 found = await self.intents.admit(named, access, call.channel_id, self.clock_ms())
                 if found.intent is not None:
@@ -183,6 +190,25 @@ class AccessHandler:
         self._callers.add(key)
         self._tasks.spawn(self._collect(session, key), name=f"dtmf-{call.channel_id}")
         return False
+
+    async def _attested(self, call: CallInfo) -> bool:
+        """`[calling] intent_attestation = A`: Asterisk verified the call's identity with STIR/SHAKEN and the carrier
+        attested it `A` (`STIR_SHAKEN(count)` >= 1, entry 0 `verify_result` success, `attestation` A). Anything else,
+        an error reading it included, is not attested (fail closed: DTMF)."""
+        need = self.calling.intent_attestation
+        if not need:
+            return True
+        cid = call.channel_id
+        try:
+            count = int(await self.channels.get_channel_var(cid, "STIR_SHAKEN(count)") or "0")
+            if count < 1:
+                return False
+            verified = await self.channels.get_channel_var(cid, "STIR_SHAKEN(0,verify_result)")
+            attestation = await self.channels.get_channel_var(cid, "STIR_SHAKEN(0,attestation)")
+        except Exception as exc:  # noqa: BLE001 - cannot tell: not attested
+            log.warning("access call %s: STIR/SHAKEN not readable (%s)", cid, type(exc).__name__)
+            return False
+        return verified.strip().lower() == "success" and attestation.strip() == need
 
     async def _admit_by_intent(self, call: CallInfo, intent: Intent) -> None:
         req = self._request(call, Method.INTENT)
