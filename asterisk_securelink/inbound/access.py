@@ -336,13 +336,13 @@ class AccessHandler:
         if answered and session is not None:
             playback = await self._play(session, FAILURE_SOUND)
             if playback is not None:
-                done = session.playing[playback]
-                gone = asyncio.ensure_future(session.gone.wait())
+                waits = [asyncio.ensure_future(session.playing[playback].wait()),
+                         asyncio.ensure_future(session.gone.wait())]  # fmt: skip
                 try:
-                    await asyncio.wait([asyncio.ensure_future(done.wait()), gone], timeout=FAILURE_SOUND_MAX,
-                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                    await asyncio.wait(waits, timeout=FAILURE_SOUND_MAX, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    gone.cancel()
+                    for w in waits:
+                        w.cancel()
         await hangup_quietly(self.channels, call.channel_id, "rejected")
 
     def _tell(self, call: CallInfo, outcome: Outcome) -> None:
