@@ -450,8 +450,9 @@ def dtmf_scenario(
 ) -> str:
     """A SIPp UAC scenario: INVITE ``called`` from ``caller`` (From and P-Asserted-Identity, as uac.xml; "" is
     anonymous), ACK the 200, then for each ``(pause_ms, digit)`` wait ``pause_ms`` and send the digit, by RFC 4733
-    (``method="rfc4733"``: ``pcap_dir/dtmf_<i>.pcap`` from ``write_dtmf_pcaps``, payload type 101 offered in the SDP) or SIP INFO
-    (``"info"``: application/dtmf-relay, no telephone-event offered); then wait ``hold_ms`` for Asterisk's BYE, else
+    (``method="rfc4733"``: ``pcap_dir/dtmf_<i>.pcap`` from ``write_dtmf_pcaps``, payload type 101 offered in the SDP)
+    or SIP INFO (``"info"``: application/dtmf-relay, no telephone-event offered); then wait ``hold_ms`` for
+    Asterisk's BYE, else
     send BYE. A BYE from Asterisk at any pause ends the call (answered). It logs ``RESULT|code|ended_by``.
 
     Each pause is a ``recv BYE`` with a timeout, so the PBX may hang up at any moment without an "unexpected
