@@ -6,6 +6,10 @@
   (From ``"Anonymous" <sip:anonymous@anonymous.invalid>``, no P-Asserted-Identity).
 * ``UasProcess`` runs a SIPp UAS (``tests/sipp/uas*.xml``) on a port, e.g. 5070
   (the ``carrier`` AOR) or 5080 (``desk1001``), and exposes the INVITEs it saw.
+* ``run_dtmf_call(caller, called, steps, method=...)`` places one call that, once
+  answered, sends DTMF digits after given pauses (``dtmf_steps("KEY,,2001")``) by
+  RFC 4733 or SIP INFO, from a scenario written per call (``dtmf_scenario``), and
+  reports the final status and who hung up.
 
 Results are read from SIPp's ``<log>`` action output (``-trace_logs -log_file``):
 ``uac.xml`` logs ``RESULT|call_number|caller|called|code`` once per call and the

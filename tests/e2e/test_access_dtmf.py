@@ -110,11 +110,6 @@ def wrong(key: str) -> str:
     return "".join(str((int(c) + 3) % 10) for c in key)
 
 
-def last_audit_id(home: Home) -> int:
-    rows = home.audit()
-    return int(rows[-1]["id"]) if rows else 0
-
-
 def verdict_row(home: Home, uniqueid: str) -> dict[str, Any]:
     """The audit row of the call whose channel uniqueid is `uniqueid` (written in the background: wait for it)."""
     found: list[dict[str, Any]] = []
