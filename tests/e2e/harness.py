@@ -29,6 +29,7 @@ from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_
 PERIOD = 5
 APP = "securelink"
 AGI_PORT = 4573
+ACCESS_NUMBERS = ["+12155550400", "+12155550401"]  # the testbed routes dialled 4XX to +121555504XX
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -139,6 +140,9 @@ secret = "{AMI_SECRET}"
 [agi]
 host = "127.0.0.1"
 port = {AGI_PORT}
+[calling]
+access_numbers = {json.dumps(ACCESS_NUMBERS)}
+dtmf_setup_s = {PERIOD}
 """
 
 

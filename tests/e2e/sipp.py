@@ -6,6 +6,10 @@
   (From ``"Anonymous" <sip:anonymous@anonymous.invalid>``, no P-Asserted-Identity).
 * ``UasProcess`` runs a SIPp UAS (``tests/sipp/uas*.xml``) on a port, e.g. 5070
   (the ``carrier`` AOR) or 5080 (``desk1001``), and exposes the INVITEs it saw.
+* ``run_dtmf_call(caller, called, steps, method=...)`` places one call that, once
+  answered, sends DTMF digits after given pauses (``dtmf_steps("KEY,,2001")``) by
+  RFC 4733 or SIP INFO, from a scenario written per call (``dtmf_scenario``), and
+  reports the final status and who hung up.
 
 Results are read from SIPp's ``<log>`` action output (``-trace_logs -log_file``):
 ``uac.xml`` logs ``RESULT|call_number|caller|called|code`` once per call and the
@@ -23,6 +27,7 @@ import contextlib
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -360,3 +365,334 @@ def uas(port: int = 5070, **kwargs: object) -> Iterator[UasProcess]:
     proc = UasProcess(port, **kwargs)  # type: ignore[arg-type]
     with proc:
         yield proc
+
+
+# ---- DTMF after answer: the access number --------------------------------------------------------------------
+PCAP_DIR = Path(os.environ.get("SECURELINK_SIPP_PCAPS", "/usr/share/sip-tester"))
+PCAP_NAMES = {**{d: d for d in "0123456789"}, "*": "star", "#": "pound"}
+TELEPHONE_EVENT_PT = 101  # the payload type SIPp's dtmf_2833_*.pcap files carry
+PCAP_PLAY_MS = 200  # each dtmf_2833_*.pcap lasts 140 ms: a digit sent by RFC 4733 needs this long before the next
+FAILURE_CODES = (400, 401, 403, 404, 407, 408, 480, 481, 484, 486, 487, 488, 500, 502, 503, 504, 603)
+
+
+@dataclass(frozen=True)
+class DtmfCall:
+    """One call that sends DTMF after the answer: what ``run_dtmf_call`` reports."""
+
+    status_code: int | None  # the INVITE's final status (None: none within 15 s)
+    ended_by: str  # "pbx": Asterisk sent BYE; "uac": SIPp hung up after ``hold_ms``; "none": never answered
+
+
+def _digit_step(digit: str, method: str, cseq: int, from_hdr: str, called: str, pcap: Path) -> str:
+    if method == "rfc4733":
+        return f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
+    return f"""  <send retrans="500">
+    <![CDATA[
+
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {from_hdr};tag=[pid]SIPpTag00[call_number]
+      To: <sip:{called}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      [routes]
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+
+    ]]>
+  </send>
+  <recv request="BYE" optional="true" next="answerbye"/>
+  <recv response="200" timeout="5000" ontimeout="hangup"/>
+"""
+
+
+def write_dtmf_pcaps(digits: str, folder: Path) -> list[Path]:
+    """One pcap per digit (``folder/dtmf_<i>.pcap``): SIPp's dtmf_2833_<d>.pcap with the RTP sequence numbers and
+    timestamps rewritten to keep rising from digit to digit.
+
+    SIPp replays a pcap's RTP headers unchanged, and every one of its DTMF pcaps carries a fixed timestamp (digit 1:
+    13280, 2: 23200, ...; 0: 17632). Asterisk takes an RFC 4733 event only when its timestamp is newer than the last
+    event's, so a key such as ``21`` or ``11`` played from the stock files loses digits. Rewritten, each digit is
+    a new event, as a phone sends it.
+    """
+    out = []
+    for i, digit in enumerate(digits):
+        data = bytearray((PCAP_DIR / f"dtmf_2833_{PCAP_NAMES[digit]}.pcap").read_bytes())
+        if struct.unpack_from("<I", data, 0)[0] != 0xA1B2C3D4 or struct.unpack_from("<I", data, 20)[0] != 1:
+            raise SippError(f"{PCAP_DIR}: expected little-endian Ethernet pcaps")
+        offset, k = 24, 0
+        while offset < len(data):
+            incl = struct.unpack_from("<I", data, offset + 8)[0]
+            ip = offset + 16 + 14  # pcap record header + Ethernet header
+            udp = ip + (data[ip] & 0x0F) * 4
+            rtp = udp + 8
+            if data[rtp + 1] & 0x7F != TELEPHONE_EVENT_PT:
+                raise SippError(f"{PCAP_DIR}: a packet of digit {digit!r} is not payload type {TELEPHONE_EVENT_PT}")
+            struct.pack_into(">HI", data, rtp + 2, 1000 + 20 * i + k, 8000 * (i + 1))  # seq, timestamp
+            struct.pack_into(">H", data, udp + 6, 0)  # no UDP checksum (valid for IPv4)
+            offset += 16 + incl
+            k += 1
+        path = folder / f"dtmf_{i}.pcap"
+        path.write_bytes(bytes(data))
+        out.append(path)
+    return out
+
+
+def dtmf_scenario(
+    caller: str,
+    called: str,
+    steps: Sequence[tuple[int, str]],
+    *,
+    method: str = "rfc4733",
+    hold_ms: int = 20_000,
+    pcap_dir: Path = Path("."),
+) -> str:
+    """A SIPp UAC scenario: INVITE ``called`` from ``caller`` (From and P-Asserted-Identity, as uac.xml; "" is
+    anonymous), ACK the 200, then for each ``(pause_ms, digit)`` wait ``pause_ms`` and send the digit, by RFC 4733
+    (``method="rfc4733"``: ``pcap_dir/dtmf_<i>.pcap`` from ``write_dtmf_pcaps``, payload type 101 offered in the SDP)
+    or SIP INFO (``"info"``: application/dtmf-relay, no telephone-event offered); then wait ``hold_ms`` for
+    Asterisk's BYE, else
+    send BYE. A BYE from Asterisk at any pause ends the call (answered). It logs ``RESULT|code|ended_by``.
+
+    Each pause is a ``recv BYE`` with a timeout, so the PBX may hang up at any moment without an "unexpected
+    message" abort. The digits are written into the XML, so build one scenario per call.
+    """
+    if method not in ("rfc4733", "info"):
+        raise ValueError("method must be rfc4733 or info")
+    _check_field(caller, "caller")
+    _check_field(called, "called")
+    for pause, digit in steps:
+        if digit not in PCAP_NAMES or pause < 0:
+            raise ValueError(f"bad DTMF step {(pause, digit)!r}: a digit 0-9 * # after a pause >= 0 ms")
+        if method == "rfc4733" and pause < PCAP_PLAY_MS:
+            raise ValueError(f"RFC 4733 digits need at least {PCAP_PLAY_MS} ms between them (the pcap plays 140 ms)")
+    if caller:
+        from_hdr = f"<sip:{caller}@{LOCAL_IP}>"
+        identity = f"P-Asserted-Identity: <sip:{caller}@{LOCAL_IP}>"
+    else:
+        from_hdr = '"Anonymous" <sip:anonymous@anonymous.invalid>'
+        identity = "X-Securelink-Test: anonymous"
+    media = "0 101" if method == "rfc4733" else "0"
+    event = (
+        f"a=rtpmap:{TELEPHONE_EVENT_PT} telephone-event/8000\n      a=fmtp:{TELEPHONE_EVENT_PT} 0-16\n      "
+        if method == "rfc4733"
+        else ""
+    )
+    failures = "".join(
+        f'  <recv response="{c}" optional="true" next="failed"><action><assignstr assign_to="code" value="{c}"/>'
+        f"</action></recv>\n"
+        for c in FAILURE_CODES
+    )
+    body = []
+    cseq = 2
+    for i, (pause, digit) in enumerate(steps):
+        body.append(f'  <recv request="BYE" timeout="{max(pause, 1)}" ontimeout="d{i}" next="answerbye"/>\n')
+        body.append(f'  <label id="d{i}"/>\n')
+        body.append(_digit_step(digit, method, cseq, from_hdr, called, pcap_dir / f"dtmf_{i}.pcap"))
+        cseq += method == "info"
+    dialog = f"""      From: {from_hdr};tag=[pid]SIPpTag00[call_number]
+      To: <sip:{called}@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="securelink testbed DTMF UAC">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:{called}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {from_hdr};tag=[pid]SIPpTag00[call_number]
+      To: <sip:{called}@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      {identity}
+      Max-Forwards: 70
+      User-Agent: securelink-testbed-sipp-dtmf
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP {media}
+      a=rtpmap:0 PCMU/8000
+      {event}a=sendrecv
+
+    ]]>
+  </send>
+
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+{failures}  <recv response="200" rrs="true" timeout="15000" ontimeout="noanswer">
+    <action><assignstr assign_to="code" value="200"/></action>
+  </recv>
+
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+{dialog}
+      CSeq: 1 ACK
+      [routes]
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+{"".join(body)}
+  <recv request="BYE" timeout="{max(hold_ms, 1)}" ontimeout="hangup" next="answerbye"/>
+
+  <label id="hangup"/>
+  <nop><action><assignstr assign_to="ended" value="uac"/></action></nop>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+{dialog}
+      CSeq: {cseq} BYE
+      [routes]
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE" optional="true" next="answerbye"/>
+  <recv response="200" crlf="true" next="done"/>
+
+  <label id="answerbye"/>
+  <nop><action><assignstr assign_to="ended" value="pbx"/></action></nop>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop next="done"/>
+
+  <label id="failed"/>
+  <nop><action><assignstr assign_to="ended" value="none"/></action></nop>
+  <send>
+    <![CDATA[
+
+      ACK sip:{called}@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: {from_hdr};tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop next="done"/>
+
+  <label id="noanswer"/>
+  <nop><action><assignstr assign_to="code" value="timeout"/><assignstr assign_to="ended" value="none"/></action></nop>
+
+  <label id="done"/>
+  <nop><action><log message="RESULT|[$code]|[$ended]"/></action></nop>
+</scenario>
+"""
+
+
+def dtmf_steps(digits: str, *, first_ms: int = 1000, gap_ms: int = 250, comma_ms: int = 1000) -> list[tuple[int, str]]:
+    """``(pause_ms, digit)`` steps for a dial string: the first digit ``first_ms`` after the ACK, each next one
+    ``gap_ms`` later; every ``,`` adds ``comma_ms`` of silence (as a phone's pause character does)."""
+    steps: list[tuple[int, str]] = []
+    pause = first_ms
+    for ch in digits:
+        if ch == ",":
+            pause += comma_ms
+            continue
+        steps.append((pause, ch))
+        pause = gap_ms
+    return steps
+
+
+def run_dtmf_call(
+    caller: str,
+    called: str,
+    steps: Sequence[tuple[int, str]],
+    *,
+    method: str = "rfc4733",
+    hold_ms: int = 20_000,
+    timeout: float = 60.0,
+) -> DtmfCall:
+    """Place one call with ``dtmf_scenario`` and report how it went; SIPp is killed after ``timeout`` seconds.
+    Raises SippError when SIPp produced no result line."""
+    with tempfile.TemporaryDirectory(prefix="securelink-sipp-dtmf-") as tmp:
+        tmpdir = Path(tmp)
+        if method == "rfc4733":
+            write_dtmf_pcaps("".join(d for _pause, d in steps), tmpdir)
+        scenario_xml = dtmf_scenario(caller, called, steps, method=method, hold_ms=hold_ms, pcap_dir=tmpdir)
+        scenario = tmpdir / "dtmf.xml"
+        scenario.write_text(scenario_xml)
+        log = tmpdir / "results.log"
+        out = tmpdir / "sipp.out"
+        cmd = [
+            SIPP,
+            ASTERISK_SIP,
+            "-sf",
+            str(scenario),
+            "-m",
+            "1",
+            "-i",
+            LOCAL_IP,
+            "-mi",
+            LOCAL_IP,
+            "-p",
+            "0",
+            "-mp",
+            str(_free_udp_port()),
+            "-nostdin",
+            "-trace_logs",
+            "-log_file",
+            str(log),
+            "-trace_err",
+            "-error_file",
+            str(tmpdir / "errors.log"),
+            "-timeout",
+            f"{int(timeout)}s",
+        ]
+        with out.open("wb") as fh:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=tmpdir, start_new_session=True
+            )
+            try:
+                proc.wait(timeout=timeout + 10)
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                _kill(proc)
+        rows = _parse_log(log, "RESULT")
+        if len(rows) != 1:
+            errors = tmpdir / "errors.log"
+            errs = errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
+            raise SippError(
+                f"SIPp DTMF call produced {len(rows)} results (rc={proc.returncode})\n"
+                f"--- sipp output ---\n{out.read_text(errors='replace')[-2000:]}\n--- sipp errors ---\n{errs}"
+            )
+    code, ended = rows[0]
+    return DtmfCall(int(code) if code.isdigit() else None, ended)
