@@ -84,7 +84,9 @@ async def create_intent(
         result = await directory.create_intent(view.device_id, access, destination, now_ms, idempotency_key)
     except DirectoryUnavailable as exc:
         log.warning("device api: intent of device %s not created: %s", view.device_id, exc)
-        raise refuse(503, "unavailable", "the platform cannot set up calls right now; use DTMF", "unavailable")
+        raise refuse(
+            503, "unavailable", "the platform cannot set up calls right now; use DTMF", "unavailable"
+        ) from None
     if result.outcome is IntentOutcome.RATE_LIMITED:
         retry = str(max(1, result.retry_after_s))
         raise refuse(429, "rate_limited", "too many intents; try again later", "rate_limited", **{"Retry-After": retry})

@@ -23,6 +23,7 @@ from asterisk_securelink.core import b64
 from asterisk_securelink.core.provisioning import DeviceParams, ProvisioningError, params_document, phone_speaks_1_2
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.codes import CodeError, code_hash
+from asterisk_securelink.deviceapi.intent import create_intent
 from asterisk_securelink.deviceapi.limits import (
     IPNetwork,
     RedeemLimiter,
@@ -38,7 +39,6 @@ from asterisk_securelink.deviceapi.ports import (
     DeviceDirectory,
     DeviceView,
 )
-from asterisk_securelink.deviceapi.intent import create_intent
 from asterisk_securelink.deviceapi.settings import DeviceApiConfig, listen_address, problems, public_host
 from asterisk_securelink.deviceapi.signing import SCHEME, Unauthorized, parse_authorization, verify
 from asterisk_securelink.deviceapi.tls import server_context
