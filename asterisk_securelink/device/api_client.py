@@ -6,6 +6,7 @@
         status = await api.device()                                   # GET /v1/device
         await api.set_fork(False)                                     # PUT /v1/device/fork
         voucher = await api.claim("+12677638475")                     # POST /v1/calls/claim
+        intent = await api.intent("2001")                             # POST /v1/calls/intent
 
 Every request but enrollment is signed as the spec says (`deviceapi.signing`), with the request-target exactly as
 sent, the `public_host` the phone was given (the server URL's host[:port]), a fresh nonce and the platform's time as
@@ -34,7 +35,14 @@ from yarl import URL
 
 from asterisk_securelink.core import b64
 from asterisk_securelink.core.numbers import safe_display
-from asterisk_securelink.core.provisioning import VERSION, DeviceParams, Provisioning, ProvisioningError
+from asterisk_securelink.core.provisioning import (
+    ACCESS_MODES,
+    VERSION,
+    VERSION_1_2,
+    DeviceParams,
+    Provisioning,
+    ProvisioningError,
+)
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, normalize_code
 from asterisk_securelink.deviceapi.settings import is_loopback
@@ -81,7 +89,23 @@ class AlreadyClaimed(Refused):
 
 
 class RateLimited(Refused):
-    """429 `rate_limited`: too many failed activation codes from this network or overall; wait."""
+    """429 `rate_limited`: too many failed activation codes from this network or overall, or too many intents;
+    wait (`retry_after_s` when the server said)."""
+
+    retry_after_s: int | None = None
+
+
+class UseDtmf(Refused):
+    """409 `use_dtmf`: no intent now (intents off, or this number is noisy): call the access number and send the key
+    by DTMF."""
+
+
+class UpgradeRequired(Refused):
+    """409 `upgrade_required`: the platform provisions only phones that speak a later SLK1."""
+
+
+class CallRefused(Refused):
+    """403 `denied`, `not_registered`, `suspended`, 409 `no_route`: this call cannot be set up; tell the user."""
 
 
 class RequestRejected(Refused):
@@ -106,6 +130,12 @@ _BY_CODE: Final[Mapping[str, type[Refused]]] = {
     "not_found": NotFound,
     "already_claimed": AlreadyClaimed,
     "rate_limited": RateLimited,
+    "use_dtmf": UseDtmf,
+    "upgrade_required": UpgradeRequired,
+    "denied": CallRefused,
+    "not_registered": CallRefused,
+    "suspended": CallRefused,
+    "no_route": CallRefused,
     "bad_request": RequestRejected,
     "too_large": RequestRejected,
     "unsupported": RequestRejected,
@@ -116,7 +146,15 @@ _MESSAGES: Final[Mapping[type[Refused], str]] = {
     "or a replayed nonce",
     DeviceRevoked: "this device is revoked: its secret must be deleted and the device enrolled again",
     AlreadyClaimed: "this call's key was already released to another claim (is the device secret cloned?)",
-    RateLimited: "too many failed activation codes; try again later",
+    RateLimited: "rate limited (too many failed activation codes, or intents); try again later",
+    UseDtmf: "no intent now: call the access number and send the key by DTMF",
+    UpgradeRequired: "the platform needs a phone that speaks a later SLK1 version",
+}
+_CALL_REFUSED: Final[Mapping[str, str]] = {
+    "denied": "the platform refuses this destination (an intent needs one)",
+    "not_registered": "this device is not registered yet: its first keyed call registers it",
+    "suspended": "this device is suspended",
+    "no_route": "the platform has no route for this device's calls",
 }
 
 
@@ -154,6 +192,22 @@ class DeviceStatus:
     params: DeviceParams
     server_time_ms: int
     offset_ms: int
+
+
+@dataclass(frozen=True)
+class Intent:
+    """`POST /v1/calls/intent`: dial `dial` (from the registered number) while the intent lives."""
+
+    intent_id: str
+    call_id: str
+    dial: str  # the access number, E.164
+    expires_ms: int  # platform time
+    server_time_ms: int
+    received_ms: int  # this device's clock when the answer arrived
+
+    def remaining_ms(self, now_ms: int) -> int:
+        """How long the intent still lives at this device's `now_ms`, by the platform's clock of the answer."""
+        return self.expires_ms - (self.server_time_ms + (now_ms - self.received_ms))
 
 
 @dataclass(frozen=True, repr=False)
@@ -214,6 +268,7 @@ def _field(doc: Mapping[str, Any], name: str, kind: type) -> Any:
 def params_of(doc: Mapping[str, Any]) -> DeviceParams:
     """The provisioning parameters of an answer (`trunk` comma-separated). Raises ServerError."""
     trunk = _field(doc, "trunk", str)
+    mode = _field(doc, "mode", str)
     return DeviceParams(
         period=_field(doc, "period", int),
         t0=_field(doc, "t0", int),
@@ -222,8 +277,9 @@ def params_of(doc: Mapping[str, Any]) -> DeviceParams:
         look_behind=_field(doc, "look_behind", int),
         look_ahead=_field(doc, "look_ahead", int),
         trunk=tuple(trunk.split(",")) if trunk else (),
-        mode=_field(doc, "mode", str),
-        dial=_field(doc, "dial", str),
+        mode=mode,
+        dial="" if mode in ACCESS_MODES else _field(doc, "dial", str),
+        access=_field(doc, "access", str) if mode in ACCESS_MODES else "",
     )
 
 
@@ -278,16 +334,17 @@ class DeviceApiClient:
 
     # -- routes --------------------------------------------------------------------------------------------------
     async def enroll(self, code: str) -> Enrolled:
-        """`POST /v1/enroll`: redeem a one-time activation code (dashes and case ignored). Sent once, never retried:
-        a lost answer has used the code. Raises ValueError for a malformed code, NotFound, RateLimited, ..."""
+        """`POST /v1/enroll`: redeem a one-time activation code (dashes and case ignored), saying this client speaks
+        SLK1 1.2. Sent once, never retried: a lost answer has used the code. Raises ValueError for a malformed code,
+        NotFound, RateLimited, UpgradeRequired, ..."""
         try:
-            body = {"code": normalize_code(code)}
+            body = {"code": normalize_code(code), "v": VERSION_1_2}
         except CodeError as exc:
             raise ValueError(str(exc)) from None
         doc, sent, received = await self._request("POST", "/v1/enroll", body, signed=False, attempts=1,
                                                   not_found="unknown, used or expired activation code")  # fmt: skip
-        if doc.get("v") != VERSION:
-            raise ServerError(f"the enrollment answer is not provisioning version {VERSION}")
+        if doc.get("v") not in (VERSION, VERSION_1_2):
+            raise ServerError(f"the enrollment answer is not provisioning version {VERSION} or {VERSION_1_2}")
         key_id = _field(doc, "key_id", str)
         secret = _b64url_bytes(doc.get("secret"), "secret")
         try:
@@ -301,7 +358,7 @@ class DeviceApiClient:
 
     async def device(self) -> DeviceStatus:
         """`GET /v1/device`: status, fork toggle, parameters and the platform's time (learned as `offset_ms`)."""
-        doc, sent, received = await self._request("GET", "/v1/device", None)
+        doc, sent, received = await self._request("GET", f"/v1/device?v={VERSION_1_2}", None)
         status = _field(doc, "status", str)
         if status not in STATUSES:
             raise ServerError(f"the answer's status is not one of {', '.join(sorted(STATUSES))}")
@@ -328,6 +385,16 @@ class DeviceApiClient:
         if len(call_key) != CALL_KEY_BYTES:
             raise ServerError(f"the answer's call_key is not {CALL_KEY_BYTES} bytes")
         return CallKey(_field(doc, "call_id", str), _field(doc, "call_key_id", str), call_key)
+
+    async def intent(self, destination: str | None, idempotency_key: str | None = None) -> Intent:
+        """`POST /v1/calls/intent`: the access number to dial now for `destination`. A lost answer is asked again
+        with the same `Idempotency-Key` (the same intent). Raises UseDtmf (call by DTMF), RateLimited (wait),
+        CallRefused, DeviceRevoked, ServerError (503: call by DTMF), Unreachable (call by DTMF), ..."""
+        key = idempotency_key or secrets.token_urlsafe(18)
+        doc, _, received = await self._request("POST", "/v1/calls/intent", {"destination": destination},
+                                               headers={"Idempotency-Key": key})  # fmt: skip
+        return Intent(_field(doc, "intent_id", str), _field(doc, "call_id", str), _field(doc, "dial", str),
+                      _field(doc, "expires_ms", int), _field(doc, "server_time_ms", int), received)  # fmt: skip
 
     # -- one request ---------------------------------------------------------------------------------------------
     async def _request(
@@ -375,6 +442,7 @@ class DeviceApiClient:
                                        headers=headers, ssl=self._ssl, allow_redirects=False) as resp:  # fmt: skip
                 status = resp.status
                 raw = await _read_limited(resp)
+                retry_after = resp.headers.get("Retry-After", "")
         except aiohttp.ClientConnectorCertificateError as exc:
             why = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
             raise TlsFailed(f"TLS with {self.public_host} failed: its certificate is {safe_display(why, 80)} "
@@ -384,7 +452,11 @@ class DeviceApiClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unreachable(f"no answer from {self.public_host}: {_reason(exc)}") from None
         received = self.clock()
-        return _answer(status, raw, not_found), sent, received
+        try:
+            return _answer(status, raw, not_found), sent, received
+        except RateLimited as exc:
+            exc.retry_after_s = int(retry_after) if retry_after.isdigit() else None
+            raise
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -422,7 +494,7 @@ def _answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         doc = None
-    if status == 200:
+    if status in (200, 201):
         if not isinstance(doc, dict):
             raise ServerError("the answer is not a JSON object", status=status)
         return doc
@@ -436,6 +508,8 @@ def _answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
                                   409: AlreadyClaimed, 429: RateLimited}.get(status, RequestRejected)  # fmt: skip
     if kind is NotFound:
         message = not_found
+    elif kind is CallRefused:
+        message = _CALL_REFUSED.get(code, "refused")
     elif kind is RequestRejected:
         shown = safe_display(server_message, 120) if isinstance(server_message, str) else "no detail"
         message = f"the server refused the request: HTTP {status} {code or 'error'} ({shown})"
