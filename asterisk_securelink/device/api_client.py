@@ -13,8 +13,8 @@ sent, the `public_host` the phone was given (the server URL's host[:port]), a fr
 far as the client knows it (`offset_ms`, learned from every `server_time_ms`). A claim carries an `Idempotency-Key`;
 when its answer is lost (no answer, a 5xx) it is sent again with the same key (fresh nonce and signature), so the
 phone gets the same voucher. TLS is verified against the system's CAs, or only `ca_file` when given; plain HTTP is
-allowed to a loopback address only. The spec's error codes become the exceptions below; no message holds a secret, a
-code or a call key.
+allowed to a loopback address only. The spec's error codes become the exceptions of `api_errors` (re-exported here);
+no message holds a secret, a code or a call key.
 """
 
 from __future__ import annotations
@@ -44,10 +44,54 @@ from asterisk_securelink.core.provisioning import (
     ProvisioningError,
 )
 from asterisk_securelink.core.slk1 import now_ms
+from asterisk_securelink.device.api_errors import (
+    AlreadyClaimed as AlreadyClaimed,
+)
+from asterisk_securelink.device.api_errors import (
+    AuthenticationFailed as AuthenticationFailed,
+)
+from asterisk_securelink.device.api_errors import (
+    CallRefused as CallRefused,
+)
+from asterisk_securelink.device.api_errors import (
+    DeviceApiError as DeviceApiError,
+)
+from asterisk_securelink.device.api_errors import (
+    DeviceRevoked as DeviceRevoked,
+)
+from asterisk_securelink.device.api_errors import (
+    NotFound as NotFound,
+)
+from asterisk_securelink.device.api_errors import (
+    RateLimited as RateLimited,
+)
+from asterisk_securelink.device.api_errors import (
+    Refused as Refused,
+)
+from asterisk_securelink.device.api_errors import (
+    RequestRejected as RequestRejected,
+)
+from asterisk_securelink.device.api_errors import (
+    ServerError as ServerError,
+)
+from asterisk_securelink.device.api_errors import (
+    TlsFailed as TlsFailed,
+)
+from asterisk_securelink.device.api_errors import (
+    Unreachable as Unreachable,
+)
+from asterisk_securelink.device.api_errors import (
+    UpgradeRequired as UpgradeRequired,
+)
+from asterisk_securelink.device.api_errors import (
+    UseDtmf as UseDtmf,
+)
+from asterisk_securelink.device.api_errors import (
+    answer,
+)
 from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, normalize_code
 from asterisk_securelink.deviceapi.settings import is_loopback
 from asterisk_securelink.deviceapi.signing import api_key, authorization
-from asterisk_securelink.errors import ProtocolError
 
 TIMEOUT: Final = 10.0  # seconds for one request, connection included
 ATTEMPTS: Final = 3  # sends of a retriable request (claim, status, fork) whose answer was lost
@@ -55,107 +99,6 @@ RETRY_DELAYS: Final = (0.25, 1.0)  # seconds before the 2nd and 3rd send
 MAX_ANSWER: Final = 64 * 1024  # bytes of an answer body read at most
 STATUSES: Final = frozenset({"provisioned", "registered", "suspended", "revoked"})
 CALL_KEY_BYTES: Final = 32
-
-
-# -- errors ------------------------------------------------------------------------------------------------------
-class DeviceApiError(ProtocolError):
-    """A request failed. `status` is the HTTP status (0: no answer), `code` the spec's error code (empty: none)."""
-
-    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class Refused(DeviceApiError):
-    """The server answered with one of the spec's errors."""
-
-
-class AuthenticationFailed(Refused):
-    """401 `unauthorized`: wrong key_id or secret, a clock off by more than 60 s, or a replayed nonce."""
-
-
-class DeviceRevoked(Refused):
-    """403 `revoked`: the device is revoked; delete its secret."""
-
-
-class NotFound(Refused):
-    """404 `not_found`: enrollment: an unknown, used or expired code; claim: no live call of this device presented
-    that number (in `outbound.present = number` mode: the platform is not calling this device from that number)."""
-
-
-class AlreadyClaimed(Refused):
-    """409 `already_claimed`: this call's key was released before to another claim (a cloned secret?)."""
-
-
-class RateLimited(Refused):
-    """429 `rate_limited`: too many failed activation codes from this network or overall, or too many intents;
-    wait (`retry_after_s` when the server said)."""
-
-    retry_after_s: int | None = None
-
-
-class UseDtmf(Refused):
-    """409 `use_dtmf`: no intent now (intents off, or this number is noisy): call the access number and send the key
-    by DTMF."""
-
-
-class UpgradeRequired(Refused):
-    """409 `upgrade_required`: the platform provisions only phones that speak a later SLK1."""
-
-
-class CallRefused(Refused):
-    """403 `denied`, `not_registered`, `suspended`, 409 `no_route`: this call cannot be set up; tell the user."""
-
-
-class RequestRejected(Refused):
-    """400, 408, 413, 415: the server did not take the request as sent (a client bug, not a verdict)."""
-
-
-class ServerError(DeviceApiError):
-    """A 5xx, or an answer that is not what the spec says."""
-
-
-class Unreachable(DeviceApiError):
-    """No answer: the connection failed, was cut, or timed out."""
-
-
-class TlsFailed(Unreachable):
-    """The TLS handshake failed: the server's certificate is not trusted (see `ca_file`) or TLS is not spoken."""
-
-
-_BY_CODE: Final[Mapping[str, type[Refused]]] = {
-    "unauthorized": AuthenticationFailed,
-    "revoked": DeviceRevoked,
-    "not_found": NotFound,
-    "already_claimed": AlreadyClaimed,
-    "rate_limited": RateLimited,
-    "use_dtmf": UseDtmf,
-    "upgrade_required": UpgradeRequired,
-    "denied": CallRefused,
-    "not_registered": CallRefused,
-    "suspended": CallRefused,
-    "no_route": CallRefused,
-    "bad_request": RequestRejected,
-    "too_large": RequestRejected,
-    "unsupported": RequestRejected,
-    "timeout": RequestRejected,
-}
-_MESSAGES: Final[Mapping[type[Refused], str]] = {
-    AuthenticationFailed: "authentication failed: wrong key_id or secret, a clock off by more than 60 s, "
-    "or a replayed nonce",
-    DeviceRevoked: "this device is revoked: its secret must be deleted and the device enrolled again",
-    AlreadyClaimed: "this call's key was already released to another claim (is the device secret cloned?)",
-    RateLimited: "rate limited (too many failed activation codes, or intents); try again later",
-    UseDtmf: "no intent now: call the access number and send the key by DTMF",
-    UpgradeRequired: "the platform needs a phone that speaks a later SLK1 version",
-}
-_CALL_REFUSED: Final[Mapping[str, str]] = {
-    "denied": "the platform refuses this destination (an intent needs one)",
-    "not_registered": "this device is not registered yet: its first keyed call registers it",
-    "suspended": "this device is suspended",
-    "no_route": "the platform has no route for this device's calls",
-}
 
 
 # -- values ------------------------------------------------------------------------------------------------------
@@ -453,7 +396,7 @@ class DeviceApiClient:
             raise Unreachable(f"no answer from {self.public_host}: {_reason(exc)}") from None
         received = self.clock()
         try:
-            return _answer(status, raw, not_found), sent, received
+            return answer(status, raw, not_found), sent, received
         except RateLimited as exc:
             exc.retry_after_s = int(retry_after) if retry_after.isdigit() else None
             raise
@@ -486,33 +429,3 @@ def _reason(exc: BaseException) -> str:
 def _offset(server_ms: int, sent: int, received: int) -> int:
     """The platform's clock minus ours: the answer's time against the midpoint of the round trip."""
     return server_ms - (sent + received) // 2
-
-
-def _answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
-    """The JSON object of a 200, or the exception for anything else."""
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        doc = None
-    if status in (200, 201):
-        if not isinstance(doc, dict):
-            raise ServerError("the answer is not a JSON object", status=status)
-        return doc
-    code = doc.get("error") if isinstance(doc, dict) else None
-    code = code if isinstance(code, str) else ""
-    server_message = doc.get("message") if isinstance(doc, dict) else None
-    if status >= 500 or not 400 <= status < 500:
-        detail = f" ({safe_display(server_message, 120)})" if isinstance(server_message, str) else ""
-        raise ServerError(f"the server failed: HTTP {status}{detail}", status=status, code=code)
-    kind = _BY_CODE.get(code) or {401: AuthenticationFailed, 403: DeviceRevoked, 404: NotFound,
-                                  409: AlreadyClaimed, 429: RateLimited}.get(status, RequestRejected)  # fmt: skip
-    if kind is NotFound:
-        message = not_found
-    elif kind is CallRefused:
-        message = _CALL_REFUSED.get(code, "refused")
-    elif kind is RequestRejected:
-        shown = safe_display(server_message, 120) if isinstance(server_message, str) else "no detail"
-        message = f"the server refused the request: HTTP {status} {code or 'error'} ({shown})"
-    else:
-        message = _MESSAGES[kind]
-    raise kind(message, status=status, code=code)
