@@ -40,7 +40,7 @@ from asterisk_securelink.inbound.service import AuditLog, VerificationService
 from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.notifier import Notifier
-from asterisk_securelink.provision import device_params
+from asterisk_securelink.provision import device_params, intent_settings, offer
 from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.intents import IntentStore
@@ -153,13 +153,11 @@ def build(cfg: Config, store: Store, master_key: bytes, *, needs_ari: bool) -> A
     params = device_params(cfg)
     api: ApiStore | None = None
     vouchers: VoucherStore | None = None
-    lanes: Lanes | None = None
-    if cfg.device_api.enabled:
-        lanes = lanes_for(store.engine)
+    lanes: Lanes | None = lanes_for(store.engine) if cfg.device_api.enabled or cfg.calling.intents_on else None
+    intents = IntentStore(store, lanes) if lanes is not None and cfg.calling.intents_on else None
+    if lanes is not None and cfg.device_api.enabled:
         vouchers = VoucherStore(lanes, VoucherKeys(master_key), params.trunk)
-        api = ApiStore(store, master_key, params, notify=notifier.api_event, vouchers=vouchers, lanes=lanes)
+        api = ApiStore(store, master_key, offer(cfg), notify=notifier.api_event, vouchers=vouchers, lanes=lanes,
+                       intents=intents, intent_settings=intent_settings(cfg))  # fmt: skip
     callkeys = CallKeys(cfg, call_book(cfg, store), vouchers)
-    intents = (
-        IntentStore(store, lanes if lanes is not None else lanes_for(store.engine)) if cfg.calling.intents_on else None
-    )
     return App(cfg, store, audit, metrics, publisher, notifier, keys, service, callkeys, api, params, intents)

@@ -1,10 +1,19 @@
 """The provisioning parameters this platform gives every device, from its config: one builder for both ways a device
-gets them, the URI of `securelink device add|rotate` and the device API's enrollment and status answers."""
+gets them, the URI of `securelink device add|rotate` and the device API's enrollment and status answers.
+
+What a phone is offered (`offer`, CALLING.md "Provisioning: SLK1 1.2"): every phone can be given `[inbound] mode`
+(ani or dnis: the shipped dialplan keeps those entries, so the platform always offers one); a phone that speaks SLK1
+1.2 is given `intent` when `[calling]` offers intents (access numbers and `intent = on`), `dtmf` when it has access
+numbers with intents off, with `access` the first of `[calling] access_numbers` (the number the phone dials for DTMF;
+an intent names a number of the whole pool, chosen at random)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from asterisk_securelink.config import Config
-from asterisk_securelink.core.provisioning import DeviceParams
+from asterisk_securelink.core.provisioning import DeviceParams, Offer
+from asterisk_securelink.deviceapi.ports import IntentSettings
 
 
 def provision_mode(cfg: Config) -> str:
@@ -31,3 +40,24 @@ def device_params(cfg: Config) -> DeviceParams:
         mode=provision_mode(cfg),
         dial=cfg.inbound.dial_prefix,
     )
+
+
+def access_params(cfg: Config) -> DeviceParams | None:
+    """The SLK1 1.2 parameters for a phone that speaks 1.2: mode `intent` (intents on) or `dtmf`, `access` the first
+    access number; None when `[calling]` has no access numbers."""
+    calling = cfg.calling
+    if not calling.access_numbers:
+        return None
+    mode = "intent" if calling.intents_on else "dtmf"
+    return replace(device_params(cfg), mode=mode, dial="", access=calling.access_numbers[0])
+
+
+def offer(cfg: Config) -> Offer:
+    """What this platform provisions, by the phone's version (the device API's enrollment and status answers)."""
+    return Offer(device_params(cfg), access_params(cfg))
+
+
+def intent_settings(cfg: Config) -> IntentSettings:
+    """`[calling]` as the device API's intent route needs it."""
+    c = cfg.calling
+    return IntentSettings(c.access_numbers, c.intents_on, c.intent_ttl, c.intent_quiet)

@@ -69,7 +69,7 @@ async def test_a_code_redeems_once_even_when_two_nodes_race(nodes: tuple[Node, N
     assert len(won) == 1
     (r,) = won
     assert (r.device_id, r.key_id, r.secret) == (dev.id, dev.key_id, device_secret(MASTER, dev.key_id))
-    assert r.params == PARAMS and "secret=<hidden>" in repr(r)
+    assert "secret=<hidden>" in repr(r)
     assert await a.api.redeem_code(code_hash(code), NOW + 2000) is None  # used
 
 

@@ -37,6 +37,7 @@ from asterisk_securelink.device.api_client import (
     DeviceRevoked,
     DeviceStatus,
     Enrolled,
+    RateLimited,
     Refused,
     check_server,
 )
@@ -64,10 +65,11 @@ UNANSWERED = 3
 class ApiCommandError(ProtocolError):
     """The API refused or did not answer: one line on stderr, exit 1 or 3."""
 
-    def __init__(self, message: str, exit_code: int, *, revoked: bool = False) -> None:
+    def __init__(self, message: str, exit_code: int, *, revoked: bool = False, code: str = "") -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.revoked = revoked  # 403 revoked: the caller deletes the secret
+        self.code = code  # the spec's error code (empty: none, or no answer)
 
 
 def _run(call: Callable[[], Awaitable[T]]) -> T:
@@ -75,7 +77,10 @@ def _run(call: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_awaited(call))
     except Refused as exc:
         hint = " (rotated? enroll again; clock right?)" if isinstance(exc, AuthenticationFailed) else ""
-        raise ApiCommandError(f"refused: {exc}{hint}", REFUSED, revoked=isinstance(exc, DeviceRevoked)) from None
+        if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
+            hint = f" (retry after {exc.retry_after_s} s)"
+        raise ApiCommandError(f"refused: {exc}{hint}", REFUSED, revoked=isinstance(exc, DeviceRevoked),
+                              code=exc.code) from None  # fmt: skip
     except DeviceApiError as exc:
         raise ApiCommandError(str(exc), UNANSWERED) from None
 
@@ -198,8 +203,8 @@ def _revoked(path: Path, file: DeviceFile) -> None:
     warn(f"the device is revoked: its secret was deleted from {shown_path(path)}")
 
 
-def _ask(
-    args: argparse.Namespace, ask: Callable[[DeviceApiClient], Awaitable[T]]
+def ask(
+    args: argparse.Namespace, request: Callable[[DeviceApiClient], Awaitable[T]]
 ) -> tuple[Path, DeviceFile, Enrollment, T]:
     """Ask the platform with the enrolled state's credentials (`--state`, `--ca`): the state file's path, its
     content, its enrollment and the answer. A device the platform calls revoked deletes its secret, then the error
@@ -210,7 +215,7 @@ def _ask(
 
     async def call() -> T:
         async with client:
-            return await ask(client)
+            return await request(client)
 
     try:
         return path, file, enrollment, _run(call)
@@ -221,7 +226,7 @@ def _ask(
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    path, file, enrollment, s = _ask(args, DeviceApiClient.device)
+    path, file, enrollment, s = ask(args, DeviceApiClient.device)
     if s.key_id != enrollment.provisioning.key_id:
         raise ApiCommandError("the platform answered for another key_id", UNANSWERED)
     try:
@@ -237,7 +242,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    path, file, enrollment, enabled = _ask(args, lambda client: client.set_fork(args.state_word == "on"))
+    path, file, enrollment, enabled = ask(args, lambda client: client.set_fork(args.state_word == "on"))
     save_file(path, files.with_fork(file, enabled))
     if args.json:
         print(json.dumps({"key_id": enrollment.provisioning.key_id, "fork": enabled}))
@@ -247,7 +252,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
-    *_, voucher = _ask(args, lambda client: client.claim(args.number, args.idempotency_key))
+    *_, voucher = ask(args, lambda client: client.claim(args.number, args.idempotency_key))
     if args.json:
         print(json.dumps({"call_id": voucher.call_id, "call_key_id": voucher.call_key_id,
                           "call_key": voucher.call_key_b64}))  # fmt: skip
@@ -271,7 +276,7 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--ca", metavar="FILE", help=ca + " (kept for the other commands)")
     e.add_argument("--state", metavar="FILE", help=state)
     e.add_argument("--json", action="store_true", help="the enrollment as one JSON object (never the secret)")
-    e.set_defaults(func=_api(cmd_enroll))
+    e.set_defaults(func=api_errors(cmd_enroll))
 
     s = sub.add_parser("status", help="the device's status, fork toggle, parameters and the platform's clock")
     f = sub.add_parser("fork", help="turn desk + mobile ringing on or off (the user's own toggle)")
@@ -283,10 +288,10 @@ def add_commands(sub: Any) -> None:
         parser.add_argument("--state", metavar="FILE", help=state)
         parser.add_argument("--ca", metavar="FILE", help=ca + " (default: the one given to enroll)")
         parser.add_argument("--json", action="store_true", help="the answer as one JSON object")
-        parser.set_defaults(func=_api(func))
+        parser.set_defaults(func=api_errors(func))
 
 
-def _api(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def api_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)

@@ -6,14 +6,15 @@
         status = await api.device()                                   # GET /v1/device
         await api.set_fork(False)                                     # PUT /v1/device/fork
         voucher = await api.claim("+12677638475")                     # POST /v1/calls/claim
+        intent = await api.intent("2001")                             # POST /v1/calls/intent
 
 Every request but enrollment is signed as the spec says (`deviceapi.signing`), with the request-target exactly as
 sent, the `public_host` the phone was given (the server URL's host[:port]), a fresh nonce and the platform's time as
 far as the client knows it (`offset_ms`, learned from every `server_time_ms`). A claim carries an `Idempotency-Key`;
 when its answer is lost (no answer, a 5xx) it is sent again with the same key (fresh nonce and signature), so the
 phone gets the same voucher. TLS is verified against the system's CAs, or only `ca_file` when given; plain HTTP is
-allowed to a loopback address only. The spec's error codes become the exceptions below; no message holds a secret, a
-code or a call key.
+allowed to a loopback address only. The spec's error codes become the exceptions of `api_errors` (re-exported here);
+no message holds a secret, a code or a call key.
 """
 
 from __future__ import annotations
@@ -34,12 +35,63 @@ from yarl import URL
 
 from asterisk_securelink.core import b64
 from asterisk_securelink.core.numbers import safe_display
-from asterisk_securelink.core.provisioning import VERSION, DeviceParams, Provisioning, ProvisioningError
+from asterisk_securelink.core.provisioning import (
+    ACCESS_MODES,
+    VERSION,
+    VERSION_1_2,
+    DeviceParams,
+    Provisioning,
+    ProvisioningError,
+)
 from asterisk_securelink.core.slk1 import now_ms
+from asterisk_securelink.device.api_errors import (
+    AlreadyClaimed as AlreadyClaimed,
+)
+from asterisk_securelink.device.api_errors import (
+    AuthenticationFailed as AuthenticationFailed,
+)
+from asterisk_securelink.device.api_errors import (
+    CallRefused as CallRefused,
+)
+from asterisk_securelink.device.api_errors import (
+    DeviceApiError as DeviceApiError,
+)
+from asterisk_securelink.device.api_errors import (
+    DeviceRevoked as DeviceRevoked,
+)
+from asterisk_securelink.device.api_errors import (
+    NotFound as NotFound,
+)
+from asterisk_securelink.device.api_errors import (
+    RateLimited as RateLimited,
+)
+from asterisk_securelink.device.api_errors import (
+    Refused as Refused,
+)
+from asterisk_securelink.device.api_errors import (
+    RequestRejected as RequestRejected,
+)
+from asterisk_securelink.device.api_errors import (
+    ServerError as ServerError,
+)
+from asterisk_securelink.device.api_errors import (
+    TlsFailed as TlsFailed,
+)
+from asterisk_securelink.device.api_errors import (
+    Unreachable as Unreachable,
+)
+from asterisk_securelink.device.api_errors import (
+    UpgradeRequired as UpgradeRequired,
+)
+from asterisk_securelink.device.api_errors import (
+    UseDtmf as UseDtmf,
+)
+from asterisk_securelink.device.api_errors import (
+    answer,
+)
 from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, normalize_code
 from asterisk_securelink.deviceapi.settings import is_loopback
 from asterisk_securelink.deviceapi.signing import api_key, authorization
-from asterisk_securelink.errors import ProtocolError
 
 TIMEOUT: Final = 10.0  # seconds for one request, connection included
 ATTEMPTS: Final = 3  # sends of a retriable request (claim, status, fork) whose answer was lost
@@ -47,77 +99,6 @@ RETRY_DELAYS: Final = (0.25, 1.0)  # seconds before the 2nd and 3rd send
 MAX_ANSWER: Final = 64 * 1024  # bytes of an answer body read at most
 STATUSES: Final = frozenset({"provisioned", "registered", "suspended", "revoked"})
 CALL_KEY_BYTES: Final = 32
-
-
-# -- errors ------------------------------------------------------------------------------------------------------
-class DeviceApiError(ProtocolError):
-    """A request failed. `status` is the HTTP status (0: no answer), `code` the spec's error code (empty: none)."""
-
-    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class Refused(DeviceApiError):
-    """The server answered with one of the spec's errors."""
-
-
-class AuthenticationFailed(Refused):
-    """401 `unauthorized`: wrong key_id or secret, a clock off by more than 60 s, or a replayed nonce."""
-
-
-class DeviceRevoked(Refused):
-    """403 `revoked`: the device is revoked; delete its secret."""
-
-
-class NotFound(Refused):
-    """404 `not_found`: enrollment: an unknown, used or expired code; claim: no live call of this device presented
-    that number (in `outbound.present = number` mode: the platform is not calling this device from that number)."""
-
-
-class AlreadyClaimed(Refused):
-    """409 `already_claimed`: this call's key was released before to another claim (a cloned secret?)."""
-
-
-class RateLimited(Refused):
-    """429 `rate_limited`: too many failed activation codes from this network or overall; wait."""
-
-
-class RequestRejected(Refused):
-    """400, 408, 413, 415: the server did not take the request as sent (a client bug, not a verdict)."""
-
-
-class ServerError(DeviceApiError):
-    """A 5xx, or an answer that is not what the spec says."""
-
-
-class Unreachable(DeviceApiError):
-    """No answer: the connection failed, was cut, or timed out."""
-
-
-class TlsFailed(Unreachable):
-    """The TLS handshake failed: the server's certificate is not trusted (see `ca_file`) or TLS is not spoken."""
-
-
-_BY_CODE: Final[Mapping[str, type[Refused]]] = {
-    "unauthorized": AuthenticationFailed,
-    "revoked": DeviceRevoked,
-    "not_found": NotFound,
-    "already_claimed": AlreadyClaimed,
-    "rate_limited": RateLimited,
-    "bad_request": RequestRejected,
-    "too_large": RequestRejected,
-    "unsupported": RequestRejected,
-    "timeout": RequestRejected,
-}
-_MESSAGES: Final[Mapping[type[Refused], str]] = {
-    AuthenticationFailed: "authentication failed: wrong key_id or secret, a clock off by more than 60 s, "
-    "or a replayed nonce",
-    DeviceRevoked: "this device is revoked: its secret must be deleted and the device enrolled again",
-    AlreadyClaimed: "this call's key was already released to another claim (is the device secret cloned?)",
-    RateLimited: "too many failed activation codes; try again later",
-}
 
 
 # -- values ------------------------------------------------------------------------------------------------------
@@ -154,6 +135,22 @@ class DeviceStatus:
     params: DeviceParams
     server_time_ms: int
     offset_ms: int
+
+
+@dataclass(frozen=True)
+class Intent:
+    """`POST /v1/calls/intent`: dial `dial` (from the registered number) while the intent lives."""
+
+    intent_id: str
+    call_id: str
+    dial: str  # the access number, E.164
+    expires_ms: int  # platform time
+    server_time_ms: int
+    received_ms: int  # this device's clock when the answer arrived
+
+    def remaining_ms(self, now_ms: int) -> int:
+        """How long the intent still lives at this device's `now_ms`, by the platform's clock of the answer."""
+        return self.expires_ms - (self.server_time_ms + (now_ms - self.received_ms))
 
 
 @dataclass(frozen=True, repr=False)
@@ -214,6 +211,7 @@ def _field(doc: Mapping[str, Any], name: str, kind: type) -> Any:
 def params_of(doc: Mapping[str, Any]) -> DeviceParams:
     """The provisioning parameters of an answer (`trunk` comma-separated). Raises ServerError."""
     trunk = _field(doc, "trunk", str)
+    mode = _field(doc, "mode", str)
     return DeviceParams(
         period=_field(doc, "period", int),
         t0=_field(doc, "t0", int),
@@ -222,8 +220,9 @@ def params_of(doc: Mapping[str, Any]) -> DeviceParams:
         look_behind=_field(doc, "look_behind", int),
         look_ahead=_field(doc, "look_ahead", int),
         trunk=tuple(trunk.split(",")) if trunk else (),
-        mode=_field(doc, "mode", str),
-        dial=_field(doc, "dial", str),
+        mode=mode,
+        dial="" if mode in ACCESS_MODES else _field(doc, "dial", str),
+        access=_field(doc, "access", str) if mode in ACCESS_MODES else "",
     )
 
 
@@ -278,16 +277,17 @@ class DeviceApiClient:
 
     # -- routes --------------------------------------------------------------------------------------------------
     async def enroll(self, code: str) -> Enrolled:
-        """`POST /v1/enroll`: redeem a one-time activation code (dashes and case ignored). Sent once, never retried:
-        a lost answer has used the code. Raises ValueError for a malformed code, NotFound, RateLimited, ..."""
+        """`POST /v1/enroll`: redeem a one-time activation code (dashes and case ignored), saying this client speaks
+        SLK1 1.2. Sent once, never retried: a lost answer has used the code. Raises ValueError for a malformed code,
+        NotFound, RateLimited, UpgradeRequired, ..."""
         try:
-            body = {"code": normalize_code(code)}
+            body = {"code": normalize_code(code), "v": VERSION_1_2}
         except CodeError as exc:
             raise ValueError(str(exc)) from None
         doc, sent, received = await self._request("POST", "/v1/enroll", body, signed=False, attempts=1,
                                                   not_found="unknown, used or expired activation code")  # fmt: skip
-        if doc.get("v") != VERSION:
-            raise ServerError(f"the enrollment answer is not provisioning version {VERSION}")
+        if doc.get("v") not in (VERSION, VERSION_1_2):
+            raise ServerError(f"the enrollment answer is not provisioning version {VERSION} or {VERSION_1_2}")
         key_id = _field(doc, "key_id", str)
         secret = _b64url_bytes(doc.get("secret"), "secret")
         try:
@@ -301,7 +301,7 @@ class DeviceApiClient:
 
     async def device(self) -> DeviceStatus:
         """`GET /v1/device`: status, fork toggle, parameters and the platform's time (learned as `offset_ms`)."""
-        doc, sent, received = await self._request("GET", "/v1/device", None)
+        doc, sent, received = await self._request("GET", f"/v1/device?v={VERSION_1_2}", None)
         status = _field(doc, "status", str)
         if status not in STATUSES:
             raise ServerError(f"the answer's status is not one of {', '.join(sorted(STATUSES))}")
@@ -328,6 +328,16 @@ class DeviceApiClient:
         if len(call_key) != CALL_KEY_BYTES:
             raise ServerError(f"the answer's call_key is not {CALL_KEY_BYTES} bytes")
         return CallKey(_field(doc, "call_id", str), _field(doc, "call_key_id", str), call_key)
+
+    async def intent(self, destination: str | None, idempotency_key: str | None = None) -> Intent:
+        """`POST /v1/calls/intent`: the access number to dial now for `destination`. A lost answer is asked again
+        with the same `Idempotency-Key` (the same intent). Raises UseDtmf (call by DTMF), RateLimited (wait),
+        CallRefused, DeviceRevoked, ServerError (503: call by DTMF), Unreachable (call by DTMF), ..."""
+        key = idempotency_key or secrets.token_urlsafe(18)
+        doc, _, received = await self._request("POST", "/v1/calls/intent", {"destination": destination},
+                                               headers={"Idempotency-Key": key})  # fmt: skip
+        return Intent(_field(doc, "intent_id", str), _field(doc, "call_id", str), _field(doc, "dial", str),
+                      _field(doc, "expires_ms", int), _field(doc, "server_time_ms", int), received)  # fmt: skip
 
     # -- one request ---------------------------------------------------------------------------------------------
     async def _request(
@@ -375,6 +385,7 @@ class DeviceApiClient:
                                        headers=headers, ssl=self._ssl, allow_redirects=False) as resp:  # fmt: skip
                 status = resp.status
                 raw = await _read_limited(resp)
+                retry_after = resp.headers.get("Retry-After", "")
         except aiohttp.ClientConnectorCertificateError as exc:
             why = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
             raise TlsFailed(f"TLS with {self.public_host} failed: its certificate is {safe_display(why, 80)} "
@@ -384,7 +395,11 @@ class DeviceApiClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unreachable(f"no answer from {self.public_host}: {_reason(exc)}") from None
         received = self.clock()
-        return _answer(status, raw, not_found), sent, received
+        try:
+            return answer(status, raw, not_found), sent, received
+        except RateLimited as exc:
+            exc.retry_after_s = int(retry_after) if retry_after.isdigit() else None
+            raise
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -414,31 +429,3 @@ def _reason(exc: BaseException) -> str:
 def _offset(server_ms: int, sent: int, received: int) -> int:
     """The platform's clock minus ours: the answer's time against the midpoint of the round trip."""
     return server_ms - (sent + received) // 2
-
-
-def _answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
-    """The JSON object of a 200, or the exception for anything else."""
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        doc = None
-    if status == 200:
-        if not isinstance(doc, dict):
-            raise ServerError("the answer is not a JSON object", status=status)
-        return doc
-    code = doc.get("error") if isinstance(doc, dict) else None
-    code = code if isinstance(code, str) else ""
-    server_message = doc.get("message") if isinstance(doc, dict) else None
-    if status >= 500 or not 400 <= status < 500:
-        detail = f" ({safe_display(server_message, 120)})" if isinstance(server_message, str) else ""
-        raise ServerError(f"the server failed: HTTP {status}{detail}", status=status, code=code)
-    kind = _BY_CODE.get(code) or {401: AuthenticationFailed, 403: DeviceRevoked, 404: NotFound,
-                                  409: AlreadyClaimed, 429: RateLimited}.get(status, RequestRejected)  # fmt: skip
-    if kind is NotFound:
-        message = not_found
-    elif kind is RequestRejected:
-        shown = safe_display(server_message, 120) if isinstance(server_message, str) else "no detail"
-        message = f"the server refused the request: HTTP {status} {code or 'error'} ({shown})"
-    else:
-        message = _MESSAGES[kind]
-    raise kind(message, status=status, code=code)

@@ -25,7 +25,9 @@ from typing import Any, Final
 
 from asterisk_securelink.core import b64
 from asterisk_securelink.core.provisioning import (
+    ACCESS_MODES,
     VERSION,
+    VERSION_1_2,
     DeviceParams,
     Provisioning,
     ProvisioningError,
@@ -126,7 +128,7 @@ def to_json(file: DeviceFile) -> str:
     doc["enrollment"] = {
         "server": e.server,
         "ca_file": e.ca_file,
-        "v": VERSION,
+        "v": e.provisioning.version,
         "secret": b64.encode(e.provisioning.secret),
         **fields,
         "server_time_ms": e.server_time_ms,
@@ -169,12 +171,14 @@ def _enrollment(state: DeviceState, e: dict[str, Any]) -> Enrollment:
         secret = b64.decode(secret_text)
     except ValueError:
         raise StateError("device state: enrollment.secret is not unpadded base64url") from None
-    if e.get("v") != VERSION:
-        raise StateError(f"device state: enrollment.v must be {VERSION!r}")
+    if e.get("v") not in (VERSION, VERSION_1_2):
+        raise StateError(f"device state: enrollment.v must be {VERSION!r} or {VERSION_1_2!r}")
     trunk = _get(e, "trunk", str)
+    mode = _get(e, "mode", str)
+    access = mode in ACCESS_MODES
     p = DeviceParams(state.period, state.t0, _get(e, "in", str), _get(e, "out", str), _get(e, "look_behind", int),
-                     _get(e, "look_ahead", int), tuple(trunk.split(",")) if trunk else (), _get(e, "mode", str),
-                     _get(e, "dial", str))  # fmt: skip
+                     _get(e, "look_ahead", int), tuple(trunk.split(",")) if trunk else (), mode,
+                     "" if access else _get(e, "dial", str), _get(e, "access", str) if access else "")  # fmt: skip
     try:
         prov = Provisioning.of(p, key_id=state.key_id, secret=secret)
     except ProvisioningError as exc:

@@ -1,7 +1,9 @@
 """What the device API needs from the rest of the product: one protocol, `DeviceDirectory`, and its value types.
 
 The server holds no state of its own but the redeem limiter; everything shared between nodes (devices, activation
-codes, nonces, vouchers, the audit) is behind this protocol, implemented over the store. Implementations must keep
+codes, nonces, vouchers, intents, the audit) is behind this protocol, implemented over the store, and so is what the
+platform offers (`offer`: the provisioning by the phone's version; `intents`: the intent settings), since the
+directory is what the composition root hands the server. Implementations must keep
 secrets, codes and call keys out of logs and exception messages.
 """
 
@@ -13,8 +15,12 @@ from enum import StrEnum
 from typing import Final, Protocol
 
 from asterisk_securelink.core.provisioning import DeviceParams as DeviceParams  # re-exported: the store imports it here
+from asterisk_securelink.core.provisioning import Offer as Offer
+from asterisk_securelink.errors import SecureLinkError
 
 REVOKED: Final = "revoked"
+SUSPENDED: Final = "suspended"
+PROVISIONED: Final = "provisioned"  # enrolled, never admitted until its first verified call registers it
 ACTOR: Final = "device"  # the audit actor of everything a device does through the API
 
 
@@ -26,7 +32,6 @@ class DeviceView:
     key_id: str
     status: str  # provisioned | registered | suspended | revoked
     fork: bool
-    params: DeviceParams
 
 
 @dataclass(frozen=True, repr=False)
@@ -36,7 +41,6 @@ class EnrollResult:
     device_id: int
     key_id: str
     secret: bytes
-    params: DeviceParams
 
     def __repr__(self) -> str:  # never show the secret
         return f"EnrollResult(device_id={self.device_id}, key_id={self.key_id!r}, secret=<hidden>)"
@@ -62,11 +66,47 @@ class ClaimResult:
 
 
 @dataclass(frozen=True)
+class IntentSettings:
+    """`[calling]` as the intent route needs it (CALLING.md, "Intent"). `offered`: access numbers and `intent = on`."""
+
+    access_numbers: tuple[str, ...] = ()  # E.164; the route picks one with a CSPRNG
+    on: bool = False
+    ttl_s: int = 30
+    quiet_s: int = 120
+    per_minute: int = 10
+
+    @property
+    def offered(self) -> bool:
+        return self.on and bool(self.access_numbers)
+
+
+class IntentOutcome(StrEnum):
+    CREATED = "created"  # 201
+    REPEATED = "repeated"  # 201: the same Idempotency-Key while the intent lives: the same intent
+    RATE_LIMITED = "rate_limited"  # 429 with Retry-After
+    USE_DTMF = "use_dtmf"  # 409: a call from the device's number matched no intent within intent_quiet
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    outcome: IntentOutcome
+    intent_id: str = ""  # created, repeated
+    call_id: str = ""
+    access_number: str = ""  # the number to dial (a repeat: the one first chosen)
+    expires_ms: int = 0
+    retry_after_s: int = 0  # rate_limited
+
+
+class DirectoryUnavailable(SecureLinkError):
+    """The shared store did not answer (503 `unavailable`). The message names no secret."""
+
+
+@dataclass(frozen=True)
 class ApiEvent:
     """One audit event of the API (columns of the audit table; `actor` is always `device`)."""
 
-    action: str  # device.enroll | voucher.claim
-    result: str  # ok | not_found | released | repeated | already_claimed
+    action: str  # device.enroll | voucher.claim | intent.create
+    result: str  # ok | not_found | released | repeated | already_claimed | created | refused
     device_id: int | None = None
     call_id: str | None = None
     source: str | None = None  # the client address
@@ -74,6 +114,16 @@ class ApiEvent:
 
 
 class DeviceDirectory(Protocol):
+    @property
+    def offer(self) -> Offer:
+        """The provisioning parameters this platform gives a phone, by the version it speaks."""
+        ...
+
+    @property
+    def intents(self) -> IntentSettings:
+        """The intent settings (`[calling]`); `offered` False: the route answers 409 `use_dtmf`."""
+        ...
+
     async def by_key_id(self, key_id: str) -> DeviceView | None:
         """The device whose *current* key_id this is, whatever its status (a revoked device included)."""
         ...
@@ -100,6 +150,14 @@ class DeviceDirectory(Protocol):
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
         """Release the voucher of this device's live call that presented `presented` (SLK1 1.1 comparison), once;
         a repeat with the same non-empty `idempotency_key` gets the same answer."""
+        ...
+
+    async def create_intent(
+        self, device_id: int, access_number: str, destination: str | None, now_ms: int, idempotency_key: str | None
+    ) -> IntentResult:
+        """A new intent of the device for `access_number` (replacing its live one), valid `intents.ttl_s`; or the
+        same intent again for the same non-empty `idempotency_key`; or rate_limited / use_dtmf. The caller checked
+        the device's status, the destination and the settings. Raises DirectoryUnavailable when the store fails."""
         ...
 
     def audit(self, event: ApiEvent) -> None:

@@ -1,6 +1,7 @@
 """The device API's routes and its listener (`docs/device-api.md`, "Routes"). A thin shell over the pure core.
 
-`DeviceApi` holds the handlers: `POST /v1/enroll`, `GET /v1/device`, `PUT /v1/device/fork`, `POST /v1/calls/claim`.
+`DeviceApi` holds the handlers: `POST /v1/enroll`, `GET /v1/device`, `PUT /v1/device/fork`, `POST /v1/calls/claim`,
+`POST /v1/calls/intent` (`intent.py`).
 Authentication follows `signing` in the spec's order: parse -> signature -> clock -> nonce (stored only after the
 signature verified); any failure is the same 401. A revoked device that authenticated gets 403 `revoked` on every
 route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
@@ -19,9 +20,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from asterisk_securelink.core import b64
-from asterisk_securelink.core.provisioning import VERSION, params_document
+from asterisk_securelink.core.provisioning import DeviceParams, ProvisioningError, params_document, phone_speaks_1_2
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.codes import CodeError, code_hash
+from asterisk_securelink.deviceapi.intent import create_intent
 from asterisk_securelink.deviceapi.limits import (
     IPNetwork,
     RedeemLimiter,
@@ -85,6 +87,7 @@ class DeviceApi:
             ("GET", "/v1/device", self.device),
             ("PUT", "/v1/device/fork", self.fork),
             ("POST", "/v1/calls/claim", self.claim),
+            ("POST", "/v1/calls/intent", self.intent),
         ):
             app.router.add_route(method, path, with_body(handler, self.read_timeout))
         return app
@@ -95,9 +98,11 @@ class DeviceApi:
         network = client_network(source)
         if self.limiter.blocked(network):
             raise ApiError(429, "rate_limited", "too many failed activation codes; try again later")
-        code = json_object(body).get("code")
+        doc = json_object(body)
+        code = doc.get("code")
         if not isinstance(code, str):
             raise bad_request("code must be a string")
+        params = self._params(doc.get("v"))  # before the code is spent: a phone to upgrade keeps its code
         try:
             hashed: str | None = code_hash(code)
         except CodeError:
@@ -113,20 +118,25 @@ class DeviceApi:
             {
                 "key_id": result.key_id,
                 "secret": b64.encode(result.secret),
-                "v": VERSION,
-                **params_document(result.params),
+                "v": params.version,
+                **params_document(params),
                 "server_time_ms": now,
             }
         )
 
     async def device(self, request: web.Request, body: bytes) -> web.Response:
+        """`?v=1.2`: the phone speaks 1.2 (as at enrollment), so it is told the 1.2 parameters it was given then."""
         view = await self._authenticate(request, body)
+        versions = request.query.getall("v", [])
+        if len(versions) > 1:
+            raise bad_request("v must be given at most once")
+        params = self._params(versions[0] if versions else None)
         return json_answer(
             {
                 "key_id": view.key_id,
                 "status": view.status,
                 "fork": view.fork,
-                **params_document(view.params),
+                **params_document(params),
                 "server_time_ms": self.clock(),
             }
         )
@@ -144,10 +154,7 @@ class DeviceApi:
         presented = json_object(body).get("presented")
         if not isinstance(presented, str) or not 0 < len(presented) <= MAX_PRESENTED or not presented.isprintable():
             raise bad_request(f"presented must be a number of at most {MAX_PRESENTED} characters")
-        keys = request.headers.getall("Idempotency-Key", [])
-        if len(keys) > 1 or (keys and not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
-            raise bad_request("Idempotency-Key must be one header of 1..128 visible ASCII characters")
-        result = await self.directory.claim(view.device_id, presented, self.clock(), keys[0] if keys else None)
+        result = await self.directory.claim(view.device_id, presented, self.clock(), _idempotency_key(request))
         detail = {"reason": result.reason} if result.reason else {}
         if result.outcome is ClaimOutcome.ALREADY_CLAIMED:
             detail["alert"] = "second claim of a released voucher: the device secret may be cloned"
@@ -172,7 +179,26 @@ class DeviceApi:
             {"call_id": result.call_id, "call_key_id": result.call_key_id, "call_key": b64.encode(result.call_key)}
         )
 
+    async def intent(self, request: web.Request, body: bytes) -> web.Response:
+        view = await self._authenticate(request, body)
+        doc = json_object(body)
+        key = _idempotency_key(request)
+        answer = await create_intent(self.directory, view, doc, key, self.clock(), self._client(request))
+        return json_answer(answer, 201)
+
     # -- helpers -----------------------------------------------------------------------------------------------
+    def _params(self, v: object) -> DeviceParams:
+        """What the platform provisions for a phone that speaks `v`: 400 for a `v` that is not a version, 409
+        `upgrade_required` when it offers nothing such a phone speaks."""
+        try:
+            speaks_1_2 = phone_speaks_1_2(v)
+        except ProvisioningError as exc:
+            raise bad_request(str(exc)) from None
+        params = self.directory.offer.for_phone(speaks_1_2)
+        if params is None:
+            raise ApiError(409, "upgrade_required", "this platform needs a phone that speaks SLK1 1.2")
+        return params
+
     def _client(self, request: web.Request) -> str:
         return client_address(request.remote, request.headers.getall("X-Forwarded-For", []), self.trusted_proxy)
 
@@ -202,6 +228,13 @@ class DeviceApi:
             log.debug("device api: %s %s unauthorized: %s", request.method, request.path, exc)
             raise ApiError(401, "unauthorized", "authentication failed", headers={"WWW-Authenticate": SCHEME}) from None
         return view
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    keys = request.headers.getall("Idempotency-Key", [])
+    if len(keys) > 1 or (keys and not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
+        raise bad_request("Idempotency-Key must be one header of 1..128 visible ASCII characters")
+    return keys[0] if keys else None
 
 
 def _not_revoked(view: DeviceView) -> DeviceView:

@@ -4,6 +4,7 @@ Each decision that must hold across nodes is one atomic statement: redeeming a c
 (unused, unexpired, the device still has the code's key_id and may enroll); a nonce is one INSERT .. ON CONFLICT
 that only replaces an expired row; a voucher is released by one conditional UPDATE (not yet released, not expired).
 Device secrets are derived, never stored; call keys are stored sealed (`callkeys.vouchers`); codes as SHA-256.
+Intents are the shared `store.intents.IntentStore`'s (`create_intent` delegates to it).
 
 The calls a claim makes (`by_key_id`, `nonce_insert_if_absent`, then `claim`, which is the per-call keys' own
 `callkeys.store.VoucherStore`) are SQLAlchemy Core statements (no ORM session) on the process's `store.lanes.Lanes`
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.ports import (
@@ -30,10 +32,16 @@ from asterisk_securelink.deviceapi.ports import (
     ClaimResult,
     DeviceParams,
     DeviceView,
+    DirectoryUnavailable,
     EnrollResult,
+    IntentOutcome,
+    IntentResult,
+    IntentSettings,
+    Offer,
 )
 from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.store.api_models import ActivationCode, ApiNonce
+from asterisk_securelink.store.intents import CreateOutcome, CreateResult
 from asterisk_securelink.store.lanes import Lanes, lanes_for, rowcount
 from asterisk_securelink.store.models import AuditEvent, Device, utcnow
 from asterisk_securelink.store.store import Store, StoreError, audit_fields
@@ -51,6 +59,30 @@ class Vouchers(Protocol):
     async def purge(self, now_ms: int) -> int: ...
 
 
+class Intents(Protocol):
+    """The intents' store half (`store.intents.IntentStore`): the create the intent route asks for."""
+
+    async def create(
+        self,
+        device_id: int,
+        access_number: str,
+        destination: str | None,
+        now_ms: int,
+        ttl_s: int,
+        idempotency_key: str | None,
+        *,
+        quiet_s: int,
+        per_minute: int = 10,
+    ) -> CreateResult: ...
+
+
+_OUTCOMES = {
+    CreateOutcome.CREATED: IntentOutcome.CREATED,
+    CreateOutcome.REPEATED: IntentOutcome.REPEATED,
+    CreateOutcome.RATE_LIMITED: IntentOutcome.RATE_LIMITED,
+    CreateOutcome.USE_DTMF: IntentOutcome.USE_DTMF,
+}
+
 EventSink = Callable[[ApiEvent], None]  # `Notifier.api_event`: the audit row, metrics, AMI; never blocks
 
 # the hot statements, built once (bound parameters; SQLAlchemy caches their compiled form)
@@ -66,15 +98,21 @@ class ApiStore:
         self,
         store: Store,
         master_key: bytes,
-        params: DeviceParams,
+        params: DeviceParams | Offer,
         *,
         notify: EventSink,
         vouchers: Vouchers,
         lanes: Lanes | None = None,
         clock_s: Callable[[], float] = time.time,
+        intents: Intents | None = None,
+        intent_settings: IntentSettings | None = None,
     ) -> None:
+        """`params`: what every phone is provisioned with (an `Offer` adds SLK1 1.2's for phones that speak it).
+        `intents` with `intent_settings` (offered): the intent route; without them it answers 409 `use_dtmf`."""
         self.store = store
-        self.params = params
+        self.offer = params if isinstance(params, Offer) else Offer(params)
+        self.intents = intent_settings if intents is not None and intent_settings is not None else IntentSettings()
+        self._intents = intents
         self._master = master_key
         self._notify = notify
         self.clock_s = clock_s
@@ -103,7 +141,7 @@ class ApiStore:
             row = (await c.execute(_DEVICE_BY_KEY_ID, {"key_id": key_id})).first()
         if row is None:
             return None
-        return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled), self.params)
+        return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled))
 
     def secret_of(self, key_id: str) -> bytes:
         return device_secret(self._master, key_id)
@@ -138,7 +176,7 @@ class ApiStore:
             q = select(Device.id, Device.key_id).join(ActivationCode, ActivationCode.device_id == Device.id)
             row = (await s.execute(q.where(ActivationCode.code_hash == code_hash))).one()
         key_id = str(row.key_id)
-        return EnrollResult(int(row.id), key_id, self.secret_of(key_id), self.params)
+        return EnrollResult(int(row.id), key_id, self.secret_of(key_id))
 
     async def set_fork(self, device_id: int, enabled: bool, actor: str) -> None:
         """The device's fork toggle and its audit event (`device.fork`, with `actor`), in one transaction; the
@@ -154,6 +192,24 @@ class ApiStore:
 
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
         return await self.vouchers.claim(device_id, presented, now_ms, idempotency_key)
+
+    async def create_intent(
+        self, device_id: int, access_number: str, destination: str | None, now_ms: int, idempotency_key: str | None
+    ) -> IntentResult:
+        """`IntentStore.create` with `[calling]`'s ttl, quiet window and rate; a store that fails (or no intents
+        store) is `DirectoryUnavailable` (503)."""
+        if self._intents is None:
+            raise DirectoryUnavailable("no intents store")
+        s = self.intents
+        try:
+            r = await self._intents.create(device_id, access_number, destination, now_ms, s.ttl_s, idempotency_key,
+                                           quiet_s=s.quiet_s, per_minute=s.per_minute)  # fmt: skip
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            raise DirectoryUnavailable(f"the store failed ({type(exc).__name__})") from None
+        i = r.intent
+        if i is None:
+            return IntentResult(_OUTCOMES[r.outcome], retry_after_s=r.retry_after_s)
+        return IntentResult(_OUTCOMES[r.outcome], i.intent_id, i.call_id, i.access_number, i.expires_ms)
 
     def audit(self, event: ApiEvent) -> None:
         """Told to the notifier: the audit row, and for claims /metrics and AMI; it never raises into an answer."""

@@ -25,13 +25,20 @@ from asterisk_securelink.deviceapi.ports import (
     ClaimResult,
     DeviceParams,
     DeviceView,
+    DirectoryUnavailable,
     EnrollResult,
+    IntentOutcome,
+    IntentResult,
+    IntentSettings,
+    Offer,
 )
 from asterisk_securelink.deviceapi.signing import api_key, authorization
 from support.keys import MASTER
 
 PARAMS = DeviceParams(period=30, t0=0, inbound_format="+1NXXNXXXXXX", outbound_format="XXXXXXXXXX", look_behind=1,
                       look_ahead=1, trunk=("0", "00"), mode="ani")  # fmt: skip
+ACCESS = "+12155550199"
+PARAMS_1_2 = replace(PARAMS, mode="intent", access=ACCESS)
 
 
 @dataclass
@@ -57,9 +64,13 @@ class MemoryDirectory:
     forks: list[tuple[int, bool, str]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     fail_on: str | None = None
+    offer: Offer = field(default_factory=lambda: Offer(PARAMS))
+    intents: IntentSettings = field(default_factory=IntentSettings)
+    intent_answer: IntentResult | None = None  # what create_intent answers (None: created, a new intent each time)
+    intent_requests: list[tuple[int, str, str | None, int, str | None]] = field(default_factory=list)
 
     def add(self, key_id: str, device_id: int, status: str = "registered") -> DeviceView:
-        view = DeviceView(device_id=device_id, key_id=key_id, status=status, fork=True, params=PARAMS)
+        view = DeviceView(device_id=device_id, key_id=key_id, status=status, fork=True)
         self.devices[key_id] = view
         return view
 
@@ -90,7 +101,7 @@ class MemoryDirectory:
             return None
         self.codes[code_hash] = (found[0], found[1], True)
         view = self.devices[found[0]]
-        return EnrollResult(view.device_id, view.key_id, device_secret(MASTER, view.key_id), view.params)
+        return EnrollResult(view.device_id, view.key_id, device_secret(MASTER, view.key_id))
 
     async def set_fork(self, device_id: int, enabled: bool, actor: str) -> None:
         self._call("set_fork")
@@ -109,6 +120,18 @@ class MemoryDirectory:
                 v.released, v.idempotency_key = True, idempotency_key
                 return ClaimResult(outcome, "", v.call_id, v.call_key_id, v.call_key)
         return ClaimResult(ClaimOutcome.NOT_FOUND, "no_call")
+
+    async def create_intent(self, device_id: int, access_number: str, destination: str | None, now_ms: int,
+                            idempotency_key: str | None) -> IntentResult:  # fmt: skip
+        self._call("create_intent")
+        if self.fail_on == "create_intent_unavailable":
+            raise DirectoryUnavailable("the store failed (OperationalError)")
+        self.intent_requests.append((device_id, access_number, destination, now_ms, idempotency_key))
+        if self.intent_answer is not None:
+            return self.intent_answer
+        n = len(self.intent_requests)
+        return IntentResult(IntentOutcome.CREATED, f"intent-{n}", f"call-{n}", access_number,
+                            now_ms + self.intents.ttl_s * 1000)  # fmt: skip
 
     def audit(self, event: ApiEvent) -> None:
         self.events.append(event)
