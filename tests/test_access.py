@@ -289,3 +289,26 @@ async def test_attestation_a_admits_by_intent_only_a_verified_a_call_and_spends_
         live = await scene.intents.admit((scene.device.id,), ACCESS, "a2", now_ms())
         assert live.intent is not None
     await handler.close(1)
+
+
+async def test_dtmf_key_alone_admits_a_withheld_number_on_its_own_budget(scene: Scene, tmp_path: Path) -> None:
+    cfg = config.build({"calling": {"access_numbers": [ACCESS], "dtmf_key_alone": True}}, {}, tmp_path)
+    svc = make_service(cfg, scene.store, device_sync_interval=0)
+    await svc.start()
+    chans = AccessChannels()
+    handler = AccessHandler(cfg, svc, chans, Notifier(), timing=FAST)
+    info = CallInfo("k1", "PJSIP/carrier-k1", "", ACCESS, ("inbound", "access"))
+    await handler.stasis_start(info)
+    await asyncio.sleep(0.05)
+    assert ("answer", "k1") in chans.calls  # not refused before answer
+    for d in scene.key() + "##":
+        await handler.on_event(ChannelDtmfReceived(type="ChannelDtmfReceived", channel=Channel("k1"), digit=d))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if handler.sessions == 0:
+            break
+    await handler.close(1)
+    await svc.audit.drain()
+    rows = [r for r in await scene.store.list_audit() if r.action == "verify"]
+    assert [(r.result, r.mode, r.source) for r in rows] == [("admitted", "dtmf", "dtmf")]  # the `dtmf` budget
+    assert chans.calls[-1] == ("continue", "k1", "securelink-admitted")

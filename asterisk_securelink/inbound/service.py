@@ -311,10 +311,15 @@ class VerificationService:
         try:
             at_ms = self.clock_ms() if req.at_ms is None else req.at_ms
             digits = normalize(req.presented)
+            current = self.keys.epoch_now(at_ms)
             if digits is None or len(digits) != self.keys.index.fmt.significant_length:
                 outcome = Outcome(Verdict.NO_KEY, mode=Method.DTMF)
+            elif normalize(req.caller) is not None:
+                outcome = await self._two_factor(req, digits, current, at_ms)
+            elif self.config.calling.dtmf_key_alone:  # a withheld number: the key alone, on the `dtmf` budget
+                outcome = await self._key_alone(req, Mode.DNIS, digits, None, current, at_ms)
             else:
-                outcome = await self._two_factor(req, digits, self.keys.epoch_now(at_ms), at_ms)
+                outcome = Outcome(Verdict.ANONYMOUS, mode=Method.DTMF)
         except Exception as exc:  # noqa: BLE001 - any failure to decide is `error`: the call is rejected
             log.error("DTMF verification failed (%s); verdict error", type(exc).__name__)
             outcome = Outcome(Verdict.ERROR, detail={"reason": type(exc).__name__})
