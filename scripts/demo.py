@@ -6,6 +6,9 @@ Enrolls one device, starts `securelink run`, and plays a short scene with SIPp a
   2. a spoofer calls with the employee's real mobile number as caller ID            -> rejected
   3. someone replays the key that was just used                                     -> rejected (replayed)
   4. the PBX calls the mobile and presents a fresh key; the phone checks it         -> genuine
+  5. Alice's ordinary cellular phone (its caller ID is her own number, set by the network) calls the access
+     number and sends its key by DTMF, then the extension it wants                  -> admitted (method dtmf)
+  6. a spoofer calls the access number with Alice's number and guesses a key        -> rejected
 Exit code 0 when every scene behaved as described, 1 otherwise. Everything lives in ./.demo (removed at start).
 The SIPp driver and the testbed helpers are the end-to-end tests' own (tests/e2e).
 """
@@ -26,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "e2e")]  # harness uses tests/support
 
 from harness import app_registered, wait_until  # noqa: E402
-from sipp import UasProcess, run_uac  # noqa: E402
+from sipp import UasProcess, dtmf_steps, run_dtmf_call, run_uac  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
 from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
@@ -36,6 +39,7 @@ from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER  # noqa: E402
 HOME = REPO / ".demo"
 APP = "securelink"
 MOBILE = "+15551230001"
+ACCESS = "+12155550400"
 FMT = NumberFormat("XXXXXXXXXX")  # the default inbound_format / outbound_format
 CONFIG = f"""# securelink demo: the embedded default (SQLite, 30 s period) wired to the local testbed
 [ari]
@@ -48,6 +52,8 @@ username = "{AMI_USER}"
 secret = "{AMI_SECRET}"
 [outbound]
 ring_timeout = 10
+[calling]
+access_numbers = ["{ACCESS}"]   # the testbed routes a dialled 400 here
 """
 
 
@@ -143,6 +149,27 @@ def main() -> int:
             f"   Alice's phone computes the PBX's keys itself: {'GENUINE' if genuine else 'NOT GENUINE'}; "
             f"the caller was connected only when the mobile answered ({code(r.status_code)})."
         )
+
+        # 5. any phone: the key by DTMF after dialling the access number (the app's dial string ACCESS,,KEY,DEST)
+        next_key = derive_key(secret, Direction.INBOUND, epoch_at_ms(now_ms(), 30) + 1, FMT)  # the burst's key
+        call = run_dtmf_call(MOBILE.lstrip("+"), "400", dtmf_steps(f"{next_key},2001"), hold_ms=8000)
+        v = last_verdict()
+        good = call.status_code == 200 and v.get("result") == "admitted" and v.get("mode") == "dtmf"
+        ok &= good
+        say(f"5. Alice's ordinary cellular phone calls the access number {ACCESS}; the mobile network shows her own")
+        say(f"   number {MOBILE}. Once answered it hears a beep and sends its next key {next_key} by DTMF, then 2001.")
+        say(f"   Verdict: {v.get('result')}, method {v.get('mode')}. "
+            + ("She is in, as her desk phone (SECURELINK_DESTINATION=2001)." if good else "UNEXPECTED."))  # fmt: skip
+
+        # 6. the same caller ID without the key: the network's caller ID alone proves nothing
+        guess = str((int(next_key) + 1) % 10**10).zfill(10)
+        call = run_dtmf_call(MOBILE.lstrip("+"), "400", dtmf_steps(f"{guess},2001"), hold_ms=12000)
+        v = last_verdict()
+        good = v.get("result") == "mismatch" and v.get("mode") == "dtmf"
+        ok &= good
+        say(f"6. A spoofer calls the access number showing {MOBILE} too, and guesses a key.")
+        say(f"   It hears 'authentication incorrect' and the PBX hangs up; verdict: {v.get('result')}. "
+            + ("Caller ID plus a one-time key, not caller ID alone." if good else "UNEXPECTED."))  # fmt: skip
     finally:
         os.killpg(app.pid, signal.SIGTERM)
         app.wait(15)

@@ -312,3 +312,16 @@ async def test_dtmf_key_alone_admits_a_withheld_number_on_its_own_budget(scene: 
     rows = [r for r in await scene.store.list_audit() if r.action == "verify"]
     assert [(r.result, r.mode, r.source) for r in rows] == [("admitted", "dtmf", "dtmf")]  # the `dtmf` budget
     assert chans.calls[-1] == ("continue", "k1", "securelink-admitted")
+
+
+async def test_no_key_digit_reaches_any_log(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    key = scene.key()
+    await scene.call("c1")
+    await scene.digits("c1", key + "2001#")
+    await scene.settle()
+    await scene.call("c2")
+    await scene.digits("c2", key + "#")  # replayed: the failure path logs too
+    await scene.settle()
+    assert "admitted" in caplog.text  # the handler did log its verdicts
+    assert key not in caplog.text
