@@ -309,3 +309,16 @@ def test_a_period_change_needs_rotate_all(home: Path) -> None:
     new = run(home, "key", "current", "1").stdout.strip()
     assert run(home, "verify", new).stdout.strip() == "admitted device 1"
     assert run(home, "verify", key).stdout.strip() == "mismatch"  # the old key id's keys no longer work
+
+
+def test_device_add_slk12_issues_a_1_2_uri_with_the_access_number_and_refuses_without_one(home: Path) -> None:
+    p = run(home, "device", "add", "Old", "--number", "+15550100007", "--slk12", check=False)
+    assert p.returncode != 0 and "--slk12 needs [calling] access_numbers" in p.stderr
+    assert json.loads(run(home, "device", "list", "--json").stdout) == []  # refused before anything changed
+    cfg = home / "securelink.toml"
+    cfg.write_text(cfg.read_text() + '\n[calling]\naccess_numbers = ["+12155550400"]\n')
+    dev = add(home, "--slk12")
+    prov = parse(str(dev["provisioning_uri"]))
+    assert (prov.version, prov.mode, prov.access) == ("1.2", "intent", "+12155550400")
+    other = json.loads(run(home, "device", "add", "Bob", "--number", "+15550100008", "--json").stdout)
+    assert parse(str(other["provisioning_uri"])).version == "1.1"  # without --slk12: what a 1.1 phone reads

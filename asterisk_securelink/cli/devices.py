@@ -19,7 +19,7 @@ from asterisk_securelink.core.provisioning import Provisioning
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id, check_t0, device_secret, now_ms
 from asterisk_securelink.lifecycle import TRANSITIONS, DeviceStatus, can_rotate
 from asterisk_securelink.livekeys import SETTING_PERIOD, SETTING_T0
-from asterisk_securelink.provision import device_params
+from asterisk_securelink.provision import access_params, device_params
 from asterisk_securelink.store.api_store import fork_set_by
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, DuplicateError
@@ -40,11 +40,16 @@ def _new_key_id(master: bytes, uid: str | None) -> str:
     return check_key_id("u" + mac[:20])
 
 
-def _provisioning(cfg: Config, master: bytes, device: DeviceRow) -> Provisioning:
-    """The device's provisioning: the parameters every device gets (`provision.device_params`), its key_id and
-    secret."""
+def _provisioning(cfg: Config, master: bytes, device: DeviceRow, slk12: bool = False) -> Provisioning:
+    """The device's provisioning: the parameters every device gets (`provision.device_params`), or with `slk12` the
+    SLK1 1.2 ones of the access number (`provision.access_params`), its key_id and secret."""
+    params = device_params(cfg)
+    if slk12:
+        access = access_params(cfg)
+        assert access is not None  # `_check_slk12` refused the command before anything changed
+        params = access
     secret = device_secret(master, device.key_id)
-    return Provisioning.of(device_params(cfg), key_id=device.key_id, secret=secret, device_id=device.id)
+    return Provisioning.of(params, key_id=device.key_id, secret=secret, device_id=device.id)
 
 
 def _device_line(d: DeviceRow) -> str:
@@ -52,7 +57,14 @@ def _device_line(d: DeviceRow) -> str:
     return f"{d.id:>6}  {d.status:<11}  {d.mobile_number:<16}  {desk:<16}  {d.key_id:<22}  {d.display_name}"
 
 
+def _check_slk12(args: argparse.Namespace, cfg: Config) -> None:
+    """Before anything changes: a 1.2 provisioning needs an access number."""
+    if getattr(args, "slk12", False) and access_params(cfg) is None:
+        raise CliError("--slk12 needs [calling] access_numbers: a 1.2 provisioning names the access number")
+
+
 async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
+    _check_slk12(args, cfg)
     if args.activation:
         enroll.check(cfg)  # before anything changes
     master = masterkey.load(cfg.master_key_path)
@@ -81,7 +93,7 @@ async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
                 f"device {device.id} added: {device.display_name} ({device.mobile_number}), key_id {device.key_id}"
             )
             return await enroll.emit_activation(args, cfg, store, device, headline)
-    uri = _provisioning(cfg, master, device).uri()
+    uri = _provisioning(cfg, master, device, getattr(args, "slk12", False)).uri()
     data = {**device.public(), "provisioning_uri": uri}
     text = (
         f"device {device.id} added: {device.display_name} ({device.mobile_number}), key_id {device.key_id}\n"
@@ -146,6 +158,7 @@ async def cmd_device_rotate(args: argparse.Namespace, cfg: Config) -> int:
         if args.activation:
             raise CliError("--activation re-enrolls one device: rotate DEVICE --activation")
         return await _rotate_all(args, cfg)
+    _check_slk12(args, cfg)
     if args.activation:
         enroll.check(cfg)
     master = masterkey.load(cfg.master_key_path)
@@ -165,7 +178,7 @@ async def cmd_device_rotate(args: argparse.Namespace, cfg: Config) -> int:
         if args.activation:  # re-enrollment: a new code; the device's unused codes expire
             headline = f"device {device.id} rotated: key_id {old} -> {device.key_id}; the old keys no longer work"
             return await enroll.emit_activation(args, cfg, store, device, headline)
-    uri = _provisioning(cfg, master, device).uri()
+    uri = _provisioning(cfg, master, device, getattr(args, "slk12", False)).uri()
     emit(
         args,
         {**device.public(), "provisioning_uri": uri},

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _ACTIVATION = "enroll by a one-time activation code over the device API instead of a provisioning URI"
+_SLK12 = (
+    "issue an SLK1 1.2 URI (mode dtmf or intent, the access number) for a phone that speaks 1.2 (needs [calling] "
+    "access_numbers); a 1.1 phone refuses it"
+)
 
 
 def _add_device_commands(sub: _Commands, common: _Parser) -> None:
@@ -94,6 +98,7 @@ def _add_device_commands(sub: _Commands, common: _Parser) -> None:
     add.add_argument("--desk-endpoint", help="the user's desk phone, e.g. PJSIP/1001")
     add.add_argument("--key-id-from-uid", metavar="UID", help="derive the key_id from the device uid")
     add.add_argument("--activation", action="store_true", help=_ACTIVATION)
+    add.add_argument("--slk12", action="store_true", help=_SLK12)
     add.set_defaults(handler=devices.cmd_device_add)
     dev.add_parser("list", parents=[common], help="list devices").set_defaults(handler=devices.cmd_device_list)
     for name, helptext, handler in (
@@ -113,6 +118,7 @@ def _add_device_commands(sub: _Commands, common: _Parser) -> None:
         help="every device that is not revoked, with the configured period and t0 (after changing either)",
     )
     rotate.add_argument("--activation", action="store_true", help=_ACTIVATION)
+    rotate.add_argument("--slk12", action="store_true", help=_SLK12)
     rotate.set_defaults(handler=devices.cmd_device_rotate)
     revoke = dev.add_parser("revoke", parents=[common], help="revoke a device for good")
     revoke.add_argument("device", help="device id or key_id")
