@@ -179,15 +179,16 @@ class AccessHandler:
                     return True
                 for conflict in found.raced:  # spent by another call from this number: a spoofer raced the phone
                     await self._raced(call, conflict)
-        key = normalize(call.caller) or ""
-        if len(self._sessions) >= self.calling.max_dtmf_sessions or key in self._callers:
+        key = normalize(call.caller) or ""  # "": a withheld number (dtmf_key_alone), bounded by the total only
+        if len(self._sessions) >= self.calling.max_dtmf_sessions or (key and key in self._callers):
             outcome = self.service.refused(req, Verdict.ERROR, Method.DTMF, reason="dtmf sessions")
             self._tell(call, outcome)
             await self.channels.hangup(call.channel_id, "congestion")  # cause 34
             return True
         session = _Session(call)
         self._sessions[call.channel_id] = session
-        self._callers.add(key)
+        if key:
+            self._callers.add(key)
         self._tasks.spawn(self._collect(session, key), name=f"dtmf-{call.channel_id}")
         return False
 
