@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import stat
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.api_server import CALL_KEY, CODE, NUMBER, PARAMS_FORMATS, SKEW_MS, Server, cli
 from support.device_cli import qr_matrix, read_terminal, run
-from support.deviceapi_fakes import PARAMS, MemoryDirectory, Voucher, self_signed
+from support.deviceapi_fakes import PARAMS, MemoryDirectory, self_signed
 from support.keys import MASTER
 
 from asterisk_securelink.core.provisioning import Provisioning
@@ -34,42 +33,12 @@ from asterisk_securelink.device.api_client import (
     TlsFailed,
 )
 from asterisk_securelink.device.reference import StateError
-from asterisk_securelink.deviceapi.codes import code_hash, enrollment_uri, format_code
+from asterisk_securelink.deviceapi.codes import enrollment_uri, format_code
 from asterisk_securelink.deviceapi.limits import RedeemLimiter
 from asterisk_securelink.deviceapi.ports import ClaimResult
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.deviceapi.signing import api_key, authorization, body_hash
 from asterisk_securelink.deviceapi.tls import server_context
-
-ROOT = Path(__file__).resolve().parents[1]
-CODE = "ABCDEFGHIJKLMNOP"
-SKEW_MS = 3_600_000  # the platform's clock is an hour ahead of this machine's: only its time signs and keys right
-CALL_KEY = bytes(range(100, 132))
-NUMBER = "+12677638475"
-PARAMS_FORMATS = ("+1NXXNXXXXXX", "XXXXXXXXXX")
-
-
-@dataclass
-class Server:
-    directory: MemoryDirectory
-    url: str
-    ca: Path
-    api: DeviceApi
-
-    def code(self, key_id: str = "dev-0001", code: str = CODE) -> str:
-        self.directory.codes[code_hash(code)] = (key_id, now_ms() + SKEW_MS + 900_000, False)
-        return code
-
-    def voucher(self, number: str = NUMBER, device_id: int = 1, call: str = "call-1") -> Voucher:
-        v = Voucher(device_id, number, call, f"ck-{call}", CALL_KEY)
-        self.directory.vouchers.append(v)
-        return v
-
-    def client(self, key_id: str | None = "dev-0001", secret: bytes | None = None, **kw: object) -> DeviceApiClient:
-        creds = None if key_id is None else Credentials(key_id, secret or device_secret(MASTER, key_id))
-        kw.setdefault("ca_file", self.ca)
-        kw.setdefault("offset_ms", SKEW_MS)
-        return DeviceApiClient(self.url, creds, **kw)  # type: ignore[arg-type]  # test keywords
 
 
 @pytest.fixture
@@ -211,20 +180,6 @@ async def test_no_answer_is_unreachable(tmp_path: Path) -> None:
     async with client:
         with pytest.raises(api_client.Unreachable, match=r"no answer from 127\.0\.0\.1:9"):
             await client.device()
-
-
-# -- securelink-device -------------------------------------------------------------------------------------------
-async def cli(*args: str, home: Path) -> tuple[int, str, str]:
-    """`securelink-device` in a child process (the server keeps serving in this event loop meanwhile)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["XDG_CONFIG_HOME"] = str(home)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "asterisk_securelink.device.cli", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env=env)  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert b"Traceback" not in err
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_cli_enroll_status_fork_claim_and_key(server: Server, tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.api_server import SKEW_MS, Server, cli
 from support.deviceapi_fakes import ACCESS, PARAMS, PARAMS_1_2, MemoryDirectory, self_signed
 from support.keys import MASTER
-from test_device_api_client import SKEW_MS, Server, cli
 
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.provisioning import Offer, Provisioning
