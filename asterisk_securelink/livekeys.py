@@ -268,10 +268,17 @@ class LiveKeys:
         if not found and self.index.missing(current):
             await self.refresh(self.epoch_start_ms(current))
             found = self._found(digits, current)
-        if not found and time.monotonic() - self._last_sync_mono >= self.device_sync_interval:
-            if await self.sync_devices():  # a device added or rotated moments ago
-                found = self._found(digits, current)
+        if not found and await self.sync_if_due():  # a device added or rotated moments ago
+            found = self._found(digits, current)
         return found
+
+    async def sync_if_due(self) -> int:
+        """For a lookup that found nothing: load device changes now (devices sync at each epoch boundary, so one
+        added, registered or rotated moments ago is not known yet), unless a sync ran within
+        `device_sync_interval`; the rows loaded (0 when not due)."""
+        if time.monotonic() - self._last_sync_mono < self.device_sync_interval:
+            return 0
+        return await self.sync_devices()
 
     def _found(self, digits: str, current: int) -> list[Candidate]:
         live = self.window.live_epochs(current)

@@ -243,6 +243,17 @@ async def test_a_live_intent_admits_before_answer_once_and_only_on_its_access_nu
     assert again.outcome.value == "use_dtmf"  # the racing call left a noise record: no intent for a while
 
 
+async def test_a_device_registered_after_the_last_sync_is_admitted_by_its_intent_at_once(scene: Scene) -> None:
+    # devices sync at each epoch boundary; a phone registered a moment ago asks for an intent and calls at once
+    dev = await scene.store.add_device("Bob", "+12155551235", None, "kid-bob", "test")
+    dev = await scene.store.update_device(dev.id, "device.register", "test", status="registered")
+    assert dev.id not in scene.svc.keys.mobile_numbers  # not synced yet
+    await scene.intents.create(dev.id, ACCESS, "2001", now_ms(), 30, None, quiet_s=120)
+    await scene.call("c1", caller="+12155551235")
+    assert ("answer", "c1") not in scene.chans.calls  # admitted before answer, not sent to DTMF
+    assert scene.chans.vars("c1")[METHOD_VAR] == "intent"
+
+
 async def test_an_intent_for_another_access_number_is_cancelled_and_the_call_goes_to_dtmf(scene: Scene) -> None:
     await scene.intents.create(scene.device.id, "+12155550401", None, now_ms(), 30, None, quiet_s=120)
     await scene.call("c1")  # to +12155550400

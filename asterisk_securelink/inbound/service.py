@@ -299,9 +299,16 @@ class VerificationService:
 
     # -- the access number (CALLING.md) -----------------------------------------------------------------------
     async def named_devices(self, caller: str | None) -> tuple[int, ...]:
-        """The devices whose registered number `caller` is (SLK1's registered-number rule); () when none."""
+        """The devices whose registered number `caller` is (SLK1's registered-number rule); () when none. When none,
+        device changes are loaded once (rate limited) and the number asked again: a phone registered moments ago
+        asks for an intent and calls at once, before the next epoch boundary's sync."""
         hint = normalize(caller)
-        return () if hint is None else await self._named(hint)
+        if hint is None:
+            return ()
+        named = await self._named(hint)
+        if not named and await self.keys.sync_if_due():
+            named = await self._named(hint)
+        return named
 
     async def verify_dtmf(self, req: VerifyRequest) -> Outcome:
         """A key sent as DTMF after an access call was answered (CALLING.md, "DTMF"): the caller's registered number

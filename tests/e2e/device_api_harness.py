@@ -12,12 +12,12 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Home, new_home, start_app, stop_app, wait_until
+from harness import APP, Home, new_home, start_app, stop_app, wait_until
 from sipp import CallResult, run_uac
 from support.deviceapi_fakes import Answer, http, raw_request, self_signed
 
@@ -109,10 +109,30 @@ class Api:
         return out
 
 
-def serving(path: Path, outbound: str = "") -> Iterator[Api]:
+def add_settings(home: Home, settings: Mapping[str, str]) -> None:
+    """More lines for sections the harness's config already has (`{"calling": "intent_ttl = 20\\n"}`), put right
+    below their header."""
+    config = home.path / "securelink.toml"
+    text = config.read_text()
+    for section, lines in settings.items():
+        header = f"[{section}]\n"
+        assert header in text, f"the harness config has no [{section}]"
+        text = text.replace(header, header + lines, 1)
+    config.write_text(text)
+
+
+def serving(
+    path: Path,
+    outbound: str = "",
+    *,
+    db_url: str = "sqlite:///securelink.sqlite3",
+    app: str = APP,
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[Api]:
     """`securelink run` with the device API on TLS (and escrow, metrics) in a fresh installation at `path`;
-    `outbound`: more `[outbound]` lines."""
-    home = new_home(path)
+    `outbound`: more `[outbound]` lines; `db_url`, `app`: as `new_home`; `settings`: as `add_settings`."""
+    home = new_home(path, db_url=db_url, app=app)
+    add_settings(home, settings or {})
     home.cli("escrow", "keygen", "--private-key", "escrow.key", "--public-key", "escrow.pub")
     cert, key = self_signed(path)
     port, metrics_port = free_port(), free_port()
@@ -121,7 +141,7 @@ def serving(path: Path, outbound: str = "") -> Iterator[Api]:
                 f'[device_api]\nlisten = "127.0.0.1:{port}"\npublic_host = "localhost:{port}"\n'
                 f'tls_cert = "{cert}"\ntls_key = "{key}"\nvoucher_ttl = {TTL}\n'
                 f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')  # fmt: skip
-    run, agi = start_app(home, agi=False)
+    run, agi = start_app(home, name=app, agi=False)
     try:
         wait_until(lambda: _listening(port), 10, "the device API to listen")
         yield Api(home, port, metrics_port, cert)

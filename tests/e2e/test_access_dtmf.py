@@ -15,26 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
 import pytest
-from harness import AmiMonitor, Home, ami_monitor, fresh_window, new_home, no_channels_left, wait_until
+from access_calls import ADMITTED_CONTEXT, ADMITTED_EVENT, ANSWERED_AND_HUNG_UP, log_since, log_size, verdict_of
+from harness import AmiMonitor, Home, ami_monitor, fresh_window, new_home, no_channels_left
 from sipp import DtmfCall, dtmf_steps, run_dtmf_call
 
 ACCESS = "400"  # dialled 400 -> Goto(securelink-access,+12155550400,1) (testbed extensions.conf)
-ADMITTED_CONTEXT = "testbed-admitted"
-ADMITTED_EVENT = "TestbedAdmitted"
-CHROOT = Path(os.environ.get("SECURELINK_TESTBED_DIR", "/var/cache/asterisk-securelink/chroot"))
-FULL_LOG = CHROOT / "var/log/asterisk/full"
-ANSWERED_AND_HUNG_UP = DtmfCall(200, "pbx")  # answered, then Asterisk sent BYE (admitted call ended, or rejected)
 
 
 @pytest.fixture(scope="module")
@@ -108,43 +102,6 @@ async def dial(caller: str, digits: str, *, method: str = "rfc4733", hold_ms: in
 def wrong(key: str) -> str:
     """A key of the right length that is not `key` (nor, but for a 1e-10 chance, any other live key)."""
     return "".join(str((int(c) + 3) % 10) for c in key)
-
-
-def verdict_row(home: Home, uniqueid: str) -> dict[str, Any]:
-    """The audit row of the call whose channel uniqueid is `uniqueid` (written in the background: wait for it)."""
-    found: list[dict[str, Any]] = []
-
-    def written() -> bool:
-        found[:] = [r for r in home.audit() if r.get("call_id") == uniqueid]
-        return bool(found)
-
-    wait_until(written, 10, f"the audit row of {uniqueid}")
-    assert len(found) == 1, found
-    return found[0]
-
-
-async def verdict_of(ami: AmiMonitor, home: Home, since_events: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The one `SecureLinkVerdict` the last call produced (after the first `since_events`), and its audit row."""
-    async with asyncio.timeout(10):
-        while len(ami.events) <= since_events:
-            ami.changed.clear()
-            await ami.changed.wait()
-    await asyncio.sleep(0.3)  # a second verdict for the same call would be a bug: give it a moment to show
-    events = ami.events[since_events:]
-    assert len(events) == 1, events
-    event = events[0]
-    row = await asyncio.to_thread(verdict_row, home, event["Uniqueid"])
-    return event, row
-
-
-def log_size() -> int:
-    return FULL_LOG.stat().st_size
-
-
-def log_since(offset: int) -> list[str]:
-    with FULL_LOG.open("rb") as fh:
-        fh.seek(offset)
-        return fh.read().decode(errors="replace").splitlines()
 
 
 async def admitted_with(
