@@ -241,6 +241,9 @@ async def test_a_live_intent_admits_before_answer_once_and_only_on_its_access_nu
     await scene.settle()
     again = await scene.intents.create(scene.device.id, ACCESS, "2001", now_ms(), 30, None, quiet_s=120)
     assert again.outcome.value == "use_dtmf"  # the racing call left a noise record: no intent for a while
+    await scene.svc.audit.drain()
+    rows = audit_rows(await scene.store.list_audit())
+    assert rows[:2] == [("admitted", "intent"), ("replayed", "intent")]  # the racing call gets `replayed`, then DTMF
 
 
 async def test_a_device_registered_after_the_last_sync_is_admitted_by_its_intent_at_once(scene: Scene) -> None:

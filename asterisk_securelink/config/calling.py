@@ -44,7 +44,12 @@ class CallingConfig:
         20, "DTMF collections at once ({range}); past it a call is refused before answer (cause 34)", range=(1, 10_000)
     )
     intent: Literal["on", "off"] = setting("on", "`off` turns call setup over the device API (intent) off")
-    intent_ttl: int = setting(30, "seconds an intent lives ({range})", range=(15, 300), unit="seconds")
+    intent_ttl: int = setting(
+        30,
+        "seconds an intent lives ({range}; a phone dials an intent only with at least 15 s of it left)",
+        range=(20, 300),
+        unit="seconds",
+    )
     intent_quiet: int = setting(
         120,
         "seconds after a call from a registered number that matched no intent (noise) during which that device "

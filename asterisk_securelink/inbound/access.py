@@ -177,8 +177,13 @@ class AccessHandler:
                 if found.intent is not None:
                     await self._admit_by_intent(call, found.intent)
                     return True
-                for conflict in found.raced:  # spent by another call from this number: a spoofer raced the phone
-                    await self._raced(call, conflict)
+                for conflict in found.conflicts:  # CALLING.md, "cancel on conflict": this call gets `replayed`
+                    intent_req = self._request(call, Method.INTENT)
+                    refused = self.service.refused(intent_req, Verdict.REPLAYED, Method.INTENT,
+                                                   intent=conflict.intent_id)  # fmt: skip
+                    self._tell(call, refused)
+                    if conflict.raced:  # spent by another call from this number: a spoofer raced the phone
+                        await self._raced(call, conflict)
         key = normalize(call.caller) or ""  # "": a withheld number (dtmf_key_alone), bounded by the total only
         if len(self._sessions) >= self.calling.max_dtmf_sessions or (key and key in self._callers):
             outcome = self.service.refused(req, Verdict.ERROR, Method.DTMF, reason="dtmf sessions")
