@@ -25,12 +25,14 @@ ANSWERED_AND_HUNG_UP = DtmfCall(200, "pbx")  # answered, then Asterisk sent BYE 
 PROMPT_LINE = "Playing 'beep."  # the access number's prompt (`[calling] dtmf_prompt`, default `beep`)
 
 
-def verdict_row(home: Home, uniqueid: str) -> dict[str, Any]:
-    """The audit row of the call whose channel uniqueid is `uniqueid` (written in the background: wait for it)."""
+def verdict_row(home: Home, uniqueid: str, mode: str | None = None) -> dict[str, Any]:
+    """The audit row of the call whose channel uniqueid is `uniqueid`, of method `mode` when given (a call that
+    conflicts with an intent has two: `replayed` by intent, then its DTMF verdict); written in the background: wait."""
     found: list[dict[str, Any]] = []
 
     def written() -> bool:
-        found[:] = [r for r in home.audit() if r.get("call_id") == uniqueid]
+        rows = [r for r in home.audit() if r.get("call_id") == uniqueid]
+        found[:] = [r for r in rows if mode is None or r.get("mode") == mode]
         return bool(found)
 
     wait_until(written, 10, f"the audit row of {uniqueid}")
@@ -50,7 +52,7 @@ async def verdicts_of(
     await asyncio.sleep(0.3)  # a second verdict for the same call would be a bug: give it a moment to show
     events = ami.events[since_events:]
     assert len(events) == count, events
-    return [(event, await asyncio.to_thread(verdict_row, home, event["Uniqueid"])) for event in events]
+    return [(event, await asyncio.to_thread(verdict_row, home, event["Uniqueid"], event["Mode"])) for event in events]
 
 
 async def verdict_of(ami: AmiMonitor, home: Home, since_events: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -253,13 +253,26 @@ async def by_intent(node: Api, ami: AmiMonitor, phone: Phone, dial: str) -> dict
     return event
 
 
-async def to_dtmf(node: Api, ami: AmiMonitor, caller: str, dial: str, node_no: int = 1) -> dict[str, Any]:
+async def to_dtmf(
+    node: Api, ami: AmiMonitor, caller: str, dial: str, node_no: int = 1, *, conflict: bool = False
+) -> dict[str, Any]:
     """A call from `caller` to `dial` that is not admitted by intent: answered, prompted, hung up by SIPp during
-    the prompt; verdict `no_key` (method dtmf). Returns the verdict event."""
+    the prompt; verdict `no_key` (method dtmf), after `replayed` (method intent) when it conflicts with an intent of
+    its number (CALLING.md, "cancel on conflict"). Returns the `no_key` verdict event."""
     offset, before = log_size(), len(ami.events)
     result = await call(caller, dial, node_no)
     assert result == DtmfCall(200, "uac")
-    event, row = await verdict_of(ami, node.home, before)
+    if conflict:
+        (first, first_row), (event, row) = await verdicts_of(ami, node.home, before, 2)
+        assert (first["Result"], first["Mode"], first_row["result"], first_row["mode"]) == (
+            "replayed",
+            "intent",
+            "replayed",
+            "intent",
+        )
+        assert first["Uniqueid"] == event["Uniqueid"]  # the same call: replayed, then DTMF
+    else:
+        event, row = await verdict_of(ami, node.home, before)
     assert (event["Result"], event["Mode"]) == ("no_key", "dtmf")
     assert (row["result"], row["mode"]) == ("no_key", "dtmf")
     prompted(offset, event["Channel"])
@@ -309,7 +322,7 @@ async def test_an_intent_admits_its_call_before_answer_once(
     dial = intent_dial(phone.intent()[0])
     first = await by_intent(node, ami, phone, dial)
     async with ami_monitor(RACED_EVENT) as raced:
-        second = await to_dtmf(node, ami, phone.number, dial)  # a second time: spent
+        second = await to_dtmf(node, ami, phone.number, dial, conflict=True)  # a second time: spent
         event = await raced.wait_for({"RacingChannel": second["Uniqueid"]})
     assert (event["Channel"], event["Device"]) == (first["Uniqueid"], str(phone.dev["id"]))
 
@@ -328,7 +341,7 @@ async def test_the_other_access_number_is_not_admitted_and_cancels_the_intent(
 ) -> None:
     phone = phones["other_access"]
     dial = intent_dial(phone.intent()[0])
-    await to_dtmf(node, ami, phone.number, other(dial))
+    await to_dtmf(node, ami, phone.number, other(dial), conflict=True)
     await to_dtmf(node, ami, phone.number, dial)  # cancelled on conflict: its own number no longer admits either
 
 
@@ -372,11 +385,15 @@ async def test_two_nodes_racing_one_intent_admit_exactly_one_call(
         before = len(ami.events)
         async with ami_monitor(RACED_EVENT) as raced:
             results = await asyncio.gather(call(phone.number, dial, 1, 3000), call(phone.number, dial, 2, 3000))
-            verdicts = await verdicts_of(ami, node.home, before, 2)
+            verdicts = await verdicts_of(ami, node.home, before, 3)  # admitted; the loser: replayed, then no_key
             outcome = sorted((e["Result"], e["Mode"], r["result"], r["mode"]) for e, r in verdicts)
-            assert outcome == [("admitted", "intent", "admitted", "intent"), ("no_key", "dtmf", "no_key", "dtmf")]
+            assert outcome == [
+                ("admitted", "intent", "admitted", "intent"),
+                ("no_key", "dtmf", "no_key", "dtmf"),
+                ("replayed", "intent", "replayed", "intent"),
+            ]
             (won,) = [e for e, _ in verdicts if e["Result"] == "admitted"]
-            (lost,) = [e for e, _ in verdicts if e["Result"] != "admitted"]
+            (lost,) = [e for e, _ in verdicts if e["Result"] == "no_key"]
             event = await raced.wait_for({"RacingChannel": lost["Uniqueid"]})
         assert event["Channel"] == won["Uniqueid"]  # the call the intent admitted is hung up (cancel on conflict)
         assert all(r.status_code == 200 for r in results), results
