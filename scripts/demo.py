@@ -9,6 +9,8 @@ Enrolls one device, starts `securelink run`, and plays a short scene with SIPp a
   5. Alice's ordinary cellular phone (its caller ID is her own number, set by the network) calls the access
      number and sends its key by DTMF, then the extension it wants                  -> admitted (method dtmf)
   6. a spoofer calls the access number with Alice's number and guesses a key        -> rejected
+  7. Alice's app asks the device API (TLS) for an intent, then her phone dials the
+     access number it names                                                          -> admitted before answer
 Exit code 0 when every scene behaved as described, 1 otherwise. Everything lives in ./.demo (removed at start).
 The SIPp driver and the testbed helpers are the end-to-end tests' own (tests/e2e).
 """
@@ -30,6 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "e2e")]  # 
 
 from harness import app_registered, wait_until  # noqa: E402
 from sipp import UasProcess, dtmf_steps, run_dtmf_call, run_uac  # noqa: E402
+from support.deviceapi_fakes import self_signed  # noqa: E402
 
 from asterisk_securelink import masterkey  # noqa: E402
 from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
@@ -39,6 +42,8 @@ from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER  # noqa: E402
 HOME = REPO / ".demo"
 APP = "securelink"
 MOBILE = "+15551230001"
+APP_MOBILE = "+15551230002"  # Alice's second phone, with the SecureLink app (SLK1 1.2, intents)
+API = "127.0.0.1:18443"
 ACCESS = "+12155550400"
 FMT = NumberFormat("XXXXXXXXXX")  # the default inbound_format / outbound_format
 CONFIG = f"""# securelink demo: the embedded default (SQLite, 30 s period) wired to the local testbed
@@ -73,6 +78,20 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return p
 
 
+def device_cli(*args: str) -> str:
+    """`securelink-device ARGS` as the phone's app runs it; its output ("" when it failed: the scene says so)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
+    env["PYTHONPATH"] = str(REPO)
+    p = subprocess.run(
+        [sys.executable, "-m", "asterisk_securelink.device.cli", *args],
+        cwd=HOME, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if p.returncode != 0:
+        say(f"   (securelink-device {args[0]} failed: {p.stderr.strip()})")
+        return ""
+    return p.stdout
+
+
 def last_verdict(action: str = "verify") -> dict[str, Any]:
     rows = json.loads(cli("audit", "list", "--action", action, "--json").stdout)
     return rows[-1] if rows else {}
@@ -85,7 +104,9 @@ def code(status: int | None) -> str:
 def main() -> int:
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir()
-    (HOME / "securelink.toml").write_text(CONFIG)
+    cert, tls_key = self_signed(HOME)  # the device API's certificate (a real PBX has its own)
+    api = f'[device_api]\nlisten = "{API}"\npublic_host = "{API}"\ntls_cert = "{cert}"\ntls_key = "{tls_key}"\n'
+    (HOME / "securelink.toml").write_text(CONFIG + api)
     say("== securelink demo: caller-ID anti-spoofing on a real Asterisk (the local testbed) ==")
     cli("init")
     say(f"Set up {HOME}: config, master key (0600), SQLite database, schema migrated.")
@@ -170,6 +191,22 @@ def main() -> int:
         say(f"6. A spoofer calls the access number showing {MOBILE} too, and guesses a key.")
         say(f"   It hears 'authentication incorrect' and the PBX hangs up; verdict: {v.get('result')}. "
             + ("Caller ID plus a one-time key, not caller ID alone." if good else "UNEXPECTED."))  # fmt: skip
+
+        # 7. the app asks for an intent over the device API, then the phone dials the access number it names
+        added = json.loads(cli("device", "add", "Alice's app", "--number", APP_MOBILE, "--activation", "--json").stdout)
+        state = HOME / "phone-state.json"
+        enrolled = device_cli("enroll", added["enrollment_uri"], "--ca", str(cert), "--state", str(state))
+        cli("device", "register", str(added["id"]))
+        doc = json.loads(device_cli("intent", "2001", "--json", "--state", str(state)) or "{}")
+        (r,) = run_uac([(APP_MOBILE.lstrip("+"), str(doc.get("dial", ""))[-3:])])  # the testbed routes 4XX
+        v = last_verdict()
+        good = enrolled and doc.get("method") == "intent" and r.status_code == 200 and v.get("mode") == "intent"
+        good = good and v.get("result") == "admitted"
+        ok &= good
+        say("7. Alice's app (SLK1 1.2) enrolled by activation code over the device API (TLS) and asked for an intent")
+        say(f"   to call 2001; the PBX named access number {doc.get('dial')}. Her phone dialled it from {APP_MOBILE}:")
+        say(f"   Asterisk answered {code(r.status_code)}; verdict: {v.get('result')}, method {v.get('mode')}, decided "
+            + ("before the call was answered, no DTMF." if good else "UNEXPECTEDLY."))  # fmt: skip
     finally:
         os.killpg(app.pid, signal.SIGTERM)
         app.wait(15)
