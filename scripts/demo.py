@@ -66,13 +66,18 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def command(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGS` in the demo's folder, as its user runs it (no SECURELINK_* from this shell)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
     env["PYTHONPATH"] = str(REPO)
-    p = subprocess.run(
-        [sys.executable, "-m", "asterisk_securelink.cli", *args],
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=HOME, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    p = command("asterisk_securelink.cli", *args)
     if p.returncode != 0:
         raise SystemExit(f"demo: `securelink {' '.join(args)}` failed: {p.stderr.strip()}")
     return p
@@ -80,12 +85,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def device_cli(*args: str) -> str:
     """`securelink-device ARGS` as the phone's app runs it; its output ("" when it failed: the scene says so)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
-    env["PYTHONPATH"] = str(REPO)
-    p = subprocess.run(
-        [sys.executable, "-m", "asterisk_securelink.device.cli", *args],
-        cwd=HOME, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    p = command("asterisk_securelink.device.cli", *args)
     if p.returncode != 0:
         say(f"   (securelink-device {args[0]} failed: {p.stderr.strip()})")
         return ""

@@ -129,70 +129,62 @@ def run_uac(
         tmpdir = Path(tmp)
         csv = tmpdir / "calls.csv"
         csv.write_text("SEQUENTIAL\n" + "".join(_csv_row(a, b) for a, b in calls))
-        log = tmpdir / "results.log"
-        out = tmpdir / "sipp.out"
-        cmd = [
-            *prefix,
-            SIPP,
-            target,
-            "-sf",
-            str(scenario),
-            "-inf",
-            str(csv),
-            "-m",
-            str(len(calls)),
-            "-r",
-            str(rate),
-            "-l",
-            str(concurrency),
-            "-i",
-            LOCAL_IP,
-            "-mi",
-            LOCAL_IP,
-            "-p",
-            "0",  # any free local port (so several SIPp can run at once)
-            "-mp",
-            str(_free_udp_port()),
-            "-nostdin",
-            "-trace_logs",
-            "-log_file",
-            str(log),
-            "-trace_err",
-            "-error_file",
-            str(tmpdir / "errors.log"),
-            "-timeout",
-            f"{int(timeout)}s",
-        ]
-        with out.open("wb") as fh:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=tmpdir,
-                start_new_session=True,
-            )
-            try:
-                proc.wait(timeout=timeout + 10)
-            except subprocess.TimeoutExpired:
-                pass
-            finally:
-                _kill(proc)
+        log, rc = _run_sipp(
+            tmpdir,
+            [str(scenario), "-inf", str(csv), "-m", str(len(calls)), "-r", str(rate), "-l", str(concurrency)],
+            timeout=timeout,
+            target=target,
+            prefix=prefix,
+        )
         rows = _parse_log(log, "RESULT")
         by_index: dict[int, int | None] = {}
         for call_number, _caller, _called, code in rows:
             by_index[int(call_number) - 1] = int(code) if code.isdigit() else None
         if len(by_index) != len(calls):
-            tail = out.read_text(errors="replace")[-2000:]
-            errs = (
-                (tmpdir / "errors.log").read_text(errors="replace")[-2000:] if (tmpdir / "errors.log").exists() else ""
-            )
-            raise SippError(
-                f"SIPp produced {len(by_index)} of {len(calls)} results (rc={proc.returncode})\n"
-                f"--- sipp output ---\n{tail}\n--- sipp errors ---\n{errs}"
-            )
+            raise _failed(tmpdir, f"SIPp produced {len(by_index)} of {len(calls)} results (rc={rc})")
     # SIPp numbers calls 1..n in the order it reads the SEQUENTIAL CSV.
     return [CallResult(caller, called, by_index[i]) for i, (caller, called) in enumerate(calls)]
+
+
+def _run_sipp(
+    tmpdir: Path,
+    scenario_args: Sequence[str],
+    *,
+    timeout: float,
+    target: str = ASTERISK_SIP,
+    prefix: Sequence[str] = (),
+) -> tuple[Path, int | None]:
+    """One SIPp UAC run in `tmpdir` against `target` (`scenario_args`: `-sf`'s file and the call options): loopback
+    addresses, any free ports (several SIPp may run at once), its result log and errors in `tmpdir`; bounded by
+    `timeout` and killed after it. Returns (the result log, its exit code); `_failed` reads its output."""
+    log, out = tmpdir / "results.log", tmpdir / "sipp.out"
+    cmd = [
+        *prefix, SIPP, target, "-sf", *scenario_args,
+        "-i", LOCAL_IP, "-mi", LOCAL_IP,
+        "-p", "0",  # any free local port (so several SIPp can run at once)
+        "-mp", str(_free_udp_port()),
+        "-nostdin", "-trace_logs", "-log_file", str(log), "-trace_err", "-error_file", str(tmpdir / "errors.log"),
+        "-timeout", f"{int(timeout)}s",
+    ]  # fmt: skip
+    with out.open("wb") as fh:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=tmpdir, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=timeout + 10)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            _kill(proc)
+    return log, proc.returncode
+
+
+def _failed(tmpdir: Path, what: str) -> SippError:
+    """`what` went wrong in the SIPp run of `tmpdir`: the error, with the tail of SIPp's output and errors."""
+    out, errors = tmpdir / "sipp.out", tmpdir / "errors.log"
+    tail = out.read_text(errors="replace")[-2000:] if out.exists() else ""
+    errs = errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
+    return SippError(f"{what}\n--- sipp output ---\n{tail}\n--- sipp errors ---\n{errs}")
 
 
 def _free_udp_port() -> int:
@@ -649,50 +641,9 @@ def run_dtmf_call(
         scenario_xml = dtmf_scenario(caller, called, steps, method=method, hold_ms=hold_ms, pcap_dir=tmpdir)
         scenario = tmpdir / "dtmf.xml"
         scenario.write_text(scenario_xml)
-        log = tmpdir / "results.log"
-        out = tmpdir / "sipp.out"
-        cmd = [
-            SIPP,
-            ASTERISK_SIP,
-            "-sf",
-            str(scenario),
-            "-m",
-            "1",
-            "-i",
-            LOCAL_IP,
-            "-mi",
-            LOCAL_IP,
-            "-p",
-            "0",
-            "-mp",
-            str(_free_udp_port()),
-            "-nostdin",
-            "-trace_logs",
-            "-log_file",
-            str(log),
-            "-trace_err",
-            "-error_file",
-            str(tmpdir / "errors.log"),
-            "-timeout",
-            f"{int(timeout)}s",
-        ]
-        with out.open("wb") as fh:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=tmpdir, start_new_session=True
-            )
-            try:
-                proc.wait(timeout=timeout + 10)
-            except subprocess.TimeoutExpired:
-                pass
-            finally:
-                _kill(proc)
+        log, rc = _run_sipp(tmpdir, [str(scenario), "-m", "1"], timeout=timeout)
         rows = _parse_log(log, "RESULT")
         if len(rows) != 1:
-            errors = tmpdir / "errors.log"
-            errs = errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
-            raise SippError(
-                f"SIPp DTMF call produced {len(rows)} results (rc={proc.returncode})\n"
-                f"--- sipp output ---\n{out.read_text(errors='replace')[-2000:]}\n--- sipp errors ---\n{errs}"
-            )
+            raise _failed(tmpdir, f"SIPp DTMF call produced {len(rows)} results (rc={rc})")
     code, ended = rows[0]
     return DtmfCall(int(code) if code.isdigit() else None, ended)

@@ -50,7 +50,7 @@ from harness import ACCESS_NUMBERS, AmiMonitor, Home, ami_monitor, new_home, no_
 from sipp import DtmfCall, dtmf_steps, run_dtmf_call
 from support import device_cli
 from support.deviceapi_fakes import raw_request
-from support.pg import create_pg_database, drop_pg_database, pg_admin_url
+from support.pg import empty_pg_database
 
 TTL = 20  # [calling] intent_ttl
 NODE2 = "securelink2"
@@ -160,11 +160,8 @@ def enroll_phones(api: Api, numbers: Mapping[str, str], folder: Path, mode: str)
 # -- the installation ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    if pg_admin_url() is None:
-        raise AssertionError("SECURELINK_TEST_DATABASE_URL must point at the test PostgreSQL server")
-    url = asyncio.run(create_pg_database())
-    yield url.replace("postgresql+asyncpg://", "postgresql://")
-    asyncio.run(drop_pg_database(url))
+    with empty_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from harness import (
     wait_until,
 )
 from sipp import run_uac
-from support.pg import create_pg_database, drop_pg_database, pg_admin_url
+from support.pg import empty_pg_database
 
 from asterisk_securelink.store.store import Store
 from testbed import asterisk_cli, ensure_up
@@ -149,11 +149,8 @@ def test_restart_of_asterisk_reconnects_quickly(soak_home: Home) -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    if pg_admin_url() is None:
-        raise AssertionError("SECURELINK_TEST_DATABASE_URL must point at the test PostgreSQL server")
-    url = asyncio.run(create_pg_database())
-    yield url.replace("postgresql+asyncpg://", "postgresql://")
-    asyncio.run(drop_pg_database(url))
+    with empty_pg_database() as url:
+        yield url
 
 
 def test_two_nodes_share_single_use(tmp_path: Path, pg_url: str) -> None:
