@@ -33,14 +33,13 @@ from asterisk_securelink.callkeys.vouchers import VoucherKeys
 from asterisk_securelink.config import SYSTEM_CONFIG, SYSTEM_STATE_DIR, Config
 from asterisk_securelink.core.lockout import LockoutEvent
 from asterisk_securelink.core.slk1 import now_ms
-from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.errors import StartupError
 from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.inbound.service import AuditLog, VerificationService
 from asterisk_securelink.livekeys import DEVICE_SYNC_MIN_INTERVAL, LiveKeys
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.notifier import Notifier
-from asterisk_securelink.provision import device_params, intent_settings, offer
+from asterisk_securelink.provision import intent_settings, offer
 from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.intents import IntentStore
@@ -72,7 +71,6 @@ class App:
     service: VerificationService
     callkeys: CallKeys
     api: ApiStore | None  # the device API's directory: None unless `[device_api] listen`
-    params: DeviceParams
     intents: IntentStore | None = None  # the intents' single use: None unless `[calling]` offers intents
 
 
@@ -150,14 +148,13 @@ def build(cfg: Config, store: Store, master_key: bytes, *, needs_ari: bool) -> A
     keys = LiveKeys(cfg, store, master_key, metrics=metrics)
     guard = GuessGuard(cfg.lockout, LockoutStore(store), keys.strength_inputs, alert=notifier.lockout)
     service = VerificationService(cfg, store, keys, guard, notifier)
-    params = device_params(cfg)
     api: ApiStore | None = None
     vouchers: VoucherStore | None = None
     lanes: Lanes | None = lanes_for(store.engine) if cfg.device_api.enabled or cfg.calling.intents_on else None
     intents = IntentStore(store, lanes) if lanes is not None and cfg.calling.intents_on else None
     if lanes is not None and cfg.device_api.enabled:
-        vouchers = VoucherStore(lanes, VoucherKeys(master_key), params.trunk)
+        vouchers = VoucherStore(lanes, VoucherKeys(master_key), cfg.keys.trunk_prefixes)  # the phones' `trunk`
         api = ApiStore(store, master_key, offer(cfg), notify=notifier.api_event, vouchers=vouchers, lanes=lanes,
                        intents=intents, intent_settings=intent_settings(cfg))  # fmt: skip
     callkeys = CallKeys(cfg, call_book(cfg, store), vouchers)
-    return App(cfg, store, audit, metrics, publisher, notifier, keys, service, callkeys, api, params, intents)
+    return App(cfg, store, audit, metrics, publisher, notifier, keys, service, callkeys, api, intents)

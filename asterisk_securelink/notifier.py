@@ -147,10 +147,6 @@ class Notifier:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.spawn(coro)
 
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
-
     async def drain(self, timeout: float = DRAIN_SECONDS) -> None:  # noqa: ASYNC109 - a bounded wait at shutdown
         """Wait for the events still being published (bounded by the publisher's timeouts), then give up on them."""
         await self._tasks.drain(timeout)

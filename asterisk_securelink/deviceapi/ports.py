@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
 
-from asterisk_securelink.core.provisioning import DeviceParams as DeviceParams  # re-exported: the store imports it here
 from asterisk_securelink.core.provisioning import Offer as Offer
 from asterisk_securelink.errors import SecureLinkError
 

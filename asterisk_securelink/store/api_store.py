@@ -26,11 +26,11 @@ from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from asterisk_securelink.core.provisioning import DeviceParams
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.ports import (
     ApiEvent,
     ClaimResult,
-    DeviceParams,
     DeviceView,
     DirectoryUnavailable,
     EnrollResult,

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from asterisk_securelink.core.provisioning import DeviceParams
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.ports import (
     ApiEvent,
     ClaimOutcome,
     ClaimResult,
-    DeviceParams,
     DeviceView,
     DirectoryUnavailable,
     EnrollResult,

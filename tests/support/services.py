@@ -17,9 +17,9 @@ from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.callkeys.store import VoucherStore
 from asterisk_securelink.callkeys.vouchers import VoucherKeys
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.provisioning import DeviceParams
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.core.verdicts import Verdict
-from asterisk_securelink.deviceapi.ports import DeviceParams
 from asterisk_securelink.inbound.service import VerificationService, VerifyRequest
 from asterisk_securelink.metrics import Metrics
 from asterisk_securelink.notifier import Notifier
