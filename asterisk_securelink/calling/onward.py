@@ -36,27 +36,15 @@ from asterisk_securelink.asterisk.ari.events import (
     Event,
     StasisEnd,
 )
+from asterisk_securelink.calling.contract import home_of, route_variables
 from asterisk_securelink.calling.dialtone import DialTone
 from asterisk_securelink.calling.guard import RouteGuard
 from asterisk_securelink.calling.identity import Identity, RoutingIdentity
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import Kind, classify
 from asterisk_securelink.core.slk1 import now_ms
-from asterisk_securelink.core.tollguard import Home, HomeKind, parse_home
+from asterisk_securelink.core.tollguard import Home, HomeKind
 from asterisk_securelink.core.verdicts import Method, Verdict
-from asterisk_securelink.dialplan import (
-    CALLERID_VAR,
-    CDR_DEVICE,
-    CDR_METHOD,
-    CONTEXT_VAR,
-    DESTINATION_VAR,
-    DEVICE_VAR,
-    HOME_VAR,
-    METHOD_VAR,
-    MODE_VAR,
-    RESULT_VAR,
-    TIMEOUT_VAR,
-)
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
 from asterisk_securelink.store.models import utcnow
@@ -182,7 +170,7 @@ class Onward:
         if who is None or device is None:
             await self._refuse(f, Verdict.NO_ROUTE, {"reason": "no context or caller ID"})
             return
-        home = parse_home(device.home) if device.home else self.cfg.routing.home_default
+        home = home_of(device, self.cfg)
         if f.destination is None and home.kind is not HomeKind.EXTENSION:
             if home.kind is HomeKind.HANGUP:
                 await self._end_here(f, "home hangup")
@@ -204,12 +192,7 @@ class Onward:
     async def _continue(self, f: _Followed, who: Identity, home: Home) -> None:
         a, cid = f.admitted, f.call.channel_id
         method = a.method.value
-        variables = {
-            RESULT_VAR: Verdict.ADMITTED.value, DEVICE_VAR: str(a.device_id), MODE_VAR: method, METHOD_VAR: method,
-            DESTINATION_VAR: f.destination or "", CONTEXT_VAR: who.context, CALLERID_VAR: who.callerid,
-            HOME_VAR: home.exten if f.destination is None else "", CDR_DEVICE: str(a.device_id), CDR_METHOD: method,
-            TIMEOUT_VAR: str(self.cfg.routing.max_call_seconds), **a.variables,
-        }  # fmt: skip
+        variables = {**route_variables(self.cfg, a.device_id, a.method, who, f.destination, home), **a.variables}
         await asyncio.gather(*(self.channels.set_channel_var(cid, n, v) for n, v in variables.items()))
         await self.channels.subscribe_channel(cid)  # its hang-up reaches us after it leaves Stasis
         log.info("admitted %s: device=%s method=%s to %s in %s", cid, a.device_id, method,

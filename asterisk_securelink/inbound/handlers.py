@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from asterisk_securelink.asterisk.agi import PEER_KEY, is_channel_name
+from asterisk_securelink.calling.contract import Devices, agi_variables
 from asterisk_securelink.calling.onward import Admitted, Onward
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
@@ -51,6 +52,7 @@ class Handlers:
         notifier: Notifier,
         callkeys: CallKeys | None = None,
         onward: Onward | None = None,
+        agi_routes: Devices | None = None,
     ) -> None:
         """`callkeys`: the per-call keys (an admitted call gets one with the device API on); `onward`: where an
         admitted call goes (`calling.onward`; None: straight into the admitted context, as before routing)."""
@@ -60,6 +62,7 @@ class Handlers:
         self.notifier = notifier
         self.callkeys = callkeys
         self.onward = onward
+        self.agi_routes = agi_routes  # FastAGI: the devices whose routing variables an admitted call gets
         self._registrable: dict[str, tuple[Admitted, float]] = {}  # channel id -> (its admission, monotonic deadline)
         self._agi_registrable: dict[tuple[str, str], tuple[int, float]] = {}  # (AGI peer, uniqueid) -> the same
         self._in_flight = 0  # admissions being decided (`admit`)
@@ -205,7 +208,12 @@ class Handlers:
         route = route_for(outcome.verdict, self.config.inbound)
         if route.action is Action.REGISTER and outcome.device_id is not None and call.channel_id:
             _remember(self._agi_registrable, _agi_channel(env), outcome.device_id)
-        return {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **await self._voucher(call, outcome)}
+        found = {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **await self._voucher(call, outcome)}
+        if route.action is Action.ADMIT and outcome.device_id is not None and self.agi_routes is not None:
+            found.update(
+                await agi_variables(self.config, self.agi_routes, outcome.device_id, Method(outcome.mode.value))
+            )
+        return found
 
     async def agi_register(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
         """FastAGI `register` route (`[securelink-register-agi]`), the AGI twin of `Stasis(securelink,register)`:
@@ -219,6 +227,9 @@ class Handlers:
             return {RESULT_VAR: Verdict.ERROR.value}
         if not await self._register(device_id):
             return {RESULT_VAR: Verdict.REVOKED.value}  # what a suspended or revoked device's key gets
+        if self.agi_routes is not None:
+            method = Method.DNIS if args and args[0].strip().lower() == "dnis" else Method.ANI
+            return await agi_variables(self.config, self.agi_routes, device_id, method)
         return {RESULT_VAR: Verdict.ADMITTED.value}
 
     # -- helpers -----------------------------------------------------------------------------------------------
