@@ -62,12 +62,15 @@ class DeviceRow:
     updated_at: datetime
     registered_at: datetime | None
     revoked_at: datetime | None
+    context: str | None = None  # routing identity and home set on the device (None: the fallbacks apply)
+    callerid: str | None = None
+    home: str | None = None
 
     @classmethod
     def of(cls, d: Device) -> DeviceRow:
         return cls(
             d.id, d.display_name, d.mobile_number, d.desk_endpoint, d.key_id, d.status, d.revoke_reason,
-            d.fork_enabled, d.created_at, d.updated_at, d.registered_at, d.revoked_at,
+            d.fork_enabled, d.created_at, d.updated_at, d.registered_at, d.revoked_at, d.context, d.callerid, d.home,
         )  # fmt: skip
 
     def public(self) -> dict[str, Any]:
@@ -85,6 +88,9 @@ class DeviceRow:
             "updated_at": self.updated_at.isoformat(),
             "registered_at": self.registered_at.isoformat() if self.registered_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "context": self.context,
+            "callerid": self.callerid,
+            "home": self.home,
         }
 
 
@@ -322,12 +328,29 @@ class Store:
         async with self.transaction() as s:
             s.add(row)
 
-    async def list_call_records(self, since: datetime | None = None, limit: int = 1000) -> list[CallRecord]:
-        q = select(CallRecord).order_by(CallRecord.started_at.desc()).limit(limit)
+    async def list_call_records(
+        self,
+        since: datetime | None = None,
+        limit: int = 1000,
+        *,
+        device_id: int | None = None,
+        direction: str | None = None,
+    ) -> list[CallRecord]:
+        """The newest `limit` records (started at or after `since`, of one device, one direction), oldest first."""
+        q = select(CallRecord).order_by(CallRecord.started_at.desc(), CallRecord.id.desc()).limit(limit)
         if since is not None:
             q = q.where(CallRecord.started_at >= since)
+        if device_id is not None:
+            q = q.where(CallRecord.device_id == device_id)
+        if direction is not None:
+            q = q.where(CallRecord.direction == direction)
         async with self.sessions() as s:
             return list(reversed((await s.execute(q)).scalars().all()))
+
+    async def purge_call_records(self, before: datetime) -> int:
+        """Delete the records of calls started before `before` (`[calling] record_days`)."""
+        async with self.engine.begin() as conn:
+            return _rowcount(await conn.execute(delete(CallRecord).where(CallRecord.started_at < before)))
 
     # -- audit -------------------------------------------------------------------------------------------------
     async def audit(self, action: str, result: str | None, actor: str | None = None, **fields: Any) -> None:
