@@ -58,13 +58,10 @@ _STATE = select(
     exists().where(L.call_id == _CALL).label("leased"),
     exists().where(S.device_id == _DEVICE, S.call_id == _CALL, S.at_ms > _DAY_SINCE).label("spent"),
     select(func.count()).where(L.device_id == _DEVICE, L.renewed_ms > _LIVE_SINCE).scalar_subquery().label("live"),
-    select(func.count())
-    .where(S.device_id == _DEVICE, S.at_ms > _DAY_SINCE, S.at_ms <= _NOW)
-    .scalar_subquery()
-    .label("day"),
+    select(func.count()).where(S.device_id == _DEVICE, S.at_ms > _DAY_SINCE).scalar_subquery().label("day"),
     # the spend whose leaving the rolling day frees a place: the max_per_day-th newest
     select(S.at_ms)
-    .where(S.device_id == _DEVICE, S.at_ms > _DAY_SINCE, S.at_ms <= _NOW)
+    .where(S.device_id == _DEVICE, S.at_ms > _DAY_SINCE)
     .order_by(S.at_ms.desc())
     .limit(1)
     .offset(bindparam("nth", type_=Integer()))
@@ -101,9 +98,10 @@ class RouteLeases:
     ) -> Reservation:
         """Take a place for call `call_id` of `device_id`: a lease held by this node and a spend of the rolling day,
         both or neither. Refused (`limit` "concurrent" or "daily") when the device has `max_concurrent` live leases
-        or `max_per_day` spends in (now - 24 h, now]. A call id that holds a lease already is ok again, nothing
-        added; one whose lease was released takes a lease again without a second spend. `StoreError` for no such
-        device."""
+        or `max_per_day` spends after now - 24 h (one stamped later than `now_ms` by another node's clock counts
+        too: the limit holds whatever order the nodes' clocks put the spends in). A call id that holds a lease
+        already is ok again, nothing added; one whose lease was released takes a lease again without a second
+        spend. `StoreError` for no such device."""
         if kind not in LEASE_KINDS:
             raise ValueError(f"lease kind must be one of {', '.join(LEASE_KINDS)}, not {kind!r}")
         if not call_id or len(call_id) > MAX_CALL_ID:
@@ -123,7 +121,7 @@ class RouteLeases:
             if state.live >= max_concurrent:
                 return Reservation(False, "concurrent", CONCURRENT_RETRY_S)
             if not state.spent and state.day >= max_per_day:
-                oldest = int(state.nth) if state.nth is not None else now_ms
+                oldest = int(state.nth) if state.nth is not None and max_per_day > 0 else now_ms
                 return Reservation(False, "daily", _ceil_s(oldest + DAY_MS - now_ms))
             lease = {"call_id": call_id, "device_id": device_id, "kind": kind, "node": self.node,
                      "started_ms": now_ms, "renewed_ms": now_ms}  # fmt: skip
