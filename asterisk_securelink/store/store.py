@@ -149,23 +149,32 @@ class Store:
 
     # -- devices ---------------------------------------------------------------------------------------------
     async def add_device(
-        self, display_name: str, mobile_number: str, desk_endpoint: str | None, key_id: str, actor: str
+        self,
+        display_name: str,
+        mobile_number: str,
+        desk_endpoint: str | None,
+        key_id: str,
+        actor: str,
+        routing: Mapping[str, str | None] | None = None,
     ) -> DeviceRow:
-        """`key_id` must never have been issued before (`KeyIdRecord`): else `DuplicateError`."""
+        """`key_id` must never have been issued before (`KeyIdRecord`): else `DuplicateError`. `routing`: the
+        device's own context / callerid / home (checked by the caller; another name is a TypeError), audited."""
         check_key_id(key_id)
+        routing = {k: v for k, v in (routing or {}).items() if v is not None}
         now = utcnow()
         try:
             async with self.transaction() as s:
                 device = Device(
                     display_name=display_name, mobile_number=mobile_number, desk_endpoint=desk_endpoint,
-                    key_id=key_id, status="provisioned", fork_enabled=True, created_at=now, updated_at=now,
+                    key_id=key_id, status="provisioned", fork_enabled=True, created_at=now, updated_at=now, **routing,
                 )  # fmt: skip
                 s.add(device)
                 await s.flush()
                 s.add(KeyIdRecord(key_id=key_id, device_id=device.id, created_at=now))
                 for direction in Direction:
                     s.add(KeyEpoch(device_id=device.id, direction=direction.value, last_epoch=-1, updated_at=now))
-                s.add(_audit("device.add", "ok", actor, device_id=device.id, detail={"name": display_name}))
+                detail = {"name": display_name, **routing}
+                s.add(_audit("device.add", "ok", actor, device_id=device.id, detail=detail))
         except IntegrityError:
             raise DuplicateError("that key_id was issued before (key ids are never reused)") from None
         return DeviceRow.of(device)
