@@ -12,16 +12,11 @@ from typing import Any, Literal, Protocol
 from asterisk_securelink.config import RoutingConfig
 from asterisk_securelink.core.tollguard import check_destination
 from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.store.routes import Reservation
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["through", "callback"]
-
-
-class Reservation(Protocol):
-    ok: bool
-    limit: str | None
-    retry_after_s: int
 
 
 class Leases(Protocol):
