@@ -41,14 +41,19 @@ def home_of(device: DeviceRow, cfg: Config) -> Home:
 def route_variables(
     cfg: Config, device_id: int, method: Method, who: Identity, destination: str | None, home: Home
 ) -> dict[str, str]:
-    """Every variable of the contract, the CDR fields and the call's time limit."""
+    """Every variable of the contract and the call's time limit."""
     m = method.value
     return {
         RESULT_VAR: Verdict.ADMITTED.value, DEVICE_VAR: str(device_id), MODE_VAR: m, METHOD_VAR: m,
         DESTINATION_VAR: destination or "", CONTEXT_VAR: who.context, CALLERID_VAR: who.callerid,
         HOME_VAR: home.exten if destination is None and home.kind is HomeKind.EXTENSION else "",
-        CDR_DEVICE: str(device_id), CDR_METHOD: m, TIMEOUT_VAR: str(cfg.routing.max_call_seconds),
+        TIMEOUT_VAR: str(cfg.routing.max_call_seconds),
     }  # fmt: skip
+
+
+def cdr_fields(device_id: int, method: Method) -> dict[str, str]:
+    """The CDR fields the app sets itself (a PBX with CDRs off refuses them: not a reason to refuse the call)."""
+    return {CDR_DEVICE: str(device_id), CDR_METHOD: method.value}
 
 
 async def agi_variables(cfg: Config, devices: Devices, device_id: int, method: Method) -> dict[str, str]:
@@ -57,4 +62,4 @@ async def agi_variables(cfg: Config, devices: Devices, device_id: int, method: M
     who = await RoutingIdentity(cfg.routing, None).resolve(device) if device is not None else None
     if device is None or who is None:
         return {RESULT_VAR: Verdict.NO_ROUTE.value}
-    return route_variables(cfg, device_id, method, who, None, home_of(device, cfg))
+    return {**route_variables(cfg, device_id, method, who, None, home_of(device, cfg)), **cdr_fields(device_id, method)}

@@ -36,7 +36,7 @@ from asterisk_securelink.asterisk.ari.events import (
     Event,
     StasisEnd,
 )
-from asterisk_securelink.calling.contract import home_of, route_variables
+from asterisk_securelink.calling.contract import cdr_fields, home_of, route_variables
 from asterisk_securelink.calling.dialtone import DialTone
 from asterisk_securelink.calling.guard import RouteGuard
 from asterisk_securelink.calling.identity import Identity, RoutingIdentity
@@ -193,11 +193,22 @@ class Onward:
         a, cid = f.admitted, f.call.channel_id
         method = a.method.value
         variables = {**route_variables(self.cfg, a.device_id, a.method, who, f.destination, home), **a.variables}
-        await asyncio.gather(*(self.channels.set_channel_var(cid, n, v) for n, v in variables.items()))
+        cdr = cdr_fields(a.device_id, a.method)
+        await asyncio.gather(
+            *(self.channels.set_channel_var(cid, n, v) for n, v in variables.items()),
+            *(self._set_quietly(cid, n, v) for n, v in cdr.items()),
+        )
         await self.channels.subscribe_channel(cid)  # its hang-up reaches us after it leaves Stasis
         log.info("admitted %s: device=%s method=%s to %s in %s", cid, a.device_id, method,
                  f.destination or f"home {home}", who.context)  # fmt: skip
         await self.channels.continue_in_dialplan(cid, self.cfg.inbound.admitted_context, f.call.exten, 1)
+
+    async def _set_quietly(self, channel_id: str, name: str, value: str) -> None:
+        try:
+            await self.channels.set_channel_var(channel_id, name, value)
+        except Exception as exc:  # noqa: BLE001 - CDRs off on this PBX: the call goes on without the field
+            log.warning("admitted %s: %s not set (%s; are CDRs enabled in cdr.conf?)", channel_id, name,
+                        type(exc).__name__)  # fmt: skip
 
     # -- dial tone -------------------------------------------------------------------------------------------
     async def _dial_tone(self, f: _Followed) -> str | None:
