@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 APP_EVENTS = (
     "StasisStart", "StasisEnd", "ChannelDestroyed", "ApplicationReplaced",
     "ChannelDtmfReceived", "PlaybackFinished",  # the access number's DTMF collection (inbound/access.py)
+    "ChannelStateChange",  # an admitted call followed to its end answers (calling/onward.py)
 )  # fmt: skip
 
 

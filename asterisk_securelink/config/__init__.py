@@ -29,6 +29,7 @@ from asterisk_securelink.config.load import (
     load,
 )
 from asterisk_securelink.config.reference import SKELETON
+from asterisk_securelink.config.routing import RoutingConfig
 from asterisk_securelink.config.sections import SECTIONS, Config
 from asterisk_securelink.config.services import (
     AgiConfig,
@@ -67,6 +68,7 @@ __all__ = [
     "LogConfig",
     "MetricsConfig",
     "OutboundConfig",
+    "RoutingConfig",
     "async_database_url",
     "build",
     "find",

@@ -63,6 +63,13 @@ class CallingConfig:
         "attestation)`); empty: off",
     )
 
+    record_days: int = setting(
+        90,
+        'days a call record is kept ({range}; both directions, CALLING.md "Call records")',
+        range=(1, 3650),
+        unit="days",
+    )
+
     @property
     def enabled(self) -> bool:
         return bool(self.access_numbers)

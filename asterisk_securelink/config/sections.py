@@ -15,6 +15,7 @@ from typing import Any
 
 from asterisk_securelink.config.calling import CallingConfig
 from asterisk_securelink.config.calls import InboundConfig, KeysConfig, LockoutConfig, OutboundConfig
+from asterisk_securelink.config.routing import RoutingConfig
 from asterisk_securelink.config.services import (
     AgiConfig,
     AmiConfig,
@@ -46,6 +47,7 @@ class Config:
     agi: AgiConfig = field(default_factory=AgiConfig, metadata=section("yes"))
     outbound: OutboundConfig = field(default_factory=OutboundConfig, metadata=section())
     calling: CallingConfig = field(default_factory=CallingConfig, metadata=section())
+    routing: RoutingConfig = field(default_factory=RoutingConfig, metadata=section())
     escrow: EscrowConfig = field(default_factory=EscrowConfig, metadata=section())
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata=section())
     device_api: DeviceApiConfig = field(

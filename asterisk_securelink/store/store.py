@@ -62,6 +62,9 @@ class DeviceRow:
     updated_at: datetime
     registered_at: datetime | None
     revoked_at: datetime | None
+    context: str | None = None  # the routing identity (calling.identity), when the device has its own
+    callerid: str | None = None
+    home: str | None = None  # where a call without a destination goes (core.tollguard.parse_home)
 
     @classmethod
     def of(cls, d: Device) -> DeviceRow:

@@ -136,6 +136,12 @@ class AriRest:
             raise
         return {as_str(t.get("attribute")): as_str(t.get("value")) for t in tuples or [] if isinstance(t, Mapping)}
 
+    async def subscribe_channel(self, channel_id: str) -> None:
+        """Our app keeps receiving the channel's events (its hang-up) after it leaves Stasis."""
+        await self.request(
+            "POST", _path("applications", self.app, "subscription"), params={"eventSource": f"channel:{channel_id}"}
+        )
+
     async def get_channels(self) -> list[Channel]:
         data = await self.request("GET", "/channels")
         return [Channel.from_json(c) for c in data] if isinstance(data, list) else []
