@@ -18,7 +18,8 @@ from support.fakes import RecordingAri
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Channel, ChannelDestroyed, ChannelDtmfReceived
 from asterisk_securelink.calling.callback import CallbackCalls
-from asterisk_securelink.calling.callback_ports import CallbackChannels, Timing
+from asterisk_securelink.calling.callback_ports import CallbackChannels, Resolve, Timing
+from asterisk_securelink.calling.identity import RoutingIdentity
 from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.deviceapi.ports import CallbackOutcome
 from asterisk_securelink.notifier import Notifier
@@ -30,8 +31,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FAST = Timing(mobile_ring_s=1, confirm_s=0.3, poll_s=0.01, dest_ring_s=1, backstop_s=0.2)
 
 
-def _typed(ari: AriClient) -> CallbackChannels:
-    return ari  # mypy: the real client is what the protocol describes
+def _typed(ari: AriClient, identity: RoutingIdentity) -> tuple[CallbackChannels, Resolve]:
+    return ari, identity.resolve  # mypy: the real client and resolver are what the protocols describe
 
 
 @dataclass(frozen=True)
