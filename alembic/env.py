@@ -12,6 +12,7 @@ from asterisk_securelink import config as sl_config
 from asterisk_securelink.store import (
     api_models,  # noqa: F401 - registers the device API's tables on Base
     intent_models,  # noqa: F401 - registers the intents' tables on Base
+    route_models,  # noqa: F401 - registers the routing guard's tables on Base
 )
 from asterisk_securelink.store.models import Base
 from asterisk_securelink.store.store import make_engine

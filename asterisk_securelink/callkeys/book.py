@@ -85,7 +85,10 @@ class CallBook:
         return CallKeyIssued(binding.key_id, key)
 
     async def record(self, record: dict[str, Any]) -> None:
-        """Write one call record (from the outbound controller's `on_finished`)."""
+        """Write one call record, either direction: the outbound controller's `on_finished` dict (`OutboundCall.record`)
+        or the inbound routing's of the same shape. Keys: call_id, device_id, direction, verdict, legs, answered_by,
+        started_at, answered_at, ended_at, hangup_cause, and optional method, caller (as delivered, "withheld" for
+        a withheld number, None when the caller number was the key: a key is never recorded), destination, node."""
         await self.store.add_call_record(
             CallRecord(
                 call_id=str(record["call_id"])[:128],
@@ -98,8 +101,20 @@ class CallBook:
                 answered_at=record.get("answered_at"),
                 ended_at=record.get("ended_at") or utcnow(),
                 hangup_cause=record.get("hangup_cause"),
+                method=_clip(record.get("method"), 16),
+                caller=_clip(record.get("caller"), 32),
+                destination=_clip(record.get("destination"), 20),
+                node=_clip(record.get("node"), 64),
             )
         )
+
+    async def purge_records(self, before: datetime) -> int:
+        """Delete the call records of calls started before `before` (`[calling] record_days`); how many."""
+        return await self.store.purge_call_records(before)
+
+
+def _clip(value: Any, length: int) -> str | None:
+    return None if value is None else str(value)[:length]
 
 
 def binding_of(row: CallKey) -> escrow.RowBinding:
@@ -127,4 +142,8 @@ def record_public(row: CallRecord) -> dict[str, Any]:
         "answered_at": iso(row.answered_at),
         "ended_at": iso(row.ended_at),
         "hangup_cause": row.hangup_cause,
+        "method": row.method,
+        "caller": row.caller,
+        "destination": row.destination,
+        "node": row.node,
     }

@@ -61,8 +61,8 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def parse_since(value: str) -> datetime:
-    """`--since`: an ISO time (UTC unless it says otherwise) or a duration back from now (15m, 2h, 7d)."""
-    m = re.fullmatch(r"(\d+)([smhd])", value)
+    """`--since`: an ISO time (UTC unless it says otherwise) or a duration back from now (15m, 2h, -24h, 7d)."""
+    m = re.fullmatch(r"-?(\d+)([smhd])", value)
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
         try:

@@ -10,7 +10,7 @@ import secrets
 from typing import Any
 
 from asterisk_securelink import masterkey
-from asterisk_securelink.cli import enroll
+from asterisk_securelink.cli import enroll, routing
 from asterisk_securelink.cli.context import ACTOR, CliError, emit, find_device, open_store
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.compare import to_e164
@@ -57,6 +57,19 @@ def _device_line(d: DeviceRow) -> str:
     return f"{d.id:>6}  {d.status:<11}  {d.mobile_number:<16}  {desk:<16}  {d.key_id:<22}  {d.display_name}"
 
 
+def _number(cfg: Config, raw: str) -> str:
+    try:  # stored in E.164: two-factor compares a caller with it by the SLK1 1.1 registered-number rule
+        return to_e164(raw, cfg.keys.default_country_code or None)
+    except ValueError as exc:
+        hint = "" if cfg.keys.default_country_code else " (keys.default_country_code in the config)"
+        raise CliError(f"--number {safe_display(raw)!r}: {exc}{hint}") from None
+
+
+def _check_desk(desk: str | None) -> None:
+    if desk is not None and not _ENDPOINT.match(desk):
+        raise CliError(f"--desk-endpoint: expected TECH/resource like PJSIP/1001, got {safe_display(desk)!r}")
+
+
 def _check_slk12(args: argparse.Namespace, cfg: Config) -> None:
     """Before anything changes: a 1.2 provisioning needs an access number."""
     if getattr(args, "slk12", False) and access_params(cfg) is None:
@@ -68,22 +81,16 @@ async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
     if args.activation:
         enroll.check(cfg)  # before anything changes
     master = masterkey.load(cfg.master_key_path)
-    try:  # stored in E.164: two-factor compares a caller with it by the SLK1 1.1 registered-number rule
-        number = to_e164(args.number, cfg.keys.default_country_code or None)
-    except ValueError as exc:
-        hint = "" if cfg.keys.default_country_code else " (keys.default_country_code in the config)"
-        raise CliError(f"--number {safe_display(args.number)!r}: {exc}{hint}") from None
-    if args.desk_endpoint is not None and not _ENDPOINT.match(args.desk_endpoint):
-        raise CliError(
-            f"--desk-endpoint: expected TECH/resource like PJSIP/1001, got {safe_display(args.desk_endpoint)!r}"
-        )
+    number = _number(cfg, args.number)
+    _check_desk(args.desk_endpoint)
     name = args.name.strip()
     if not name or len(name) > 128 or not name.isprintable():
         raise CliError("NAME: must be 1..128 printable characters")
+    routing_set = routing.routing_values(args)
     key_id = _new_key_id(master, args.key_id_from_uid)
     async with open_store(cfg) as store:
         try:
-            device = await store.add_device(name, number, args.desk_endpoint, key_id, ACTOR)
+            device = await store.add_device(name, number, args.desk_endpoint, key_id, ACTOR, routing_set)
         except DuplicateError:
             raise CliError(
                 "this key_id was issued before and is never reused (is this device uid already enrolled?)"
@@ -117,9 +124,31 @@ async def cmd_device_show(args: argparse.Namespace, cfg: Config) -> int:
     async with open_store(cfg) as store:
         device = await find_device(store, args.device)
         fork_by = await fork_set_by(store, device.id)
+    desk, desk_note = await routing.read_desk(cfg, device)
+    used = routing.shown(cfg, device, desk)
     data = {**device.public(), "fork_set_by": fork_by[0] if fork_by else None,
             "fork_set_at": fork_by[1].isoformat() if fork_by else None}  # fmt: skip
-    emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    lines = [f"{k}: {v}" for k, v in data.items() if k not in routing.ROUTING]
+    lines += [f"{k}: {v.text()}" for k, v in used.items()] + [f"desk endpoint: {desk_note}"]
+    emit(args, {**data, "routing": routing.routing_public(used, desk_note)}, "\n".join(lines))
+    return 0
+
+
+async def cmd_device_set(args: argparse.Namespace, cfg: Config) -> int:
+    """Change a device's routing identity, home, desk endpoint or number; audited as `device.set` with what changed."""
+    values: dict[str, Any] = routing.routing_values(args)
+    if args.desk_endpoint is not None:
+        _check_desk(args.desk_endpoint or None)
+        values["desk_endpoint"] = args.desk_endpoint or None
+    if args.number is not None:
+        values["mobile_number"] = _number(cfg, args.number)
+    if not values:
+        raise CliError("device set needs at least one of --context --callerid --home --desk-endpoint --number")
+    async with open_store(cfg) as store:
+        device = await find_device(store, args.device)
+        device = await store.update_device(device.id, "device.set", ACTOR, detail=values, **values)
+    changed = ", ".join(f"{k} {v if v is not None else '(cleared)'}" for k, v in values.items())
+    emit(args, device.public(), f"device {device.id}: {changed}")
     return 0
 
 

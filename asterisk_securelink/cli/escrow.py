@@ -1,4 +1,4 @@
-"""`securelink escrow ...` and `securelink calls list`: the escrowed per-call keys and the call records."""
+"""`securelink escrow ...`: the escrowed per-call keys (the call records: `cli.calls`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from asterisk_securelink.callkeys import escrow
-from asterisk_securelink.cli.context import ACTOR, CliError, emit, open_store, parse_since
+from asterisk_securelink.cli.context import ACTOR, CliError, emit, open_store
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.store.models import utcnow
@@ -78,19 +78,4 @@ async def cmd_escrow_decrypt(args: argparse.Namespace, cfg: Config) -> int:
             )  # fmt: skip
             opened.append({"key_id": row.id, "call_id": row.call_id, "key": key.hex()})
     emit(args, opened, "\n".join(f"{o['key_id']} {o['key']}" for o in opened))
-    return 0
-
-
-async def cmd_calls_list(args: argparse.Namespace, cfg: Config) -> int:
-    from asterisk_securelink.callkeys.book import record_public
-
-    since = parse_since(args.since) if args.since else None
-    async with open_store(cfg) as store:
-        rows = [record_public(r) for r in await store.list_call_records(since=since, limit=args.limit)]
-    text = "\n".join(
-        f"{r['started_at']}  {r['call_id']}  device={r['device']}  {r['verdict'] or '-'}  "
-        f"answered_by={r['answered_by'] or '-'}  cause={r['hangup_cause'] or '-'}"
-        for r in rows
-    )
-    emit(args, rows, text)
     return 0

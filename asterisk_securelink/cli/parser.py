@@ -6,7 +6,7 @@ import argparse
 from typing import NoReturn, TypeAlias
 
 from asterisk_securelink.cli import asterisk as asterisk_cmds
-from asterisk_securelink.cli import audit, devices, escrow, keys, service, setup
+from asterisk_securelink.cli import audit, calls, devices, escrow, keys, routing, service, setup
 from asterisk_securelink.core.slk1 import Direction, SLK1Error, seconds_to_ms
 
 EXIT_USAGE = 2  # bad input, from argparse or from a command
@@ -99,7 +99,14 @@ def _add_device_commands(sub: _Commands, common: _Parser) -> None:
     add.add_argument("--key-id-from-uid", metavar="UID", help="derive the key_id from the device uid")
     add.add_argument("--activation", action="store_true", help=_ACTIVATION)
     add.add_argument("--slk12", action="store_true", help=_SLK12)
+    routing.add_arguments(add)
     add.set_defaults(handler=devices.cmd_device_add)
+    put = dev.add_parser("set", parents=[common], help="change a device's routing, home, desk endpoint or number")
+    put.add_argument("device", help="device id or key_id")
+    routing.add_arguments(put)
+    put.add_argument("--desk-endpoint", help="the user's desk phone, e.g. PJSIP/1001 ('' clears)")
+    put.add_argument("--number", help="the device's mobile number (MSISDN)")
+    put.set_defaults(handler=devices.cmd_device_set)
     dev.add_parser("list", parents=[common], help="list devices").set_defaults(handler=devices.cmd_device_list)
     for name, helptext, handler in (
         ("show", "show one device", devices.cmd_device_show),
@@ -164,8 +171,11 @@ def _add_escrow_commands(sub: _Commands, common: _Parser) -> None:
     purge = esc.add_parser("purge", parents=[common], help="delete escrowed keys past escrow.retention_days")
     purge.set_defaults(handler=escrow.cmd_escrow_purge)
 
-    calls = sub.add_parser("calls", help="call records").add_subparsers(dest="calls_cmd", required=True)
-    cl = calls.add_parser("list", parents=[common], help="call records, oldest first")
-    cl.add_argument("--since", help="ISO time or duration (15m, 2h, 7d)")
-    cl.add_argument("--limit", type=_positive_int, default=1000)
-    cl.set_defaults(handler=escrow.cmd_calls_list)
+    records = sub.add_parser("calls", help="call records").add_subparsers(dest="calls_cmd", required=True)
+    cl = records.add_parser("list", parents=[common], help="call records of both directions, oldest first")
+    cl.add_argument("--device", help="only this device (id or key_id)")
+    cl.add_argument("--since", help="ISO time or duration back from now (15m, -24h, 7d)")
+    cl.add_argument("--direction", choices=[d.value for d in Direction], help="only inbound or only outbound calls")
+    cl.add_argument("--csv", action="store_true", help="print CSV (a header, then one row per call)")
+    cl.add_argument("--limit", type=_positive_int, default=1000, help="the newest N records (default 1000)")
+    cl.set_defaults(handler=calls.cmd_calls_list)

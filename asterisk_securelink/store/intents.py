@@ -22,8 +22,8 @@ ms passed in by the caller (no clock here). Nothing stored is secret: a call by 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import BindParameter
 from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.store.intent_models import CallIntent, IntentNoise
 from asterisk_securelink.store.lanes import Lanes, rowcount
+from asterisk_securelink.store.locks import devices_locked
 from asterisk_securelink.store.models import Device
 from asterisk_securelink.store.store import Store, StoreError
 
@@ -138,8 +139,6 @@ _SPEND = (
     .values(spent_ms=func.coalesce(CI.spent_ms, _NOW), spent_channel=_CHANNEL)
     .returning(*_COLUMNS)
 )
-_LOCK_PG = select(Device.id).where(Device.id.in_(_IDS)).order_by(Device.id).with_for_update(key_share=True)
-_FIND = select(Device.id).where(Device.id.in_(_IDS)).order_by(Device.id)  # SQLite: BEGIN IMMEDIATE is the lock
 _NOISE = insert(NR).from_select(
     ["device_id", "channel", "at_ms"], select(Device.id, _CHANNEL, _NOW).where(Device.id.in_(_IDS))
 )
@@ -208,19 +207,9 @@ class IntentStore:
         self._lanes = lanes
         self._pg = store.engine.dialect.name == "postgresql"
 
-    @asynccontextmanager
-    async def _locked(self, device_ids: Sequence[int]) -> AsyncIterator[tuple[AsyncConnection, list[int]]]:
-        """A write transaction holding the devices' lock; yields it and the ids of the devices that exist. On
-        PostgreSQL their rows `FOR NO KEY UPDATE` (in id order: no deadlock between overlapping sets; inserts that
-        reference the devices are not blocked); on SQLite `BEGIN IMMEDIATE` (the one writer, taken before any read)."""
-        async with self.store.engine.connect() as c:
-            if self._pg:
-                found = await c.execute(_LOCK_PG, {"ids": list(device_ids)})
-            else:
-                await c.exec_driver_sql("BEGIN IMMEDIATE")
-                found = await c.execute(_FIND, {"ids": list(device_ids)})
-            yield c, [int(i) for i in found.scalars()]
-            await c.commit()
+    def _locked(self, device_ids: Sequence[int]) -> AbstractAsyncContextManager[tuple[AsyncConnection, list[int]]]:
+        """The devices' lock (`store.locks.devices_locked`)."""
+        return devices_locked(self.store.engine, device_ids)
 
     # -- the device API ------------------------------------------------------------------------------------------
     async def create(

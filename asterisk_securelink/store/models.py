@@ -89,6 +89,10 @@ class Device(Base):
     registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # where an admitted call goes (CALLING.md): each None falls back to the desk endpoint, then `[routing]`
+    context: Mapped[str | None] = mapped_column(String(80))  # dialplan context the destination is dialled in
+    callerid: Mapped[str | None] = mapped_column(String(128))  # CALLERID(all) form: '"Alice" <1001>'
+    home: Mapped[str | None] = mapped_column(String(64))  # disa | hangup | extension:EXTEN
 
 
 class KeyIdRecord(Base):
@@ -144,7 +148,10 @@ class CallKey(Base):
 
 
 class CallRecord(Base):
+    """One keyed call, either direction. Never holds a key: `caller` is NULL when the caller number was the key."""
+
     __tablename__ = "call_records"
+    __table_args__ = (Index("ix_call_records_device_id_started_at", "device_id", "started_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -157,6 +164,10 @@ class CallRecord(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     hangup_cause: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str | None] = mapped_column(String(16))  # dtmf, intent, ani, dnis, callback, ...
+    caller: Mapped[str | None] = mapped_column(String(32))  # as delivered; "withheld"; NULL when it was the key
+    destination: Mapped[str | None] = mapped_column(String(20))  # the number dialled onward
+    node: Mapped[str | None] = mapped_column(String(64))  # the node that handled the call
 
 
 class AuditEvent(Base):

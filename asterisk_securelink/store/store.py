@@ -70,7 +70,7 @@ class DeviceRow:
     def of(cls, d: Device) -> DeviceRow:
         return cls(
             d.id, d.display_name, d.mobile_number, d.desk_endpoint, d.key_id, d.status, d.revoke_reason,
-            d.fork_enabled, d.created_at, d.updated_at, d.registered_at, d.revoked_at,
+            d.fork_enabled, d.created_at, d.updated_at, d.registered_at, d.revoked_at, d.context, d.callerid, d.home,
         )  # fmt: skip
 
     def public(self) -> dict[str, Any]:
@@ -88,6 +88,9 @@ class DeviceRow:
             "updated_at": self.updated_at.isoformat(),
             "registered_at": self.registered_at.isoformat() if self.registered_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "context": self.context,
+            "callerid": self.callerid,
+            "home": self.home,
         }
 
 
@@ -146,23 +149,32 @@ class Store:
 
     # -- devices ---------------------------------------------------------------------------------------------
     async def add_device(
-        self, display_name: str, mobile_number: str, desk_endpoint: str | None, key_id: str, actor: str
+        self,
+        display_name: str,
+        mobile_number: str,
+        desk_endpoint: str | None,
+        key_id: str,
+        actor: str,
+        routing: Mapping[str, str | None] | None = None,
     ) -> DeviceRow:
-        """`key_id` must never have been issued before (`KeyIdRecord`): else `DuplicateError`."""
+        """`key_id` must never have been issued before (`KeyIdRecord`): else `DuplicateError`. `routing`: the
+        device's own context / callerid / home (checked by the caller; another name is a TypeError), audited."""
         check_key_id(key_id)
+        routing = {k: v for k, v in (routing or {}).items() if v is not None}
         now = utcnow()
         try:
             async with self.transaction() as s:
                 device = Device(
                     display_name=display_name, mobile_number=mobile_number, desk_endpoint=desk_endpoint,
-                    key_id=key_id, status="provisioned", fork_enabled=True, created_at=now, updated_at=now,
+                    key_id=key_id, status="provisioned", fork_enabled=True, created_at=now, updated_at=now, **routing,
                 )  # fmt: skip
                 s.add(device)
                 await s.flush()
                 s.add(KeyIdRecord(key_id=key_id, device_id=device.id, created_at=now))
                 for direction in Direction:
                     s.add(KeyEpoch(device_id=device.id, direction=direction.value, last_epoch=-1, updated_at=now))
-                s.add(_audit("device.add", "ok", actor, device_id=device.id, detail={"name": display_name}))
+                detail = {"name": display_name, **routing}
+                s.add(_audit("device.add", "ok", actor, device_id=device.id, detail=detail))
         except IntegrityError:
             raise DuplicateError("that key_id was issued before (key ids are never reused)") from None
         return DeviceRow.of(device)
@@ -325,12 +337,29 @@ class Store:
         async with self.transaction() as s:
             s.add(row)
 
-    async def list_call_records(self, since: datetime | None = None, limit: int = 1000) -> list[CallRecord]:
-        q = select(CallRecord).order_by(CallRecord.started_at.desc()).limit(limit)
+    async def list_call_records(
+        self,
+        since: datetime | None = None,
+        limit: int = 1000,
+        *,
+        device_id: int | None = None,
+        direction: str | None = None,
+    ) -> list[CallRecord]:
+        """The newest `limit` records (started at or after `since`, of one device, one direction), oldest first."""
+        q = select(CallRecord).order_by(CallRecord.started_at.desc(), CallRecord.id.desc()).limit(limit)
         if since is not None:
             q = q.where(CallRecord.started_at >= since)
+        if device_id is not None:
+            q = q.where(CallRecord.device_id == device_id)
+        if direction is not None:
+            q = q.where(CallRecord.direction == direction)
         async with self.sessions() as s:
             return list(reversed((await s.execute(q)).scalars().all()))
+
+    async def purge_call_records(self, before: datetime) -> int:
+        """Delete the records of calls started before `before` (`[calling] record_days`)."""
+        async with self.engine.begin() as conn:
+            return _rowcount(await conn.execute(delete(CallRecord).where(CallRecord.started_at < before)))
 
     # -- audit -------------------------------------------------------------------------------------------------
     async def audit(self, action: str, result: str | None, actor: str | None = None, **fields: Any) -> None:
