@@ -18,7 +18,8 @@ from support.fakes import RecordingAri
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Channel, ChannelDestroyed, ChannelDtmfReceived
 from asterisk_securelink.calling.callback import CallbackCalls
-from asterisk_securelink.calling.callback_ports import CallbackChannels, Resolve, Timing
+from asterisk_securelink.calling.callback_ports import CallbackChannels, Guard, Resolve, Timing
+from asterisk_securelink.calling.guard import Decision, RouteGuard
 from asterisk_securelink.calling.identity import RoutingIdentity
 from asterisk_securelink.core.verdicts import Verdict
 from asterisk_securelink.deviceapi.ports import CallbackOutcome
@@ -31,8 +32,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FAST = Timing(mobile_ring_s=1, confirm_s=0.3, poll_s=0.01, dest_ring_s=1, backstop_s=0.2)
 
 
-def _typed(ari: AriClient, identity: RoutingIdentity) -> tuple[CallbackChannels, Resolve]:
-    return ari, identity.resolve  # mypy: the real client and resolver are what the protocols describe
+def _typed(ari: AriClient, identity: RoutingIdentity, guard: RouteGuard) -> tuple[CallbackChannels, Resolve, Guard]:
+    return ari, identity.resolve, guard  # mypy: the real client and resolver are what the protocols describe
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,8 @@ class Ident:
     callerid: str = '"Alice" <1001>'
 
 
-@dataclass(frozen=True)
-class Decided:
-    verdict: Verdict | None = None
-    reason: str = ""
-    retry_after_s: int = 0
+def Decided(verdict: Verdict | None = None, reason: str = "", retry_after_s: int = 0) -> Decision:
+    return Decision(verdict, {"reason": reason} if reason else {}, retry_after_s)
 
 
 @dataclass
@@ -53,7 +51,7 @@ class Routing:
     """The guard, the leases and the identity resolver at once."""
 
     identity: Ident | None = field(default_factory=Ident)
-    decision: Decided = field(default_factory=Decided)
+    decision: Decision = field(default_factory=Decided)
     live_leases: int = 0
     admitted: list[tuple[int, str, str, str, int]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
@@ -61,7 +59,7 @@ class Routing:
     async def resolve(self, device: DeviceRow) -> Ident | None:
         return self.identity
 
-    async def admit(self, device_id: int, call_id: str, destination: str, kind: str, now_ms: int) -> Decided:
+    async def admit(self, device_id: int, call_id: str, destination: str | None, kind: str, now_ms: int) -> Decision:
         self.admitted.append((device_id, call_id, destination, kind, now_ms))
         return self.decision
 
@@ -187,10 +185,10 @@ async def test_a_live_callback_lease_is_busy(rig: Rig) -> None:
     [(Decided(Verdict.DENIED, "international"), CallbackOutcome.DENIED, 0),
      (Decided(Verdict.RATE_LIMITED, "daily", 120), CallbackOutcome.RATE_LIMITED, 120)],
 )  # fmt: skip
-async def test_the_guard_refuses(rig: Rig, decision: Decided, outcome: CallbackOutcome, retry: int) -> None:
+async def test_the_guard_refuses(rig: Rig, decision: Decision, outcome: CallbackOutcome, retry: int) -> None:
     rig.routing.decision = decision
     r = await rig.calls.request(7, "00441234567", NOW)
-    assert (r.outcome, r.reason, r.retry_after_s) == (outcome, decision.reason, retry)
+    assert (r.outcome, r.reason, r.retry_after_s) == (outcome, decision.detail["reason"], retry)
     assert rig.ari.calls == []
     assert rig.verdicts() == [("callback", str(decision.verdict))]
 

@@ -41,6 +41,7 @@ from asterisk_securelink.calling.callback_ports import (
     Resolve,
     Timing,
 )
+from asterisk_securelink.calling.guard import Kind
 from asterisk_securelink.core.slk1 import Direction, now_ms
 from asterisk_securelink.core.verdicts import Method, Verdict
 from asterisk_securelink.deviceapi.ports import CallbackOutcome, CallbackResult
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 KIND: Final = "callback"  # Stasis args of the phone's side: callback,<call_id>
 DEST_KIND: Final = "callback-dest"  # and of the destination's: callback-dest,<call_id>
-LEASE_KIND: Final = "callback"
+LEASE_KIND: Final[Kind] = "callback"
 MOBILE_CONTEXT: Final = "securelink-mobile"
 CONFIRM_DIGIT: Final = "1"
 PROMPT: Final = "sound:beep"  # before the 8 s in which the person may press 1
@@ -168,14 +169,14 @@ class CallbackCalls:
         if await self.leases.live(device_id, LEASE_KIND, now_ms) > 0:
             return CallbackResult(CallbackOutcome.BUSY, reason="busy")
         decision = await self.guard.admit(device_id, call_id, destination, LEASE_KIND, now_ms)
+        reason = str(decision.detail.get("reason", "")) or (decision.verdict or "")
         if decision.verdict is Verdict.RATE_LIMITED:
-            retry = int(getattr(decision, "retry_after_s", 0) or 60)
-            return self._refused(device_id, call_id, Verdict.RATE_LIMITED, CallbackOutcome.RATE_LIMITED,
-                                 decision.reason or "rate_limited", retry)  # fmt: skip
+            return self._refused(device_id, call_id, Verdict.RATE_LIMITED, CallbackOutcome.RATE_LIMITED, reason,
+                                 max(1, decision.retry_after_s))  # fmt: skip
+        if decision.verdict is Verdict.ERROR:  # the counts could not be read: refused, as unavailable
+            return CallbackResult(CallbackOutcome.UNAVAILABLE, call_id, reason=reason)
         if decision.verdict is not None:
-            return self._refused(
-                device_id, call_id, Verdict.DENIED, CallbackOutcome.DENIED, decision.reason or "denied"
-            )
+            return self._refused(device_id, call_id, Verdict.DENIED, CallbackOutcome.DENIED, reason)
         cb = _Callback(call_id, device_id, destination, identity.context, identity.callerid, self.clock())
         self._track(cb)
         try:

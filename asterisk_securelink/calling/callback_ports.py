@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from asterisk_securelink.core.verdicts import Verdict
+from asterisk_securelink.calling.guard import Decision, Kind
 from asterisk_securelink.store.store import DeviceRow
 
 
@@ -34,20 +34,12 @@ class Identity(Protocol):
     def callerid(self) -> str: ...
 
 
-class Decision(Protocol):
-    """The guard's answer (`calling.guard`): `verdict` None = go (the lease and spend are reserved)."""
-
-    @property
-    def verdict(self) -> Verdict | None: ...
-
-    @property
-    def reason(self) -> str: ...
-
-
 class Guard(Protocol):
     """`calling.guard.RouteGuard`: the toll-fraud check and the device's leases (`store.routes.RouteLeases`)."""
 
-    async def admit(self, device_id: int, call_id: str, destination: str, kind: str, now_ms: int) -> Decision: ...
+    async def admit(
+        self, device_id: int, call_id: str, destination: str | None, kind: Kind, now_ms: int
+    ) -> Decision: ...
 
     async def release(self, call_id: str) -> Any: ...
 
