@@ -26,6 +26,10 @@ from asterisk_securelink.asterisk.ami import AmiPublisher
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.auditspool import Spool
+from asterisk_securelink.calling.callback import CallbackCalls
+from asterisk_securelink.calling.guard import RouteGuard
+from asterisk_securelink.calling.identity import RoutingIdentity
+from asterisk_securelink.calling.onward import Onward
 from asterisk_securelink.callkeys.book import CallBook
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.callkeys.store import VoucherStore
@@ -45,6 +49,7 @@ from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.intents import IntentStore
 from asterisk_securelink.store.lanes import Lanes, lanes_for
 from asterisk_securelink.store.lockout import LockoutStore
+from asterisk_securelink.store.routes import RouteLeases
 from asterisk_securelink.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -159,3 +164,28 @@ def build(cfg: Config, store: Store, master_key: bytes, *, needs_ari: bool) -> A
                        intents=intents, intent_settings=intent_settings(cfg))  # fmt: skip
     callkeys = CallKeys(cfg, call_book(cfg, store), vouchers)
     return App(cfg, store, audit, metrics, publisher, notifier, keys, service, callkeys, api, intents)
+
+
+@dataclass(frozen=True)
+class Calling:
+    """Where admitted calls go, on a Stasis node (`calling`): the onward routing and, with the device API, callbacks."""
+
+    leases: RouteLeases
+    onward: Onward
+    callbacks: CallbackCalls | None
+
+
+def calling_for(app: App, ari: AriClient, node: str) -> Calling:
+    """`node`: this node's name in the leases (reclaimed when it starts again, so stable across restarts)."""
+    cfg = app.cfg
+    leases = RouteLeases(app.store, node[:64])
+    identity = RoutingIdentity(cfg.routing, ari)
+    guard = RouteGuard(cfg.routing, leases)
+    onward = Onward(cfg, app.store, identity, guard, ari, app.notifier, app.callkeys, node=leases.node)
+    callbacks = None
+    vouchers = app.callkeys.vouchers  # with the device API on: a callback is confirmed by claiming its voucher
+    if app.api is not None and vouchers is not None:
+        callbacks = CallbackCalls(cfg.ari.app, app.store, ari, identity.resolve, guard, leases, vouchers,
+                                  app.notifier, records=app.callkeys,
+                                  max_call_seconds=cfg.routing.max_call_seconds)  # fmt: skip
+    return Calling(leases, onward, callbacks)

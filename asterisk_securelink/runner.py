@@ -17,12 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from asterisk_securelink import masterkey
-from asterisk_securelink.app import App, ari_client, build
+from asterisk_securelink.app import App, ari_client, build, calling_for
 from asterisk_securelink.asterisk.agi import REGISTER_ROUTE, FastAgiServer
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart
-from asterisk_securelink.calling.guard import RouteGuard
-from asterisk_securelink.calling.identity import RoutingIdentity
+from asterisk_securelink.calling.callback import CallbackCalls
 from asterisk_securelink.calling.onward import Onward
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import now_ms
@@ -81,6 +80,7 @@ class StasisRunner:
         outbound: Outbound | None = None,
         access: AccessHandler | None = None,
         onward: Onward | None = None,
+        callbacks: CallbackCalls | None = None,
     ) -> None:
         self.cfg = cfg
         self.ari = ari
@@ -88,6 +88,7 @@ class StasisRunner:
         self.outbound = outbound
         self.access = access
         self.onward = onward
+        self.callbacks = callbacks
         self._in_flight: set[str] = set()
 
     async def on_event(self, event: Event) -> None:
@@ -97,6 +98,8 @@ class StasisRunner:
             return  # the digits, playbacks and hang-up of an access call in its DTMF collection
         elif self.onward is not None and await self.onward.on_event(event):
             return  # an admitted call in the app's dial tone, or followed to its end
+        elif self.callbacks is not None and await self.callbacks.on_event(event):
+            return  # the two halves of a callback
         elif self.outbound is not None:
             await self.outbound.on_event(event)  # leg and caller hangups of outbound calls; others are ignored
 
@@ -107,6 +110,8 @@ class StasisRunner:
         try:
             if self.outbound is not None and self.outbound.handles(call):  # mobile, fork, leg
                 await self.outbound.stasis_start(call)
+            elif self.callbacks is not None and self.callbacks.handles(call):  # callback,<id> / callback-dest,<id>
+                await self.callbacks.stasis_start(call)
             elif self.access is not None and self.access.handles(call):  # inbound,access: intent or DTMF
                 await self.access.stasis_start(call)
             else:
@@ -125,6 +130,8 @@ class StasisRunner:
             await self.outbound.reconcile({ch.id for ch in channels})
         if self.onward is not None:
             await self.onward.reconcile({ch.id for ch in channels})
+        if self.callbacks is not None:
+            await self.callbacks.reconcile({ch.id for ch in channels})
         waiting = [c for c in (waiting_call(ch, self.cfg.ari.app) for ch in channels) if c is not None]
         if waiting:
             log.warning("re-sync: %d channel(s) were waiting in Stasis while disconnected", len(waiting))
@@ -222,51 +229,51 @@ async def _serving(cfg: Config, needs_ari: bool) -> AsyncIterator[tuple[asyncio.
 
 
 async def run_stasis(cfg: Config) -> None:
-    async with _serving(cfg, needs_ari=True) as (stop, app), device_api(app):
+    async with _serving(cfg, needs_ari=True) as (stop, app):
         ari = ari_client(cfg)
         await app.service.learn_node(ari.asterisk_info)
-        leases = RouteLeases(app.store, f"{app.service.node}/{cfg.ari.app}"[:64])
-        reclaimed = await leases.reclaim()  # what this node held when it stopped or crashed
+        calling = calling_for(app, ari, f"{app.service.node}/{cfg.ari.app}")
+        reclaimed = await calling.leases.reclaim()  # what this node held when it stopped or crashed
         if reclaimed:
             log.warning("%d lease(s) of calls this node routed before it restarted were reclaimed", reclaimed)
-        onward = Onward(cfg, app.store, RoutingIdentity(cfg.routing, ari), RouteGuard(cfg.routing, leases), ari,
-                        app.notifier, app.callkeys, node=leases.node)  # fmt: skip
+        onward = calling.onward
         handlers = Handlers(cfg, app.service, ari, app.notifier, app.callkeys, onward=onward)
         outbound = outbound_for(app, ari)
         access = AccessHandler(cfg, app.service, ari, app.notifier, intents=app.intents, callkeys=app.callkeys,
                                registrable=handlers.allow_register, onward=onward)  # fmt: skip
-        runner = StasisRunner(cfg, ari, handlers, outbound, access, onward)
+        runner = StasisRunner(cfg, ari, handlers, outbound, access, onward, calling.callbacks)
         upkeep = BackgroundTasks()
-        upkeep.spawn(_leases_forever(leases, app), name="leases")
+        upkeep.spawn(_leases_forever(calling.leases, app), name="leases")
         metrics = app.metrics
-        events = asyncio.create_task(
-            ari.run(
-                runner.on_event,
-                on_connect=runner.on_connect,
-                on_state_change=metrics.ari_state if metrics is not None else None,
-            ),
-            name="ari",
-        )
-        events.add_done_callback(lambda t: stop.set())  # ARI refused our credentials: stop, exit non-zero
-        log.info("securelink Stasis app %r starting (ARI %s)", cfg.ari.app, cfg.ari.url)
-        try:
-            await stop.wait()
-            if events.done() and not events.cancelled() and events.exception() is not None:
-                raise StartupError(f"ARI refused the connection ({events.exception()}): check [ari] in the config")
-        finally:
-            log.info("securelink stopping")
-            await ari.close()
-            events.cancel()
-            await asyncio.gather(events, return_exceptions=True)
-            upkeep.cancel()
-            await upkeep.drain(1.0)
-            await outbound.close()
-            await access.close()
-            await onward.close()
+        async with device_api(app, calling.callbacks):
+            events = asyncio.create_task(
+                ari.run(
+                    runner.on_event,
+                    on_connect=runner.on_connect,
+                    on_state_change=metrics.ari_state if metrics is not None else None,
+                ),
+                name="ari",
+            )
+            events.add_done_callback(lambda t: stop.set())  # ARI refused our credentials: stop, exit non-zero
+            log.info("securelink Stasis app %r starting (ARI %s)", cfg.ari.app, cfg.ari.url)
+            try:
+                await stop.wait()
+                if events.done() and not events.cancelled() and events.exception() is not None:
+                    raise StartupError(f"ARI refused the connection ({events.exception()}): check [ari] in the config")
+            finally:
+                log.info("securelink stopping")
+                await ari.close()
+                events.cancel()
+                await asyncio.gather(events, return_exceptions=True)
+                upkeep.cancel()
+                await upkeep.drain(1.0)
+                for part in (outbound, access, onward, calling.callbacks):
+                    if part is not None:
+                        await part.close()
 
 
 @contextlib.asynccontextmanager
-async def device_api(app: App) -> AsyncIterator[ApiStore | None]:
+async def device_api(app: App, callbacks: CallbackCalls | None = None) -> AsyncIterator[ApiStore | None]:
     """The device API's listener on this event loop and its purge loop, when `[device_api] listen` is set (else
     None). A listen address that cannot be used, a certificate that does not load: `StartupError`, one line."""
     if app.api is None:
@@ -274,7 +281,7 @@ async def device_api(app: App) -> AsyncIterator[ApiStore | None]:
         return
     cfg = app.cfg
     try:
-        server = server_from_config(cfg.device_api, app.api, cfg.path)
+        server = server_from_config(cfg.device_api, app.api, cfg.path, callbacks=callbacks)
     except ValueError as exc:  # settings, or a certificate that does not load (deviceapi.tls.TlsError)
         raise StartupError(str(exc)) from None
     try:

@@ -232,7 +232,7 @@ def test_dialplan_sends_unregistered_agi_calls_to_the_agi_registration_context()
     after_agi = contexts["securelink-after-agi"]
     assert '"${SECURELINK_RESULT}" = "unregistered"]?securelink-register-agi,${EXTEN},1)' in after_agi
     register = contexts["securelink-register-agi"].splitlines()
-    assert register[1] == " same => n,AGI(agi://127.0.0.1:4573/register)"
+    assert register[1] == " same => n,AGI(agi://127.0.0.1:4573/register,${SECURELINK_MODE})"
     assert register[2] == ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?reject)'
     assert register[3] == ' same => n,GotoIf($["${SECURELINK_RESULT}" = "admitted"]?securelink-admitted,${EXTEN},1)'
     assert register[-1] == " same => n,Hangup(21)"  # anything else: rejected
