@@ -14,12 +14,16 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.app import App, ari_client, build
 from asterisk_securelink.asterisk.agi import REGISTER_ROUTE, FastAgiServer
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart
+from asterisk_securelink.calling.guard import RouteGuard
+from asterisk_securelink.calling.identity import RoutingIdentity
+from asterisk_securelink.calling.onward import Onward
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.deviceapi.server import server_from_config
@@ -33,6 +37,8 @@ from asterisk_securelink.stasis import CallInfo, call_info, waiting_call
 from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.api_store import ApiStore
 from asterisk_securelink.store.migrations import head_revision
+from asterisk_securelink.store.models import utcnow
+from asterisk_securelink.store.routes import RouteLeases
 from asterisk_securelink.store.store import Store
 from asterisk_securelink.tasks import BackgroundTasks
 
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 # 0.5 ms bounds that wait for admissions (docs/benchmarks.md, "Admission throughput").
 SWITCH_INTERVAL = 0.0005
 PURGE_EVERY = 30.0  # seconds between purges of expired vouchers, nonces and codes (device API)
+LEASE_RENEW_EVERY = 30.0  # seconds between renewals of this node's leases (CALLING.md, "Several nodes")
 
 
 def settle_for_serving() -> None:
@@ -73,12 +80,14 @@ class StasisRunner:
         handlers: Handlers,
         outbound: Outbound | None = None,
         access: AccessHandler | None = None,
+        onward: Onward | None = None,
     ) -> None:
         self.cfg = cfg
         self.ari = ari
         self.handlers = handlers
         self.outbound = outbound
         self.access = access
+        self.onward = onward
         self._in_flight: set[str] = set()
 
     async def on_event(self, event: Event) -> None:
@@ -86,6 +95,8 @@ class StasisRunner:
             await self._handle(call_info(event))
         elif self.access is not None and await self.access.on_event(event):
             return  # the digits, playbacks and hang-up of an access call in its DTMF collection
+        elif self.onward is not None and await self.onward.on_event(event):
+            return  # an admitted call in the app's dial tone, or followed to its end
         elif self.outbound is not None:
             await self.outbound.on_event(event)  # leg and caller hangups of outbound calls; others are ignored
 
@@ -112,6 +123,8 @@ class StasisRunner:
             return
         if self.outbound is not None:
             await self.outbound.reconcile({ch.id for ch in channels})
+        if self.onward is not None:
+            await self.onward.reconcile({ch.id for ch in channels})
         waiting = [c for c in (waiting_call(ch, self.cfg.ari.app) for ch in channels) if c is not None]
         if waiting:
             log.warning("re-sync: %d channel(s) were waiting in Stasis while disconnected", len(waiting))
@@ -212,11 +225,19 @@ async def run_stasis(cfg: Config) -> None:
     async with _serving(cfg, needs_ari=True) as (stop, app), device_api(app):
         ari = ari_client(cfg)
         await app.service.learn_node(ari.asterisk_info)
-        handlers = Handlers(cfg, app.service, ari, app.notifier, app.callkeys)
+        leases = RouteLeases(app.store, f"{app.service.node}/{cfg.ari.app}"[:64])
+        reclaimed = await leases.reclaim()  # what this node held when it stopped or crashed
+        if reclaimed:
+            log.warning("%d lease(s) of calls this node routed before it restarted were reclaimed", reclaimed)
+        onward = Onward(cfg, app.store, RoutingIdentity(cfg.routing, ari), RouteGuard(cfg.routing, leases), ari,
+                        app.notifier, app.callkeys, node=leases.node)  # fmt: skip
+        handlers = Handlers(cfg, app.service, ari, app.notifier, app.callkeys, onward=onward)
         outbound = outbound_for(app, ari)
         access = AccessHandler(cfg, app.service, ari, app.notifier, intents=app.intents, callkeys=app.callkeys,
-                               registrable=handlers.allow_register)  # fmt: skip
-        runner = StasisRunner(cfg, ari, handlers, outbound, access)
+                               registrable=handlers.allow_register, onward=onward)  # fmt: skip
+        runner = StasisRunner(cfg, ari, handlers, outbound, access, onward)
+        upkeep = BackgroundTasks()
+        upkeep.spawn(_leases_forever(leases, app), name="leases")
         metrics = app.metrics
         events = asyncio.create_task(
             ari.run(
@@ -237,8 +258,11 @@ async def run_stasis(cfg: Config) -> None:
             await ari.close()
             events.cancel()
             await asyncio.gather(events, return_exceptions=True)
+            upkeep.cancel()
+            await upkeep.drain(1.0)
             await outbound.close()
             await access.close()
+            await onward.close()
 
 
 @contextlib.asynccontextmanager
@@ -279,6 +303,20 @@ async def _purge_forever(what: str, purge: Callable[[], Awaitable[dict[str, int]
         await asyncio.sleep(PURGE_EVERY)
 
 
+async def _leases_forever(leases: RouteLeases, app: App) -> None:
+    """Every LEASE_RENEW_EVERY seconds: this node's leases renewed (a lease not renewed for 90 s no longer counts),
+    stale leases and spends older than a day deleted, call records past `[calling] record_days` deleted."""
+    days = app.cfg.calling.record_days
+    while True:
+        await asyncio.sleep(LEASE_RENEW_EVERY)
+        try:
+            await leases.renew(now_ms())
+            await leases.purge(now_ms())
+            await app.callkeys.book.purge_records(utcnow() - timedelta(days=days))
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("leases: renewal or purge failed (%s)", type(exc).__name__)
+
+
 def agi_server(cfg: Config, handlers: Handlers) -> FastAgiServer:
     """The FastAGI server of `securelink agi`: the `verify` and `register` routes of the handlers. Connections from
     the peers `[agi] allow_from` names, on a loopback address unless `[agi] allow_remote` (`agi_access`)."""
@@ -290,7 +328,7 @@ def agi_server(cfg: Config, handlers: Handlers) -> FastAgiServer:
 async def run_agi(cfg: Config) -> None:
     """FastAGI does not serve the device API: an admitted call's key is claimed through a `run` node."""
     async with _serving(cfg, needs_ari=False) as (stop, app):
-        handlers = Handlers(cfg, app.service, _NoChannels(), app.notifier, app.callkeys)
+        handlers = Handlers(cfg, app.service, _NoChannels(), app.notifier, app.callkeys, agi_routes=app.store)
         server = agi_server(cfg, handlers)
         try:
             await server.serve(cfg.agi.host, cfg.agi.port)

@@ -21,7 +21,7 @@ FLOORS: dict[str, int] = {
     # 2: services the features share
     "audit": 2, "livekeys": 2, "notifier": 2, "callkeys": 2, "stasis": 2, "provision": 2,
     # 3: the features
-    "inbound": 3, "outbound": 3,
+    "inbound": 3, "outbound": 3, "calling": 3,
     # 4: the composition root and what runs the whole
     "app": 4, "runner": 4, "doctor": 4, "installer": 4,
     # 5: the programs

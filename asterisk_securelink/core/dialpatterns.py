@@ -18,10 +18,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from asterisk_securelink.errors import InputError
+
 _CLASSES = {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]"}
 
 
-class PatternError(ValueError):
+class PatternError(InputError, ValueError):
     """A pattern that is not an Asterisk extension pattern of digits."""
 
 

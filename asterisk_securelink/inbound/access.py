@@ -29,6 +29,7 @@ from asterisk_securelink.asterisk.ari.events import (
     PlaybackFinished,
     StasisEnd,
 )
+from asterisk_securelink.calling.onward import Admitted, Onward
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.compare import same_registered_number
@@ -94,7 +95,8 @@ class AccessHandler:
         *,
         intents: Intents | None = None,
         callkeys: CallKeys | None = None,
-        registrable: Callable[[str, int], None] | None = None,
+        registrable: Callable[[str, Admitted], None] | None = None,
+        onward: Onward | None = None,
         timing: Timing = DEFAULT_TIMING,
         clock_ms: Callable[[], int] = now_ms,
         monotonic_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
@@ -106,7 +108,8 @@ class AccessHandler:
         self.notifier = notifier
         self.intents = intents
         self.callkeys = callkeys
-        self.registrable = registrable  # inbound handlers: this channel may register this (unregistered) device
+        self.registrable = registrable  # inbound handlers: this channel may register its (unregistered) device
+        self.onward = onward  # where an admitted call goes (None: straight into the admitted context)
         self.timing = timing  # the DTMF timers (CALLING.md: 10 s / 4 s / 30 s)
         self.clock_ms = clock_ms
         self.monotonic_ms = monotonic_ms
@@ -288,7 +291,7 @@ class AccessHandler:
                         return
                     if self.intents is not None and outcome.device_id is not None:
                         await self.intents.clear_noise(outcome.device_id, cid)  # this call was no spoofer
-                    await self._route(call, outcome, result.destination, delivered=req.presented)
+                    await self._route(call, outcome, result.destination, delivered=req.presented, answered=True)
                     return
 
     async def _play(self, session: _Session, sound: str) -> str | None:
@@ -303,22 +306,35 @@ class AccessHandler:
 
     # -- outcomes ----------------------------------------------------------------------------------------------
     async def _route(
-        self, call: CallInfo, outcome: Outcome, destination: str | None, delivered: str | None = None
+        self,
+        call: CallInfo,
+        outcome: Outcome,
+        destination: str | None,
+        delivered: str | None = None,
+        answered: bool = False,
     ) -> None:
         route = route_for(outcome.verdict, self.config.inbound)
         if route.action is Action.REJECT:
             await self.channels.hangup(call.channel_id, "rejected")
             return
         method = outcome.mode
+        key_var = await self._call_key(call, outcome, delivered)
+        admitted = None
+        if outcome.device_id is not None:
+            admitted = Admitted(outcome.device_id, Method(method.value), destination, call.caller, answered, key_var)
+        if route.action is Action.ADMIT and self.onward is not None and admitted is not None:
+            log.info("access %s: admitted device=%s method=%s", call.channel_id, outcome.device_id, method)
+            await self.onward.go(call, admitted)
+            return
         variables = {
             **channel_vars(outcome.verdict, outcome.device_id, method),
             METHOD_VAR: method.value,
             DESTINATION_VAR: destination or "",
-            **await self._call_key(call, outcome, delivered),
+            **key_var,
         }
         await asyncio.gather(*(self.channels.set_channel_var(call.channel_id, n, v) for n, v in variables.items()))
-        if route.action is Action.REGISTER and outcome.device_id is not None and self.registrable is not None:
-            self.registrable(call.channel_id, outcome.device_id)
+        if route.action is Action.REGISTER and admitted is not None and self.registrable is not None:
+            self.registrable(call.channel_id, admitted)
         log.info("access %s: %s device=%s method=%s", call.channel_id, outcome.verdict, outcome.device_id, method)
         await self.channels.continue_in_dialplan(call.channel_id, route.context, call.exten, 1)
 

@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from asterisk_securelink.asterisk.agi import PEER_KEY, is_channel_name
+from asterisk_securelink.calling.contract import Devices, agi_variables
+from asterisk_securelink.calling.onward import Admitted, Onward
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import normalize
-from asterisk_securelink.core.verdicts import Mode, Verdict
+from asterisk_securelink.core.verdicts import Method, Mode, Verdict
 from asterisk_securelink.dialplan import CALL_KEY_VAR, RESULT_VAR
 from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for, source_of
 from asterisk_securelink.inbound.service import Outcome, VerificationService
@@ -33,6 +35,7 @@ from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
 
 log = logging.getLogger(__name__)
 Key = TypeVar("Key", str, tuple[str, str])
+Value = TypeVar("Value", int, Admitted)
 
 VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
 REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to its register step
@@ -48,14 +51,19 @@ class Handlers:
         channels: ChannelControl,
         notifier: Notifier,
         callkeys: CallKeys | None = None,
+        onward: Onward | None = None,
+        agi_routes: Devices | None = None,
     ) -> None:
-        """`callkeys`: the per-call keys (an admitted call gets one with the device API on)."""
+        """`callkeys`: the per-call keys (an admitted call gets one with the device API on); `onward`: where an
+        admitted call goes (`calling.onward`; None: straight into the admitted context, as before routing)."""
         self.config = config
         self.service = service
         self.channels = channels
         self.notifier = notifier
         self.callkeys = callkeys
-        self._registrable: dict[str, tuple[int, float]] = {}  # channel id -> (device id, monotonic deadline)
+        self.onward = onward
+        self.agi_routes = agi_routes  # FastAGI: the devices whose routing variables an admitted call gets
+        self._registrable: dict[str, tuple[Admitted, float]] = {}  # channel id -> (its admission, monotonic deadline)
         self._agi_registrable: dict[tuple[str, str], tuple[int, float]] = {}  # (AGI peer, uniqueid) -> the same
         self._in_flight = 0  # admissions being decided (`admit`)
         self._overload_logged_at = -1e9
@@ -111,10 +119,11 @@ class Handlers:
     async def _admit(self, call: CallInfo) -> None:
         outcome = await self.decide(call, call.arg(1), "stasis")
         route = route_for(outcome.verdict, self.config.inbound)
-        variables = {
-            **channel_vars(outcome.verdict, outcome.device_id, outcome.mode),
-            **await self._voucher(call, outcome),
-        }
+        voucher = await self._voucher(call, outcome)
+        if route.action is Action.ADMIT and self.onward is not None and outcome.device_id is not None:
+            await self.onward.go(call, self._admitted(call, outcome, voucher))
+            return
+        variables = {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **voucher}
         # the variables go in parallel (one ARI round trip instead of three); any failure raises -> rejected
         await asyncio.gather(
             *(self.channels.set_channel_var(call.channel_id, name, value) for name, value in variables.items())
@@ -123,27 +132,35 @@ class Handlers:
             await self.channels.hangup(call.channel_id, "rejected")
             return
         if route.action is Action.REGISTER and outcome.device_id is not None:
-            _remember(self._registrable, call.channel_id, outcome.device_id)
+            _remember(self._registrable, call.channel_id, self._admitted(call, outcome, voucher))
         if route.context is None:
             await self.channels.continue_in_dialplan(call.channel_id)
         else:
             await self.channels.continue_in_dialplan(call.channel_id, route.context, call.exten, 1)
 
-    def allow_register(self, channel_id: str, device_id: int) -> None:
-        """`channel_id` (verified `unregistered` elsewhere, e.g. on an access number) may register `device_id` once,
-        from the registration context, within REGISTRABLE_TTL."""
-        _remember(self._registrable, channel_id, device_id)
+    def allow_register(self, channel_id: str, admitted: Admitted) -> None:
+        """`channel_id` (verified `unregistered` elsewhere, e.g. on an access number) may register its device once,
+        from the registration context, within REGISTRABLE_TTL; it then goes on as `admitted` says."""
+        _remember(self._registrable, channel_id, admitted)
+
+    @staticmethod
+    def _admitted(call: CallInfo, outcome: Outcome, variables: dict[str, str]) -> Admitted:
+        assert outcome.device_id is not None
+        return Admitted(outcome.device_id, Method(outcome.mode.value), caller=call.caller, variables=variables)
 
     async def register(self, call: CallInfo) -> None:
         """`Stasis(securelink,register)` from the registration context: only a channel this app admitted as
         `unregistered` may register its device, and only once."""
-        device_id = _take(self._registrable, call.channel_id)
-        if device_id is None:
+        admitted = _take(self._registrable, call.channel_id)
+        if admitted is None:
             log.warning("channel %s asked to register without a verified unregistered key", call.channel_id)
             await self.channels.hangup(call.channel_id, "rejected")
             return
-        if not await self._register(device_id):
+        if not await self._register(admitted.device_id):
             await self.channels.hangup(call.channel_id, "rejected")
+            return
+        if self.onward is not None:
+            await self.onward.go(call, admitted)
             return
         await self.channels.set_channel_var(call.channel_id, RESULT_VAR, Verdict.ADMITTED.value)
         await self.channels.continue_in_dialplan(call.channel_id, self.config.inbound.admitted_context, call.exten, 1)
@@ -191,7 +208,12 @@ class Handlers:
         route = route_for(outcome.verdict, self.config.inbound)
         if route.action is Action.REGISTER and outcome.device_id is not None and call.channel_id:
             _remember(self._agi_registrable, _agi_channel(env), outcome.device_id)
-        return {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **await self._voucher(call, outcome)}
+        found = {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **await self._voucher(call, outcome)}
+        if route.action is Action.ADMIT and outcome.device_id is not None and self.agi_routes is not None:
+            found.update(
+                await agi_variables(self.config, self.agi_routes, outcome.device_id, Method(outcome.mode.value))
+            )
+        return found
 
     async def agi_register(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
         """FastAGI `register` route (`[securelink-register-agi]`), the AGI twin of `Stasis(securelink,register)`:
@@ -205,6 +227,9 @@ class Handlers:
             return {RESULT_VAR: Verdict.ERROR.value}
         if not await self._register(device_id):
             return {RESULT_VAR: Verdict.REVOKED.value}  # what a suspended or revoked device's key gets
+        if self.agi_routes is not None:
+            method = Method.DNIS if args and args[0].strip().lower() == "dnis" else Method.ANI
+            return await agi_variables(self.config, self.agi_routes, device_id, method)
         return {RESULT_VAR: Verdict.ADMITTED.value}
 
     # -- helpers -----------------------------------------------------------------------------------------------
@@ -241,15 +266,15 @@ def _agi_channel(env: Mapping[str, str]) -> tuple[str, str]:
     return env.get(PEER_KEY, ""), env.get("agi_uniqueid", "")
 
 
-def _remember(table: dict[Key, tuple[int, float]], key: Key, device_id: int) -> None:
-    """`key` (a channel) may register `device_id` within REGISTRABLE_TTL; expired entries are dropped."""
+def _remember(table: dict[Key, tuple[Value, float]], key: Key, value: Value) -> None:
+    """`key` (a channel) may register the device of `value` within REGISTRABLE_TTL; expired entries are dropped."""
     now = time.monotonic()
     for k in [k for k, (_, deadline) in table.items() if deadline < now]:
         del table[k]
-    table[key] = (device_id, now + REGISTRABLE_TTL)
+    table[key] = (value, now + REGISTRABLE_TTL)
 
 
-def _take(table: dict[Key, tuple[int, float]], key: Key) -> int | None:
+def _take(table: dict[Key, tuple[Value, float]], key: Key) -> Value | None:
     """The device `key` may register, once; None when it may not (never verified, already used, or expired)."""
     entry = table.pop(key, None)
     if entry is None or entry[1] < time.monotonic():

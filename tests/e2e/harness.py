@@ -143,6 +143,13 @@ port = {AGI_PORT}
 [calling]
 access_numbers = {json.dumps(ACCESS_NUMBERS)}
 dtmf_setup_s = {PERIOD}
+[routing]
+default_context = "testbed-routed"
+default_callerid = '"Mobile" <1000>'
+home = "extension:answer"
+allowed = ["_X."]
+max_concurrent = 100
+max_per_day = 100000
 """
 
 
