@@ -220,6 +220,35 @@ async def test_the_claim_window_ends_at_the_ttl_or_at_hangup_and_purges_delete_t
     assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).outcome is ClaimOutcome.NOT_FOUND
 
 
+async def test_a_call_named_to_its_phone_is_claimed_by_call_id_on_any_node(
+    nodes: tuple[Node, Node, list[float]],
+) -> None:
+    """`{"call_id"}` (an intent's or a callback's call): released once across two nodes, repeated with its
+    Idempotency-Key; another device's call and an ended or expired one are not found; `released` tells the node that
+    placed the call, whichever node took the claim."""
+    a, b, _ = nodes
+    dev, other = await device(a.api, 1), await device(a.api, 2)
+    await voucher(a.api, dev, call="cb-1", key_id="ck-cb")
+    assert not await a.api.vouchers.released("cb-1")
+    r = await b.api.claim_by_call_id(other.id, "cb-1", NOW + 1, None)  # not its call: as if it did not exist
+    assert (r.outcome, r.reason, r.call_id) == (ClaimOutcome.NOT_FOUND, "no_call", None)
+    assert not await a.api.vouchers.released("cb-1")
+    results = await asyncio.gather(*(n.api.claim_by_call_id(dev.id, "cb-1", NOW + 2, "idem-1") for n in (a, b) * 3))
+    outcomes = sorted(r.outcome.value for r in results)
+    assert outcomes == ["released"] + ["repeated"] * 5
+    assert {(r.call_id, r.call_key_id, r.call_key) for r in results} == {("cb-1", "ck-cb", KEY)}
+    assert await a.api.vouchers.released("cb-1")
+    r = await a.api.claim_by_call_id(dev.id, "cb-1", NOW + 3, "idem-2")
+    assert (r.outcome, r.reason) == (ClaimOutcome.ALREADY_CLAIMED, "released_before")
+    assert (await a.api.claim_by_call_id(dev.id, "cb-2", NOW + 3, None)).reason == "no_call"
+    await voucher(a.api, dev, call="cb-3", key_id="ck-3", ttl=90)
+    r = await b.api.claim_by_call_id(dev.id, "cb-3", NOW + 90_000, None)
+    assert (r.outcome, r.reason) == (ClaimOutcome.NOT_FOUND, "expired")
+    assert await a.api.vouchers.end_call("cb-1") == 1
+    assert (await b.api.claim_by_call_id(dev.id, "cb-1", NOW + 4, "idem-1")).outcome is ClaimOutcome.NOT_FOUND
+    assert not await b.api.vouchers.released("cb-1")
+
+
 async def test_number_mode_and_inbound_presentations(store: Store) -> None:
     api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)

@@ -66,7 +66,7 @@ VerifyCallback = Callable[[dict[str, str], list[str]], Awaitable[Mapping[str, st
 Endpoint = Callable[["AgiRequest"], Awaitable[None]]
 
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]{1,64}\Z")
-_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,79}\Z")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,79}(\([A-Za-z0-9_,]{1,40}\))?\Z")  # a variable, or FUNC(args)
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _ASTERISK_KEYS = ("agi_network", "agi_request", "agi_channel", "agi_uniqueid")
 # technology/resource-suffix: PJSIP/carrier-0000002a, IAX2/peer-1234, DAHDI/i1/5551234-1, Local/7000@ctx-0000001f;1

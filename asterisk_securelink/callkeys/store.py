@@ -30,6 +30,7 @@ _COLUMNS = (
 _OF_DEVICE = (
     select(*_COLUMNS).where(CallVoucher.device_id == bindparam("device_id")).order_by(CallVoucher.created_ms.desc())
 )
+_OF_CALL = _OF_DEVICE.where(CallVoucher.call_id == bindparam("call_id"))
 _BY_ID = select(*_COLUMNS).where(CallVoucher.id.in_(bindparam("ids", expanding=True)))
 _RELEASE = (
     update(CallVoucher)
@@ -40,12 +41,18 @@ _RELEASE = (
     )
     .values(released_ms=bindparam("released_ms"), idempotency_key=bindparam("idem"))
 )
+_RELEASED = (
+    select(CallVoucher.id)
+    .where(CallVoucher.call_id == bindparam("call_id"), CallVoucher.released_ms.is_not(None))
+    .limit(1)
+)
 _ADD = insert(CallVoucher)
 _END_CALL = delete(CallVoucher).where(CallVoucher.call_id == bindparam("call_id"))
 
 
 class VoucherStore:
-    """Sealed per-call keys: `add` (the call paths), `claim` (the device API's release), `end_call`, `purge`."""
+    """Sealed per-call keys: `add` (the call paths), `claim` / `claim_by_call_id` (the device API's release),
+    `end_call`, `purge`."""
 
     def __init__(self, lanes: Lanes, keys: VoucherKeys, trunk_prefixes: Sequence[str]) -> None:
         self.lanes = lanes
@@ -82,6 +89,12 @@ class VoucherStore:
         async with self.lanes.connection() as c:
             return rowcount(await c.execute(_END_CALL, {"call_id": call_id}))
 
+    async def released(self, call_id: str) -> bool:
+        """Has a voucher of `call_id` been released (claimed by its device)? A callback's confirmation, read by the
+        node that placed it whichever node the claim reached."""
+        async with self.lanes.connection() as c:
+            return (await c.execute(_RELEASED, {"call_id": call_id})).first() is not None
+
     async def purge(self, now_ms: int) -> int:
         """Delete expired vouchers (their sealed copies); returns how many."""
         async with self.lanes.connection() as c:
@@ -99,16 +112,35 @@ class VoucherStore:
                 others_live = any(v.expires_ms > now_ms for v in rows)
                 reason = "expired" if matching else "wrong_number" if others_live else "no_call"
                 return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
-            tried = False
-            for v in live:  # newest first
-                if v.released_ms is None:
-                    tried = True
-                    if await _release(c, v.id, now_ms, idempotency_key):
-                        return self._answer(v, ClaimOutcome.RELEASED, "")
-            if tried:  # another request (any node) released it between the read and the UPDATE: read it again
-                by_id = {r.id: r for r in await c.execute(_BY_ID, {"ids": [v.id for v in live]})}
-                live = [by_id[v.id] for v in live if v.id in by_id]
-        # every live voucher of that number was released before (now, or by a racing request)
+            return await self._release_first(c, live, now_ms, idempotency_key)
+
+    async def claim_by_call_id(
+        self, device_id: int, call_id: str, now_ms: int, idempotency_key: str | None
+    ) -> ClaimResult:
+        """The same release for a call the platform named to this phone (an intent's, a callback's): the vouchers of
+        `call_id` *of this device* (another device's call is `no_call`, as if it did not exist)."""
+        async with self.lanes.connection() as c:
+            rows = list(await c.execute(_OF_CALL, {"device_id": device_id, "call_id": call_id}))
+            live = [v for v in rows if v.expires_ms > now_ms]
+            if not live:
+                return ClaimResult(ClaimOutcome.NOT_FOUND, "expired" if rows else "no_call")
+            return await self._release_first(c, live, now_ms, idempotency_key)
+
+    async def _release_first(
+        self, c: AsyncConnection, live: list[Row[*tuple[Any, ...]]], now_ms: int, idempotency_key: str | None
+    ) -> ClaimResult:
+        """One conditional UPDATE per live unreleased voucher (newest first) until one releases; if none did, a
+        fresh read says repeat (same Idempotency-Key), already claimed, or ended."""
+        tried = False
+        for v in live:  # newest first
+            if v.released_ms is None:
+                tried = True
+                if await _release(c, v.id, now_ms, idempotency_key):
+                    return self._answer(v, ClaimOutcome.RELEASED, "")
+        if tried:  # another request (any node) released it between the read and the UPDATE: read it again
+            by_id = {r.id: r for r in await c.execute(_BY_ID, {"ids": [v.id for v in live]})}
+            live = [by_id[v.id] for v in live if v.id in by_id]
+        # every live voucher of that call was released before (now, or by a racing request)
         for v in live:
             if idempotency_key and v.idempotency_key == idempotency_key and v.expires_ms > now_ms:
                 return self._answer(v, ClaimOutcome.REPEATED, "")

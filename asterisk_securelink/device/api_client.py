@@ -7,6 +7,8 @@
         await api.set_fork(False)                                     # PUT /v1/device/fork
         voucher = await api.claim("+12677638475")                     # POST /v1/calls/claim
         intent = await api.intent("2001")                             # POST /v1/calls/intent
+        call_id = await api.callback("2001")                          # POST /v1/calls/callback
+        voucher = await api.claim_call(call_id)                       # POST /v1/calls/claim {"call_id"}
 
 Every request but enrollment is signed as the spec says (`deviceapi.signing`), with the request-target exactly as
 sent, the `public_host` the phone was given (the server URL's host[:port]), a fresh nonce and the platform's time as
@@ -320,14 +322,8 @@ class DeviceApiClient:
         caller number shown for a call from the PBX; the key the phone called with for a call to it). A lost answer
         is claimed again with the same `Idempotency-Key` (a fresh one when None). Raises NotFound (no such call:
         in number mode, the platform is not calling), AlreadyClaimed, DeviceRevoked, AuthenticationFailed, ..."""
-        key = idempotency_key or secrets.token_urlsafe(18)
-        doc, _, _ = await self._request("POST", "/v1/calls/claim", {"presented": presented},
-                                        headers={"Idempotency-Key": key},
-                                        not_found="no live call of this device presented that number")  # fmt: skip
-        call_key = _b64url_bytes(doc.get("call_key"), "call_key")
-        if len(call_key) != CALL_KEY_BYTES:
-            raise ServerError(f"the answer's call_key is not {CALL_KEY_BYTES} bytes")
-        return CallKey(_field(doc, "call_id", str), _field(doc, "call_key_id", str), call_key)
+        body = {"presented": presented}
+        return await self._claim(body, idempotency_key, "no live call of this device presented that number")
 
     async def intent(self, destination: str | None, idempotency_key: str | None = None) -> Intent:
         """`POST /v1/calls/intent`: the access number to dial now for `destination`. A lost answer is asked again
@@ -338,6 +334,28 @@ class DeviceApiClient:
                                                headers={"Idempotency-Key": key})  # fmt: skip
         return Intent(_field(doc, "intent_id", str), _field(doc, "call_id", str), _field(doc, "dial", str),
                       _field(doc, "expires_ms", int), _field(doc, "server_time_ms", int), received)  # fmt: skip
+
+    async def callback(self, destination: str) -> str:
+        """`POST /v1/calls/callback`: the PBX calls this phone back and connects it to `destination`; returns the
+        call's `call_id` (confirm with `claim_call`). Sent once: a lost answer may have placed the call (a second
+        request would be 409 `busy`). Raises CallRefused (`busy`, `denied`, `no_route`, ...), RateLimited,
+        ServerError (503 `unavailable`), ..."""
+        doc, _, _ = await self._request("POST", "/v1/calls/callback", {"destination": destination}, attempts=1)
+        return str(_field(doc, "call_id", str))
+
+    async def claim_call(self, call_id: str, idempotency_key: str | None = None) -> CallKey:
+        """`POST /v1/calls/claim` `{"call_id"}`: the per-call key of a call the platform named to this phone (an
+        intent's, a callback's). NotFound until the platform has placed it (a callback: the phone rings)."""
+        return await self._claim({"call_id": call_id}, idempotency_key, "no live call of this device has that call_id")
+
+    async def _claim(self, body: Mapping[str, str], idempotency_key: str | None, not_found: str) -> CallKey:
+        key = idempotency_key or secrets.token_urlsafe(18)
+        doc, _, _ = await self._request("POST", "/v1/calls/claim", body, headers={"Idempotency-Key": key},
+                                        not_found=not_found)  # fmt: skip
+        call_key = _b64url_bytes(doc.get("call_key"), "call_key")
+        if len(call_key) != CALL_KEY_BYTES:
+            raise ServerError(f"the answer's call_key is not {CALL_KEY_BYTES} bytes")
+        return CallKey(_field(doc, "call_id", str), _field(doc, "call_key_id", str), call_key)
 
     # -- one request ---------------------------------------------------------------------------------------------
     async def _request(

@@ -60,7 +60,8 @@ class UpgradeRequired(Refused):
 
 
 class CallRefused(Refused):
-    """403 `denied`, `not_registered`, `suspended`, 409 `no_route`: this call cannot be set up; tell the user."""
+    """403 `denied`, `not_registered`, `suspended`, 409 `no_route`, `busy`: this call cannot be set up; tell the
+    user."""
 
 
 class RequestRejected(Refused):
@@ -91,6 +92,7 @@ _BY_CODE: Final[Mapping[str, type[Refused]]] = {
     "not_registered": CallRefused,
     "suspended": CallRefused,
     "no_route": CallRefused,
+    "busy": CallRefused,
     "bad_request": RequestRejected,
     "too_large": RequestRejected,
     "unsupported": RequestRejected,
@@ -110,16 +112,17 @@ _CALL_REFUSED: Final[Mapping[str, str]] = {
     "not_registered": "this device is not registered yet: its first keyed call registers it",
     "suspended": "this device is suspended",
     "no_route": "the platform has no route for this device's calls",
+    "busy": "a callback of this device is already in progress",
 }
 
 
 def answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
-    """The JSON object of a 200, or the exception for anything else."""
+    """The JSON object of a 200, 201 or 202, or the exception for anything else."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         doc = None
-    if status in (200, 201):
+    if status in (200, 201, 202):
         if not isinstance(doc, dict):
             raise ServerError("the answer is not a JSON object", status=status)
         return doc

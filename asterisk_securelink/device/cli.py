@@ -6,6 +6,7 @@
     securelink-device enroll URI|CODE [--server URL] [--ca FILE] [--state FILE] [--json]
     securelink-device status | fork on|off | claim NUMBER   [--state FILE] [--ca FILE] [--json]
     securelink-device dial [DEST] | intent [DEST]           [--state FILE] [--json]   (`device/dial_cli.py`)
+    securelink-device callback DEST                         [--state FILE] [--json]   (`device/callback_cli.py`)
 
 URI_OR_FILE is the one-time provisioning URI printed by `securelink device add`, a file holding it, or `-` for stdin.
 The URI carries the device secret: prefer a file (mode 0600) or stdin, since an argument lands in shell history.
@@ -42,7 +43,7 @@ import segno
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.core.slk1 import SLK1Error, now_ms, seconds_to_ms
-from asterisk_securelink.device import api_cli, dial_cli
+from asterisk_securelink.device import api_cli, callback_cli, dial_cli
 from asterisk_securelink.device import reference as device
 from asterisk_securelink.device.cli_io import (
     DeviceCliError,
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_qr)
     api_cli.add_commands(sub)
     dial_cli.add_commands(sub, api_cli.api_errors)
+    callback_cli.add_commands(sub, api_cli.api_errors)
     return p
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 ACTION: Final = "intent.create"
 DESTINATION: Final = re.compile(r"[0-9]{1,20}")
 # status -> (code, message): a device that may not ask for an intent
-_REFUSED_STATUS: Final = {
+REFUSED_STATUS: Final = {
     REVOKED: ("revoked", "this device is revoked"),
     SUSPENDED: ("suspended", "this device is suspended"),
     PROVISIONED: ("not_registered", "this device is not registered yet: its first keyed call registers it"),
@@ -70,7 +70,7 @@ async def create_intent(
         directory.audit(ApiEvent(ACTION, "refused", device_id=view.device_id, source=source, detail=detail))
         return ApiError(status, code, message, headers=headers)
 
-    refused = _REFUSED_STATUS.get(view.status)
+    refused = REFUSED_STATUS.get(view.status)
     if refused is not None:
         raise refuse(403, *refused, refused[0])
     settings = directory.intents

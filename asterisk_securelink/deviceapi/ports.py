@@ -96,6 +96,31 @@ class IntentResult:
     retry_after_s: int = 0  # rate_limited
 
 
+class CallbackOutcome(StrEnum):
+    PLACED = "placed"  # 202 {"call_id"}: the PBX is calling the phone
+    BUSY = "busy"  # 409: a callback of this device is live
+    DENIED = "denied"  # 403: the guard refuses the destination
+    RATE_LIMITED = "rate_limited"  # 429 with Retry-After: max_concurrent or max_per_day reached
+    NO_ROUTE = "no_route"  # 409: no context / caller ID for this device
+    UNAVAILABLE = "unavailable"  # 503: no Stasis app, the store or ARI failed
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    outcome: CallbackOutcome
+    call_id: str = ""  # placed (also set on refusals decided after a call id was drawn)
+    retry_after_s: int = 0  # rate_limited
+    reason: str = ""  # for the audit: why refused (the guard's reason, ...)
+
+
+class Callbacks(Protocol):
+    """`POST /v1/calls/callback` (CALLING.md, "Callback"): implemented by the Stasis app (`calling.callback`).
+    The route checked the device's status and the destination's form; the rest is decided here, when the request
+    arrives. Never raises for a refusal; raising is answered 503 `unavailable`."""
+
+    async def request(self, device_id: int, destination: str, now_ms: int) -> CallbackResult: ...
+
+
 class DirectoryUnavailable(SecureLinkError):
     """The shared store did not answer (503 `unavailable`). The message names no secret."""
 
@@ -104,8 +129,8 @@ class DirectoryUnavailable(SecureLinkError):
 class ApiEvent:
     """One audit event of the API (columns of the audit table; `actor` is always `device`)."""
 
-    action: str  # device.enroll | voucher.claim | intent.create
-    result: str  # ok | not_found | released | repeated | already_claimed | created | refused
+    action: str  # device.enroll | voucher.claim | intent.create | callback.request
+    result: str  # ok | not_found | released | repeated | already_claimed | created | placed | refused
     device_id: int | None = None
     call_id: str | None = None
     source: str | None = None  # the client address
@@ -149,6 +174,13 @@ class DeviceDirectory(Protocol):
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
         """Release the voucher of this device's live call that presented `presented` (SLK1 1.1 comparison), once;
         a repeat with the same non-empty `idempotency_key` gets the same answer."""
+        ...
+
+    async def claim_by_call_id(
+        self, device_id: int, call_id: str, now_ms: int, idempotency_key: str | None
+    ) -> ClaimResult:
+        """The same release for a call the platform named to this device (an intent's or a callback's call_id); a
+        call of another device is not found, as if it did not exist."""
         ...
 
     async def create_intent(

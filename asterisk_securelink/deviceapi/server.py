@@ -1,7 +1,7 @@
 """The device API's routes and its listener (`docs/device-api.md`, "Routes"). A thin shell over the pure core.
 
 `DeviceApi` holds the handlers: `POST /v1/enroll`, `GET /v1/device`, `PUT /v1/device/fork`, `POST /v1/calls/claim`,
-`POST /v1/calls/intent` (`intent.py`).
+`POST /v1/calls/intent` (`intent.py`), `POST /v1/calls/callback` (`callback.py`).
 Authentication follows `signing` in the spec's order: parse -> signature -> clock -> nonce (stored only after the
 signature verified); any failure is the same 401. A revoked device that authenticated gets 403 `revoked` on every
 route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
@@ -22,6 +22,7 @@ from aiohttp import web
 from asterisk_securelink.core import b64
 from asterisk_securelink.core.provisioning import DeviceParams, ProvisioningError, params_document, phone_speaks_1_2
 from asterisk_securelink.core.slk1 import now_ms
+from asterisk_securelink.deviceapi.callback import request_callback
 from asterisk_securelink.deviceapi.codes import CodeError, code_hash
 from asterisk_securelink.deviceapi.intent import create_intent
 from asterisk_securelink.deviceapi.limits import (
@@ -35,7 +36,9 @@ from asterisk_securelink.deviceapi.ports import (
     ACTOR,
     REVOKED,
     ApiEvent,
+    Callbacks,
     ClaimOutcome,
+    ClaimResult,
     DeviceDirectory,
     DeviceView,
 )
@@ -58,10 +61,11 @@ log = logging.getLogger(__name__)
 
 MAX_PRESENTED: Final = 32  # characters of a presented number
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,128}")
+_CALL_ID: Final = re.compile(r"[\x21-\x7e]{1,128}")  # our call ids are channel ids: visible ASCII
 
 
 class DeviceApi:
-    """The four routes over a `DeviceDirectory`. `clock` is unix milliseconds."""
+    """The routes over a `DeviceDirectory` (and the Stasis app's `Callbacks`). `clock` is unix milliseconds."""
 
     def __init__(
         self,
@@ -72,8 +76,12 @@ class DeviceApi:
         limiter: RedeemLimiter | None = None,
         clock: Callable[[], int] = now_ms,
         read_timeout: float = READ_TIMEOUT,
+        callbacks: Callbacks | None = None,
     ) -> None:
+        """`callbacks`: the Stasis app's callbacks (`calling.callback.CallbackCalls`); None (a node without the
+        Stasis app, or before it started): `POST /v1/calls/callback` answers 503. It may be set later."""
         self.directory = directory
+        self.callbacks = callbacks
         self.public_host = public_host
         self.trusted_proxy = tuple(trusted_proxy)
         self.limiter = limiter or RedeemLimiter()
@@ -88,6 +96,7 @@ class DeviceApi:
             ("PUT", "/v1/device/fork", self.fork),
             ("POST", "/v1/calls/claim", self.claim),
             ("POST", "/v1/calls/intent", self.intent),
+            ("POST", "/v1/calls/callback", self.callback),
         ):
             app.router.add_route(method, path, with_body(handler, self.read_timeout))
         return app
@@ -150,12 +159,33 @@ class DeviceApi:
         return json_answer({"key_id": view.key_id, "fork": enabled})
 
     async def claim(self, request: web.Request, body: bytes) -> web.Response:
+        """`{"presented"}` (the number the call showed or the key it sent) or `{"call_id"}` (a call the platform
+        named to this phone: an intent's, a callback's), exactly one."""
         view = _not_revoked(await self._authenticate(request, body))
-        presented = json_object(body).get("presented")
+        doc = json_object(body)
+        if ("presented" in doc) == ("call_id" in doc):
+            raise bad_request("give exactly one of presented and call_id")
+        key = _idempotency_key(request)
+        if "call_id" in doc:
+            call_id = doc["call_id"]
+            if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
+                raise bad_request("call_id must be 1 to 128 visible ASCII characters")
+            result = await self.directory.claim_by_call_id(view.device_id, call_id, self.clock(), key)
+            return self._claimed(request, view, result, "no live call of this device has that call_id", "call_id")
+        presented = doc["presented"]
         if not isinstance(presented, str) or not 0 < len(presented) <= MAX_PRESENTED or not presented.isprintable():
             raise bad_request(f"presented must be a number of at most {MAX_PRESENTED} characters")
-        result = await self.directory.claim(view.device_id, presented, self.clock(), _idempotency_key(request))
+        result = await self.directory.claim(view.device_id, presented, self.clock(), key)
+        return self._claimed(request, view, result, "no live call of this device presented that number")
+
+    def _claimed(
+        self, request: web.Request, view: DeviceView, result: ClaimResult, not_found: str, by: str = "presented"
+    ) -> web.Response:
+        """A claim's answer, audited (`voucher.claim`, with its reason and what it claimed by; a second claim of a
+        released voucher is an alert)."""
         detail = {"reason": result.reason} if result.reason else {}
+        if by != "presented":
+            detail["by"] = by
         if result.outcome is ClaimOutcome.ALREADY_CLAIMED:
             detail["alert"] = "second claim of a released voucher: the device secret may be cloned"
             log.warning("device api: device %s claimed a released voucher again (cloned secret?)", view.device_id)
@@ -172,7 +202,7 @@ class DeviceApi:
         if result.outcome is ClaimOutcome.ALREADY_CLAIMED:
             raise ApiError(409, "already_claimed", "this call's key was already released")
         if result.outcome is ClaimOutcome.NOT_FOUND:
-            raise ApiError(404, "not_found", "no live call of this device presented that number")
+            raise ApiError(404, "not_found", not_found)
         if result.call_key is None or result.call_id is None or result.call_key_id is None:
             raise RuntimeError("a released voucher without its key")
         return json_answer(
@@ -185,6 +215,12 @@ class DeviceApi:
         key = _idempotency_key(request)
         answer = await create_intent(self.directory, view, doc, key, self.clock(), self._client(request))
         return json_answer(answer, 201)
+
+    async def callback(self, request: web.Request, body: bytes) -> web.Response:
+        view = await self._authenticate(request, body)
+        doc = json_object(body)
+        answer = await request_callback(self.directory, self.callbacks, view, doc, self.clock(), self._client(request))
+        return json_answer(answer, 202)
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _params(self, v: object) -> DeviceParams:
@@ -287,9 +323,14 @@ class DeviceApiServer:
 
 
 def server_from_config(
-    cfg: DeviceApiConfig, directory: DeviceDirectory, path: Callable[[str], Path] = Path
+    cfg: DeviceApiConfig,
+    directory: DeviceDirectory,
+    path: Callable[[str], Path] = Path,
+    *,
+    callbacks: Callbacks | None = None,
 ) -> DeviceApiServer:
-    """The listener `[device_api]` describes (`path` resolves the certificate paths, e.g. `Config.path`). Raises
+    """The listener `[device_api]` describes (`path` resolves the certificate paths, e.g. `Config.path`), with the
+    Stasis app's `callbacks` when this node runs it (else, or until `api.callbacks` is set, 503). Raises
     ValueError with one line (`device_api.<key>: ...`) when the settings are wrong or the certificate cannot load;
     a non-loopback address without TLS is refused here."""
     found = problems(cfg)
@@ -299,5 +340,6 @@ def server_from_config(
         raise ValueError(found[0])
     host, port = listen_address(cfg)
     context = server_context(path(cfg.tls_cert), path(cfg.tls_key)) if cfg.tls_configured else None
-    api = DeviceApi(directory, public_host=public_host(cfg), trusted_proxy=parse_trusted(cfg.trusted_proxy))
+    api = DeviceApi(directory, public_host=public_host(cfg), trusted_proxy=parse_trusted(cfg.trusted_proxy),
+                    callbacks=callbacks)  # fmt: skip
     return DeviceApiServer(api, host, port, context)

@@ -56,6 +56,10 @@ class Vouchers(Protocol):
 
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult: ...
 
+    async def claim_by_call_id(
+        self, device_id: int, call_id: str, now_ms: int, idempotency_key: str | None
+    ) -> ClaimResult: ...
+
     async def purge(self, now_ms: int) -> int: ...
 
 
@@ -192,6 +196,11 @@ class ApiStore:
 
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
         return await self.vouchers.claim(device_id, presented, now_ms, idempotency_key)
+
+    async def claim_by_call_id(
+        self, device_id: int, call_id: str, now_ms: int, idempotency_key: str | None
+    ) -> ClaimResult:
+        return await self.vouchers.claim_by_call_id(device_id, call_id, now_ms, idempotency_key)
 
     async def create_intent(
         self, device_id: int, access_number: str, destination: str | None, now_ms: int, idempotency_key: str | None

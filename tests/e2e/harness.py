@@ -161,6 +161,26 @@ def app_registered(name: str = APP) -> bool:
     return any(a.get("name") == name for a in apps)
 
 
+def gone_or_swept(name: str) -> bool:
+    """True when Asterisk no longer lists the app `name`. An app that disconnected while it was still subscribed to
+    a channel (an admitted call it follows to its end) stays listed after that channel is gone, until Asterisk next
+    sweeps its finished apps, which it does when any app disconnects: so a probe app connects and leaves."""
+    if not app_registered(name):
+        return True
+    import asyncio
+
+    import aiohttp
+
+    async def probe() -> None:
+        url = f"http://127.0.0.1:8088/ari/events?app=testbed-sweep&api_key={ARI_USER}:{ARI_PASSWORD}"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url):
+            await asyncio.sleep(0.2)
+
+    asyncio.run(probe())
+    time.sleep(0.3)
+    return not app_registered(name)
+
+
 def wait_until(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -202,7 +222,7 @@ def app(home: Home) -> Iterator[subprocess.Popen[bytes]]:
 def start_app(
     home: Home, name: str = APP, agi: bool = True
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
-    wait_until(lambda: not app_registered(name), 15, f"a previous {name} app to go away")
+    wait_until(lambda: gone_or_swept(name), 15, f"a previous {name} app to go away")
     run = home.start("run", "run")
     agi_proc = home.start("agi", "agi") if agi else None
     wait_until(lambda: app_registered(name), 20, f"{name} to register its Stasis app")

@@ -121,6 +121,18 @@ class MemoryDirectory:
                 return ClaimResult(outcome, "", v.call_id, v.call_key_id, v.call_key)
         return ClaimResult(ClaimOutcome.NOT_FOUND, "no_call")
 
+    async def claim_by_call_id(self, device_id: int, call_id: str, now_ms: int,
+                               idempotency_key: str | None) -> ClaimResult:  # fmt: skip
+        self._call("claim_by_call_id")
+        for v in self.vouchers:
+            if v.device_id == device_id and v.call_id == call_id:
+                if v.released and not (idempotency_key and idempotency_key == v.idempotency_key):
+                    return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, "released_before", v.call_id)
+                outcome = ClaimOutcome.REPEATED if v.released else ClaimOutcome.RELEASED
+                v.released, v.idempotency_key = True, idempotency_key
+                return ClaimResult(outcome, "", v.call_id, v.call_key_id, v.call_key)
+        return ClaimResult(ClaimOutcome.NOT_FOUND, "no_call")
+
     async def create_intent(self, device_id: int, access_number: str, destination: str | None, now_ms: int,
                             idempotency_key: str | None) -> IntentResult:  # fmt: skip
         self._call("create_intent")
