@@ -151,7 +151,7 @@ def test_an_admins_edits_to_installs_files_are_kept_then_removed_with_a_backup(
 ) -> None:
     install(etc, toml, tmp_path)
     own = etc / "securelink/securelink.conf"
-    own.write_text(own.read_text().replace(" same => n,Wait(1)\n", " same => n,Dial(PJSIP/1001)\n"))
+    own.write_text(own.read_text() + "[mine]\nexten => 1,1,Dial(PJSIP/1001)\n")
     again = plan(etc, toml)
     assert again.empty and again.notes == (f"{own} was edited after install: kept as it is",)
     p = plan_uninstall(applier.scan(etc))
