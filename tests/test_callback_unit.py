@@ -147,7 +147,7 @@ async def _placed(rig: Rig) -> str:
 
 
 async def _answer_mobile(rig: Rig, call_id: str) -> None:
-    await rig.calls.stasis_start(_info("callback", call_id, f"{call_id}-cb"))
+    await rig.calls.stasis_start(_info("callback", call_id, f"m-{call_id}"))
 
 
 async def _gone(rig: Rig, channel: str) -> None:
@@ -162,7 +162,7 @@ async def test_a_placed_callback_rings_the_mobile_through_the_outbound_context(r
     ((_, endpoint, kw),) = rig.ari.of("originate")
     assert endpoint == "Local/7@securelink-mobile"
     assert kw == {"app": "securelink", "app_args": f"callback,{call_id}", "timeout": 1,
-                  "channel_id": f"{call_id}-cb", "other_channel_id": call_id}  # fmt: skip
+                  "channel_id": f"m-{call_id}", "other_channel_id": call_id}  # fmt: skip
 
 
 async def test_no_identity_is_no_route_and_nothing_is_reserved(rig: Rig) -> None:
@@ -211,7 +211,7 @@ async def test_an_originate_that_fails_gives_the_lease_back(rig: Rig) -> None:
 # -- the call -------------------------------------------------------------------------------------------------------
 async def test_confirmed_by_the_claim_then_dialled_bridged_and_cleaned_up(rig: Rig) -> None:
     call_id = await _placed(rig)
-    mobile, dest = f"{call_id}-cb", f"{call_id}-dest"
+    mobile, dest = f"m-{call_id}", f"d-{call_id}"
     rig.store.released = True  # the phone claimed {"call_id"} (on any node)
     await _answer_mobile(rig, call_id)
     await until(lambda: len(rig.ari.of("originate")) == 2)
@@ -245,7 +245,7 @@ async def test_confirmed_by_the_claim_then_dialled_bridged_and_cleaned_up(rig: R
 
 async def test_confirmed_by_pressing_1_but_not_by_another_digit(rig: Rig) -> None:
     call_id = await _placed(rig)
-    mobile = f"{call_id}-cb"
+    mobile = f"m-{call_id}"
     await _answer_mobile(rig, call_id)
     await until(lambda: ("play", mobile, "sound:beep") in rig.ari.calls)
     for digit in ("2", "1"):
@@ -256,7 +256,7 @@ async def test_confirmed_by_pressing_1_but_not_by_another_digit(rig: Rig) -> Non
 
 async def test_a_2_alone_does_not_confirm(rig: Rig) -> None:
     call_id = await _placed(rig)
-    mobile = f"{call_id}-cb"
+    mobile = f"m-{call_id}"
     await _answer_mobile(rig, call_id)
     await rig.calls.on_event(ChannelDtmfReceived(type="ChannelDtmfReceived", channel=Channel(mobile), digit="2"))
     await until(lambda: bool(rig.store.records))
@@ -266,7 +266,7 @@ async def test_a_2_alone_does_not_confirm(rig: Rig) -> None:
 
 async def test_no_confirmation_in_time_is_unconfirmed_and_nothing_is_dialled(rig: Rig) -> None:
     call_id = await _placed(rig)
-    mobile = f"{call_id}-cb"
+    mobile = f"m-{call_id}"
     await _answer_mobile(rig, call_id)
     await until(lambda: bool(rig.store.records))
     assert len(rig.ari.of("originate")) == 1  # the destination was never dialled
@@ -284,7 +284,7 @@ async def test_no_confirmation_in_time_is_unconfirmed_and_nothing_is_dialled(rig
 async def test_the_phone_hanging_up_while_asked_is_not_unconfirmed(rig: Rig) -> None:
     call_id = await _placed(rig)
     await _answer_mobile(rig, call_id)
-    await _gone(rig, f"{call_id}-cb")
+    await _gone(rig, f"m-{call_id}")
     await until(lambda: bool(rig.store.records))
     assert rig.verdicts() == []
     assert rig.store.records[0]["hangup_cause"] == "hung_up"
@@ -294,7 +294,7 @@ async def test_the_phone_hanging_up_while_asked_is_not_unconfirmed(rig: Rig) -> 
 async def test_a_mobile_that_never_answers_ends_the_callback(rig: Rig) -> None:
     call_id = await _placed(rig)
     await until(lambda: bool(rig.store.records))  # 1 s ring + 0.2 s backstop
-    assert ("hangup", f"{call_id}-cb", "no_answer") in rig.ari.calls
+    assert ("hangup", f"m-{call_id}", "no_answer") in rig.ari.calls
     assert rig.routing.released == [call_id]
     assert rig.store.records[0]["hangup_cause"] == "no_answer"
     assert [leg["outcome"] for leg in rig.store.records[0]["legs"]] == ["unanswered", "not_dialed"]
@@ -305,8 +305,8 @@ async def test_a_destination_that_does_not_answer_hangs_both_up(rig: Rig) -> Non
     rig.store.released = True
     await _answer_mobile(rig, call_id)
     await until(lambda: bool(rig.store.records))
-    assert ("hangup", f"{call_id}-cb", "normal") in rig.ari.calls
-    assert ("hangup", f"{call_id}-dest", "normal") in rig.ari.calls
+    assert ("hangup", f"m-{call_id}", "normal") in rig.ari.calls
+    assert ("hangup", f"d-{call_id}", "normal") in rig.ari.calls
     assert rig.store.records[0]["hangup_cause"] == "destination_unanswered"
     assert rig.ari.of("bridge") == []
 
@@ -317,7 +317,7 @@ async def test_fail_closed_when_the_destination_cannot_be_dialled(rig: Rig) -> N
     rig.store.released = True
     await _answer_mobile(rig, call_id)
     await until(lambda: bool(rig.store.records))
-    assert ("hangup", f"{call_id}-cb", "normal") in rig.ari.calls
+    assert ("hangup", f"m-{call_id}", "normal") in rig.ari.calls
     assert rig.routing.released == [call_id]
     assert rig.store.records[0]["hangup_cause"] == "error"
     json.dumps(rig.store.records[0], default=str)  # a record the book can write

@@ -15,7 +15,7 @@ Then, in the call's own task (so its DTMF and hang-up events reach `on_event` me
 3. when either side hangs up: the other is hung up, the bridge destroyed, the lease released, the call record written.
 Fail closed: anything unexpected hangs everything up; the lease is always released.
 
-The record is written under `<call_id>-cb` (the `;1` half): the outbound controller writes `<call_id>`'s own record
+The record is written under the `;1` half's id, `m-<call_id>`: the outbound controller writes `<call_id>`'s own record
 (the mobile leg) and call ids are unique in `call_records`.
 """
 
@@ -45,6 +45,7 @@ from asterisk_securelink.calling.guard import Kind
 from asterisk_securelink.core.slk1 import Direction, now_ms
 from asterisk_securelink.core.verdicts import Method, Verdict
 from asterisk_securelink.deviceapi.ports import CallbackOutcome, CallbackResult
+from asterisk_securelink.dialplan import CDR_DEVICE, CDR_METHOD, TIMEOUT_VAR
 from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo, hangup_quietly
@@ -89,8 +90,10 @@ class _Callback:
     cause: str = ""
 
     def __post_init__(self) -> None:
-        self.mobile = self.mobile or f"{self.call_id}-cb"
-        self.dest = self.dest or f"{self.call_id}-dest"
+        # never `<call_id>` + a suffix: Asterisk 22.10 refuses an originate whose otherChannelId is a prefix of
+        # its channelId ("Channel with given unique ID already exists")
+        self.mobile = self.mobile or f"m-{self.call_id}"
+        self.dest = self.dest or f"d-{self.call_id}"
 
     def record(self, ended_at: datetime) -> dict[str, Any]:
         def leg(endpoint: str, channel: str, role: str, up: asyncio.Event, tried: bool) -> dict[str, str]:
@@ -274,9 +277,9 @@ class CallbackCalls:
             return
         cb.answered_at = self.clock()
         for cid in (cb.mobile, cb.dest):
-            await self.channels.set_channel_var(cid, "TIMEOUT(absolute)", str(self.max_call_seconds))
-            await _quietly(self.channels.set_channel_var(cid, "CDR(securelink_device)", str(cb.device_id)))
-            await _quietly(self.channels.set_channel_var(cid, "CDR(securelink_method)", Method.CALLBACK.value))
+            await self.channels.set_channel_var(cid, TIMEOUT_VAR, str(self.max_call_seconds))
+            await _quietly(self.channels.set_channel_var(cid, CDR_DEVICE, str(cb.device_id)))
+            await _quietly(self.channels.set_channel_var(cid, CDR_METHOD, Method.CALLBACK.value))
         cb.bridge_id = await self.channels.create_bridge("mixing", name=f"securelink-{cb.call_id}"[:64])
         await self.channels.add_channel_to_bridge(cb.bridge_id, [cb.mobile, cb.dest])
         log.info("callback %s: connected to %s", cb.call_id, cb.destination)
