@@ -1,0 +1,219 @@
+"""`calling.onward.Onward` on a real store (SQLite and PostgreSQL) with a recording stand-in for ARI: what an admitted
+call gets (the contract's variables, the CDR fields, the time limit, the subscription, `continue`), each refusal
+(`no_route`, `denied`, `rate_limited`, no dial tone by intent), the app's dial tone, and the end of a followed call
+(lease released, record written). Plus the routing identity's order of places (`calling.identity`)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from asterisk_securelink.asterisk.ari.events import Channel, ChannelDestroyed, ChannelDtmfReceived
+from asterisk_securelink.calling.guard import RouteGuard
+from asterisk_securelink.calling.identity import RoutingIdentity
+from asterisk_securelink.calling.onward import WITHHELD, Admitted, Onward, recorded_caller
+from asterisk_securelink.config import Config, RoutingConfig
+from asterisk_securelink.core.verdicts import Method
+from asterisk_securelink.notifier import Notifier
+from asterisk_securelink.stasis import CallInfo
+from asterisk_securelink.store.routes import RouteLeases
+from asterisk_securelink.store.store import DeviceRow, Store
+
+DESK = {"context": "from-desk", "callerid": '"Alice" <1001>'}
+
+
+class Endpoints:
+    def __init__(self, fields: dict[str, str] | None = DESK, fail: bool = False) -> None:
+        self.fields, self.fail, self.asked = fields, fail, 0
+
+    async def get_config_object(self, config_class: str, object_type: str, object_id: str) -> dict[str, str] | None:
+        self.asked += 1
+        if self.fail:
+            raise OSError("ARI down")
+        return self.fields if object_id == "1001" else None
+
+
+class Ari:
+    """Records what Onward asks of ARI; `fail_cdr`: the PBX has CDRs off."""
+
+    def __init__(self, fail_cdr: bool = False) -> None:
+        self.vars: dict[str, str] = {}
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail_cdr = fail_cdr
+
+    async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        if self.fail_cdr and name.startswith("CDR("):
+            raise RuntimeError("CDRs off")
+        self.vars[name] = value
+
+    async def continue_in_dialplan(self, channel_id: str, context: str | None = None, extension: str | None = None,
+                                   priority: int | None = None) -> None:  # fmt: skip
+        self.calls.append(("continue", channel_id, context, extension))
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        self.calls.append(("hangup", channel_id, reason))
+        return True
+
+    async def answer(self, channel_id: str) -> None:
+        self.calls.append(("answer", channel_id))
+
+    async def play(self, channel_id: str, media: str, playback_id: str) -> None:
+        self.calls.append(("play", channel_id, media))
+
+    async def stop_playback(self, playback_id: str) -> bool:
+        return True
+
+    async def subscribe_channel(self, channel_id: str) -> None:
+        self.calls.append(("subscribe", channel_id))
+
+    def did(self, what: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == what]
+
+
+class Records:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.ended_calls: list[str] = []
+
+    async def record(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    async def ended(self, call_id: str) -> None:
+        self.ended_calls.append(call_id)
+
+
+class Rig:
+    def __init__(self, store: Store, routing: RoutingConfig, endpoints: Endpoints, ari: Ari) -> None:
+        self.store, self.ari, self.records = store, ari, Records()
+        self.audit: list[dict[str, Any]] = []
+        self.cfg = replace(Config(), routing=routing)
+        self.leases = RouteLeases(store, "node-a")
+        notifier = Notifier(self.audit.append)
+        identity, guard = RoutingIdentity(routing, endpoints), RouteGuard(routing, self.leases)
+        self.onward = Onward(self.cfg, store, identity, guard, ari, notifier, self.records, node="node-a",
+                             clock_ms=lambda: 1_790_000_000_000)  # fmt: skip
+
+    async def go(self, admitted: Admitted, call: CallInfo | None = None) -> CallInfo:
+        call = call or CallInfo("ch-1", "PJSIP/carrier-00000001", "+15550001111", "+12155550400")
+        await self.onward.go(call, admitted)
+        await self.onward.close(5)
+        return call
+
+    def results(self) -> list[str | None]:
+        return [a["result"] for a in self.audit if a["action"] == "route"]
+
+
+async def device(store: Store, desk: str | None = "PJSIP/1001", **routing: str) -> DeviceRow:
+    key_id = f"dev-{len(routing)}-{(desk or 'none').replace('/', '.')}"
+    return await store.add_device("Alice", "+15550001111", desk, key_id, "test", routing)
+
+
+def rig(store: Store, routing: RoutingConfig | None = None, endpoints: Endpoints | None = None,
+        ari: Ari | None = None) -> Rig:  # fmt: skip
+    return Rig(store, routing or RoutingConfig(), endpoints or Endpoints(), ari or Ari())
+
+
+async def test_an_admitted_call_goes_to_its_destination_in_the_desks_context(store: Store) -> None:
+    r = rig(store)
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.DTMF, "2001", "+15550001111", answered=True, variables={"X": "1"}))
+    assert r.ari.vars["SECURELINK_CONTEXT"] == "from-desk" and r.ari.vars["SECURELINK_CALLERID"] == '"Alice" <1001>'
+    assert (r.ari.vars["SECURELINK_METHOD"], r.ari.vars["SECURELINK_DESTINATION"]) == ("dtmf", "2001")
+    assert (r.ari.vars["CDR(securelink_device)"], r.ari.vars["CDR(securelink_method)"]) == (str(dev.id), "dtmf")
+    assert r.ari.vars["TIMEOUT(absolute)"] == "3600" and r.ari.vars["X"] == "1"
+    assert r.ari.did("subscribe") and r.ari.did("continue") == [("continue", "ch-1", "securelink-admitted",
+                                                                 "+12155550400")]  # fmt: skip
+    assert await r.leases.live(dev.id, "through", 1_790_000_000_000) == 1  # held until the call ends
+    # the end: the lease back, the record written, the vouchers ended
+    destroyed = ChannelDestroyed(type="ChannelDestroyed", channel=Channel("ch-1"), cause=16, cause_txt="Normal")
+    assert await r.onward.on_event(destroyed)
+    assert await r.leases.live(dev.id, "through", 1_790_000_000_000) == 0
+    [rec] = r.records.records
+    assert (rec["direction"], rec["method"], rec["destination"], rec["caller"]) == ("inbound", "dtmf", "2001",
+                                                                                   "+15550001111")  # fmt: skip
+    assert rec["hangup_cause"] == "Normal" and rec["answered_at"] is not None and r.records.ended_calls == ["ch-1"]
+    assert not await r.onward.on_event(destroyed)  # once
+
+
+async def test_the_devices_own_values_win_and_the_desk_is_not_read(store: Store) -> None:
+    endpoints = Endpoints()
+    r = rig(store, endpoints=endpoints)
+    dev = await device(store, context="mobile-ctx", callerid='"Al" <2222>', home="extension:*97")
+    await r.go(Admitted(dev.id, Method.ANI))
+    assert (r.ari.vars["SECURELINK_CONTEXT"], r.ari.vars["SECURELINK_CALLERID"]) == ("mobile-ctx", '"Al" <2222>')
+    assert (r.ari.vars["SECURELINK_DESTINATION"], r.ari.vars["SECURELINK_HOME"]) == ("", "*97")
+    assert endpoints.asked == 0
+
+
+async def test_without_any_identity_the_verdict_is_no_route(store: Store) -> None:
+    r = rig(store, endpoints=Endpoints(fields=None))
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.ANI))
+    assert r.results() == ["no_route"] and r.ari.did("hangup") == [("hangup", "ch-1", "rejected")]
+    assert not r.ari.did("continue") and r.records.records[0]["verdict"] == "no_route"
+
+
+async def test_the_defaults_fill_what_the_desk_lacks_and_a_desk_that_cannot_be_read_fails_closed(store: Store) -> None:
+    routing = RoutingConfig(default_context="from-internal", default_callerid="<1000>", home="extension:8000")
+    r = rig(store, routing, Endpoints(fields={"context": "from-desk", "callerid": ""}))
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.ANI))
+    assert (r.ari.vars["SECURELINK_CONTEXT"], r.ari.vars["SECURELINK_CALLERID"]) == ("from-desk", "<1000>")
+    broken = rig(store, routing, Endpoints(fail=True))
+    await broken.go(Admitted(dev.id, Method.ANI))
+    assert broken.results() == ["error"] and not broken.ari.did("continue")
+
+
+@pytest.mark.parametrize(("dest", "reason"), [("911", "emergency"), ("0044207946000", "denied_pattern"),
+                                              ("12125551234", "not_allowed")])  # fmt: skip
+async def test_the_guard_refuses_before_the_dialplan_sees_the_call(store: Store, dest: str, reason: str) -> None:
+    r = rig(store)
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.DTMF, dest, answered=True))
+    assert r.results() == ["denied"] and not r.ari.did("continue")
+    assert next(a["detail"] for a in r.audit if a["action"] == "route").count(reason) == 1
+    assert await r.leases.live(dev.id, "through", 1_790_000_000_000) == 0
+
+
+async def test_a_third_call_at_once_is_rate_limited(store: Store) -> None:
+    r = rig(store)
+    dev = await device(store)
+    for i in range(3):
+        await r.go(Admitted(dev.id, Method.DTMF, "2001", answered=True), CallInfo(f"ch-{i}", "x", None, "400"))
+    assert r.results() == ["rate_limited"] and len(r.ari.did("continue")) == 2
+
+
+async def test_no_dial_tone_by_intent(store: Store) -> None:
+    r = rig(store)
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.INTENT))
+    assert r.results() == ["denied"] and not r.ari.did("answer")
+
+
+async def test_dial_tone_collects_the_number_then_the_guard_decides(store: Store) -> None:
+    r = rig(store)
+    dev = await device(store)
+    call = CallInfo("ch-9", "PJSIP/carrier-9", "+15550001111", "100")
+    await r.onward.go(call, Admitted(dev.id, Method.ANI))
+    await asyncio.sleep(0.05)
+    assert r.ari.did("answer") and ("play", "ch-9", "tone:dial") in r.ari.calls
+    for d in "20*2002#":  # `*` clears what was typed
+        await r.onward.on_event(ChannelDtmfReceived(type="ChannelDtmfReceived", channel=Channel("ch-9"), digit=d))
+    await r.onward.close(5)
+    assert r.ari.vars["SECURELINK_DESTINATION"] == "2002" and r.ari.did("continue")
+
+
+def test_a_call_record_never_holds_the_key_and_says_withheld() -> None:
+    assert recorded_caller("8005551234", Method.ANI) is None  # the caller number was the key
+    assert recorded_caller("anonymous", Method.DTMF) == WITHHELD
+    assert recorded_caller("+15550001111", Method.INTENT) == "+15550001111"
+
+
+async def test_cdrs_off_do_not_refuse_the_call(store: Store) -> None:
+    r = rig(store, ari=Ari(fail_cdr=True))
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.DTMF, "2001", answered=True))
+    assert r.ari.did("continue") and "CDR(securelink_device)" not in r.ari.vars
