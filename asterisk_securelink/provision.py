@@ -60,4 +60,5 @@ def offer(cfg: Config) -> Offer:
 def intent_settings(cfg: Config) -> IntentSettings:
     """`[calling]` as the device API's intent route needs it."""
     c = cfg.calling
-    return IntentSettings(c.access_numbers, c.intents_on, c.intent_ttl, c.intent_quiet)
+    return IntentSettings(c.access_numbers, c.intents_on, c.intent_ttl, c.intent_quiet, policy=cfg.routing,
+                          home=cfg.routing.home)  # fmt: skip

@@ -22,6 +22,7 @@ from support.deviceapi_fakes import (
     signed,
 )
 
+from asterisk_securelink.config import RoutingConfig
 from asterisk_securelink.deviceapi.codes import code_hash
 from asterisk_securelink.deviceapi.ports import IntentOutcome, IntentResult, IntentSettings, Offer
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
@@ -115,6 +116,26 @@ async def test_a_noisy_number_is_told_to_use_dtmf(api: Api) -> None:
     a = await api.intent()
     assert (a.status, a.error) == (409, "use_dtmf")
     assert api.audited() == [("intent.create", "refused", "noise")]
+
+
+async def test_a_home_extension_lets_an_intent_go_without_a_destination(api: Api) -> None:
+    api.directory.intents = IntentSettings(POOL, on=True, home="extension:8000")
+    a = await api.call("POST", INTENT, b'{"destination": null}')
+    assert a.status == 201 and "create_intent" in api.directory.calls
+
+
+REFUSED = [("911", "emergency"), ("9112", "emergency"), ("0044207946000", "denied_pattern"),
+           ("12125551234", "not_allowed")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("destination", "reason"), REFUSED)
+async def test_the_guard_refuses_a_destination_before_an_intent_exists(api: Api, destination: str, reason: str) -> None:
+    api.directory.intents = IntentSettings(POOL, on=True, policy=RoutingConfig())
+    a = await api.intent(destination)
+    assert (a.status, a.error) == (403, "denied")
+    assert "create_intent" not in api.directory.calls
+    assert api.audited() == [("intent.create", "refused", reason)]
+    assert (await api.intent("2001")).status == 201  # an internal extension passes
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ in order, each refusal audited as `intent.create` `refused` with its reason (nev
 - the device: 403 `revoked`, `suspended`, `not_registered` (still `provisioned`: an intent call carries no key, so it
   can never be the verified call that registers a device, and the access entry would not admit it);
 - `[calling]`: 409 `use_dtmf` when intents are not offered (`intent = off`, or no access numbers);
-- the destination: 403 `denied` without one ("no dial tone by intent": allowed only when the device's home is
-  `extension:`, and devices have no home yet, so a null destination is always denied for now);
+- the destination: 403 `denied` without one ("no dial tone by intent": allowed only when the device's home, or
+  `[routing] home`, is `extension:`), or when the guard's rules refuse it (`core.tollguard`: emergency numbers,
+  `denied`, not `allowed`);
 - the store: 201 (created, or the same intent again for the same Idempotency-Key), 429 `rate_limited` with
   `Retry-After`, 409 `use_dtmf` (a noise record within `intent_quiet`), 503 `unavailable` when it fails.
 The access number is drawn from the pool with `secrets.choice` (a CSPRNG), so a spoofer cannot predict it.
@@ -20,6 +21,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Final
 
+from asterisk_securelink.core.tollguard import check_destination
 from asterisk_securelink.deviceapi.ports import (
     PROVISIONED,
     REVOKED,
@@ -77,8 +79,12 @@ async def create_intent(
     if not settings.offered:
         raise refuse(409, "use_dtmf", "intents are off on this platform: call the access number and send the key",
                      "intent_off")  # fmt: skip
-    if destination is None:
+    if destination is None and not (view.home or settings.home).startswith("extension:"):
         raise refuse(403, "denied", "an intent needs a destination (no dial tone by intent)", "no_destination")
+    if destination is not None and settings.policy is not None:
+        refusal = check_destination(destination, settings.policy)
+        if refusal is not None:  # the guard's rules, before anything is set up (the call checks them again)
+            raise refuse(403, "denied", "this destination may not be called through the PBX", refusal.reason.value)
     access = secrets.choice(settings.access_numbers)
     try:
         result = await directory.create_intent(view.device_id, access, destination, now_ms, idempotency_key)
@@ -92,7 +98,7 @@ async def create_intent(
         raise refuse(429, "rate_limited", "too many intents; try again later", "rate_limited", **{"Retry-After": retry})
     if result.outcome is IntentOutcome.USE_DTMF:
         raise refuse(409, "use_dtmf", "call the access number and send the key", "noise")
-    detail = {"intent": result.intent_id, "access": result.access_number, "destination": destination}
+    detail = {"intent": result.intent_id, "access": result.access_number, "destination": destination or ""}
     directory.audit(
         ApiEvent(ACTION, result.outcome.value, device_id=view.device_id, call_id=result.call_id, source=source,
                  detail=detail)

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Final, Protocol
 
 from asterisk_securelink.core.provisioning import Offer as Offer
+from asterisk_securelink.core.tollguard import Policy
 from asterisk_securelink.errors import SecureLinkError
 
 REVOKED: Final = "revoked"
@@ -31,6 +32,7 @@ class DeviceView:
     key_id: str
     status: str  # provisioned | registered | suspended | revoked
     fork: bool
+    home: str | None = None  # the device's own `home` (CALLING.md); None: `[routing] home`
 
 
 @dataclass(frozen=True, repr=False)
@@ -73,6 +75,8 @@ class IntentSettings:
     ttl_s: int = 30
     quiet_s: int = 120
     per_minute: int = 10
+    policy: Policy | None = None  # the guard's destination rules (`[routing]`); None: every destination passes
+    home: str = "disa"  # `[routing] home`, where a call without a destination goes
 
     @property
     def offered(self) -> bool:

@@ -90,7 +90,7 @@ _OUTCOMES = {
 EventSink = Callable[[ApiEvent], None]  # `Notifier.api_event`: the audit row, metrics, AMI; never blocks
 
 # the hot statements, built once (bound parameters; SQLAlchemy caches their compiled form)
-_DEVICE_BY_KEY_ID = select(Device.id, Device.key_id, Device.status, Device.fork_enabled).where(
+_DEVICE_BY_KEY_ID = select(Device.id, Device.key_id, Device.status, Device.fork_enabled, Device.home).where(
     Device.key_id == bindparam("key_id")
 )
 
@@ -145,7 +145,7 @@ class ApiStore:
             row = (await c.execute(_DEVICE_BY_KEY_ID, {"key_id": key_id})).first()
         if row is None:
             return None
-        return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled))
+        return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled), row.home)
 
     def secret_of(self, key_id: str) -> bytes:
         return device_secret(self._master, key_id)
