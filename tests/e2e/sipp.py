@@ -631,6 +631,7 @@ def run_dtmf_call(
     method: str = "rfc4733",
     hold_ms: int = 20_000,
     timeout: float = 60.0,
+    prefix: Sequence[str] = (),
 ) -> DtmfCall:
     """Place one call with ``dtmf_scenario`` and report how it went; SIPp is killed after ``timeout`` seconds.
     Raises SippError when SIPp produced no result line."""
@@ -641,7 +642,7 @@ def run_dtmf_call(
         scenario_xml = dtmf_scenario(caller, called, steps, method=method, hold_ms=hold_ms, pcap_dir=tmpdir)
         scenario = tmpdir / "dtmf.xml"
         scenario.write_text(scenario_xml)
-        log, rc = _run_sipp(tmpdir, [str(scenario), "-m", "1"], timeout=timeout)
+        log, rc = _run_sipp(tmpdir, [str(scenario), "-m", "1"], timeout=timeout, prefix=prefix)
         rows = _parse_log(log, "RESULT")
         if len(rows) != 1:
             raise _failed(tmpdir, f"SIPp DTMF call produced {len(rows)} results (rc={rc})")

@@ -21,7 +21,7 @@ from subprocess import Popen
 from typing import Any
 
 import pytest
-from access_calls import CHROOT
+from access_calls import CHROOT, log_since, log_size
 from harness import AmiMonitor, Home, ami_monitor, new_home, next_window, no_channels_left, wait_until
 from sipp import DtmfCall, dtmf_steps, run_dtmf_call, uas
 
@@ -38,6 +38,7 @@ NUMBERS = {  # name -> (number, device add options)
     "busy": ("15553000006", ["--desk-endpoint", "PJSIP/1001"]),
     "nowhere": ("15553000007", []),  # no desk endpoint, no [routing] default: no_route
     "long": ("15553000008", ["--desk-endpoint", "PJSIP/1001"]),
+    "disa": ("15553000009", ["--desk-endpoint", "PJSIP/1001"]),
 }
 ROUTING = f"""[routing]
 home = "extension:8000"
@@ -212,3 +213,19 @@ async def test_a_third_concurrent_call_of_one_device_is_refused(
     rows = route_rows(home, dev["id"])
     assert [r["result"] for r in rows] == ["rate_limited"]
     no_channels_left(15)
+
+
+async def test_dial_tone_in_the_app_then_the_guard(
+    home: Home, devices: dict[str, dict[str, Any]], app: Popen[bytes]
+) -> None:
+    """`home = disa` (set on the device): no destination after the key, so the app plays its own dial tone and
+    collects the number, which then goes through the guard like any destination."""
+    dev = devices["disa"]
+    home.cli("device", "set", str(dev["id"]), "--home", "disa")
+    offset = log_size()
+    async with ami_monitor(ROUTED) as routed:
+        call, _ = await dial(home, dev, "KEY#,,,,,,2001#", hold_ms=20_000)  # 6 s of silence, then the number
+        event = await routed.wait_for({"CdrDevice": str(dev["id"])})
+    assert (event["Dest"], event["CidNum"]) == ("2001", "1001")
+    assert call.status_code == 200
+    assert any("tone" in line and "dial" in line for line in log_since(offset)), "the app's dial tone was not played"

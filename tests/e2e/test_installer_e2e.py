@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from harness import stop_process, wait_until
-from sipp import run_uac
+from sipp import DtmfCall, dtmf_steps, run_dtmf_call, run_uac
 
 from asterisk_securelink import masterkey
 from asterisk_securelink.core.formats import NumberFormat
@@ -32,6 +32,7 @@ CHROOT = Path(os.environ.get("SECURELINK_TESTBED_DIR", "/var/cache/asterisk-secu
 STOCK = CHROOT / "usr/share/doc/asterisk-config-stock"
 ASTERISK = f"chroot {CHROOT} /usr/sbin/asterisk"
 DID = "4930123456"
+ACCESS = "12155550199"  # the access number, as the carrier delivers it (the README: "route your calls")
 
 ADMIN_PJSIP = """
 ; --- the site's own SIP setup (not securelink's) ---
@@ -47,17 +48,33 @@ context = from-carrier
 disallow = all
 allow = ulaw
 trust_id_inbound = yes
+dtmf_mode = auto
 
 [carrier]
 type = identify
 endpoint = carrier
 match = 127.0.0.1
+
+; --- Alice's desk phone, as the site already has it ---
+[1001]
+type = endpoint
+context = from-internal
+callerid = "Alice" <1001>
+disallow = all
+allow = ulaw
 """
 
 ADMIN_EXTENSIONS = f"""
-; --- the site's trunk context: the mobile-access DID must present a live key ---
+; --- the site's trunk context: the mobile-access DID must present a live key; the access number for any phone ---
 [from-carrier]
 exten => {DID},1,Goto(securelink-inbound,${{EXTEN}},1)
+exten => {ACCESS},1,Goto(securelink-access,+{ACCESS},1)
+
+; --- the site's internal context: a colleague's extension ---
+[from-internal]
+exten => 2001,1,Answer()
+ same => n,Wait(2)
+ same => n,Hangup()
 """
 
 
@@ -142,6 +159,8 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
     conf = tmp_path / "securelink" / "securelink.toml"
     env = [sys.executable, "-m", "asterisk_securelink.cli", "--config", conf]
     ns.run(*env, "init", "--state-dir", tmp_path / "state")
+    with conf.open("a") as f:  # the README: list the access number in securelink.toml
+        f.write(f'\n[calling]\naccess_numbers = ["+{ACCESS}"]\n')
     admin_files = snapshot(etc)
     common = ["--etc", CHROOT / "etc/asterisk", "--asterisk", ASTERISK, "--backup-dir", tmp_path / "backups"]
 
@@ -170,7 +189,8 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
         checks = json.loads(ns.run(*env, "doctor", "--json").stdout)
         assert all(c["ok"] for c in checks), checks  # every check OK, not even a warning
 
-        dev = json.loads(ns.run(*env, "device", "add", "Alice", "--number", "+15550100001", "--json").stdout)
+        dev = json.loads(ns.run(*env, "device", "add", "Alice", "--number", "+15550100001", "--desk-endpoint",
+                                "PJSIP/1001", "--json").stdout)  # fmt: skip
         ns.run(*env, "device", "register", str(dev["id"]))
         master = masterkey.load(conf.parent / "master.key")
 
@@ -184,6 +204,13 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
         results = run_uac([(key_now(), DID), ("15550100001", DID)], rate=1, concurrency=1, prefix=ns.prefix)
         # the genuine key is admitted; the employee's real number, forged, is not
         assert [r.status_code for r in results] == [200, 403], results
+        # call-through from any phone: the access number, KEY#2001#, on to the desk's colleague as Alice
+        steps = dtmf_steps(key_now() + "#2001#", first_ms=800, gap_ms=200)
+        call = run_dtmf_call("15550100001", ACCESS, steps, hold_ms=20_000, prefix=ns.prefix)
+        assert call == DtmfCall(200, "pbx")  # answered, put through to 2001, which hung up after 2 s
+        records = json.loads(ns.run(*env, "calls", "list", "--json", "--device", str(dev["id"])).stdout)
+        through = [r for r in records if r["method"] == "dtmf"]
+        assert [(r["destination"], r["verdict"]) for r in through] == [("2001", "admitted")], records
     finally:
         stop_process(app)
     assert "Traceback" not in log.read_text()
