@@ -6,6 +6,7 @@ the ARI client, so they can be tested with fakes and read without the protocol c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,3 +75,29 @@ async def hangup_quietly(channels: CanHangUp, channel_id: str, reason: str) -> N
         await channels.hangup(channel_id, reason)
     except Exception as exc:  # noqa: BLE001 - already gone, ARI hiccup
         log.warning("could not hang up channel %s (%s)", channel_id, type(exc).__name__)
+
+
+class CanStopPlayback(Protocol):
+    async def stop_playback(self, playback_id: str) -> bool: ...
+
+
+async def stop_playback_quietly(channels: CanStopPlayback, playback_id: str) -> None:
+    """Stop a prompt or tone that may have ended already; an ARI error is logged, never raised."""
+    try:
+        await channels.stop_playback(playback_id)
+    except Exception as exc:  # noqa: BLE001 - a sound that cannot be stopped ends with the call
+        log.debug("playback %s not stopped (%s)", playback_id, type(exc).__name__)
+
+
+async def next_digit(digits: asyncio.Queue[str], gone: asyncio.Event, wait: float) -> str | None:
+    """The next DTMF digit a channel's events put in `digits` within `wait` seconds; None when the time is up or
+    `gone` is set first (the channel, or the call, ended)."""
+    getter = asyncio.ensure_future(digits.get())
+    ended = asyncio.ensure_future(gone.wait())
+    try:
+        done, _ = await asyncio.wait([getter, ended], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        if not getter.done():
+            getter.cancel()
+    return getter.result() if getter in done and not getter.cancelled() else None

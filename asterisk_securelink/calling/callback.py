@@ -48,7 +48,7 @@ from asterisk_securelink.deviceapi.ports import CallbackOutcome, CallbackResult
 from asterisk_securelink.dialplan import CDR_DEVICE, CDR_METHOD, TIMEOUT_VAR
 from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.notifier import Notifier, VerdictNote
-from asterisk_securelink.stasis import CallInfo, hangup_quietly
+from asterisk_securelink.stasis import CallInfo, hangup_quietly, next_digit
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import audit_fields
 from asterisk_securelink.tasks import BackgroundTasks
@@ -298,7 +298,7 @@ class CallbackCalls:
                 left = deadline - loop.time()
                 if left <= 0:
                     return False
-                digit = await _next_digit(cb, min(self.timing.poll_s, left))
+                digit = await next_digit(cb.digits, cb.over, min(self.timing.poll_s, left))
                 if digit == CONFIRM_DIGIT:
                     return True
             return False
@@ -362,19 +362,6 @@ class CallbackCalls:
                                           channel=channel[:128] or None))  # fmt: skip
         self.notifier.verdict(VerdictNote(verdict.value, "outbound", Method.CALLBACK.value, device_id, channel,
                                           call_id))  # fmt: skip
-
-
-async def _next_digit(cb: _Callback, wait: float) -> str | None:
-    """The next digit within `wait` seconds, or None (the time is up, or a channel is gone)."""
-    getter = asyncio.ensure_future(cb.digits.get())
-    over = asyncio.ensure_future(cb.over.wait())
-    try:
-        done, _ = await asyncio.wait([getter, over], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        over.cancel()
-        if not getter.done():
-            getter.cancel()
-    return getter.result() if getter in done and not getter.cancelled() else None
 
 
 async def _quietly(coro: Awaitable[Any]) -> None:

@@ -46,7 +46,7 @@ from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.core.tollguard import Home, HomeKind
 from asterisk_securelink.core.verdicts import Method, Verdict
 from asterisk_securelink.notifier import Notifier, VerdictNote
-from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
+from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly, next_digit, stop_playback_quietly
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import DeviceRow, audit_fields
 from asterisk_securelink.tasks import BackgroundTasks
@@ -225,7 +225,7 @@ class Onward:
         tone = DialTone(self.monotonic_ms())
         while not tone.done:
             wait = max(0.0, (tone.deadline_ms() - self.monotonic_ms()) / 1000)
-            digit = await _next(f, wait)
+            digit = await next_digit(f.digits, f.gone, wait)
             if f.gone.is_set():
                 await self._finish(f)
                 return None
@@ -233,7 +233,7 @@ class Onward:
                 tone.expire(self.monotonic_ms())
                 continue
             if playback:
-                await _stop_quietly(self.channels, playback)
+                await stop_playback_quietly(self.channels, playback)
                 playback = ""
             tone.digit(digit, self.monotonic_ms())
         if tone.too_long:
@@ -317,24 +317,3 @@ class Onward:
             "legs": [{"channel": f.call.name, "role": "caller"}], "answered_by": None,
             "started_at": f.started_at, "answered_at": f.answered_at, "ended_at": utcnow(), "hangup_cause": f.cause,
         }  # fmt: skip
-
-
-async def _next(f: _Followed, wait: float) -> str | None:
-    getter = asyncio.ensure_future(f.digits.get())
-    gone = asyncio.ensure_future(f.gone.wait())
-    try:
-        done, _ = await asyncio.wait([getter, gone], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not getter.done():
-            getter.cancel()
-    if getter in done and not getter.cancelled():
-        return getter.result()
-    return None
-
-
-async def _stop_quietly(channels: OnwardChannels, playback_id: str) -> None:
-    try:
-        await channels.stop_playback(playback_id)
-    except Exception as exc:  # noqa: BLE001 - a tone that cannot be stopped ends with the call
-        log.debug("dial tone %s not stopped (%s)", playback_id, type(exc).__name__)

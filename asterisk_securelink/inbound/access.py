@@ -41,7 +41,7 @@ from asterisk_securelink.inbound.dtmf import DtmfCollector, DtmfOutcome, Finishe
 from asterisk_securelink.inbound.routing import Action, channel_vars, route_for
 from asterisk_securelink.inbound.service import Outcome, VerificationService, VerifyRequest
 from asterisk_securelink.notifier import Notifier, VerdictNote
-from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
+from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly, next_digit, stop_playback_quietly
 from asterisk_securelink.store.intents import AdmitResult, Conflict, Intent
 from asterisk_securelink.store.store import audit_fields
 from asterisk_securelink.tasks import BackgroundTasks
@@ -257,7 +257,7 @@ class AccessHandler:
         while not collector.finished:
             deadline = collector.deadline_ms()
             wait = max(0.0, ((deadline or 0) - self.monotonic_ms()) / 1000)
-            digit = await _next_digit(session, wait)
+            digit = await next_digit(session.digits, session.gone, wait)
             if session.gone.is_set():
                 log.info("access call %s hung up during DTMF", cid)
                 if outcome is None:
@@ -268,7 +268,7 @@ class AccessHandler:
                 steps = collector.expire(self.monotonic_ms())
             else:
                 if prompt is not None:
-                    await _stop_quietly(self.channels, prompt)
+                    await stop_playback_quietly(self.channels, prompt)
                     prompt = None
                 steps = collector.digit(digit, self.monotonic_ms())
             for step in steps:
@@ -390,25 +390,3 @@ class AccessHandler:
         source = DTMF_SOURCE if method is Method.DTMF and classify(call.caller).kind is not Kind.DIGITS else None
         return VerifyRequest(presented=presented, mode=Mode.DNIS, caller=call.caller, dialed=call.exten,
                              call_id=call.channel_id, source=source, channel=call.name, at_ms=at_ms)  # fmt: skip
-
-
-async def _next_digit(session: _Session, wait: float) -> str | None:
-    """The next digit within `wait` seconds, or None (a timer, or the caller hung up: `session.gone`)."""
-    getter = asyncio.ensure_future(session.digits.get())
-    gone = asyncio.ensure_future(session.gone.wait())
-    try:
-        done, _ = await asyncio.wait([getter, gone], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not getter.done():
-            getter.cancel()
-    if getter in done and not getter.cancelled():
-        return getter.result()
-    return None
-
-
-async def _stop_quietly(channels: AccessChannels, playback_id: str) -> None:
-    try:
-        await channels.stop_playback(playback_id)
-    except Exception as exc:  # noqa: BLE001 - a prompt that cannot be stopped ends by itself
-        log.debug("prompt %s not stopped (%s)", playback_id, type(exc).__name__)
