@@ -74,6 +74,7 @@ async def test_an_unexpected_exception_in_a_check_is_a_fail_line_never_a_traceba
     monkeypatch.setattr(doctor, "key_checks", _afails(KeyError("s3cret")))
     monkeypatch.setattr(doctor, "ari_checks", _afails(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "s3cret")))
     monkeypatch.setattr(doctor, "ami_checks", _afails(AssertionError("s3cret")))
+    monkeypatch.setattr(doctor, "routing_checks", _afails(LookupError("s3cret")))
     cfg = config.build({}, {}, tmp_path)
     checks = await doctor.run_checks(cfg)
     assert [(c.name, c.ok, c.warn) for c in checks] == [
@@ -82,8 +83,9 @@ async def test_an_unexpected_exception_in_a_check_is_a_fail_line_never_a_traceba
         ("keys", False, False),
         ("ARI", False, False),
         ("AMI", False, False),
+        ("routing", False, False),
     ]
-    types = ["ValueError", "RuntimeError", "KeyError", "UnicodeDecodeError", "AssertionError"]
+    types = ["ValueError", "RuntimeError", "KeyError", "UnicodeDecodeError", "AssertionError", "LookupError"]
     assert all(f"({t})" in c.detail for c, t in zip(checks, types, strict=True))
     assert await cmd_doctor(argparse.Namespace(json=False), cfg) == 1
     out = capsys.readouterr()
@@ -153,3 +155,23 @@ async def test_no_access_numbers_no_calling_checks(tmp_path: Path) -> None:
     from asterisk_securelink.doctor.calling import calling_checks
 
     assert await calling_checks(config.build({}, {}, tmp_path)) == []  # off: nothing to check, no ARI call
+
+
+async def test_routing_checks_warn_of_an_open_allowed_and_of_devices_without_an_identity(
+    store: Store, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from asterisk_securelink.config import RoutingConfig
+    from asterisk_securelink.doctor.routing import guard_check, no_route_check
+
+    cfg = config.build({}, {}, tmp_path)
+    assert guard_check(cfg).ok and "allowed _XXXX" in guard_check(cfg).detail
+    wide = guard_check(replace(cfg, routing=RoutingConfig(allowed=("_XXXX", "_X."))))
+    assert wide.warn and not wide.ok and "_X." in wide.detail
+    desk = await store.add_device("Desk", "+15550000001", "PJSIP/1001", "dev-desk", "test")
+    bare = await store.add_device("Bare", "+15550000002", None, "dev-bare", "test")
+    check = await no_route_check(cfg, store)
+    assert check.warn and f": {bare.id}" in check.detail and str(desk.id) not in check.detail.split(":")[-1]
+    defaults = replace(cfg, routing=RoutingConfig(default_context="from-internal", default_callerid="<1000>"))
+    assert (await no_route_check(defaults, store)).ok

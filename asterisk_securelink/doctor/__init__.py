@@ -17,6 +17,7 @@ from asterisk_securelink.doctor.check import UNEXPECTED_FIX, Check
 from asterisk_securelink.doctor.database import database_check
 from asterisk_securelink.doctor.device_api import certificate_check, device_api_checks
 from asterisk_securelink.doctor.keys import budget_check, budget_checks, key_checks, master_key_check, strength_check
+from asterisk_securelink.doctor.routing import routing_checks
 from asterisk_securelink.store.store import Store
 
 __all__ = [
@@ -73,6 +74,7 @@ async def run_checks(cfg: Config) -> list[Check]:
         ("AMI", lambda: ami_checks(cfg)),
         ("device API", lambda: device_api_checks(cfg)),
         ("access numbers", lambda: calling_checks(cfg)),
+        ("routing", lambda: routing_checks(cfg, store())),
     )
     checks: list[Check] = []
     try:
