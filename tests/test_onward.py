@@ -217,3 +217,18 @@ async def test_cdrs_off_do_not_refuse_the_call(store: Store) -> None:
     dev = await device(store)
     await r.go(Admitted(dev.id, Method.DTMF, "2001", answered=True))
     assert r.ari.did("continue") and "CDR(securelink_device)" not in r.ari.vars
+
+
+async def test_hanging_up_in_the_dial_tone_ends_it_at_once(store: Store) -> None:
+    """The app unsubscribes from a channel leaving Stasis, so a hang-up during the dial tone shows as StasisEnd."""
+    from asterisk_securelink.asterisk.ari.events import StasisEnd
+
+    r = rig(store)
+    dev = await device(store)
+    call = CallInfo("ch-7", "PJSIP/carrier-7", "+15550001111", "100")
+    await r.onward.go(call, Admitted(dev.id, Method.ANI))
+    await asyncio.sleep(0.05)
+    assert await r.onward.on_event(StasisEnd(type="StasisEnd", channel=Channel("ch-7")))
+    await asyncio.wait_for(r.onward.close(30), 2)  # not the 10 s of the dial tone's first digit
+    [rec] = r.records.records
+    assert rec["hangup_cause"] == "hung up" and rec["destination"] is None and not r.ari.did("continue")

@@ -109,6 +109,7 @@ class _Followed:
     started_at: datetime
     answered_at: datetime | None
     leased: bool
+    continued: bool = False  # sent on into the dialplan (after which StasisEnd is expected, not a hang-up)
     verdict: Verdict = Verdict.ADMITTED
     digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -199,6 +200,7 @@ class Onward:
             *(self._set_quietly(cid, n, v) for n, v in cdr.items()),
         )
         await self.channels.subscribe_channel(cid)  # its hang-up reaches us after it leaves Stasis
+        f.continued = True
         log.info("admitted %s: device=%s method=%s to %s in %s", cid, a.device_id, method,
                  f.destination or f"home {home}", who.context)  # fmt: skip
         await self.channels.continue_in_dialplan(cid, self.cfg.inbound.admitted_context, f.call.exten, 1)
@@ -259,8 +261,13 @@ class Onward:
             f.gone.set()
             if f.leased:  # followed to its end in the dialplan (no dial tone task is waiting for it)
                 await self._finish(f)
-        elif isinstance(event, StasisEnd):
-            return True  # leaving Stasis on our `continue`: still followed
+        elif isinstance(event, StasisEnd) and not f.continued:
+            # it left Stasis before we sent it on: it hung up (in the dial tone, or while being routed). Its
+            # ChannelDestroyed may never reach us (the app unsubscribes from a channel leaving Stasis).
+            f.cause = f.cause or "hung up"
+            f.gone.set()
+            if f.leased:
+                await self._finish(f)
         return True
 
     async def reconcile(self, live: set[str]) -> None:

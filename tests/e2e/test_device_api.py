@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from device_api_harness import CALLER, TTL, Api, call_in_background, serving
-from harness import ami_monitor, fresh_window, next_window, no_channels_left
+from harness import ami_monitor, fresh_window, next_window, no_channels_left, wait_until
 from sipp import SCENARIO_DIR, UasProcess, run_uac
 from support.ami import VOUCHER
 
@@ -111,13 +111,16 @@ def _outbound(api: Api, tmp_path: Path) -> None:
     no_channels_left()
 
 
-def test_inbound_the_phone_claims_the_key_of_its_admitted_call(api: Api) -> None:
+def test_inbound_the_phone_claims_the_key_of_its_admitted_call(api: Api, tmp_path: Path) -> None:
+    """While the admitted call is up the phone claims its key with the key it called with; once the call has hung up
+    nothing is claimable (DEVICE-API: until min(creation + voucher_ttl, hangup))."""
     dev, phone = api.enrolled("In", "+15550300003")
     _other, intruder = api.enrolled("Other2", "+15550300004")
     fresh_window()
     key = api.home.key(dev)
-    (result,) = run_uac([(key, "100")], timeout=30)
-    assert result.status_code == 200  # admitted
+    thread, results = call_in_background([(key, "100")], hold_uac(tmp_path / "uac.xml", 5000))
+    wait_until(lambda: bool(ari_get("/channels")), 10, "the admitted call")
+    time.sleep(0.5)  # admitted and routed: its voucher exists
     first = phone.claim(key)  # the key it called with
     assert first.status == 200, first.body
     assert api.escrowed_key(first.json["call_key_id"]) == first.json["call_key"]
@@ -129,13 +132,15 @@ def test_inbound_the_phone_claims_the_key_of_its_admitted_call(api: Api) -> None
     replay = phone.claim_request(key)
     assert phone.send(replay).status == 409
     assert phone.send(replay).status == 401  # a replayed nonce
+    thread.join(60)
+    assert [r.status_code for r in results] == [200]  # admitted
     no_channels_left()
 
     next_window()  # a new epoch: the first key is spent
     key2 = api.home.key(dev)
     assert [r.status_code for r in run_uac([(key2, "100")], timeout=30)] == [200]
-    time.sleep(TTL + 0.5)
-    late = phone.claim(key2)  # after voucher_ttl
+    no_channels_left()
+    late = phone.claim(key2)  # the call hung up: its voucher is gone, well before voucher_ttl
     assert (late.status, late.error) == (404, "not_found")
     reasons = [(e["detail"] or {}).get("reason") for e in api.home.audit("voucher.claim")
                if e["device"] == dev["id"] and e["result"] == "not_found"]  # fmt: skip

@@ -194,23 +194,30 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
         ns.run(*env, "device", "register", str(dev["id"]))
         master = masterkey.load(conf.parent / "master.key")
 
-        def key_now() -> str:
+        def key_now(ahead: int = 0) -> str:
             now = time.time()
             if 30 - now % 30 < 3:
                 time.sleep(30 - now % 30 + 0.1)
-            epoch = int(time.time() // 30)
+            epoch = int(time.time() // 30) + ahead
             return derive_key(device_secret(master, dev["key_id"]), "inbound", epoch, NumberFormat("XXXXXXXXXX"))
 
         results = run_uac([(key_now(), DID), ("15550100001", DID)], rate=1, concurrency=1, prefix=ns.prefix)
         # the genuine key is admitted; the employee's real number, forged, is not
         assert [r.status_code for r in results] == [200, 403], results
-        # call-through from any phone: the access number, KEY#2001#, on to the desk's colleague as Alice
-        steps = dtmf_steps(key_now() + "#2001#", first_ms=800, gap_ms=200)
+        # call-through from any phone: the access number, KEY#2001#, on to the desk's colleague as Alice. The ANI
+        # call spent this window's key: the phone's next key (look_ahead 1) is a fresh one
+        steps = dtmf_steps(key_now(ahead=1) + "#2001#", first_ms=800, gap_ms=200)
         call = run_dtmf_call("15550100001", ACCESS, steps, hold_ms=20_000, prefix=ns.prefix)
         assert call == DtmfCall(200, "pbx")  # answered, put through to 2001, which hung up after 2 s
-        records = json.loads(ns.run(*env, "calls", "list", "--json", "--device", str(dev["id"])).stdout)
-        through = [r for r in records if r["method"] == "dtmf"]
-        assert [(r["destination"], r["verdict"]) for r in through] == [("2001", "admitted")], records
+        through: list[dict[str, object]] = []
+
+        def recorded() -> bool:  # written when the call's channel is gone
+            rows = json.loads(ns.run(*env, "calls", "list", "--json", "--device", str(dev["id"])).stdout)
+            through[:] = [r for r in rows if r["method"] == "dtmf"]
+            return bool(through)
+
+        wait_until(recorded, 15, "the call-through's record")
+        assert [(r["destination"], r["verdict"]) for r in through] == [("2001", "admitted")], through
     finally:
         stop_process(app)
     assert "Traceback" not in log.read_text()
