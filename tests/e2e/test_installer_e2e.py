@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -205,7 +206,12 @@ class Admin:
         self.env = {"PATH": DEBIAN_ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PIP_NO_INDEX": "1",
                     "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
 
-    def sh(self, script: str, *, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self, script: str, *, check: bool = True, timeout: float = 600, answer: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `script`; with `answer`, at a terminal (util-linux `script`) that types `answer` when asked."""
+        if answer is not None:
+            script = f"printf '{answer}\\n' | script -qec {shlex.quote(script)} /dev/null"
         p = self.ns.run("sh", "-ec", f"cd /root\n{self.exports}{script}", check=False, timeout=timeout, env=self.env)
         if check:
             assert p.returncode == 0, f"{script}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -249,11 +255,11 @@ def test_the_readme_install_path_on_stock_asterisk_admits_a_keyed_call(
     site_files = snapshot(etc)
     dry = admin.sh(install_line + " --dry-run")
     assert "+#tryinclude securelink/" in dry.stdout and snapshot(etc) == site_files  # the diff; nothing changed
-    installed = admin.sh(install_line, timeout=180)
-    out = installed.stdout
+    installed = admin.sh(install_line, timeout=180, answer="y")  # "apply these changes? [y/N]"
+    out = installed.stdout.replace("\r\n", "\n")
     assert f"doctor (as {user}, the owner of " in out and "[ok  ] master key" in out, out  # not root's FAIL
     assert "the units are written to /etc/systemd/system, not started" in out
-    again = admin.sh(install_line, timeout=180)
+    again = admin.sh(install_line, timeout=180, answer="n")
     assert "nothing to change" in again.stdout, again.stdout
 
     unit = unit_fields(host_etc / "systemd/system/securelink.service")
@@ -323,8 +329,9 @@ def test_the_readme_install_path_on_stock_asterisk_admits_a_keyed_call(
         stop_process(app)
     assert "Traceback" not in log.read_text()
 
-    removed = admin.sh(install_line.replace("asterisk install --systemd", "asterisk uninstall --yes"), timeout=180)
-    out = removed.stdout
+    uninstall = install_line.replace("asterisk install --systemd", "asterisk uninstall")  # the README's uninstall
+    removed = admin.sh(uninstall, timeout=180, answer="y")
+    out = removed.stdout.replace("\r\n", "\n")
     assert "such a call gets 603 Decline" in out and "Goto(securelink-access,${EXTEN},1)" in out, out
     assert "left in place, yours to keep or remove:" in out and f"the service user {user}" in out
     assert not (host_etc / "systemd/system/securelink.service").exists()
