@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -30,6 +31,32 @@ def test_config_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert config.find(None, {}, system) == (tmp_path / "securelink.toml").resolve()  # ./securelink.toml before it
     assert config.find(None, {"SECURELINK_CONFIG": "/x/env.toml"}, system) == Path("/x/env.toml")
     assert config.find("/x/arg.toml", {"SECURELINK_CONFIG": "/x/env.toml"}, system) == Path("/x/arg.toml")
+
+
+def test_a_current_folder_the_user_may_not_read_is_passed_over(tmp_path: Path) -> None:
+    """`runuser -u securelink -- securelink doctor` typed in /root: the service user may not look in /root, so the
+    system config is used; with none, the error says why ./securelink.toml was not read."""
+    with tempfile.TemporaryDirectory() as top:
+        base = Path(top)
+        base.chmod(0o755)
+        (base / "etc").mkdir(mode=0o755)
+        system = base / "etc" / "securelink.toml"
+        private = base / "root"
+        private.mkdir(mode=0o700)
+        (private / "securelink.toml").write_text("")  # the admin's own, not the service user's
+        code = "import sys; from pathlib import Path; from asterisk_securelink import config; "
+        code += "print(config.find(None, {}, Path(sys.argv[1])))"
+        argv = ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code, str(system)]
+        env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": os.environ["PATH"]}
+        missing = subprocess.run(argv, cwd=private, env=env, capture_output=True, text=True, timeout=30)
+        assert missing.returncode != 0
+        assert f"./securelink.toml (this user may not look in {private}: cd / first)" in missing.stderr
+        assert "PermissionError" not in missing.stderr
+        system.write_text("")
+        system.chmod(0o644)
+        found = subprocess.run(argv, cwd=private, env=env, capture_output=True, text=True, timeout=30)
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.strip() == str(system)
 
 
 def test_a_system_config_keeps_its_database_under_var_lib(tmp_path: Path) -> None:

@@ -213,6 +213,7 @@ def test_dry_run_prints_every_diff_and_changes_nothing(etc: Path, toml: Path, fa
         assert f"+#tryinclude securelink/{'securelink.conf' if name == 'extensions.conf' else name} ;" in out
     assert f"--- /dev/null\n+++ b{etc / 'securelink/ari.conf'}\n" in out
     assert "+password = (hidden)\n" in out and "+secret = (hidden)\n" in out  # the toml and the user files
+    assert '-password = ""\n' in out  # the config's empty password was unset: nothing hidden
     assert "dry run: nothing changed" in out
     for line in out.splitlines():  # no generated secret shown
         assert not any(len(word) >= 40 and word.replace("-", "").replace("_", "").isalnum() for word in line.split())
@@ -274,11 +275,55 @@ def test_systemd_on_a_host_without_it_says_so_and_skips(
     assert not (toml.parent / "units").exists()
 
 
+def test_without_systemd_running_the_units_are_written_for_the_configs_owner_not_started(
+    etc: Path, toml: Path, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "available", lambda: False)
+    monkeypatch.setattr(systemd, "run_systemctl", lambda args: pytest.fail(f"systemctl {args} ran"))
+    units = toml.parent / "units"
+    units.mkdir()
+    code, out, err = fake.run("install", "--etc", str(etc), "--yes", "--systemd")
+    assert code == 0, err
+    assert f"note: systemd is not running on this host: the units are written to {units}, not started" in out
+    text = (units / "securelink.service").read_text()
+    owner = applier.owner_of(toml)
+    user, group = applier.user_name(owner.uid), applier.group_name(owner.gid)
+    assert f"User={user}\nGroup={group}\nWorkingDirectory={toml.parent}\n" in text  # the database is beside it
+    assert f"ReadWritePaths={toml.parent}\n" in text and f"SECURELINK_CONFIG={toml}\n" in text
+
+
+def test_uninstall_names_the_routes_left_pointing_at_securelink_and_what_stays(
+    etc: Path, toml: Path, tmp_path: Path, fake: Fake
+) -> None:
+    with (etc / "extensions.conf").open("a") as f:
+        f.write("#include routes/carrier.conf\n[from-internal-x]\nexten => 7,1,Dial(PJSIP/7) ; securelink-free\n")
+    (etc / "routes").mkdir()
+    (etc / "routes/carrier.conf").write_text("[from-carrier]\nexten => 55,1,Goto(securelink-access,+55,1) ; DID\n")
+    code, out, err = fake.run("install", "--etc", str(etc), "--yes")
+    assert code == 0, err
+    code, out, err = fake.run("uninstall", "--etc", str(etc), "--yes")
+    assert code == 0, err
+    assert (
+        "note: your dialplan still sends calls into securelink's contexts (removed now: such a call gets 603 Decline);"
+        f" change or remove these lines, then `dialplan reload`:\n  {etc}/routes/carrier.conf:2: "
+        "exten => 55,1,Goto(securelink-access,+55,1)\n"
+    ) in out
+    assert "exten => 7" not in out  # a comment naming securelink- is not a route
+    stays = out[out.index("note: left in place, yours to keep or remove:") :]
+    for what in (f"the config {toml} (it holds the ARI and AMI passwords)", f"the master key {toml.parent}/master.key",
+                 f"the database {toml.parent}/securelink.sqlite3", f"the Python package in {sys.prefix}"):  # fmt: skip
+        assert what in stays, stays
+    code, out, _ = fake.run("uninstall", "--etc", str(etc), "--yes")
+    assert "603 Decline" not in out  # nothing was removed this time: nothing to warn about
+
+
 def test_uninstall_removes_the_units_install_wrote(etc: Path, toml: Path, tmp_path: Path, fake: Fake) -> None:
     install(etc, toml, tmp_path)
     units = toml.parent / "units"
     units.mkdir()
-    (units / "securelink.service").write_bytes(systemd.unit_text("securelink.service", "/x/securelink", toml))
+    (units / "securelink.service").write_bytes(
+        systemd.unit_text("securelink.service", systemd.Service("/x/securelink", toml))
+    )
     (units / "other.service").write_text("[Unit]\n")
     code, out, err = fake.run("uninstall", "--etc", str(etc), "--yes")
     assert code == 0, err

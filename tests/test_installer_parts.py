@@ -83,6 +83,8 @@ def test_redact_hides_every_password_and_secret_value() -> None:
     assert redact('-secret = "abc"  # x') == "-secret = (hidden)"
     assert redact(" secret=>abc\n") == " secret=>(hidden)\n"
     assert redact("+[securelink]\n") == "+[securelink]\n"
+    assert redact('-password = ""\n') == '-password = ""\n'  # empty: nothing to hide
+    assert redact("-secret =\n") == "-secret =\n"
 
 
 # -- the asterisk command -----------------------------------------------------------------------------------
@@ -108,16 +110,20 @@ def test_asterisk_version_and_rx(tmp_path: Path) -> None:
 def test_units_are_installed_marked_then_a_no_op(tmp_path: Path) -> None:
     owner = Owner(0, 0, 0o755)
     config = Path("/srv/sl/securelink.toml")
-    changes = systemd.plan_units(tmp_path, systemd.read_units(tmp_path), owner, "/opt/sl/bin/securelink", config)
+    service = systemd.Service("/opt/sl/bin/securelink", config, "pbx", "voip", Path("/srv/sl/state"))
+    changes = systemd.plan_units(tmp_path, systemd.read_units(tmp_path), owner, service)
     assert [c.path.name for c in changes] == ["securelink-agi.service", "securelink.service"]
     text = (changes[1].after or b"").decode()
     assert text.startswith("# Written by `securelink asterisk install` (sha256 ")
     assert "ExecStart=/opt/sl/bin/securelink run\n" in text
     assert f"Environment=SECURELINK_CONFIG={config}\n" in text and changes[1].owner.mode == 0o644
+    # the config's owner runs it, and may write the database's folder only (not /var/lib/securelink)
+    assert "User=pbx\nGroup=voip\nWorkingDirectory=/srv/sl/state\n" in text
+    assert "ReadWritePaths=/srv/sl/state\n" in text and "/var/lib/securelink" not in text
     assert text.endswith(resources.read("systemd", "securelink.service").decode().split("[Install]")[1])
     for c in changes:
         c.path.write_bytes(c.after or b"")
-    assert systemd.plan_units(tmp_path, systemd.read_units(tmp_path), owner, "/opt/sl/bin/securelink", config) == []
+    assert systemd.plan_units(tmp_path, systemd.read_units(tmp_path), owner, service) == []
     ran: list[list[str]] = []
     assert systemd.after_install(changes, False, lambda a: ran.append(a)) == []
     assert ran == [["daemon-reload"], ["enable", "--now", "securelink.service"]]
@@ -125,13 +131,17 @@ def test_units_are_installed_marked_then_a_no_op(tmp_path: Path) -> None:
 
 def test_units_removal_takes_only_installs_own(tmp_path: Path) -> None:
     (tmp_path / "securelink.service").write_bytes(resources.read("systemd", "securelink.service"))  # copied by hand
-    (tmp_path / "securelink-agi.service").write_bytes(systemd.unit_text("securelink-agi.service", "x", Path("/c")))
+    (tmp_path / "securelink-agi.service").write_bytes(
+        systemd.unit_text("securelink-agi.service", systemd.Service("x", Path("/c")))
+    )
     existing = systemd.read_units(tmp_path)
     assert systemd.foreign(existing) == ["securelink.service"]
     edited = (existing["securelink-agi.service"] or b"").replace(b"User=securelink", b"User=pbx")
     assert systemd.foreign({"securelink-agi.service": edited}) == ["securelink-agi.service"]
     owner = Owner(0, 0, 0o644)
-    assert systemd.plan_units(tmp_path, existing, owner, "x", Path("/c")) == []  # the admin's unit left alone
+    assert (
+        systemd.plan_units(tmp_path, existing, owner, systemd.Service("x", Path("/c"))) == []
+    )  # the admin's unit left alone
     removal = systemd.plan_removal(tmp_path, existing, owner)
     assert [c.path.name for c in removal] == ["securelink-agi.service"] and removal[0].after is None
     ran: list[list[str]] = []

@@ -11,6 +11,7 @@ what went wrong into that one line.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "init":  # runs before any config exists
-            return asyncio.run(cmd_init(args, Path(args.config) if args.config else None))
+            chosen = args.config or os.environ.get(config_mod.CONFIG_ENV)  # as every other command finds it
+            return asyncio.run(cmd_init(args, Path(chosen) if chosen else None))
         cfg = config_mod.load(args.config)
         handler: Handler = args.handler
         return asyncio.run(handler(args, cfg))

@@ -7,16 +7,21 @@ or systemctl step failed (the output says which, and what to run).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import functools
 import grp
+import os
 import secrets
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from asterisk_securelink import config as config_mod
+from asterisk_securelink.app import audit_spool_path
 from asterisk_securelink.config import Config
 from asterisk_securelink.installer import apply as applier
 from asterisk_securelink.installer import systemd
@@ -31,6 +36,7 @@ from asterisk_securelink.installer.plan import (
     plan_install,
     plan_uninstall,
 )
+from asterisk_securelink.store import sqlite
 
 EXIT_REFUSED = 2
 PASSWORD_BYTES = 48  # 64 URL-safe characters: safe in Asterisk config and TOML without quoting
@@ -73,10 +79,28 @@ async def cmd_asterisk_install(args: argparse.Namespace, cfg: Config) -> int:
 
 async def cmd_asterisk_uninstall(args: argparse.Namespace, cfg: Config) -> int:
     try:
-        return _uninstall(args)
+        code = _uninstall(args)
     except Refused as exc:
         print(f"securelink: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    if not args.dry_run:
+        _print_notes(left_behind(cfg))
+    return code
+
+
+def left_behind(cfg: Config) -> list[str]:
+    """What uninstall does not remove: the product, its user, its config (with the ARI/AMI passwords), its keys and
+    data, so that they can be removed by hand or kept for a reinstall."""
+    db = sqlite.sqlite_path(cfg.database_url)
+    owner = applier.user_name(applier.owner_of(cfg.source).uid) if cfg.source is not None else None
+    lines = [
+        f"the Python package in {sys.prefix} (remove the folder, and the securelink links in /usr/local/bin)",
+        f"the service user {owner} (`userdel {owner}`)" if owner not in (None, "root") else None,
+        f"the config {cfg.source} (it holds the ARI and AMI passwords)" if cfg.source is not None else None,
+        f"the master key {cfg.master_key_path} (without it no enrolled device works again)",
+        f"the database {db} (devices, audit, call records)" if db is not None else "the database (database.url)",
+    ]
+    return ["left in place, yours to keep or remove:\n  " + "\n  ".join(line for line in lines if line)]
 
 
 # -- install ------------------------------------------------------------------------------------------------
@@ -90,12 +114,14 @@ def _install(args: argparse.Namespace, cfg: Config) -> tuple[int, bool]:
     plan = plan_install(snap, _settings(cfg), _secrets(), version)
     notes = list(plan.notes)
     units: list[FileChange] = []
-    if args.systemd:
-        if systemd.available():
-            units, note = _plan_units(Path(args.unit_dir), cfg.source)
-            notes += note
-        else:
-            notes.append("systemd is not running on this host: --systemd skipped")
+    live = args.systemd and systemd.available()
+    if args.systemd and (live or Path(args.unit_dir).is_dir()):
+        units, note = _plan_units(Path(args.unit_dir), cfg)
+        notes += note
+        if not live:
+            notes.append(f"systemd is not running on this host: the units are written to {args.unit_dir}, not started")
+    elif args.systemd:
+        notes.append("systemd is not running on this host: --systemd skipped")
     full = dataclasses.replace(plan, changes=plan.changes + tuple(units), notes=tuple(notes))
     if full.empty:
         print(f"securelink is already installed in {snap.root} (Asterisk {version[0]}.{version[1]}): nothing to change")
@@ -108,7 +134,7 @@ def _install(args: argparse.Namespace, cfg: Config) -> tuple[int, bool]:
     print(f"installed into {snap.root} (Asterisk {version[0]}.{version[1]})")
     _print_changes(full, backup)
     errors = _reload(asterisk, plan.reloads)
-    if args.systemd and systemd.available():
+    if live:
         errors += systemd.after_install(units, config_changed)
     elif config_changed:
         notes.append("restart securelink if it runs (`systemctl restart securelink`): it reads its passwords at start")
@@ -146,12 +172,21 @@ def _snapshot(etc: Path) -> Snapshot:
     return dataclasses.replace(snap, asterisk_gid=gid)
 
 
-def _plan_units(unit_dir: Path, config: Path) -> tuple[list[FileChange], list[str]]:
+def _plan_units(unit_dir: Path, cfg: Config) -> tuple[list[FileChange], list[str]]:
+    """The units, run by the config's owner (the service user) with the folder it writes (`init --state-dir`)."""
+    assert cfg.source is not None
     if not unit_dir.is_dir():
         raise Refused(f"{unit_dir} does not exist: is this a systemd host?")
     existing = systemd.read_units(unit_dir)
-    exe = shutil.which("securelink") or "/usr/local/bin/securelink"
-    changes = systemd.plan_units(unit_dir, existing, applier.owner_of(unit_dir), exe, config)
+    owner = applier.owner_of(cfg.source)
+    service = systemd.Service(
+        exe=shutil.which("securelink") or "/usr/local/bin/securelink",
+        config=cfg.source,
+        user=applier.user_name(owner.uid),
+        group=applier.group_name(owner.gid),
+        state=audit_spool_path(cfg).parent,
+    )
+    changes = systemd.plan_units(unit_dir, existing, applier.owner_of(unit_dir), service)
     notes = [
         f"{unit_dir / name} is not install's, or was edited since: left alone" for name in systemd.foreign(existing)
     ]
@@ -247,9 +282,18 @@ def _print_notes(notes: tuple[str, ...] | list[str]) -> None:
 
 
 async def _doctor(source: Path) -> None:
-    """Run `securelink doctor` on the config as install left it, and print its result."""
+    """Run `securelink doctor` on the config as install left it, and print its result: as the user who owns the
+    config (the service user, who alone may read the master key) when install runs as root."""
     from asterisk_securelink.doctor import run_checks
 
+    owner = applier.owner_of(source)
+    if os.geteuid() == 0 and owner.uid != 0:
+        print(f"doctor (as {applier.user_name(owner.uid)}, the owner of {source}):", flush=True)
+        argv = [sys.executable, "-m", "asterisk_securelink.cli", "--config", str(source), "doctor"]
+        run = functools.partial(subprocess.run, cwd="/", user=owner.uid, group=owner.gid, extra_groups=[])
+        done = await asyncio.to_thread(run, argv, check=False, capture_output=True, text=True, timeout=120)
+        print("  " + (done.stdout + done.stderr).strip().replace("\n", "\n  "))
+        return
     print("doctor:")
     for check in await run_checks(config_mod.load(source)):
         print("  " + check.line().replace("\n", "\n  "))

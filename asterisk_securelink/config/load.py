@@ -120,16 +120,21 @@ def build(data: dict[str, Any], env: dict[str, str], base_dir: Path, source: Pat
 
 def find(path: str | os.PathLike[str] | None, env: dict[str, str], system: Path = SYSTEM_CONFIG) -> Path:
     """Which config file to use: `path` (--config), else $SECURELINK_CONFIG, else ./securelink.toml, else the system
-    installation's /etc/securelink/securelink.toml. None of them: an error naming where it looked (never a silent
-    default, which would start a second, separate installation in the current directory)."""
+    installation's /etc/securelink/securelink.toml. A current folder this user may not read (the service user in
+    /root) is passed over. None of them: an error naming where it looked (never a silent default, which would start
+    a second, separate installation in the current directory)."""
     chosen = path or env.get(CONFIG_ENV)
     if chosen:
         return Path(chosen).expanduser().resolve()
+    unreadable = ""
     for candidate in (Path(DEFAULT_CONFIG_NAME), system):
-        if candidate.is_file():
-            return candidate.resolve()
+        try:
+            if candidate.is_file():
+                return candidate.resolve()
+        except PermissionError:  # e.g. `runuser -u securelink` in /root: the folder is not the service user's
+            unreadable = f" (this user may not look in {Path(candidate).absolute().parent}: cd / first)"
     raise ConfigError(
-        f"no config file: looked for --config, ${CONFIG_ENV}, ./{DEFAULT_CONFIG_NAME} and {system}; "
+        f"no config file: looked for --config, ${CONFIG_ENV}, ./{DEFAULT_CONFIG_NAME}{unreadable} and {system}; "
         f"pass --config FILE (or run `securelink init` to create an installation)"
     )
 

@@ -21,7 +21,8 @@ from asterisk_securelink.installer.plan import SUBDIR, FileChange, Owner, Plan, 
 
 DEFAULT_BACKUP_DIR = Path("/var/backups/securelink")
 _SKIP_DIRS = frozenset({"keys"})  # TLS private keys: never read
-_SECRET_VALUE = re.compile(r"^([+\- ]?\s*\"?(?:password|secret)\"?\s*=>?\s*).*$", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"^([+\- ]?\s*\"?(?:password|secret)\"?\s*=>?\s*)(.*)$", re.IGNORECASE)
+_EMPTY = frozenset({"", '""', "''"})  # an unset password: nothing to hide, and `(hidden)` would say there is one
 _MAX_FILE = 4 * 1024 * 1024
 
 
@@ -61,9 +62,9 @@ def _read(root: Path, path: Path, files: dict[str, bytes], owners: dict[str, Own
 
 def redact(line: str) -> str:
     """A config or TOML line with the value of any password/secret key replaced by `(hidden)`."""
-    return _SECRET_VALUE.sub(lambda m: m.group(1) + "(hidden)", line.rstrip("\n")) + (
-        "\n" if line.endswith("\n") else ""
-    )
+    return _SECRET_VALUE.sub(
+        lambda m: m.group(0) if m.group(2).strip() in _EMPTY else m.group(1) + "(hidden)", line.rstrip("\n")
+    ) + ("\n" if line.endswith("\n") else "")
 
 
 def diff(change: FileChange) -> str:
@@ -89,16 +90,22 @@ def describe(change: FileChange) -> str:
     return f"{change.verb:<7} {change.path}: {change.what}{mode}"
 
 
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def _name(uid: int, gid: int) -> str:
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    try:
-        group = grp.getgrgid(gid).gr_name
-    except KeyError:
-        group = str(gid)
-    return f"{user}:{group}"
+    return f"{user_name(uid)}:{group_name(gid)}"
 
 
 def preflight(plan: Plan, writable: Callable[[Path], bool] | None = None) -> None:

@@ -127,6 +127,28 @@ def sections_with_includes(name: str, root: str, files: Mapping[str, bytes], ski
     return found
 
 
+def included_files(name: str, root: str, files: Mapping[str, bytes], skip: frozenset[str]) -> list[str]:
+    """`name` and every file it includes (recursively), in reading order, except the paths in `skip`."""
+    seen: list[str] = []
+
+    def visit(path: str) -> None:
+        if path in seen or path in skip or path not in files:
+            return
+        seen.append(path)
+        for target in includes(decode(files[path])):
+            for included in resolve_include(target, root, files):
+                visit(included)
+
+    visit(name)
+    return seen
+
+
+def lines_naming(pattern: re.Pattern[str], path: str, files: Mapping[str, bytes]) -> list[tuple[int, str]]:
+    """`(line number, line without comments)` of each line of `path` in which `pattern` occurs."""
+    text = decode(files[path])
+    return [(n, line) for n, line in enumerate(logical_lines(text), 1) if pattern.search(line)]
+
+
 def decode(data: bytes) -> str:
     """Config bytes as text; bytes that are not UTF-8 survive a round trip (surrogateescape)."""
     return data.decode("utf-8", "surrogateescape")

@@ -40,6 +40,7 @@ _OWN = {  # admin file -> the file of ours it includes
     "extensions.conf": f"{SUBDIR}/securelink.conf",
     "http.conf": f"{SUBDIR}/http.conf",
 }
+_OUR_CONTEXT = re.compile(r"(?<![A-Za-z0-9_-])securelink-[A-Za-z0-9_-]+")
 REQUIRED = ("asterisk.conf", "ari.conf", "manager.conf", "extensions.conf")
 
 
@@ -196,7 +197,24 @@ def plan_uninstall(snap: Snapshot) -> Plan:
     removed = {c.path for c in changes if c.after is None}
     left = [p for p in snap.files if p.startswith(SUBDIR + "/") and snap.root / p not in removed]
     remove_dir = SUBDIR in snap.owners and not left and bool(removed)
+    if changes:
+        notes.extend(leftover_routes(snap))
     return Plan(snap.root, tuple(changes), None, remove_dir, _reloads(snap.root, changes), tuple(notes))
+
+
+def leftover_routes(snap: Snapshot) -> list[str]:
+    """The admin's own dialplan lines that send calls into a `securelink-*` context: once the contexts are gone,
+    such a call fails (603 Decline)."""
+    files = conf.included_files("extensions.conf", str(snap.root), snap.files, frozenset({_OWN["extensions.conf"]}))
+    found = [
+        f"{snap.root / path}:{n}: {line}"
+        for path in files
+        for n, line in conf.lines_naming(_OUR_CONTEXT, path, snap.files)
+    ]
+    if not found:
+        return []
+    head = "your dialplan still sends calls into securelink's contexts (removed now: such a call gets 603 Decline);"
+    return ["\n  ".join([f"{head} change or remove these lines, then `dialplan reload`:", *found])]
 
 
 # -- the pieces -------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from asterisk_securelink.installer import resources
@@ -15,6 +16,20 @@ UNIT_DIR = Path("/etc/systemd/system")
 MAIN_UNIT = "securelink.service"  # enabled and started; the FastAGI unit is installed for those who use it
 _EXEC = "ExecStart=/usr/local/bin/securelink "
 _CONFIG = "Environment=SECURELINK_CONFIG=/etc/securelink/securelink.toml\n"
+_STATE = "/var/lib/securelink"  # WorkingDirectory= and ReadWritePaths= of the packaged units
+
+
+@dataclass(frozen=True)
+class Service:
+    """Who runs the units and where: the config's owner (the service user) and the folder it writes (the
+    database's, `init --state-dir`)."""
+
+    exe: str
+    config: Path
+    user: str = "securelink"
+    group: str = "securelink"
+    state: Path = Path(_STATE)
+
 
 Runner = Callable[[list[str]], str | None]  # runs a command; None when it worked, else what went wrong
 
@@ -24,11 +39,15 @@ def available() -> bool:
     return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
 
 
-def unit_text(name: str, exe: str, config: Path) -> bytes:
-    """The packaged unit `name`, run by `exe` with `config`, marked as install's."""
+def unit_text(name: str, service: Service) -> bytes:
+    """The packaged unit `name`, run as `service` says, marked as install's."""
     text = resources.read("systemd", name).decode()
-    text = text.replace(_EXEC, f"ExecStart={_quote(exe)} ", 1)
-    text = text.replace(_CONFIG, f"Environment={_quote(f'SECURELINK_CONFIG={config}')}\n", 1)
+    text = text.replace(_EXEC, f"ExecStart={_quote(service.exe)} ", 1)
+    text = text.replace(_CONFIG, f"Environment={_quote(f'SECURELINK_CONFIG={service.config}')}\n", 1)
+    text = text.replace("User=securelink\n", f"User={service.user}\n", 1)
+    text = text.replace("Group=securelink\n", f"Group={service.group}\n", 1)
+    text = text.replace(f"WorkingDirectory={_STATE}\n", f"WorkingDirectory={_quote(str(service.state))}\n", 1)
+    text = text.replace(f"ReadWritePaths={_STATE}\n", f"ReadWritePaths={_quote(str(service.state))}\n", 1)
     return stamp(text, "#").encode()
 
 
@@ -37,14 +56,14 @@ def _quote(word: str) -> str:
 
 
 def plan_units(
-    unit_dir: Path, existing: Mapping[str, bytes | None], owner: Owner, exe: str, config: Path
+    unit_dir: Path, existing: Mapping[str, bytes | None], owner: Owner, service: Service
 ) -> list[FileChange]:
     """Install: create or update each packaged unit in `unit_dir` (files owned like the folder, 0644);
     `existing` maps unit name -> current bytes."""
     out: list[FileChange] = []
     for name in resources.names("systemd", ".service"):
         before = existing.get(name)
-        after = unit_text(name, exe, config)
+        after = unit_text(name, service)
         if before is not None and stamped(before, "#") != "intact":
             continue  # an admin's own unit, or one edited after install: left alone (reported by the caller)
         if before != after:

@@ -1,17 +1,26 @@
-"""`securelink asterisk install` on Debian's stock Asterisk 22 configuration, with the real Asterisk.
+"""The README's install path on Debian's stock Asterisk 22 configuration, with the real Asterisk: its commands are
+read from README.md and run as written, as root from /root, the service user's as that user.
 
 A second Asterisk runs from the testbed's chroot in a network and mount namespace of this test's own (its own
 loopback, so its ports do not meet the shared testbed's; its own /etc/asterisk, a copy of the stock configuration
-Debian ships, bind-mounted over the chroot's). The admin adds what any site has (a SIP transport, a trunk and the
-route of a DID to the entry context), then: dry run changes nothing; install; a second install is a no-op; the real
-Asterisk reloads; `securelink doctor` is all OK; a keyed SIPp call is admitted and a forged one rejected; uninstall
-leaves every file as it was, byte for byte.
+Debian ships, bind-mounted over the chroot's). The namespace also gets its own /etc (a copy: `useradd` writes
+there), /opt, /srv, /var/lib, /var/backups and /usr/local, so the README's commands change nothing of this host;
+`asterisk` on the PATH runs the chroot's. The site has what any site has (Alice's desk phone 1001 and her
+colleague's extension 2001; in one run its own SIP transport). Then, from the README only: the package in a venv,
+the service user, `init`, `asterisk install --systemd` (systemd is not running here: the unit is written, and the
+test runs its ExecStart as its User, as systemd would), the transport (when `pjsip show transports` lists none), the
+`carrier` trunk, the routes, the reloads, `device add` with the desk endpoint and `doctor`: all OK, a keyed call
+admitted, a forged one rejected, call-through by DTMF on the access number to 2001 as Alice. Uninstall names the
+routes left and what stays, and restores every file it touched, byte for byte.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,37 +33,21 @@ import pytest
 from harness import stop_process, wait_until
 from sipp import DtmfCall, dtmf_steps, run_dtmf_call, run_uac
 
-from asterisk_securelink import masterkey
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import derive_key, device_secret
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROOT = Path(os.environ.get("SECURELINK_TESTBED_DIR", "/var/cache/asterisk-securelink/chroot"))
 STOCK = CHROOT / "usr/share/doc/asterisk-config-stock"
 ASTERISK = f"chroot {CHROOT} /usr/sbin/asterisk"
-DID = "4930123456"
-ACCESS = "12155550199"  # the access number, as the carrier delivers it (the README: "route your calls")
+DID = "4930123456"  # the README's ANI route
+ACCESS = "+12155550199"  # the README's access number, as the carrier delivers it
+CARRIER_EXAMPLE = "203.0.113.10"  # the README's carrier address: here the SIPp "carrier" is on the loopback
+BUILD_LEFTOVERS = (".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", ".demo", ".venv")
+DEBIAN_ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PRIVATE = ("opt", "srv", "var/lib", "var/backups", "usr/local/bin", "usr/local/sbin")
 
-ADMIN_PJSIP = """
-; --- the site's own SIP setup (not securelink's) ---
-[transport-udp]
-type = transport
-protocol = udp
-bind = 127.0.0.1:5060
-
-[carrier]
-type = endpoint
-transport = transport-udp
-context = from-carrier
-disallow = all
-allow = ulaw
-trust_id_inbound = yes
-dtmf_mode = auto
-
-[carrier]
-type = identify
-endpoint = carrier
-match = 127.0.0.1
-
+SITE_PJSIP = """
 ; --- Alice's desk phone, as the site already has it ---
 [1001]
 type = endpoint
@@ -63,19 +56,33 @@ callerid = "Alice" <1001>
 disallow = all
 allow = ulaw
 """
-
-ADMIN_EXTENSIONS = f"""
-; --- the site's trunk context: the mobile-access DID must present a live key; the access number for any phone ---
-[from-carrier]
-exten => {DID},1,Goto(securelink-inbound,${{EXTEN}},1)
-exten => {ACCESS},1,Goto(securelink-access,+{ACCESS},1)
-
+SITE_TRANSPORT = """
+; --- the site's own SIP transport ---
+[site-udp]
+type = transport
+protocol = udp
+bind = 127.0.0.1:5060
+"""
+SITE_EXTENSIONS = """
 ; --- the site's internal context: a colleague's extension ---
 [from-internal]
 exten => 2001,1,Answer()
  same => n,Wait(2)
  same => n,Hangup()
 """
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """(language, text) of each fenced block of the README's install section, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Install on your own Asterisk") : text.index("## Troubleshooting")]
+    return re.findall(r"^```(\w*)\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+
+
+def block(*needles: str) -> str:
+    found = [body for _, body in readme_blocks() if all(n in body for n in needles)]
+    assert len(found) == 1, f"the README's install section has {len(found)} blocks with {needles}"
+    return found[0]
 
 
 class Namespace:
@@ -92,15 +99,22 @@ class Namespace:
         ns = Path(f"/proc/{self.holder.pid}/ns/net")
         return ns.exists() and os.readlink(ns) != os.readlink("/proc/self/ns/net")
 
-    def run(self, *args: str | Path, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([*self.prefix, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str | Path, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [*self.prefix, *map(str, args)]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
         if check:
             assert p.returncode == 0, f"{args}: {p.stdout[-2000:]}\n{p.stderr[-2000:]}"
         return p
 
-    def start(self, *args: str | Path, log: Path) -> subprocess.Popen[bytes]:
+    def start(self, *args: str | Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [*self.prefix, *map(str, args)], stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+            [*self.prefix, *map(str, args)],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
 
     def close(self) -> None:
@@ -116,15 +130,34 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tree to install (a copy: pip builds in it) and the wheels of what it needs, fetched once with this host's
+    network: the namespace has none, so the README's `pip install` runs with the site's own package mirror."""
+    work = tmp_path_factory.mktemp("readme-install")
+    src = work / "asterisk-securelink"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    wheels = work / "wheels"
+    argv = [sys.executable, "-m", "pip", "download", "-q", "-d", wheels, src, "setuptools", "wheel"]
+    got = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=600, cwd=work)
+    assert got.returncode == 0, got.stderr[-3000:]
+    return src, wheels
+
+
 @pytest.fixture
-def stock_pbx(tmp_path: Path) -> Iterator[tuple[Namespace, Path]]:
+def stock_pbx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Namespace, Path, Path]]:
+    """(namespace, the Asterisk config dir, the namespace's /etc as seen from here); `request.param`: whether the
+    site already has a SIP transport."""
     assert STOCK.is_dir(), f"{STOCK} missing: `make testbed` keeps Debian's stock configuration there"
     etc = tmp_path / "etc-asterisk"
     shutil.copytree(STOCK, etc, symlinks=True)
     with (etc / "pjsip.conf").open("a") as f:
-        f.write(ADMIN_PJSIP)
+        f.write(SITE_PJSIP + (SITE_TRANSPORT if request.param else ""))
     with (etc / "extensions.conf").open("a") as f:
-        f.write(ADMIN_EXTENSIONS)
+        f.write(SITE_EXTENSIONS)
+    host_etc = tmp_path / "root-etc"
+    shutil.copytree("/etc", host_etc, symlinks=True, ignore_dangling_symlinks=True)
+    (host_etc / "asterisk").mkdir(exist_ok=True)
     ns = Namespace()
     asterisk: subprocess.Popen[bytes] | None = None
     try:
@@ -138,13 +171,25 @@ def stock_pbx(tmp_path: Path) -> Iterator[tuple[Namespace, Path]]:
             mounts[d] = private
         for d, src in mounts.items():
             ns.run("mount", "--bind", src, CHROOT / d)
+        # the host as the README's administrator finds it, private to the namespace
+        opt = tmp_path / "host-opt"
+        for d in PRIVATE:
+            (tmp_path / f"host-{d.replace('/', '-')}").mkdir(exist_ok=True)
+        for d in PRIVATE:
+            ns.run("mount", "--bind", tmp_path / f"host-{d.replace('/', '-')}", f"/{d}")
+        ns.run("mount", "--bind", host_etc, "/etc")
+        ns.run("mount", "--bind", etc, "/etc/asterisk")
+        wrapper = tmp_path / "host-usr-local-sbin" / "asterisk"
+        wrapper.write_text(f'#!/bin/sh\nexec {ASTERISK} "$@"\n')
+        wrapper.chmod(0o755)
+        assert opt.is_dir()
         asterisk = ns.start(*ASTERISK.split(), "-f", "-n", "-U", "root", "-G", "root", log=tmp_path / "asterisk.log")
         wait_until(
             lambda: ns.run(*ASTERISK.split(), "-rx", "core waitfullybooted", check=False, timeout=30).returncode == 0,
             60,
             "the stock Asterisk to boot",
         )
-        yield ns, etc
+        yield ns, etc, host_etc
     finally:
         if asterisk is not None:
             ns.run(*ASTERISK.split(), "-rx", "core stop now", check=False, timeout=30)
@@ -152,47 +197,117 @@ def stock_pbx(tmp_path: Path) -> Iterator[tuple[Namespace, Path]]:
         ns.close()
 
 
-def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_every_file(
-    stock_pbx: tuple[Namespace, Path], tmp_path: Path
+class Admin:
+    """The README's administrator: a root shell in /root on the PBX (the namespace), with the site's package mirror."""
+
+    def __init__(self, ns: Namespace, wheels: Path, exports: str = "") -> None:
+        self.ns = ns
+        self.exports = exports
+        self.env = {"PATH": DEBIAN_ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PIP_NO_INDEX": "1",
+                    "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+
+    def sh(
+        self, script: str, *, check: bool = True, timeout: float = 600, answer: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `script`; with `answer`, at a terminal (util-linux `script`) that types `answer` when asked."""
+        if answer is not None:
+            script = f"printf '{answer}\\n' | script -qec {shlex.quote(script)} /dev/null"
+        p = self.ns.run("sh", "-ec", f"cd /root\n{self.exports}{script}", check=False, timeout=timeout, env=self.env)
+        if check:
+            assert p.returncode == 0, f"{script}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        return p
+
+
+def unit_fields(unit: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in unit.read_text().splitlines() if re.match(r"^[A-Z]\w*=", line))
+
+
+@pytest.mark.parametrize(
+    ("stock_pbx", "layout"),
+    [(False, "standard"), (True, "state-dir")],
+    ids=["stock-no-transport", "own-transport-state-dir"],
+    indirect=["stock_pbx"],
+)
+def test_the_readme_install_path_on_stock_asterisk_admits_a_keyed_call(
+    stock_pbx: tuple[Namespace, Path, Path], layout: str, wheelhouse: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    ns, etc = stock_pbx
-    conf = tmp_path / "securelink" / "securelink.toml"
-    env = [sys.executable, "-m", "asterisk_securelink.cli", "--config", conf]
-    ns.run(*env, "init", "--state-dir", tmp_path / "state")
+    ns, etc, host_etc = stock_pbx
+    src, wheels = wheelhouse
+    install_block = block("useradd", "asterisk install --systemd", "/etc/securelink").replace(
+        "/path/to/asterisk-securelink", str(src)
+    )
+    if layout == "standard":
+        admin, user = Admin(ns, wheels), "securelink"
+        steps = install_block
+        conf = host_etc / "securelink" / "securelink.toml"
+        ns_conf = "/etc/securelink/securelink.toml"
+    else:  # the package as above, then the README's "another folder or user"
+        custom = block("--state-dir", "export SECURELINK_CONFIG=")
+        exports = "".join(line + "\n" for line in custom.splitlines() if line.startswith("export "))
+        admin, user = Admin(ns, wheels, exports), re.search(r"runuser -u (\S+)", custom).group(1)  # type: ignore[union-attr]
+        package = [line for line in install_block.splitlines() if line.startswith(("python3 -m venv", "ln -s"))]
+        steps = "\n".join([*package, *(line for line in custom.splitlines() if not line.startswith("export "))])
+        ns_conf = re.search(r"SECURELINK_CONFIG=(\S+)", custom).group(1)  # type: ignore[union-attr]
+        conf = tmp_path / "host-srv" / Path(ns_conf).relative_to("/srv")
+    *before, install_line = steps.rstrip("\n").splitlines()
+    assert "asterisk install --systemd" in install_line
+    admin.sh("\n".join(before))
+    site_files = snapshot(etc)
+    dry = admin.sh(install_line + " --dry-run")
+    assert "+#tryinclude securelink/" in dry.stdout and snapshot(etc) == site_files  # the diff; nothing changed
+    installed = admin.sh(install_line, timeout=180, answer="y")  # "apply these changes? [y/N]"
+    out = installed.stdout.replace("\r\n", "\n")
+    assert f"doctor (as {user}, the owner of " in out and "[ok  ] master key" in out, out  # not root's FAIL
+    assert "the units are written to /etc/systemd/system, not started" in out
+    again = admin.sh(install_line, timeout=180, answer="n")
+    assert "nothing to change" in again.stdout, again.stdout
+
+    unit = unit_fields(host_etc / "systemd/system/securelink.service")
+    assert unit["User"] == user and unit["Group"] == user
+    assert unit["Environment"] == f"SECURELINK_CONFIG={ns_conf}"
+    if layout == "state-dir":
+        state = re.search(r"--state-dir (\S+)", block("--state-dir")).group(1)  # type: ignore[union-attr]
+        assert unit["WorkingDirectory"] == state and unit["ReadWritePaths"] == state
+        assert (tmp_path / "host-srv" / Path(state).relative_to("/srv") / "securelink.sqlite3").is_file()
+        assert not (conf.parent / "securelink.sqlite3").exists()
+    else:
+        assert unit["WorkingDirectory"] == "/var/lib/securelink" == unit["ReadWritePaths"]
     with conf.open("a") as f:  # the README: list the access number in securelink.toml
-        f.write(f'\n[calling]\naccess_numbers = ["+{ACCESS}"]\n')
-    admin_files = snapshot(etc)
-    common = ["--etc", CHROOT / "etc/asterisk", "--asterisk", ASTERISK, "--backup-dir", tmp_path / "backups"]
+        f.write(f'\n[calling]\naccess_numbers = ["{ACCESS}"]\n')
 
-    dry = ns.run(*env, "asterisk", "install", *common, "--dry-run")
-    assert "+#tryinclude securelink/" in dry.stdout  # the exact diff of what it would add
-    assert snapshot(etc) == admin_files  # and nothing changed
+    # the transport when there is none, the carrier trunk, the routes, the reloads: as the README shows them
+    pasted = {"pjsip.conf": "", "extensions.conf": ""}
+    transports = admin.sh("asterisk -rx 'pjsip show transports'").stdout
+    if "No objects found" in transports:
+        assert layout == "standard"
+        pasted["pjsip.conf"] += "\n" + block("type = transport")
+    else:
+        assert "site-udp" in transports
+    pasted["pjsip.conf"] += "\n" + block("type = identify").replace(CARRIER_EXAMPLE, "127.0.0.1")
+    pasted["extensions.conf"] += "\n" + block("[from-carrier]", "Goto(securelink-access")
+    for name, text in pasted.items():
+        with (etc / name).open("a") as f:
+            f.write(text)
+    admin.sh(block("dialplan reload", "res_pjsip"))
 
-    ns.run(*env, "asterisk", "install", *common, "--yes", timeout=180)
-    installed = snapshot(etc)
-    assert any(name.startswith("securelink/") for name in installed)
-    for name in ("ari.conf", "manager.conf", "extensions.conf"):
-        assert installed[name][0].startswith(admin_files[name][0])  # the admin's lines untouched, one line appended
-    again = ns.run(*env, "asterisk", "install", *common, "--yes", timeout=180)
-    assert snapshot(etc) == installed
-    assert "nothing to do" in again.stdout.lower() or "already installed" in again.stdout.lower(), again.stdout
-
+    # systemd is not running here: what the unit would run, as its user, in its folder
     log = tmp_path / "run.log"
-    app = ns.start(*env, "run", log=log)
+    service = f"cd {unit['WorkingDirectory']} && export {unit['Environment']} && exec {unit['ExecStart']}"
+    app = ns.start("runuser", "-u", unit["User"], "-g", unit["Group"], "--", "sh", "-c", service, log=log,
+                   env=admin.env)  # fmt: skip
     try:
+        enroll = block("device add", "--desk-endpoint PJSIP/1001", "doctor").replace("-u securelink", f"-u {user}")
+        doctor = next(line for line in enroll.splitlines() if line.endswith(" doctor"))
+        wait_until(lambda: admin.sh(doctor, check=False).returncode == 0, 30, "the README's doctor to pass")
+        enrolled = admin.sh(enroll)
+        lines = [line for line in enrolled.stdout.splitlines() if line.startswith("[")]
+        assert lines and all(line.startswith("[ok  ]") for line in lines), enrolled.stdout  # all OK, not a warning
+        uri = re.search(r"securelink://provision\?\S+", enrolled.stdout).group(0)  # type: ignore[union-attr]
+        assert "\u2588" in admin.sh(f"securelink-device qr '{uri}'").stdout  # on the PATH, a QR code to scan
 
-        def doctor_ok() -> bool:
-            p = ns.run(*env, "doctor", "--json", check=False, timeout=60)
-            return p.returncode == 0
-
-        wait_until(doctor_ok, 30, "doctor to be all OK")
-        checks = json.loads(ns.run(*env, "doctor", "--json").stdout)
-        assert all(c["ok"] for c in checks), checks  # every check OK, not even a warning
-
-        dev = json.loads(ns.run(*env, "device", "add", "Alice", "--number", "+15550100001", "--desk-endpoint",
-                                "PJSIP/1001", "--json").stdout)  # fmt: skip
-        ns.run(*env, "device", "register", str(dev["id"]))
-        master = masterkey.load(conf.parent / "master.key")
+        listed = admin.sh(f"runuser -u {user} -- securelink device list --json").stdout
+        [dev] = json.loads(listed)
+        master = base64.b64decode((conf.parent / "master.key").read_bytes().strip())
 
         def key_now(ahead: int = 0) -> str:
             now = time.time()
@@ -202,17 +317,17 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
             return derive_key(device_secret(master, dev["key_id"]), "inbound", epoch, NumberFormat("XXXXXXXXXX"))
 
         results = run_uac([(key_now(), DID), ("15550100001", DID)], rate=1, concurrency=1, prefix=ns.prefix)
-        # the genuine key is admitted; the employee's real number, forged, is not
+        # the genuine key is admitted (its first call: it registers the device); the real number, forged, is not
         assert [r.status_code for r in results] == [200, 403], results
-        # call-through from any phone: the access number, KEY#2001#, on to the desk's colleague as Alice. The ANI
-        # call spent this window's key: the phone's next key (look_ahead 1) is a fresh one
-        steps = dtmf_steps(key_now(ahead=1) + "#2001#", first_ms=800, gap_ms=200)
-        call = run_dtmf_call("15550100001", ACCESS, steps, hold_ms=20_000, prefix=ns.prefix)
-        assert call == DtmfCall(200, "pbx")  # answered, put through to 2001, which hung up after 2 s
+        # call-through from any phone: the access number, KEY#2001#. The ANI call spent this window's key: the
+        # phone's next key (look_ahead 1) is a fresh one
+        steps_dtmf = dtmf_steps(key_now(ahead=1) + "#2001#", first_ms=800, gap_ms=200)
+        call = run_dtmf_call("15550100001", ACCESS, steps_dtmf, hold_ms=20_000, prefix=ns.prefix)
+        assert call == DtmfCall(200, "pbx")  # answered, put through to 2001 as Alice, which hung up after 2 s
         through: list[dict[str, object]] = []
 
         def recorded() -> bool:  # written when the call's channel is gone
-            rows = json.loads(ns.run(*env, "calls", "list", "--json", "--device", str(dev["id"])).stdout)
+            rows = json.loads(admin.sh(f"runuser -u {user} -- securelink calls list --json").stdout)
             through[:] = [r for r in rows if r["method"] == "dtmf"]
             return bool(through)
 
@@ -222,5 +337,14 @@ def test_install_on_stock_asterisk_admits_a_keyed_call_and_uninstall_restores_ev
         stop_process(app)
     assert "Traceback" not in log.read_text()
 
-    ns.run(*env, "asterisk", "uninstall", *common, "--yes", timeout=180)
-    assert snapshot(etc) == admin_files  # byte for byte, modes included, securelink/ gone
+    uninstall = install_line.replace("asterisk install --systemd", "asterisk uninstall")  # the README's uninstall
+    removed = admin.sh(uninstall, timeout=180, answer="y")
+    out = removed.stdout.replace("\r\n", "\n")
+    assert "such a call gets 603 Decline" in out and "Goto(securelink-access,${EXTEN},1)" in out, out
+    assert "left in place, yours to keep or remove:" in out and f"the service user {user}" in out
+    assert not (host_etc / "systemd/system/securelink.service").exists()
+    expected = dict(site_files)
+    for name, text in pasted.items():
+        data, mode = expected[name]
+        expected[name] = (data + text.encode(), mode)
+    assert snapshot(etc) == expected  # byte for byte, modes included, securelink/ gone, the admin's pastes kept
