@@ -78,5 +78,6 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiosqlite", "asyncio", "sqlalchemy.engine", "panoramisk"):
+    # alembic.runtime.plugins: seven "setup plugin" lines at INFO on every start (the schema check loads Alembic)
+    for noisy in ("aiosqlite", "asyncio", "sqlalchemy.engine", "panoramisk", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -276,3 +276,19 @@ def test_calls_list_shows_both_directions_with_filters_json_and_csv(home: Path) 
     both = run(home, "calls", "list", "--json", "--csv", check=False)
     assert both.returncode == 2 and "--csv" in both.stderr
     assert run(home, "calls", "list", "--device", "nobody", check=False).returncode == 2
+
+
+async def test_a_desk_endpoint_asterisk_does_not_know_is_accepted_with_a_warning(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asterisk_securelink.cli import devices
+    from asterisk_securelink.store.store import DeviceRow
+
+    async def not_found(cfg: object, device: DeviceRow) -> tuple[tuple[None, None], str]:
+        return (None, None), f"endpoint {device.desk_endpoint} not found in Asterisk"
+
+    monkeypatch.setattr(devices.routing, "read_desk", not_found)
+    now = datetime.now(UTC)
+    dev = DeviceRow(1, "A", "+15550000001", "PJSIP/1099", "k", "registered", None, True, now, now, None, None)
+    await devices._warn_desk(config.build({}, {}, Path.cwd()), dev)
+    assert "warning: endpoint PJSIP/1099 not found in Asterisk" in capsys.readouterr().err

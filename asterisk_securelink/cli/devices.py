@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import sys
 from typing import Any
 
 from asterisk_securelink import masterkey
@@ -100,6 +101,7 @@ async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
                 f"device {device.id} added: {device.display_name} ({device.mobile_number}), key_id {device.key_id}"
             )
             return await enroll.emit_activation(args, cfg, store, device, headline)
+    await _warn_desk(cfg, device)
     uri = _provisioning(cfg, master, device, getattr(args, "slk12", False)).uri()
     data = {**device.public(), "provisioning_uri": uri}
     text = (
@@ -110,6 +112,16 @@ async def cmd_device_add(args: argparse.Namespace, cfg: Config) -> int:
     )
     emit(args, data, text)
     return 0
+
+
+async def _warn_desk(cfg: Config, device: DeviceRow) -> None:
+    """A desk endpoint Asterisk does not know is accepted (it may be added later) but said on stderr."""
+    if device.desk_endpoint is None:
+        return
+    desk, note = await routing.read_desk(cfg, device)
+    if desk == (None, None):
+        print(f"warning: {note}: this device's calls get no context or caller ID from it until it exists "
+              "(pjsip.conf)", file=sys.stderr)  # fmt: skip
 
 
 async def cmd_device_list(args: argparse.Namespace, cfg: Config) -> int:
@@ -148,6 +160,8 @@ async def cmd_device_set(args: argparse.Namespace, cfg: Config) -> int:
         device = await find_device(store, args.device)
         device = await store.update_device(device.id, "device.set", ACTOR, detail=values, **values)
     changed = ", ".join(f"{k} {v if v is not None else '(cleared)'}" for k, v in values.items())
+    if "desk_endpoint" in values:
+        await _warn_desk(cfg, device)
     emit(args, device.public(), f"device {device.id}: {changed}")
     return 0
 

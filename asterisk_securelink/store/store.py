@@ -376,7 +376,8 @@ class Store:
     async def list_audit(
         self, since: datetime | None = None, limit: int = 1000, action: str | None = None
     ) -> list[AuditEvent]:
-        q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        # by when each event happened: a verdict is queued (and inserted) after admin changes it caused
+        q = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit)
         if since is not None:
             q = q.where(AuditEvent.created_at >= since)
         if action is not None:
