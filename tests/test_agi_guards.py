@@ -279,18 +279,17 @@ async def test_stop_is_clean_with_a_call_in_progress(recorder: Recorder) -> None
 
 
 async def test_connection_cap(recorder: Recorder) -> None:
+    """At the cap, a connection that has sent no environment gives its slot to the next one; calls in progress keep
+    theirs (a connection that has sent its environment is never dropped)."""
     server = FastAgiServer(recorder, env_timeout=2.0, max_connections=2)
     await server.serve("127.0.0.1", 0)
     try:
         held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
         await asyncio.sleep(0.1)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        assert await closed_within(reader, 1.0) < 0.5  # the third is closed at once
-        writer.close()
+        assert await proper_request(server.port) != []  # served: the oldest silent connection made room
+        assert await closed_within(held[0][0], 1.0) < 0.5
         for _r, w in held:
             w.close()
-        await asyncio.sleep(0.1)
-        assert await proper_request(server.port) != []  # capacity comes back
     finally:
         await server.stop()
 
@@ -322,19 +321,43 @@ async def test_a_connection_that_sends_nothing_is_closed_at_the_idle_timeout(rec
 
 
 async def test_one_address_cannot_take_every_slot(recorder: Recorder) -> None:
-    server = FastAgiServer(recorder, env_timeout=3.0, idle_timeout=3.0, max_connections=10, max_per_peer=2)
+    server = FastAgiServer(recorder, env_timeout=3.0, idle_timeout=3.0, max_connections=10, max_per_peer=2,
+                           allow_from=["127.0.0.1", "127.0.0.2"])  # fmt: skip
     await server.serve("127.0.0.1", 0)
     try:
         held = [await connect_from(server.port, "127.0.0.2") for _ in range(2)]
         await asyncio.sleep(0.1)
-        reader, writer = await connect_from(server.port, "127.0.0.2")
-        assert await closed_within(reader, 1.0) < 0.5  # the third from that address is closed at once
-        writer.close()
         assert await proper_request(server.port) != []  # Asterisk on 127.0.0.1 still gets its slot
+        _reader, writer = await connect_from(server.port, "127.0.0.2")  # a third from that address...
+        assert await closed_within(held[0][0], 1.0) < 0.5  # ...drops its own longest-silent one, nobody else's
+        writer.close()
         for _r, w in held:
             w.close()
     finally:
         await server.stop()
+
+
+async def test_a_local_squatter_holding_every_slot_cannot_keep_asterisk_out(recorder: Recorder) -> None:
+    """M3: 32 silent connections from 127.0.0.1 (the address Asterisk uses too) used to make every call fail; now
+    each real AGI request takes the slot of the connection that has waited longest without an environment."""
+    server = FastAgiServer(recorder, env_timeout=30.0, idle_timeout=30.0, max_per_peer=4)
+    await server.serve("127.0.0.1", 0)
+    try:
+        squat = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        for _ in range(5):
+            assert await proper_request(server.port, "ani") != []
+        assert len(recorder.calls) == 5
+    finally:
+        for _r, w in squat:
+            w.close()
+        await server.stop()
+
+
+def test_the_default_allow_from_is_the_loopback_address_not_its_network() -> None:
+    slots = PeerSlots()
+    assert slots.take("127.0.0.1") is None and slots.take("::1") is None
+    assert slots.take("127.0.0.2") == "not in agi.allow_from"
 
 
 async def test_a_peer_outside_allow_from_is_closed_without_reading(recorder: Recorder) -> None:
@@ -380,7 +403,7 @@ async def test_a_non_loopback_listen_address_needs_allow_remote(recorder: Record
 
 
 def test_allow_from_and_peer_addresses() -> None:
-    assert [str(n) for n in parse_allow_from(DEFAULT_ALLOW_FROM)] == ["127.0.0.0/8", "::1/128"]
+    assert [str(n) for n in parse_allow_from(DEFAULT_ALLOW_FROM)] == ["127.0.0.1/32", "::1/128"]
     assert [str(n) for n in parse_allow_from([" 10.1.2.3/16 ", "2001:db8::1"])] == ["10.1.0.0/16", "2001:db8::1/128"]
     with pytest.raises(ValueError, match="not an IP address"):
         parse_allow_from(["asterisk.example.org"])

@@ -31,7 +31,7 @@ def test_the_readme_table_lists_every_key_with_its_default() -> None:
             assert f"| `{name}.{f.name}` |" in table
     assert "| `keys.period` | `30` | key refresh period, 5..60 s |" in table
     assert "| `lockout.max_guess_probability` | `1e-6` |" in table
-    assert '| `agi.allow_from` | `["127.0.0.0/8", "::1"]` |' in table
+    assert '| `agi.allow_from` | `["127.0.0.1", "::1"]` |' in table
     assert "| `device_api.public_host` | the listen address |" in table and "| `ari.password` | - |" in table
 
 

@@ -29,6 +29,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from panoramisk.fast_agi import Application, Request
@@ -192,28 +193,51 @@ class GuardedApplication(Application):  # type: ignore[misc]
         self.max_env_lines = max_env_lines
         self.slots = slots if slots is not None else PeerSlots()
         self.active: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[asyncio.Task[Any], _Waiting] = {}  # connected, no complete AGI environment yet
         self._refused = 0
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
 
     async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_address(writer.get_extra_info("peername"))
         refusal = self.slots.take(peer)
+        if refusal is not None and peer is not None and self.slots.allowed(peer) and self._evict_for(peer):
+            refusal = self.slots.take(peer)  # the slot the evicted connection held
         if refusal is not None or peer is None:  # not read from, holds no slot
             self._log_refusal(peer, refusal or "no peer address")
             writer.transport.abort()
             return
         task = asyncio.current_task()
+        me = _Waiting(time.monotonic(), peer, writer)
         try:
             if task is not None:
                 self.active.add(task)
+                self._waiting[task] = me
             await self._handle(reader, writer, peer)
         except Exception:
             log.exception("FastAGI handler failed")
         finally:
-            self.slots.release(peer)
             if task is not None:
                 self.active.discard(task)
+                self._waiting.pop(task, None)
+            if not me.evicted:
+                self.slots.release(peer)
             await _close(writer)
+
+    def _evict_for(self, peer: str) -> bool:
+        """The slots are full: drop the connection that has waited longest without sending its AGI environment (from
+        `peer` when that address is at its own limit, else from anyone), and give its slot back. Asterisk sends its
+        environment at once, so what waits is a slow or hostile client, never a call."""
+        own_limit = self.slots.held[peer] >= self.slots.max_per_peer
+        candidates = [w for w in self._waiting.values() if not w.evicted and (w.peer == peer or not own_limit)]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda w: w.since)
+        victim.evicted = True
+        self.slots.release(victim.peer)
+        victim.writer.transport.abort()
+        log.info("FastAGI: slots full; dropped a connection from %s that sent nothing for %.1fs", victim.peer,
+                 time.monotonic() - victim.since)  # fmt: skip
+        return True
 
     def _log_refusal(self, peer: str | None, reason: str) -> None:
         self._refused += 1
@@ -246,6 +270,9 @@ class GuardedApplication(Application):  # type: ignore[misc]
         if env is None:
             log.debug("FastAGI: %s closed before sending an AGI environment", peer)
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting.pop(task, None)  # a whole environment: a call, never evicted
         env[PEER_KEY] = peer
         request = AgiRequest(
             app=self, headers=env, reader=reader, writer=writer, encoding="utf-8", timeout=self.command_timeout
@@ -283,6 +310,14 @@ class GuardedApplication(Application):  # type: ignore[misc]
                 raise _BadEnvironment("not an AGI environment line")
             env.setdefault(key, value[1:] if value.startswith(" ") else value)
         raise _BadEnvironment(f"more than {self.max_env_lines} lines")
+
+
+@dataclass(eq=False)
+class _Waiting:
+    since: float
+    peer: str
+    writer: asyncio.StreamWriter
+    evicted: bool = False
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

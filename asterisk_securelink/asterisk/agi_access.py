@@ -21,12 +21,13 @@ from asterisk_securelink.core.listen import listen_refusal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_ALLOW_FROM: Final = ("127.0.0.0/8", "::1")
+DEFAULT_ALLOW_FROM: Final = ("127.0.0.1", "::1")  # not all of 127.0.0.0/8: a local user can pick its source there
 MAX_CONNECTIONS: Final = 256  # concurrent, from everyone; more are closed at once
 # Concurrent connections from one address. Asterisk holds one per AGI() in progress (a verification: milliseconds;
 # at worst the verify timeout), so 32 carries a PBX at 20 calls/s with one-second verifications; beyond it the call
 # fails closed (AGISTATUS=FAILURE -> rejected) instead of queueing. A local Asterisk and a local attacker share
-# 127.0.0.1: against that, `allow_from` and the idle timeout (`agi.IDLE_TIMEOUT`) do the work.
+# 127.0.0.1: when the slots are full, the connection that has waited longest without sending its AGI environment is
+# dropped for the new one (`agi.GuardedApplication`): Asterisk sends its environment at once, a squatter does not.
 MAX_PER_PEER: Final = 32
 
 
