@@ -16,3 +16,5 @@ CDR_DEVICE: Final = "CDR(securelink_device)"  # set by the app itself, so a repl
 CDR_METHOD: Final = "CDR(securelink_method)"
 TIMEOUT_VAR: Final = "TIMEOUT(absolute)"  # [routing] max_call_seconds
 CALL_KEY_VAR: Final = "SECURELINK_CALL_KEY_ID"  # the escrow row id of a connected call's per-call key
+AGI_TOKEN_VAR: Final = "SECURELINK_AGI_TOKEN"  # noqa: S105 - a variable name. FastAGI: `agi.result_token`, checked by the dialplan (never logged)
+AGI_TOKEN_PLACEHOLDER: Final = "@AGI_TOKEN@"  # noqa: S105 - a placeholder, in dialplan/securelink.conf; `asterisk install` writes the token

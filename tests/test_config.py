@@ -113,7 +113,10 @@ def test_agi_allow_from_and_allow_remote(tmp_path: Path) -> None:
         "127.0.0.1",
         "::1",
     )
-    assert config.build({}, {}, tmp_path).agi.allow_from == ("127.0.0.1", "::1")  # the loopback address only, by default
+    assert config.build({}, {}, tmp_path).agi.allow_from == (
+        "127.0.0.1",
+        "::1",
+    )  # the loopback address only, by default
     with pytest.raises(ConfigError, match=r"agi\.allow_from"):
         config.build({"agi": {"allow_from": ["not-an-address"]}}, {}, tmp_path)
     with pytest.raises(ConfigError, match=r"agi\.host"):

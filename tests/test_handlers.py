@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from support.agi import agi_env as wire_env
 from support.agi import answer_commands
 from support.clock import T
@@ -234,7 +235,9 @@ def test_dialplan_sends_unregistered_agi_calls_to_the_agi_registration_context()
     register = contexts["securelink-register-agi"].splitlines()
     assert register[1] == " same => n,AGI(agi://127.0.0.1:4573/register,${SECURELINK_MODE})"
     assert register[2] == ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?reject)'
-    assert register[3] == ' same => n,GotoIf($["${SECURELINK_RESULT}" = "admitted"]?securelink-admitted,${EXTEN},1)'
+    token_check = ' same => n,GotoIf($["${SECURELINK_AGI_TOKEN}" != "@AGI_TOKEN@"]?reject)'  # M4: a squatter is
+    assert register[3] == token_check and token_check in after_agi.splitlines()[:2]  # believed in neither
+    assert register[5] == ' same => n,GotoIf($["${SECURELINK_RESULT}" = "admitted"]?securelink-admitted,${EXTEN},1)'
     assert register[-1] == " same => n,Hangup(21)"  # anything else: rejected
 
 
@@ -284,3 +287,23 @@ async def test_past_max_in_flight_a_call_is_turned_away_at_once_never_admitted(s
     refused = [e for e in await store.list_audit(action="verify") if e.call_id == "ch2"]
     assert [(e.result, json.loads(e.detail or "{}").get("reason")) for e in refused] == [("error", "overload")]
     assert refused[0].subject is None  # ANI: the caller number is the key and is never written down
+
+
+async def test_agi_answers_carry_the_install_token_the_dialplan_checks(store: Store, tmp_path: Path) -> None:
+    """M4: with `agi.result_token` every FastAGI answer carries it (the dialplan rejects an answer without it, so a
+    process squatting the AGI port cannot admit a call); without one, answers carry none (the dialplan then
+    rejects every AGI verdict: fail closed until `asterisk install` writes it)."""
+    token = "t0k-" + "x" * 28
+    cfg = config.build({"agi": {"result_token": token}}, {}, tmp_path)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
+    d = await store.add_device("New", "15550001", None, "kid-n", "t")
+    await svc.start()
+    handlers = Handlers(cfg, svc, Channels(), Notifier())
+    key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
+    assert (await handlers.agi_verify(agi_env("u7", key), ["ani"]))["SECURELINK_AGI_TOKEN"] == token
+    assert (await handlers.agi_register(agi_env("u7", ""), []))["SECURELINK_AGI_TOKEN"] == token
+    plain = Handlers(config.build({}, {}, tmp_path), svc, Channels(), Notifier())
+    assert "SECURELINK_AGI_TOKEN" not in await plain.agi_verify(agi_env("u8", key), ["ani"])
+    with pytest.raises(config.ConfigError, match=r"agi\.result_token"):
+        config.build({"agi": {"result_token": 'has "quotes" in it'}}, {}, tmp_path)
+    await handlers.service.audit.drain()

@@ -34,6 +34,7 @@ STOCK = Path(__file__).parent / "data" / "asterisk-stock"
 TOML = config_mod.SKELETON + '\n[log]\nlevel = "INFO"  # kept\n'
 ARI_PW = "a" * 64
 AMI_PW = "b" * 64
+AGI_TK = "t" * 64  # agi.result_token
 FAKE_ASTERISK = """\
 import os, sys
 if sys.argv[1] == "-V":
@@ -77,7 +78,7 @@ def settings(toml: Path) -> Settings:
 
 def plan(etc: Path, toml: Path, asterisk_gid: int | None = None) -> Plan:
     snap = dataclasses.replace(applier.scan(etc), asterisk_gid=asterisk_gid)
-    return plan_install(snap, settings(toml), Secrets(ARI_PW, AMI_PW), (22, 10))
+    return plan_install(snap, settings(toml), Secrets(ARI_PW, AMI_PW, AGI_TK), (22, 10))
 
 
 def install(etc: Path, toml: Path, tmp_path: Path) -> Plan:
@@ -111,7 +112,10 @@ def test_install_adds_own_files_one_line_each_and_the_passwords(etc: Path, toml:
     assert f"secret = {AMI_PW}\n" in ami and "permit = 127.0.0.1/255.255.255.255" in ami
     for name in ("ari.conf", "manager.conf"):
         assert stat.S_IMODE((etc / "securelink" / name).stat().st_mode) == 0o640
-    assert (etc / "securelink/securelink.conf").read_bytes().endswith(resources.read("dialplan", "securelink.conf"))
+    installed = (etc / "securelink/securelink.conf").read_bytes()
+    shipped = resources.read("dialplan", "securelink.conf")
+    assert b"@AGI_TOKEN@" in shipped and installed.endswith(shipped.replace(b"@AGI_TOKEN@", AGI_TK.encode()))
+    assert tomllib.loads(toml.read_text())["agi"]["result_token"] == AGI_TK  # the service returns what the plan checks
     assert (
         "[general](+)\nenabled = yes\nbindaddr = 127.0.0.1\nbindport = 8088\n"
         in (etc / "securelink/http.conf").read_text()
@@ -123,9 +127,10 @@ def test_install_adds_own_files_one_line_each_and_the_passwords(etc: Path, toml:
     values = tomllib.loads(toml.read_text())
     assert values["ari"]["password"] == ARI_PW and values["ami"]["secret"] == AMI_PW
     assert stat.S_IMODE(toml.stat().st_mode) == 0o600
-    old, new = TOML.splitlines(), toml.read_text().splitlines()  # only the two secret lines changed
-    changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
-    assert changed == [('password = ""', f'password = "{ARI_PW}"'), ('secret = ""', f'secret = "{AMI_PW}"')]
+    old, new = TOML.splitlines(), toml.read_text().splitlines()  # the two secret lines changed, the token added
+    assert [line for line in old if line not in new] == ['password = ""', 'secret = ""']
+    assert [line for line in new if line not in old] == [f'password = "{ARI_PW}"', f'secret = "{AMI_PW}"',
+                                                        f'result_token = "{AGI_TK}"']  # fmt: skip
 
 
 def test_second_install_is_a_no_op_and_says_so(etc: Path, toml: Path, tmp_path: Path, fake: Fake) -> None:
@@ -141,7 +146,7 @@ def test_a_second_install_keeps_the_passwords_and_mends_the_config(etc: Path, to
     install(etc, toml, tmp_path)
     toml.write_text(toml.read_text().replace(f'password = "{ARI_PW}"', 'password = ""'))
     snap = applier.scan(etc)
-    again = plan_install(snap, settings(toml), Secrets("c" * 64, "d" * 64), (22, 0))
+    again = plan_install(snap, settings(toml), Secrets("c" * 64, "d" * 64, "e" * 64), (22, 0))
     assert [c.path for c in again.changes] == [toml] and not again.reloads
     assert f'password = "{ARI_PW}"' in (again.changes[0].after or b"").decode()
 
@@ -165,14 +170,15 @@ def test_owner_and_mode_follow_the_neighbours_secrets_get_asterisks_group(etc: P
     p = plan(etc, toml, asterisk_gid=4242)
     by_name = {c.path.relative_to(etc).as_posix(): c.owner for c in p.changes if c.path.is_relative_to(etc)}
     assert by_name["securelink/ari.conf"].gid == 4242 and by_name["securelink/ari.conf"].mode == 0o640
-    assert by_name["securelink/securelink.conf"].mode == 0o644  # like extensions.conf
+    dialplan = by_name["securelink/securelink.conf"]  # holds agi.result_token: not for everyone to read
+    assert dialplan.mode == 0o640 and dialplan.gid == 4242
     assert by_name["extensions.conf"].mode == 0o644 and p.make_dir is not None and p.make_dir.mode == 0o755
 
 
 def test_the_app_name_and_http_port_come_from_the_config(etc: Path, toml: Path) -> None:
     snap = applier.scan(etc)
     s = Settings("slari", "slami", "myapp", 8089, toml, toml.read_text(), applier.owner_of(toml))
-    p = plan_install(snap, s, Secrets(ARI_PW, AMI_PW), (16, 0))
+    p = plan_install(snap, s, Secrets(ARI_PW, AMI_PW, AGI_TK), (16, 0))
     text = {c.path.relative_to(etc).as_posix(): (c.after or b"").decode() for c in p.changes if c.path != toml}
     dialplan = text["securelink/securelink.conf"]
     assert "Stasis(myapp,inbound,ani)" in dialplan and "Stasis(securelink," not in dialplan
@@ -188,7 +194,7 @@ def test_http_left_alone_when_the_admin_turned_it_on(etc: Path, toml: Path) -> N
 
 def test_ari_over_https_leaves_http_conf_alone(etc: Path, toml: Path) -> None:
     s = Settings("securelink", "securelink", "securelink", None, toml, toml.read_text(), applier.owner_of(toml))
-    p = plan_install(applier.scan(etc), s, Secrets(ARI_PW, AMI_PW), (22, 0))
+    p = plan_install(applier.scan(etc), s, Secrets(ARI_PW, AMI_PW, AGI_TK), (22, 0))
     assert not any("http" in c.path.name for c in p.changes) and "module reload http" not in p.reloads
     assert any("tlsenable" in note for note in p.notes)
 

@@ -13,6 +13,7 @@ Asterisk should reach it. Three rules, all pure and free of I/O (the config vali
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Final
@@ -21,6 +22,7 @@ from asterisk_securelink.core.listen import listen_refusal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+AGI_TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")  # `agi.result_token` (a dialplan string: no quoting needed)
 DEFAULT_ALLOW_FROM: Final = ("127.0.0.1", "::1")  # not all of 127.0.0.0/8: a local user can pick its source there
 MAX_CONNECTIONS: Final = 256  # concurrent, from everyone; more are closed at once
 # Concurrent connections from one address. Asterisk holds one per AGI() in progress (a verification: milliseconds;

@@ -159,7 +159,8 @@ def _settings(cfg: Config) -> Settings:
 
 
 def _secrets() -> Secrets:
-    return Secrets(secrets.token_urlsafe(PASSWORD_BYTES), secrets.token_urlsafe(PASSWORD_BYTES))
+    return Secrets(secrets.token_urlsafe(PASSWORD_BYTES), secrets.token_urlsafe(PASSWORD_BYTES),
+                   secrets.token_urlsafe(PASSWORD_BYTES))  # fmt: skip
 
 
 def _snapshot(etc: Path) -> Snapshot:

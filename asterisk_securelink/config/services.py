@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from asterisk_securelink.asterisk.agi_access import DEFAULT_ALLOW_FROM, check_listen, parse_allow_from
+from asterisk_securelink.asterisk.agi_access import AGI_TOKEN, DEFAULT_ALLOW_FROM, check_listen, parse_allow_from
 from asterisk_securelink.core.fields import range_problems, setting
 from asterisk_securelink.core.listen import listen_refusal, split_listen
 
@@ -141,9 +141,18 @@ class AgiConfig:
         note="a non-loopback host must be asked for explicitly",
         skeleton=True,
     )
+    result_token: str = setting(
+        "",
+        "a secret `securelink agi` returns with every verdict (`SECURELINK_AGI_TOKEN`) and the installed dialplan "
+        "checks, so a process squatting the AGI port cannot answer `admitted`; `asterisk install` writes it here "
+        "and into the dialplan (0640). Empty: the dialplan rejects every AGI verdict",
+        shown="(written by install)",
+    )
 
     def problems(self) -> list[str]:
         out = range_problems(self.NAME, self)
+        if self.result_token and not AGI_TOKEN.fullmatch(self.result_token):
+            out.append("agi.result_token: 16 to 128 characters of A-Z a-z 0-9 _ - (as `asterisk install` writes it)")
         try:
             parse_allow_from(self.allow_from)
         except ValueError as exc:

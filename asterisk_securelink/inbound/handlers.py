@@ -26,7 +26,7 @@ from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import normalize
 from asterisk_securelink.core.verdicts import Method, Mode, Verdict
-from asterisk_securelink.dialplan import CALL_KEY_VAR, RESULT_VAR
+from asterisk_securelink.dialplan import AGI_TOKEN_VAR, CALL_KEY_VAR, RESULT_VAR
 from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for, source_of
 from asterisk_securelink.inbound.service import Outcome, VerificationService
 from asterisk_securelink.lifecycle import DeviceStatus
@@ -213,7 +213,13 @@ class Handlers:
             found.update(
                 await agi_variables(self.config, self.agi_routes, outcome.device_id, Method(outcome.mode.value))
             )
-        return found
+        return self._vouched(found)
+
+    def _vouched(self, variables: dict[str, str]) -> dict[str, str]:
+        """A FastAGI answer with `agi.result_token`: the dialplan believes only answers that carry it (a process
+        squatting the AGI port does not know it)."""
+        token = self.config.agi.result_token
+        return {**variables, AGI_TOKEN_VAR: token} if token else variables
 
     async def agi_register(self, env: Mapping[str, str], args: list[str]) -> dict[str, str]:
         """FastAGI `register` route (`[securelink-register-agi]`), the AGI twin of `Stasis(securelink,register)`:
@@ -229,8 +235,8 @@ class Handlers:
             return {RESULT_VAR: Verdict.REVOKED.value}  # what a suspended or revoked device's key gets
         if self.agi_routes is not None:
             method = Method.DNIS if args and args[0].strip().lower() == "dnis" else Method.ANI
-            return await agi_variables(self.config, self.agi_routes, device_id, method)
-        return {RESULT_VAR: Verdict.ADMITTED.value}
+            return self._vouched(await agi_variables(self.config, self.agi_routes, device_id, method))
+        return self._vouched({RESULT_VAR: Verdict.ADMITTED.value})
 
     # -- helpers -----------------------------------------------------------------------------------------------
     async def _voucher(self, call: CallInfo, outcome: Outcome) -> dict[str, str]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from asterisk_securelink.asterisk.agi_access import AGI_TOKEN
+from asterisk_securelink.dialplan import AGI_TOKEN_PLACEHOLDER
 from asterisk_securelink.errors import InputError
 from asterisk_securelink.installer import conf, resources
 from asterisk_securelink.installer.tomledit import TomlEditError, set_values
@@ -82,6 +84,7 @@ class Settings:
 class Secrets:
     ari_password: str = field(repr=False)
     ami_secret: str = field(repr=False)
+    agi_token: str = field(default="", repr=False)  # `agi.result_token`: kept when the config has one
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def plan_install(snap: Snapshot, settings: Settings, secrets: Secrets, version: 
         if change is not None:
             changes.append(change)
     reloads = _reloads(snap.root, changes)
-    toml = _toml_change(settings, own)
+    toml = _toml_change(settings, own, agi_token(settings, secrets))
     if toml is not None:
         changes.append(toml)
     make_dir = None if SUBDIR in snap.owners or not changes else snap.owners["."]
@@ -230,10 +233,12 @@ def _own_files(snap: Snapshot, settings: Settings, secrets: Secrets) -> dict[str
     ari = _user_file("ari.conf.sample", settings.ari_username, _password(snap, "ari.conf", secrets.ari_password))
     ami = _user_file("manager.conf.sample", settings.ami_username, _password(snap, "manager.conf", secrets.ami_secret))
     dialplan = conf.decode(resources.read("dialplan", "securelink.conf"))
+    dialplan = dialplan.replace("Stasis(securelink,", f"Stasis({settings.app},")
+    dialplan = dialplan.replace(AGI_TOKEN_PLACEHOLDER, agi_token(settings, secrets))
     wanted = {  # admin file -> (our file's text, holds a secret)
         "ari.conf": (f"; The ARI user of `securelink run`; its password is also [ari] password in {cfg}.\n{ari}", True),
         "manager.conf": (f"; The AMI user of securelink; its secret is also [ami] secret in {cfg}.\n{ami}", True),
-        "extensions.conf": (dialplan.replace("Stasis(securelink,", f"Stasis({settings.app},"), False),
+        "extensions.conf": (dialplan, True),  # holds agi.result_token
     }
     if settings.http_port is not None and (f"{SUBDIR}/http.conf" in snap.files or not _http_enabled(snap)):
         wanted["http.conf"] = (_http_file(snap, settings.http_port), False)
@@ -274,6 +279,20 @@ def _user_file(sample: str, user: str, password: str) -> str:
     section = text[start : None if end < 0 else end + 1].rstrip("\n") + "\n"
     section = section.replace("[securelink]", f"[{user}]", 1)
     return _PASSWORD_LINE.sub(lambda m: f"{m.group(1)} = {password}", section)
+
+
+def agi_token(settings: Settings, secrets: Secrets) -> str:
+    """The config's `agi.result_token` when it has a valid one (a second install keeps it), else the generated one."""
+    try:
+        current = tomllib.loads(settings.config_text).get("agi", {})
+    except tomllib.TOMLDecodeError:
+        current = {}
+    token = current.get("result_token") if isinstance(current, dict) else None
+    if isinstance(token, str) and AGI_TOKEN.fullmatch(token):
+        return token
+    if not AGI_TOKEN.fullmatch(secrets.agi_token):
+        raise Refused("no valid agi.result_token to install (an internal error: the planner was given none)")
+    return secrets.agi_token
 
 
 def _password(snap: Snapshot, admin: str, generated: str) -> str:
@@ -346,8 +365,9 @@ def _check_markers(snap: Snapshot, admin: str) -> None:
             raise Refused(f"{snap.root / admin}: the line {shown!r} was changed by hand: restore or remove it")
 
 
-def _toml_change(settings: Settings, own: Mapping[str, FileChange]) -> FileChange | None:
-    """Write the ARI password and AMI secret of our user files into the securelink config, if it differs."""
+def _toml_change(settings: Settings, own: Mapping[str, FileChange], token: str | None = None) -> FileChange | None:
+    """Write the ARI password and AMI secret of our user files, and the AGI token of our dialplan, into the
+    securelink config, if it differs."""
     try:
         current = tomllib.loads(settings.config_text)
     except tomllib.TOMLDecodeError:
@@ -358,6 +378,9 @@ def _toml_change(settings: Settings, own: Mapping[str, FileChange]) -> FileChang
         section = current.get(table)
         if m and (section.get(key) if isinstance(section, dict) else None) != m.group(2):
             updates[(table, key)] = m.group(2)
+    agi = current.get("agi")
+    if token is not None and (agi.get("result_token") if isinstance(agi, dict) else None) != token:
+        updates[("agi", "result_token")] = token
     if not updates:
         return None
     try:

@@ -27,6 +27,7 @@ from asterisk_securelink.core.slk1 import derive_key, device_secret, epoch_at_ms
 from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER, ari_get, ensure_up
 
 PERIOD = 5
+AGI_TOKEN = "testbed-agi-token-not-secret"  # what scripts/asterisk-testbed writes into the dialplan
 APP = "securelink"
 AGI_PORT = 4573
 ACCESS_NUMBERS = ["+12155550400", "+12155550401"]  # the testbed routes dialled 4XX to +121555504XX
@@ -140,6 +141,7 @@ secret = "{AMI_SECRET}"
 [agi]
 host = "127.0.0.1"
 port = {AGI_PORT}
+result_token = "{AGI_TOKEN}"
 [calling]
 access_numbers = {json.dumps(ACCESS_NUMBERS)}
 dtmf_setup_s = {PERIOD}
