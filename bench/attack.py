@@ -47,7 +47,7 @@ from sipp import CallResult, run_uac  # noqa: E402
 from asterisk_securelink import masterkey  # noqa: E402
 from asterisk_securelink.config import load  # noqa: E402
 from asterisk_securelink.core.formats import NumberFormat  # noqa: E402
-from asterisk_securelink.core.lockout import guess_budget, two_factor_guesses_per_day  # noqa: E402
+from asterisk_securelink.core.lockout import guess_budget, number_allowance  # noqa: E402
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, now_ms  # noqa: E402
 from asterisk_securelink.store.lockout import LockoutStore  # noqa: E402
 from asterisk_securelink.store.store import Store  # noqa: E402
@@ -281,9 +281,7 @@ def main() -> int:
             "period": PERIOD,
             "W": 3,
             "max_guess_probability": lo.max_guess_probability,
-            "max_failures": lo.max_failures,
-            "backoff": lo.backoff,
-            "cooldown": lo.cooldown,
+            "max_total_guess_probability": lo.max_total_guess_probability,
             "two_factor": True,
         },
         "budget": budget,
@@ -300,7 +298,7 @@ def main() -> int:
             "key_alone_counted_in_database": asyncio.run(counted()),
             "unregistered_caller_verdicts": dict(unregistered),
             "spoofed_victim_verdicts": per_victim,
-            "two_factor_bound_per_number_per_day": two_factor_guesses_per_day(lo.max_failures, lo.backoff, lo.cooldown),
+            "two_factor_allowance_per_number_per_day": number_allowance(lo.max_guess_probability, FMT.size, 3),
         },
         "genuine": {
             "calls": len(genuine),

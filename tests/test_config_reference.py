@@ -43,9 +43,13 @@ def test_rewrite_readme_needs_the_markers() -> None:
 
 
 def test_the_skeleton_is_generated_and_holds_the_dataclass_defaults(tmp_path: Path) -> None:
+    """The defaults, except where a new installation is given the safer choice: two-factor (issue 22, H2)."""
     assert reference.skeleton() == config.SKELETON
     data = tomllib.loads(config.SKELETON)
     defaults = config.Config(base_dir=tmp_path)
+    defaults = dataclasses.replace(
+        defaults, inbound=dataclasses.replace(defaults.inbound, require_registered_number=True)
+    )
     for section, values in data.items():
         for key, value in values.items():
             default = getattr(getattr(defaults, section), key)
@@ -89,8 +93,7 @@ def test_every_field_has_help_and_a_default_inside_its_range() -> None:
         (config.InboundConfig(max_in_flight=0), "inbound.max_in_flight: must be 1..10000, got 0"),
         (config.InboundConfig(max_in_flight=10_001), "inbound.max_in_flight: must be 1..10000, got 10001"),
         (config.InboundConfig(dial_prefix="123456789"), "inbound.dial_prefix: must be 1..8 digits or empty"),
-        (config.LockoutConfig(backoff=0, cooldown=0), "lockout.backoff: must be >= 1, got 0"),
-        (config.LockoutConfig(cooldown=10), "lockout.cooldown: must be >= lockout.backoff (30), got 10"),
+        (config.LockoutConfig(max_total_guess_probability=2.0), "lockout.max_total_guess_probability: must be > 0"),
         (config.AmiConfig(port=0), "ami.port: must be a TCP port 1..65535, got 0"),
         (config.AgiConfig(port=65536), "agi.port: must be a TCP port 1..65535, got 65536"),
         (config.AgiConfig(allow_from=("nope",)), "agi.allow_from: 'nope' is not an IP address"),

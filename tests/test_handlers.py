@@ -198,6 +198,46 @@ async def test_agi_lockout_source_is_a_channel_name_or_the_peer_address(store: S
     assert [r.source for r in rows] == ["PJSIP/carrier"] + ["agi:127.0.0.5"] * 4
 
 
+async def test_guesses_through_dahdi_iax2_and_local_channels_spend_one_budget(store: Store, tmp_path: Path) -> None:
+    """H1 (issue 22): the caller number, the dialed number or a call counter in the channel name made each guess a
+    fresh source (300 guesses: 300 `mismatch`). Now each trunk has one budget (10 here), by Stasis and by FastAGI,
+    and `SECURELINK_SOURCE` (third Stasis argument, second AGI argument) names one across technologies."""
+    cfg = config.build({"lockout": {"max_guess_probability": 3e-9}}, {}, tmp_path)
+    svc = make_service(cfg, store, clock_ms=lambda: T, device_sync_interval=0)
+    await store.add_device("A", "15550002", None, "kid-a", "t")
+    await svc.start()
+    handlers = Handlers(cfg, svc, Channels(), Notifier())
+    assert svc.guard.budget() == 10
+    names = {
+        "DAHDI": lambda i, g: f"DAHDI/i1/{g}-{i:x}",
+        "IAX2": lambda i, g: f"IAX2/192.0.2.7:{4569 + i}-{i}",
+        "Local": lambda i, g: f"Local/{g}@from-trunk-{i:08x};2",
+    }
+    for tech, name in names.items():
+        got = []
+        for i in range(30):
+            g = f"55{i:08d}"
+            if i % 2:
+                env = agi_env(f"{tech}{i}", g, name(i, g))
+                got.append((await handlers.agi_verify(env, ["ani"]))[RESULT_VAR])
+            else:
+                call = CallInfo(f"{tech}{i}", name(i, g), g, "100", ("inbound", "ani"))
+                got.append((await handlers.decide(call, "ani", "stasis")).verdict.value)
+        assert got == ["mismatch"] * 10 + ["locked_out"] * 20, tech
+    named = []
+    for i, g in enumerate(f"56{i:08d}" for i in range(12)):  # one source named by the dialplan, any technology
+        channel = list(names.values())[i % 3](i, g)
+        if i % 2:
+            named.append((await handlers.agi_verify(agi_env(f"n{i}", g, channel), ["ani", "pri-a"]))[RESULT_VAR])
+        else:
+            call = CallInfo(f"n{i}", channel, g, "100", ("inbound", "ani", "pri-a"))
+            named.append((await handlers.decide(call, "ani", "stasis")).verdict.value)
+    assert named == ["mismatch"] * 10 + ["locked_out"] * 2
+    await svc.audit.drain()
+    sources = {r.source for r in await store.list_audit(action="verify")}
+    assert sources == {"DAHDI/i1", "IAX2/192.0.2.7", "Local/@from-trunk", "pri-a"}
+
+
 async def test_agi_routes_over_a_socket_register_a_device(store: Store, tmp_path: Path) -> None:
     """The server as `securelink agi` builds it (runner.agi_server): verify, then register, on one channel."""
 

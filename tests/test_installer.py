@@ -181,7 +181,7 @@ def test_the_app_name_and_http_port_come_from_the_config(etc: Path, toml: Path) 
     p = plan_install(snap, s, Secrets(ARI_PW, AMI_PW, AGI_TK), (16, 0))
     text = {c.path.relative_to(etc).as_posix(): (c.after or b"").decode() for c in p.changes if c.path != toml}
     dialplan = text["securelink/securelink.conf"]
-    assert "Stasis(myapp,inbound,ani)" in dialplan and "Stasis(securelink," not in dialplan
+    assert "Stasis(myapp,inbound,ani,${SECURELINK_SOURCE})" in dialplan and "Stasis(securelink," not in dialplan
     assert "[slari]" in text["securelink/ari.conf"] and "[slami]" in text["securelink/manager.conf"]
     assert "bindport = 8089" in text["securelink/http.conf"]
 

@@ -1,4 +1,4 @@
-"""The pure lockout rules (`core.lockout`): what could be a key, the budget, the backoff, registered numbers."""
+"""The pure lockout rules (`core.lockout`): what could be a key, the budgets, the allowance, registered numbers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.lockout import (
     RegisteredNumbers,
-    backoff_ms,
     could_be_key,
     guess_budget,
     guess_probability,
-    two_factor_guesses_per_day,
+    number_allowance,
+    total_budget,
 )
 
 TEN = NumberFormat("XXXXXXXXXX")
@@ -54,16 +54,17 @@ def test_budget_is_the_target_over_the_chance_of_one_guess() -> None:
     assert guess_budget(1e-6, s, 3, 20) == math.floor(1e-6 * s / 60)
 
 
-def test_backoff_doubles_from_the_first_lock_up_to_the_longest() -> None:
-    waits = [backoff_ms(f, 5, 30, 900) // 1000 for f in range(1, 13)]
-    assert waits == [0, 0, 0, 0, 30, 60, 120, 240, 480, 900, 900, 900]
-    assert backoff_ms(10**6, 5, 30, 900) == 900_000  # no overflow however long it goes on
+def test_a_registered_number_is_allowed_what_the_target_allows_not_a_constant() -> None:
+    """M5 (issue 22): a two-factor guess wins with W/S whatever D is, so one number may fail floor(P*S/W) guesses a
+    day; with the defaults 3,333, more than a spoofer's minute at 20 calls/s (1,200). It was 5, then a backoff."""
+    assert number_allowance(1e-6, 10**10, 3) == 3333 > 20 * 60
+    assert number_allowance(1e-6, 10**10, 3) == guess_budget(1e-6, 10**10, 3, 1)
+    assert number_allowance(1e-6, 10**8, 3) == 33  # 8-digit keys: the figure follows S
+    assert number_allowance(1e-7, 10**10, 5) == 200  # and P and W
 
 
-def test_two_factor_guesses_per_day_is_bounded_by_the_longest_backoff() -> None:
-    # 5 free, then one per lock: 30+60+...+480 s, then one per 900 s for the rest of the day
-    assert two_factor_guesses_per_day(5, 30, 900) == 105
-    assert two_factor_guesses_per_day(5, 30, 60) == 5 + 1 + 86_400 // 60
+def test_the_total_budget_is_the_same_rule_for_its_own_target() -> None:
+    assert total_budget(1e-5, 10**10, 3, 100) == 333 == 10 * guess_budget(1e-6, 10**10, 3, 100) + 3
 
 
 def test_registered_numbers_name_devices_in_any_carrier_form() -> None:

@@ -19,10 +19,10 @@ from asterisk_securelink.notifier import Notifier
 
 def test_lockout_settings(tmp_path: Path) -> None:
     lo = config.build({}, {}, tmp_path).lockout
-    assert (lo.enabled, lo.max_guess_probability, lo.max_failures, lo.backoff, lo.cooldown) == (True, 1e-6, 5, 30, 900)
-    env = {"SECURELINK_LOCKOUT_MAX_GUESS_PROBABILITY": "2.5e-7", "SECURELINK_LOCKOUT_BACKOFF": "10"}
-    lo = config.build({"lockout": {"cooldown": 60}}, env, tmp_path).lockout
-    assert (lo.max_guess_probability, lo.backoff, lo.cooldown) == (2.5e-7, 10, 60)
+    assert (lo.enabled, lo.max_guess_probability, lo.max_total_guess_probability) == (True, 1e-6, 1e-5)
+    env = {"SECURELINK_LOCKOUT_MAX_GUESS_PROBABILITY": "2.5e-7"}
+    lo = config.build({"lockout": {"max_total_guess_probability": 1e-4}}, env, tmp_path).lockout
+    assert (lo.max_guess_probability, lo.max_total_guess_probability) == (2.5e-7, 1e-4)
     assert config.build({"lockout": {"max_guess_probability": 1}}, {}, tmp_path).lockout.max_guess_probability == 1.0
 
 
@@ -34,8 +34,10 @@ def test_lockout_settings(tmp_path: Path) -> None:
         ({"max_guess_probability": "often"}, "must be a number"),
         ({"max_guess_probability": float("nan")}, "must be a number"),
         ({"max_guess_probability": True}, "must be a number"),
-        ({"backoff": 0}, "lockout.backoff: must be >= 1"),
-        ({"cooldown": 10}, "must be >= lockout.backoff"),
+        ({"max_total_guess_probability": 0}, "lockout.max_total_guess_probability: must be > 0 and <= 1"),
+        ({"max_failures": 5}, "lockout.max_failures: removed: .*max_guess_probability"),
+        ({"backoff": 30}, "lockout.backoff: removed"),
+        ({"cooldown": 900}, "lockout.cooldown: removed"),
         ({"source_max_failures": 50}, "lockout.source_max_failures: removed: .*max_guess_probability"),
         ({"window": 300}, "lockout.window: removed"),
     ],
@@ -49,14 +51,19 @@ def test_the_config_skeleton_is_valid(tmp_path: Path) -> None:
     import tomllib
 
     data = tomllib.loads(config.SKELETON)
-    assert config.build(data, {}, tmp_path).lockout == config.LockoutConfig()
+    built = config.build(data, {}, tmp_path)
+    assert built.lockout == config.LockoutConfig()
+    # H2 (issue 22): a new installation is two-factor; key alone (34 calls a day lock a trunk of 100 devices) is opt-in
+    assert built.inbound.require_registered_number is True
+    assert config.InboundConfig().require_registered_number is False  # an existing config keeps what it had
 
 
 def test_doctor_prints_the_budget(tmp_path: Path) -> None:
     check = budget_check(config.build({}, {}, tmp_path), 100)
-    assert check.ok and "33 failed guesses per source (trunk) in any 24 h" in check.detail
-    assert "5 failures in a row per registered number, then 30 s doubling to 900 s" in check.detail
-    assert "at most 105 guesses a day" in check.detail
+    # H2 (issue 22): the figure, how many failed calls a day lock key alone
+    assert check.ok and "key alone is on" in check.detail
+    assert "34 failed calls a day from one source (trunk), or 334 from every source together" in check.detail
+    assert "each registered number may fail 3333 of them in any 24 h (~2^-19.9 per device a day)" in check.detail
     none_left = budget_check(config.build({}, {}, tmp_path), 5000)
     assert not none_left.passed and "every key-alone call is refused" in none_left.detail
     assert "two-factor" in none_left.fix

@@ -62,12 +62,38 @@ def test_request_for_ani_and_dnis() -> None:
     assert (dnis.presented, dnis.caller, dnis.source) == ("6141638475", "15550001111", None)
 
 
-def test_source_of_strips_the_channel_suffix_only() -> None:
-    assert source_of("PJSIP/carrier-0000002a") == "PJSIP/carrier"
-    assert source_of("Local/100@ctx-0000002a;1") == "Local/100@ctx"
-    assert source_of("PJSIP/my-trunk") == "PJSIP/my-trunk"
-    assert source_of("") is None and source_of(None) is None
-    assert len(source_of("PJSIP/" + "a" * 500) or "") == 128
+@pytest.mark.parametrize(
+    ("names", "source"),
+    [
+        (["PJSIP/carrier-0000002a", "PJSIP/carrier-0000002b;1", "PJSIP/carrier-ffffffff"], "PJSIP/carrier"),
+        (["SIP/carrier-0000002a", "SIP/carrier-0001abcd"], "SIP/carrier"),
+        (["IAX2/carrier-1", "IAX2/carrier-16383"], "IAX2/carrier"),  # the call number is a counter
+        (["IAX2/192.0.2.7:4569-12", "IAX2/192.0.2.7:40000-13"], "IAX2/192.0.2.7"),  # nor is the port a trunk
+        (["DAHDI/i1/5551234567-1", "DAHDI/i1/5559876543-2a"], "DAHDI/i1"),  # ISDN: the caller number is no trunk
+        (["DAHDI/1-1", "DAHDI/24-3"], "DAHDI"),  # analog / CAS lines: one budget for all of them
+        (["Local/5551234567@from-trunk-0000002a;2", "Local/5559876543@from-trunk-0000002b;1"], "Local/@from-trunk"),
+        (["PJSIP/no-suffix", "PJSIP/a/b-0000002a"], "PJSIP"),  # not the technology's shape: the technology alone
+        (["WebSocket/abc-1", "WebSocket/def-2"], None),  # an unknown technology: the technology alone
+    ],
+)
+def test_the_source_is_the_trunk_never_a_number_or_a_counter(names: list[str], source: str | None) -> None:
+    """H1 (issue 22): DAHDI, IAX2 and Local channel names carry the caller number, the dialed number or a counter;
+    stripping an 8-hex suffix left them in the source, so 300 guesses were 300 sources."""
+    found = {source_of(n) for n in names}
+    assert found == {source or names[0].split("/")[0]}
+    assert not any(d in (s or "") for s in found for d in ("5551234567", "5559876543"))  # never the key
+
+
+def test_a_source_the_dialplan_names_wins_when_it_is_a_plain_name() -> None:
+    assert source_of("IAX2/192.0.2.7:4569-12", "carrier-a") == "carrier-a"
+    assert source_of("Local/5551234567@x-0000002a;2", " carrier-a ") == "carrier-a"
+    for bad in ("", "  ", "two words", "a\r\nb", "*", "#12", "x" * 65):  # never TOTAL or a device's subject
+        assert source_of("PJSIP/carrier-0000002a", bad) == "PJSIP/carrier"
+    assert source_of("", None) is None and source_of(None) is None
+    assert len(source_of("PJSIP/" + "a" * 500 + "-0000002a") or "") == 128
+    req = request_for(Mode.ANI, "6141638475", None, "1.1", "DAHDI/i2/6141638475-1", "")
+    assert req.source == "DAHDI/i2"
+    assert request_for(Mode.ANI, "6141638475", None, "1.1", "DAHDI/i2/6141638475-1", "pri-a").source == "pri-a"
 
 
 def test_channel_vars() -> None:

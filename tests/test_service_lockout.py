@@ -1,7 +1,8 @@
 """The guess guard through the verification service, on a real database (issue 12, "one caller locks out a whole
 carrier trunk"): only guesses that could have matched count; a source's key-alone budget comes from
-`lockout.max_guess_probability` and the live strength; over it, two-factor calls are still verified; a registered
-number backs off progressively; two services sharing the database grant one budget between them.
+`lockout.max_guess_probability` and the live strength; over it, two-factor calls are still verified; every source
+together has a budget too; a registered number has an allowance derived from the same target; two services sharing
+the database grant one budget between them.
 """
 
 from __future__ import annotations
@@ -90,34 +91,72 @@ async def test_over_budget_two_factor_calls_are_still_verified(store: Store, tmp
     await svc.audit.drain()
 
 
-async def test_a_registered_number_backs_off_doubling_and_a_verified_call_resets_it(
+async def test_a_registered_number_may_fail_its_allowance_and_a_verified_call_does_not_reset_it(
     store: Store, tmp_path: Path
 ) -> None:
+    """M5 (issue 22): the allowance is floor(P*S/W) failures in any 24 hours (10 here), counted in the shared store;
+    not 5 in a row then a backoff that a call every 15 minutes keeps going."""
     a, b, _ = await three_devices(store)
     clock = Clock(T)
-    c = cfg(tmp_path, inbound={"require_registered_number": True})  # max_failures 5, backoff 30 s, cooldown 900 s
+    c = cfg(tmp_path, inbound={"require_registered_number": True}, lockout={"max_guess_probability": 3e-9})
     svc = await service(store, c, clock)
+    assert svc.guard.budgets()[2] == 10
     events: list[LockoutEvent] = []
     svc.guard.alert = events.append
 
     async def dnis(number: str, caller: str, call_id: str = "") -> Verdict:
         return await verify(svc, number, mode=Mode.DNIS, caller=caller, source=TRUNK, call_id=call_id or None)
 
-    for g in guesses(5):  # someone spoofing A's number
+    for g in guesses(5):  # someone spoofing A's number: 5 failures no longer lock anything
         assert await dnis(g, "15550001110") is Verdict.MISMATCH
-    assert await dnis(key(a, clock.t, c), "+15550001110", "a1") is Verdict.LOCKED_OUT  # 30 s, even the right key
+    assert await dnis(key(a, clock.t, c), "+15550001110", "a1") is Verdict.ADMITTED
+    for g in guesses(5, 5):
+        assert await dnis(g, "5550001110") is Verdict.MISMATCH  # in another carrier form: still A
+    assert [(e.kind, e.device_id, e.count, e.limit) for e in events] == [("caller", a.id, 10, 10)]
+    clock.t += 30 * S
+    # the admitted call did not hand the spoofer a fresh allowance: 10 in 24 h are spent, even the right key waits
+    assert await dnis(key(a, clock.t, c), "15550001110", "a2") is Verdict.LOCKED_OUT
     assert await dnis(key(b, clock.t, c), "15550001111", "b1") is Verdict.ADMITTED  # B is not A
-    assert [(e.kind, e.device_id, e.count, e.seconds) for e in events] == [("caller", a.id, 5, 30)]
-    clock.t += 31 * S
-    assert await dnis(guesses(1, 5)[0], "5550001110") is Verdict.MISMATCH  # in another carrier form: still A
-    clock.t += 59 * S
-    assert await dnis(key(a, clock.t, c), "15550001110", "a2") is Verdict.LOCKED_OUT  # now 60 s: doubled
-    assert events[-1].seconds == 60
-    clock.t += 2 * S
-    assert await dnis(key(a, clock.t, c), "15550001110", "a3") is Verdict.ADMITTED  # waited out; success forgets
-    for g in guesses(4, 10):
-        assert await dnis(g, "15550001110") is Verdict.MISMATCH
-    assert await dnis(key(a, clock.t + 30 * S, c), "15550001110", "a4") is Verdict.ADMITTED  # 4 < 5: no lock
+    clock.t += DAY_MS + 3_600_000  # the failures have aged out (they weigh 24 to 25 hours)
+    assert await dnis(key(a, clock.t, c), "15550001110", "a3") is Verdict.ADMITTED
+    await svc.audit.drain()
+
+
+async def test_a_spoofer_at_20_calls_a_second_for_a_minute_does_not_lock_the_owner_out(
+    store: Store, tmp_path: Path
+) -> None:
+    """M5 (issue 22), at the default settings: 1,200 spoofed two-factor calls with A's number in one minute, 20 at a
+    time; then A's genuine call is admitted at once. (Before: locked out after the 5th.)"""
+    a, _, _ = await three_devices(store)
+    clock = Clock(T)
+    c = cfg(tmp_path, inbound={"require_registered_number": True})
+    svc = await service(store, c, clock)
+    numbers = guesses(1200)
+    for second in range(60):
+        batch = numbers[second * 20 : second * 20 + 20]
+        got = await asyncio.gather(*(verify(svc, g, mode=Mode.DNIS, caller="15550001110", source=TRUNK) for g in batch))
+        assert set(got) == {Verdict.MISMATCH}
+        clock.t += S
+    got = await verify(svc, key(a, clock.t, c), mode=Mode.DNIS, caller="15550001110", source=TRUNK, call_id="a")
+    assert got is Verdict.ADMITTED
+    await svc.audit.drain()
+
+
+async def test_every_source_together_has_a_budget(store: Store, tmp_path: Path) -> None:
+    """H1 (issue 22), the backstop: sources an attacker can multiply (guest peers, made-up FastAGI names) share one
+    budget, max_total_guess_probability's (here 2x a source's: 20 failures over 20 sources, then all key-alone
+    calls are refused; two-factor calls are still verified)."""
+    a, _, _ = await three_devices(store)
+    lockout = {"max_guess_probability": P_FOR_10, "max_total_guess_probability": 2 * P_FOR_10}
+    c = cfg(tmp_path, lockout=lockout, inbound={"require_registered_number": True})
+    svc = await service(store, c)
+    assert svc.guard.budgets()[:2] == (10, 20)
+    got = [await verify(svc, g, source=f"IAX2/host{i}") for i, g in enumerate(guesses(25))]
+    assert got == [Verdict.MISMATCH] * 20 + [Verdict.LOCKED_OUT] * 5
+    out = await svc.verify(VerifyRequest(presented=key(a, T, c), source="PJSIP/fresh", call_id="k"))
+    assert (out.verdict, out.detail) == (Verdict.LOCKED_OUT, {"lockout": "source"})
+    got = await verify(svc, key(a, T, c), mode=Mode.DNIS, caller="15550001110", source="PJSIP/fresh", call_id="2f")
+    assert got is Verdict.ADMITTED
     await svc.audit.drain()
 
 
@@ -201,7 +240,7 @@ async def test_either_mode_with_two_factor_never_admits_on_the_key_alone(store: 
 
 async def test_two_services_on_one_database_grant_one_budget(db_url: str, tmp_path: Path) -> None:
     """Two nodes sharing the database (PostgreSQL when SECURELINK_TEST_DATABASE_URL is set): the source budget and a
-    registered number's backoff are one, not one per node."""
+    registered number's allowance are one, not one per node."""
     stores = [Store.from_url(db_url), Store.from_url(db_url)]
     try:
         a, b, _ = await three_devices(stores[0])
@@ -219,8 +258,9 @@ async def test_two_services_on_one_database_grant_one_budget(db_url: str, tmp_pa
             assert await verify(n, guesses(1, 90)[0], source=TRUNK) is Verdict.LOCKED_OUT
             got_a = await verify(n, key(a, T + i * 30 * S, c), mode=Mode.DNIS, caller="15550001110", call_id=f"a{i}")
             assert got_a is Verdict.ADMITTED
-        # B's number: 3 failures on one node and 2 on the other make 5 together
-        for i, g in enumerate(guesses(5, 200)):
+        # B's number: 15 failures on one node and 15 on the other make 30 together, its allowance (P*S/W)
+        assert nodes[0].guard.budgets()[2] == 30
+        for i, g in enumerate(guesses(30, 200)):
             assert await verify(nodes[i % 2], g, mode=Mode.DNIS, caller="15550001111") is Verdict.MISMATCH
         mono.t += 1.5  # each node trusts what it read of the shared state for at most a second
         for i, n in enumerate(nodes):
@@ -241,7 +281,7 @@ async def test_far_below_the_budget_a_genuine_call_writes_nothing_and_at_zero_no
     svc = await service(store, c)
     assert await verify(svc, key(devices[0], T, c), source=TRUNK, call_id="g") is Verdict.ADMITTED
     assert await LockoutStore(store).source_hours(TRUNK, 0) == {}
-    z = cfg(tmp_path, lockout={"max_guess_probability": 1e-10}, inbound={"require_registered_number": True})
+    z = cfg(tmp_path, lockout={"max_guess_probability": 5e-10}, inbound={"require_registered_number": True})
     zero = await service(store, z)  # one guess is 9e-10, likelier than the target: no key-alone call at all
     assert zero.guard.budget() == 0
     assert await verify(zero, key(devices[1], T, c), source=TRUNK, call_id="z") is Verdict.LOCKED_OUT

@@ -141,9 +141,10 @@ class InboundConfig:
         False,
         "two-factor (DNIS): only the device registered with the caller's number may match (compared in any carrier "
         "form: `+15550002222` registered matches `5550002222`, `15550002222`, `+1 555 000 2222`, and behind a trunk "
-        "prefix)",
+        "prefix). `securelink init` writes `true`: key alone is opt-in (docs/security.md)",
         note="two-factor: the caller's registered number picks the device (DNIS)",
         skeleton=True,
+        init=True,  # docs/security.md, "H2": key alone is opt-in for a new installation
     )
     dial_prefix: str = setting(  # DNIS: an access prefix the phone dials before the key's significant part
         "",
@@ -195,29 +196,18 @@ class LockoutConfig:
         "anyone. A source may fail floor(P·S / (W·D)) guesses in any 24 hours (S keys in the format, W = look_behind "
         "+ look_ahead + 1, D devices: 33 for 100 devices with 10 digits, 0 from 3,334 devices; `securelink doctor` "
         "prints it); over it, key-alone calls from that source are `locked_out` while two-factor calls are still "
-        "verified",
-        note="key alone: chance per 24 h that a trunk's guesses admit anyone",
+        "verified. Two-factor: each registered number may fail floor(P·S / W) guesses in any 24 hours (3,333 with 10 "
+        "digits), then its calls are `locked_out`",
+        note="chance per 24 h that one trunk's (or one registered number's) guesses admit anyone",
         skeleton=True,
     )
-    max_failures: int = setting(
-        5,
-        "two-factor: failed guesses in a row with one registered number (against its device) before it backs off",
-        note="two-factor: failures in a row with one registered number, then it backs off",
-        range=(1, None),
-        skeleton=True,
-    )
-    backoff: int = setting(
-        30,
-        "seconds of a registered number's first backoff; doubles with each further failure",
-        note="seconds of the first backoff, doubling with each further failure",
-        range=(1, None),
-        skeleton=True,
-    )
-    cooldown: int = setting(
-        900,
-        "seconds: the longest backoff (with the defaults at most 105 failed guesses a day per registered number); a "
-        "verified call, or a day without failures, resets it. Must be >= `backoff`",
-        note="seconds: the longest backoff",
+    max_total_guess_probability: float = setting(
+        1e-5,
+        "key alone, a backstop: the chance per 24 hours that the guesses of every source together admit anyone. All "
+        "sources together may fail floor(P·S / (W·D)) key-alone guesses in any 24 hours (333 for 100 devices with "
+        "10 digits); over it, every key-alone call is `locked_out` while two-factor calls are still verified. Never "
+        "below `max_guess_probability` (the larger of the two applies)",
+        note="key alone: chance per 24 h that all sources' guesses admit anyone",
         skeleton=True,
     )
 
@@ -228,8 +218,11 @@ class LockoutConfig:
                 f"lockout.max_guess_probability: must be > 0 and <= 1 (e.g. 1e-6), got {self.max_guess_probability}"
             )
         out += range_problems(self.NAME, self)
-        if self.cooldown < self.backoff:
-            out.append(f"lockout.cooldown: must be >= lockout.backoff ({self.backoff}), got {self.cooldown}")
+        if not 0 < self.max_total_guess_probability <= 1:
+            out.append(
+                "lockout.max_total_guess_probability: must be > 0 and <= 1 (e.g. 1e-5), got "
+                f"{self.max_total_guess_probability}"
+            )
         return out
 
 

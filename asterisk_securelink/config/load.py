@@ -27,8 +27,12 @@ _SECRET_KEYS = frozenset({"password", "secret"})
 _REMOVED = {  # keys of earlier versions: what replaces them
     "lockout.source_max_failures": "removed: a source's budget is derived from lockout.max_guess_probability and the "
     "key strength (README, Configuration reference; `securelink doctor` prints it)",
-    "lockout.window": "removed: a source's guesses count for 24 hours; a registered number backs off progressively "
-    "(lockout.backoff, lockout.cooldown)",
+    "lockout.window": "removed: a source's guesses count for 24 hours, a registered number's too",
+    **dict.fromkeys(
+        ("lockout.max_failures", "lockout.backoff", "lockout.cooldown"),
+        "removed: a registered number's allowance is derived from lockout.max_guess_probability and the key strength "
+        "(floor(P·S / W) failed guesses in any 24 hours; `securelink doctor` prints it)",
+    ),
 }
 
 

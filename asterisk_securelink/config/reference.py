@@ -60,7 +60,7 @@ def skeleton() -> str:
         for f in fields:
             if not f.metadata.get(meta.SKELETON):
                 continue
-            value = f.metadata.get(meta.EXAMPLE, f.default) if commented else f.default
+            value = f.metadata.get(meta.EXAMPLE, f.default) if commented else f.metadata.get(meta.INIT, f.default)
             note = meta.fill_range(str(f.metadata.get(meta.NOTE, "")), f.metadata.get(meta.RANGE))
             lines.append(_line(f"{prefix}{f.name} = {toml_value(value)}", note))
         blocks.append("\n".join(lines) + "\n")

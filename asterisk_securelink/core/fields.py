@@ -22,6 +22,7 @@ WHAT: Final = "what"  # said before a range in an error ("a TCP port")
 SHOWN: Final = "shown"  # the README's default when it is not the value itself ("the listen address")
 SKELETON: Final = "skeleton"  # written into the config skeleton (`securelink init`)
 EXAMPLE: Final = "example"  # the value shown in a commented-out skeleton section instead of the default
+INIT: Final = "init"  # the value the config skeleton writes instead of the default (a safer choice for new installs)
 
 
 def setting(
@@ -35,11 +36,14 @@ def setting(
     shown: str = "",
     skeleton: bool = False,
     example: Any = None,
+    init: Any = None,
 ) -> Any:
     """A dataclass field with its documentation and bounds (`dataclasses.field(default=..., metadata=...)`)."""
     meta = {HELP: help, NOTE: note, RANGE: range, UNIT: unit, WHAT: what, SHOWN: shown, SKELETON: skeleton}
     if example is not None:
         meta[EXAMPLE] = example
+    if init is not None:
+        meta[INIT] = init
     return dataclasses.field(default=default, metadata=meta)
 
 

@@ -7,10 +7,11 @@ backoff per registered number"). Pure.
 * Key alone (ANI, or DNIS without two-factor): one random guess is admitted with probability W*D/S (SLK1.md, "How
   strong is a key, really"), so a source (trunk) may make `guess_budget` = floor(P*S / (W*D)) failed guesses in any
   24 hours for a target P (`lockout.max_guess_probability`); counted in hourly buckets (`BUDGET_HOURS`).
+* Every source together: `total_budget` for `lockout.max_total_guess_probability`, a backstop for sources an attacker
+  can multiply.
 * Two-factor (the caller's registered number picks the device): a guess is admitted with W/S whatever D is. It is
-  counted against the device the number names (`RegisteredNumbers`), which backs off progressively
-  (`backoff_ms`): `max_failures` free failures, then `backoff` seconds doubling with each further failure up to
-  `cooldown`, forgotten after a success or a quiet day.
+  counted against the device the number names (`RegisteredNumbers`), which may fail `number_allowance` =
+  floor(P*S / W) guesses in any 24 hours, counted in the same hourly buckets.
 """
 
 from __future__ import annotations
@@ -52,24 +53,18 @@ def guess_budget(max_probability: float, size: int, window_width: int, devices: 
     return math.floor(Fraction(repr(max_probability)) / guess_probability(size, window_width, devices))
 
 
-def backoff_ms(failures: int, max_failures: int, first_s: int, longest_s: int) -> int:
-    """How long a registered number is refused after its `failures`-th failure in a row: nothing below
-    `max_failures`, then `first_s` seconds, doubling with each further failure, at most `longest_s`."""
-    if failures < max_failures:
-        return 0
-    doublings = min(failures - max_failures, 32)  # 2^32 * any first_s is far beyond longest_s
-    return int(min(longest_s, first_s * 2**doublings)) * 1000
+def total_budget(max_total_probability: float, size: int, window_width: int, devices: int) -> int:
+    """The backstop: the failed key-alone guesses every source together may make in any 24 hours (the same rule as
+    `guess_budget`, for `lockout.max_total_guess_probability`), so sources an attacker can multiply (peers, guest
+    addresses, FastAGI peers) do not multiply the odds past it."""
+    return guess_budget(max_total_probability, size, window_width, devices)
 
 
-def two_factor_guesses_per_day(max_failures: int, first_s: int, longest_s: int) -> int:
-    """The most failed two-factor guesses one registered number can make in a day when every lock is waited out:
-    the free failures, one per lock while the backoff doubles, then one per `longest_s`."""
-    guesses, spent_s, failures = max_failures, 0, max_failures
-    while spent_s < 86_400:
-        spent_s += backoff_ms(failures, max_failures, first_s, longest_s) // 1000 or 1
-        failures += 1
-        guesses += 1
-    return guesses
+def number_allowance(max_probability: float, size: int, window_width: int) -> int:
+    """floor(P*S / W): the failed two-factor guesses one registered number (its device) may take in any 24 hours.
+    A two-factor guess is checked against that device alone, so it is admitted with W/S whatever D is: the same
+    target P as a source's, with D = 1 (3,333 with 10-digit keys, W = 3 and P = 1e-6)."""
+    return guess_budget(max_probability, size, window_width, 1)
 
 
 class RegisteredNumbers:
@@ -118,9 +113,9 @@ class RegisteredNumbers:
 
 @dataclass(frozen=True)
 class LockoutEvent:
-    kind: str  # "source": a source spent its key-alone guess budget; "caller": a registered number backs off
+    kind: str  # "source": a source (or "*", every source) spent its key-alone budget; "caller": a registered number
     source: str | None  # the source, for "source"
     device_id: int | None  # the device the caller's number names, for "caller"
-    count: int  # guesses counted in the last 24 hours (source) / failures in a row (caller)
-    limit: int  # the budget (source) / lockout.max_failures (caller)
-    seconds: int  # how long this backoff lasts (caller); 0 for a source
+    count: int  # guesses counted in the last 24 hours
+    limit: int  # the budget (source) / the allowance (caller)
+    seconds: int  # 0: the refusal lasts until guesses older than 24 hours no longer count

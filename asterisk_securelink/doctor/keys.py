@@ -8,7 +8,7 @@ import math
 from asterisk_securelink import masterkey
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.keyindex import Window
-from asterisk_securelink.core.lockout import guess_budget, two_factor_guesses_per_day
+from asterisk_securelink.core.lockout import guess_budget, number_allowance, total_budget
 from asterisk_securelink.core.policy import WEAK_BITS, strength_bits
 from asterisk_securelink.doctor.check import Check
 from asterisk_securelink.livekeys import key_settings_problem, strength_report
@@ -73,19 +73,22 @@ async def budget_checks(cfg: Config, store: Store) -> list[Check]:
 
 def budget_check(cfg: Config, devices: int) -> Check:
     """The guess budget the live strength gives (docs/decisions.md, "A guess budget per source, a backoff per
-    registered number"): key-alone failed guesses per source in any 24 hours, and the two-factor backoff's bound."""
+    registered number"; docs/security.md): how many failed calls a day lock key alone, per source and in all, and a
+    registered number's two-factor allowance."""
     lo, k = cfg.lockout, cfg.keys
     if not lo.enabled:
         return Check("guess budget", False, "lockout.enabled = false: guesses are not limited", "enable it", warn=True)
     size, width = cfg.inbound_fmt.size, k.look_behind + k.look_ahead + 1
     budget = guess_budget(lo.max_guess_probability, size, width, devices)
-    per_day = two_factor_guesses_per_day(lo.max_failures, lo.backoff, lo.cooldown)
+    total = total_budget(max(lo.max_total_guess_probability, lo.max_guess_probability), size, width, devices)
+    allowance = number_allowance(lo.max_guess_probability, size, width)
+    odds = f"~2^-{math.log2(size / (width * max(1, allowance))):.1f}" if allowance else "none"
+    mode = "two-factor is on" if cfg.inbound.require_registered_number else "key alone is on (ANI or DNIS)"
     detail = (
-        f"key alone: {budget} failed guesses per source (trunk) in any 24 h (max_guess_probability "
-        f"{lo.max_guess_probability:g} / (W*D/S = {width}*{max(1, devices)}/{size:.3g})), then key-alone calls from it "
-        f"are refused; two-factor: {lo.max_failures} failures in a row per registered number, then {lo.backoff} s "
-        f"doubling to {lo.cooldown} s (at most {per_day} guesses a day, ~2^-{math.log2(size / (width * per_day)):.1f} "
-        "per device)"
+        f"{mode}; key alone: {budget + 1} failed calls a day from one source (trunk), or {total + 1} from every "
+        f"source together, lock key-alone calls (max_guess_probability {lo.max_guess_probability:g} / (W*D/S = "
+        f"{width}*{max(1, devices)}/{size:.3g})); two-factor calls are still verified, and each registered number may "
+        f"fail {allowance} of them in any 24 h ({odds} per device a day)"
     )
     two_factor = cfg.inbound.require_registered_number
     if budget > 0:

@@ -1,14 +1,16 @@
 """The guess guard: how many guesses the verification service may evaluate, with the state in the database so every
 node sharing it enforces one budget (docs/decisions.md, "A guess budget per source, a backoff per registered number").
 
-* Key alone: a source (trunk) may fail `core.lockout.guess_budget` guesses in any 24 hours. A failed guess is counted
-  by one UPSERT that returns the new count; one that would go over the budget is given back and refused instead, so
-  however many calls and nodes race, no more than the budget fail. A key that matched is admitted without touching
-  the count while the source is far below its budget (under half, by a view at most `CACHE_SECONDS` old); nearer,
-  it takes a slot the same way first (given back once admitted), so a guess that matches cannot slip past a budget
-  spent meanwhile. A source known to be over budget is refused without evaluating anything.
-* Two-factor: failures count against the device the caller's registered number names, which backs off
-  progressively (`core.lockout.backoff_ms`); a verified call forgets them.
+* Key alone: a source (trunk) may fail `core.lockout.guess_budget` guesses in any 24 hours, and every source together
+  `core.lockout.total_budget` (the subject `TOTAL`). A failed guess is counted by one UPSERT per subject that returns
+  the new count; one that would go over a budget is given back and refused instead, so however many calls and nodes
+  race, no more than the budget fail. A key that matched is admitted without touching the counts while they are far
+  below their budgets (under half, by a view at most `CACHE_SECONDS` old); nearer, it takes a slot the same way
+  first (given back once admitted), so a guess that matches cannot slip past a budget spent meanwhile. A source
+  known to be over budget is refused without evaluating anything.
+* Two-factor: failures count against the device the caller's registered number names (the subject `#<device id>`),
+  which may fail `core.lockout.number_allowance` guesses in any 24 hours. A verified call does not reset it: that
+  would hand a spoofer a fresh allowance each time the owner calls.
 Crossing a limit raises a `LockoutEvent` (log, metric, AMI).
 """
 
@@ -22,7 +24,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from asterisk_securelink.config import LockoutConfig
-from asterisk_securelink.core.lockout import BUDGET_HOURS, DAY_MS, HOUR_MS, LockoutEvent, backoff_ms, guess_budget
+from asterisk_securelink.core.lockout import (
+    BUDGET_HOURS,
+    DAY_MS,
+    HOUR_MS,
+    LockoutEvent,
+    guess_budget,
+    number_allowance,
+    total_budget,
+)
 from asterisk_securelink.store.lockout import LockoutStore
 
 log = logging.getLogger(__name__)
@@ -30,13 +40,19 @@ log = logging.getLogger(__name__)
 CACHE_SECONDS: Final = 1.0  # how long a node trusts what it read of the shared counts
 EVENT_QUIET_SECONDS: Final = 300.0  # a source's budget event is not repeated by one node within this time
 MAX_CACHED: Final = 100_000
+TOTAL: Final = "*"  # the subject of every source's key-alone guesses together (`routing.source_of` never gives it)
+
+
+def device_subject(device_id: int) -> str:
+    """The subject a registered number's failed two-factor guesses count against: its device."""
+    return f"#{device_id}"
 
 
 @dataclass(frozen=True)
 class Slot:
-    """Leave to admit a key-alone match from `source` (None: nothing is counted)."""
+    """Leave to admit a key-alone match (no subjects: nothing is counted)."""
 
-    source: str | None
+    subjects: tuple[str, ...] = ()  # the source and TOTAL
     hour: int = 0
     reserved: bool = False  # counted in the database until the outcome is known; else nothing was counted
     refused: bool = False
@@ -79,79 +95,127 @@ class GuessGuard:
         self.monotonic = monotonic
         self.alert = alert
         self._views: OrderedDict[str, _View] = OrderedDict()
-        self._devices: OrderedDict[int, tuple[int, int, float]] = OrderedDict()  # id -> failures, last ms, read at
         self._announced: dict[str, float] = {}
         self._purged_hour = -1
         self._zero_logged = -1e9
         self._budget_for: tuple[int, int, int] | None = None
-        self._budget = 0
+        self._budgets = (0, 0, 0)
 
     @property
     def enabled(self) -> bool:
         return self.config.enabled
 
-    def budget(self) -> int:
+    def budgets(self) -> tuple[int, int, int]:
+        """(per source, every source together, per registered number), from the live strength."""
         strength = self.strength()
         if strength != self._budget_for:  # exact (Fraction) arithmetic: once per change of S, W or D, not per call
-            self._budget_for, self._budget = strength, guess_budget(self.config.max_guess_probability, *strength)
-        return self._budget
+            c, (size, width, _) = self.config, strength
+            total = max(c.max_total_guess_probability, c.max_guess_probability)
+            self._budget_for = strength
+            self._budgets = (
+                guess_budget(c.max_guess_probability, *strength),
+                total_budget(total, *strength),
+                number_allowance(c.max_guess_probability, size, width),
+            )
+        return self._budgets
 
-    # -- key alone: the source's budget ----------------------------------------------------------------------------
+    def budget(self) -> int:
+        return self.budgets()[0]
+
+    def _budget_of(self, subject: str) -> int:
+        source, total, number = self.budgets()
+        return total if subject == TOTAL else number if subject.startswith("#") else source
+
+    # -- key alone: the source's budget and every source's ----------------------------------------------------------
     async def spent(self, source: str | None, at_ms: int) -> bool:
-        """Whether `source` is known to be over its budget (a view at most CACHE_SECONDS old): refuse unevaluated."""
+        """Whether `source`, or every source together, is known to be over budget (a view at most CACHE_SECONDS
+        old): refuse unevaluated."""
         if not self.enabled or not source:
             return False
-        budget = self.budget()
-        if (await self._view(source, at_ms // HOUR_MS)).total < budget:
+        if not await self._over((source, TOTAL), at_ms // HOUR_MS):
             return False
-        if budget == 0 and self.monotonic() - self._zero_logged > EVENT_QUIET_SECONDS:
+        if self.budget() == 0 and self.monotonic() - self._zero_logged > EVENT_QUIET_SECONDS:
             self._zero_logged = self.monotonic()
             log.warning("guess budget 0: key-alone calls are refused (see `securelink doctor`, guess budget)")
         return True
 
     async def count_failures(self, source: str | None, at_ms: int, n: int = 1) -> bool:
-        """Count `n` failed key-alone guesses in one UPSERT. False when that would go over the budget: then they are
-        given back and the caller refuses the call (`locked_out`), as if it had come a moment later."""
+        """Count `n` failed key-alone guesses against the source and TOTAL. False when that would go over a budget:
+        then they are given back and the caller refuses the call (`locked_out`), as if it had come a moment later."""
         if not self.enabled or not source or n < 1:
             return True
-        budget, hour = self.budget(), at_ms // HOUR_MS
-        view = await self._view(source, hour)
-        view.learn(await self.db.add_guesses(source, hour, n), self.monotonic())
-        total = view.total
-        self._crossed(source, total - n, total, budget)
-        if total > budget:
-            view.learn(await self.db.add_guesses(source, hour, -n), self.monotonic())
+        hour = at_ms // HOUR_MS
+        if not await self._add((source, TOTAL), hour, n):
             return False
         await self._purge(hour)
         return True
 
     async def slot(self, source: str | None, at_ms: int) -> Slot:
-        """Before admitting a key that matched: nothing far below the budget, else a slot counted like a failure."""
+        """Before admitting a key that matched: nothing far below the budgets, else a slot counted like a failure."""
         if not self.enabled or not source:
-            return Slot(None)
-        budget, hour = self.budget(), at_ms // HOUR_MS
-        view = await self._view(source, hour)
-        if view.total + 1 <= budget // 2:
-            return Slot(source, hour)
-        view.learn(await self.db.add_guesses(source, hour, 1), self.monotonic())
-        if view.total > budget:
-            view.learn(await self.db.add_guesses(source, hour, -1), self.monotonic())
-            return Slot(source, refused=True)
-        return Slot(source, hour, reserved=True)
+            return Slot()
+        subjects, hour = (source, TOTAL), at_ms // HOUR_MS
+        far = [(await self._view(s, hour)).total + 1 <= self._budget_of(s) // 2 for s in subjects]
+        if all(far):
+            return Slot(subjects, hour)
+        if not await self._add(subjects, hour, 1):
+            return Slot(subjects, refused=True)
+        return Slot(subjects, hour, reserved=True)
 
     async def settle(self, slot: Slot, at_ms: int, failed: bool) -> bool:
         """After the spend of a slotted match: a reserved slot is given back unless the call failed (replayed, say);
-        an unreserved one counts the failure now. False when that failure went over the budget (`count_failures`)."""
-        if slot.source is None or slot.refused:
+        an unreserved one counts the failure now. False when that failure went over a budget (`count_failures`)."""
+        if not slot.subjects or slot.refused:
             return True
         if slot.reserved:
             if not failed:
-                current = await self.db.add_guesses(slot.source, slot.hour, -1)
-                view = self._views.get(slot.source)
-                if view is not None and view.hour == slot.hour:
-                    view.learn(current, self.monotonic())
+                for subject in slot.subjects:
+                    current = await self.db.add_guesses(subject, slot.hour, -1)
+                    view = self._views.get(subject)
+                    if view is not None and view.hour == slot.hour:
+                        view.learn(current, self.monotonic())
             return True
-        return await self.count_failures(slot.source, at_ms) if failed else True
+        return await self.count_failures(slot.subjects[0], at_ms) if failed else True
+
+    # -- two-factor: the allowance of the device a registered number names ------------------------------------------
+    async def device_locked(self, device_ids: Sequence[int], at_ms: int) -> bool:
+        """Whether a device the caller's registered number names has spent its allowance (view CACHE_SECONDS old)."""
+        if not self.enabled or not device_ids:
+            return False
+        return await self._over([device_subject(d) for d in device_ids], at_ms // HOUR_MS)
+
+    async def device_failed(self, device_ids: Sequence[int], at_ms: int) -> None:
+        """A failed two-factor guess with a number that names these devices: one UPSERT each."""
+        if not self.enabled:
+            return
+        hour = at_ms // HOUR_MS
+        for device_id in device_ids:
+            subject = device_subject(device_id)
+            view = await self._view(subject, hour)
+            view.learn(await self.db.add_guesses(subject, hour, 1), self.monotonic())
+            self._crossed(subject, view.total - 1, view.total)
+        await self._purge(hour)
+
+    # -- the counts ---------------------------------------------------------------------------------------------------
+    async def _over(self, subjects: Sequence[str], hour: int) -> bool:
+        for subject in subjects:
+            if (await self._view(subject, hour)).total >= self._budget_of(subject):
+                return True
+        return False
+
+    async def _add(self, subjects: Sequence[str], hour: int, n: int) -> bool:
+        """Count `n` against each subject in turn; when one goes over its budget, all are given back: False."""
+        done: list[tuple[str, _View]] = []
+        for subject in subjects:
+            view = await self._view(subject, hour)
+            view.learn(await self.db.add_guesses(subject, hour, n), self.monotonic())
+            done.append((subject, view))
+            self._crossed(subject, view.total - n, view.total)
+            if view.total > self._budget_of(subject):
+                for counted, v in done:
+                    v.learn(await self.db.add_guesses(counted, hour, -n), self.monotonic())
+                return False
+        return True
 
     async def _view(self, source: str, hour: int) -> _View:
         """The node's view of `source` in `hour`, read again when it is older than CACHE_SECONDS. One object per
@@ -176,83 +240,31 @@ class GuessGuard:
             self._views.popitem(last=False)
         return view
 
-    def _crossed(self, source: str, before: int, after: int, budget: int) -> None:
-        if not before < budget <= after:
+    def _crossed(self, subject: str, before: int, after: int) -> None:
+        """A count that crossed its limit raises one event (per node and subject within EVENT_QUIET_SECONDS)."""
+        limit = self._budget_of(subject)
+        if not before < limit <= after:
             return
         now = self.monotonic()
-        if now - self._announced.get(source, -1e9) < EVENT_QUIET_SECONDS:
+        if now - self._announced.get(subject, -1e9) < EVENT_QUIET_SECONDS:
             return
-        self._announced[source] = now
-        self._emit(LockoutEvent("source", source, None, min(after, budget), budget, 0))
-
-    # -- two-factor: the backoff of the device a registered number names -------------------------------------------
-    async def device_locked(self, device_ids: Sequence[int], at_ms: int) -> bool:
-        """Whether a device the caller's registered number names is backing off now."""
-        if not self.enabled or not device_ids:
-            return False
-        c = self.config
-        for failures, last_ms in (await self._device_states(device_ids)).values():
-            wait = backoff_ms(failures, c.max_failures, c.backoff, c.cooldown)
-            if last_ms >= at_ms - DAY_MS and at_ms < last_ms + wait:
-                return True
-        return False
-
-    async def device_failed(self, device_ids: Sequence[int], at_ms: int) -> None:
-        """A failed two-factor guess with a number that names these devices: one UPSERT each."""
-        if not self.enabled:
-            return
-        c = self.config
-        for device_id in device_ids:
-            failures, last_ms = await self.db.add_device_failure(device_id, at_ms, at_ms - DAY_MS)
-            self._cache_device(device_id, failures, last_ms)
-            wait = backoff_ms(failures, c.max_failures, c.backoff, c.cooldown)
-            if wait:
-                self._emit(LockoutEvent("caller", None, device_id, failures, c.max_failures, wait // 1000))
-        await self._purge(at_ms // HOUR_MS)
-
-    async def device_verified(self, device_id: int) -> None:
-        """A call verified for this device by two-factor: its failures are forgotten (no write when it has none)."""
-        if not self.enabled:
-            return
-        known = self._devices.get(device_id)
-        if known is not None and known[0] == 0:
-            return
-        await self.db.clear_device(device_id)
-        self._cache_device(device_id, 0, 0)
-
-    async def _device_states(self, device_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
-        now = self.monotonic()
-        out: dict[int, tuple[int, int]] = {}
-        missing = []
-        for d in device_ids:
-            known = self._devices.get(d)
-            if known is not None and now - known[2] < CACHE_SECONDS:
-                out[d] = known[:2]
-            else:
-                missing.append(d)
-        if missing:
-            read = await self.db.device_states(missing)
-            for d in missing:
-                failures, last_ms = read.get(d, (0, 0))
-                self._cache_device(d, failures, last_ms)
-                out[d] = (failures, last_ms)
-        return out
-
-    def _cache_device(self, device_id: int, failures: int, last_ms: int) -> None:
-        self._devices[device_id] = (failures, last_ms, self.monotonic())
-        self._devices.move_to_end(device_id)
-        while len(self._devices) > MAX_CACHED:
-            self._devices.popitem(last=False)
+        self._announced[subject] = now
+        if subject.startswith("#"):
+            self._emit(LockoutEvent("caller", None, int(subject[1:]), min(after, limit), limit, 0))
+        else:
+            self._emit(LockoutEvent("source", subject, None, min(after, limit), limit, 0))
 
     # -- both --------------------------------------------------------------------------------------------------------
     def _emit(self, event: LockoutEvent) -> None:
         if event.kind == "source":
-            log.warning("source %s spent its guess budget (%d failed key-alone guesses in 24 h, budget %d): key-alone "
-                        "calls from it are refused; two-factor calls are still verified", event.source, event.count,
+            whose = "every source together" if event.source == TOTAL else f"source {event.source}"
+            log.warning("%s spent its guess budget (%d failed key-alone guesses in 24 h, budget %d): key-alone calls "
+                        "from it are refused; two-factor calls are still verified", whose, event.count,
                         event.limit)  # fmt: skip
         else:
-            log.warning("device %s: %d failed two-factor guesses in a row with its registered number; refused for %d s",
-                        event.device_id, event.count, event.seconds)  # fmt: skip
+            log.warning("device %s: %d failed two-factor guesses in 24 h with its registered number (allowance %d): "
+                        "its two-factor calls are refused until they age out", event.device_id, event.count,
+                        event.limit)  # fmt: skip
         if self.alert is not None:
             try:
                 self.alert(event)

@@ -3,11 +3,13 @@
 The decisions live elsewhere (`inbound.route_for`, `service.VerificationService`); a handler only reads the channel,
 asks, applies the answer, and fails closed when anything goes wrong: a channel it could not decide on is hung up.
 
-FastAGI (`agi_verify`, `agi_register`) returns channel variables instead and the dialplan applies them. Its lockout
-source is the trunk of `agi_channel` only when that value has the shape of an Asterisk channel name
-(`asterisk.agi.is_channel_name`); anything else counts against the AGI peer's address (`agi:127.0.0.1`), which the
-peer cannot choose. So a connection that sends junk channel names can neither spread its guesses over fresh sources
-nor name another trunk's; that a well-formed name is Asterisk's own rests on `agi.allow_from` (Asterisk hosts only).
+FastAGI (`agi_verify`, `agi_register`) returns channel variables instead and the dialplan applies them. The lockout
+source (`routing.source_of`) is `SECURELINK_SOURCE` when the entry context passes it (the third Stasis argument, the
+second AGI argument), else the trunk of the channel name (of `agi_channel` only when that value has the shape of an
+Asterisk channel name, `asterisk.agi.is_channel_name`); anything else counts against the AGI peer's address
+(`agi:127.0.0.1`), which the peer cannot choose. A peer that makes up names can spread its guesses over sources, but
+not past the budget of every source together (`inbound.guard.TOTAL`); that a name is Asterisk's own rests on
+`agi.allow_from` (Asterisk hosts only).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from asterisk_securelink.asterisk.agi import PEER_KEY, is_channel_name
@@ -104,7 +106,7 @@ class Handlers:
             mode = parse_mode(call.arg(1), self.config.inbound.mode)
         except ValueError:
             mode = Mode.ANI
-        req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
+        req = request_for(mode, call.caller, call.exten, call.channel_id, call.name, call.arg(2))
         outcome = self.service.refuse_overloaded(req)
         self._publish(call, outcome)
         self.notifier.overload()
@@ -175,14 +177,15 @@ class Handlers:
 
     # -- shared with FastAGI ---------------------------------------------------------------------------------
     async def decide(self, call: CallInfo, mode_arg: str | None, via: str, source: str | None = None) -> Outcome:
-        """`source`: the lockout source when it is not the trunk of the channel name (FastAGI: see the module)."""
+        """`source`: the lockout source when it is not `routing.source_of` the channel and the third Stasis argument
+        (FastAGI: see the module)."""
         try:
             mode = parse_mode(mode_arg, self.config.inbound.mode)
         except ValueError:
             log.error("channel %s: bad mode argument; verdict error", call.channel_id)
             outcome = Outcome(Verdict.ERROR, mode=Mode.ANI, detail={"reason": "bad mode argument"})
         else:
-            req = request_for(mode, call.caller, call.exten, call.channel_id, call.name)
+            req = request_for(mode, call.caller, call.exten, call.channel_id, call.name, call.arg(2))
             if source is not None:
                 req = dataclasses.replace(req, source=source)
             try:
@@ -204,7 +207,7 @@ class Handlers:
             caller=env.get("agi_callerid"),
             exten=env.get("agi_extension") or env.get("agi_dnid"),
         )
-        outcome = await self.decide(call, args[0] if args else None, "agi", source=agi_source(env))
+        outcome = await self.decide(call, args[0] if args else None, "agi", source=agi_source(env, args))
         route = route_for(outcome.verdict, self.config.inbound)
         if route.action is Action.REGISTER and outcome.device_id is not None and call.channel_id:
             _remember(self._agi_registrable, _agi_channel(env), outcome.device_id)
@@ -260,11 +263,15 @@ class Handlers:
         self.notifier.verdict(note)
 
 
-def agi_source(env: Mapping[str, str]) -> str:
-    """The lockout source of a FastAGI request: the trunk of a channel name, else the peer's address (module doc)."""
+def agi_source(env: Mapping[str, str], args: Sequence[str] = ()) -> str:
+    """The lockout source of a FastAGI request: `SECURELINK_SOURCE` (the second argument), else the trunk of a
+    channel name, else the peer's address (module doc)."""
     name = env.get("agi_channel", "")
-    if is_channel_name(name):
-        return source_of(name) or name
+    named = args[1] if len(args) > 1 else None
+    if is_channel_name(name) or named:
+        found = source_of(name if is_channel_name(name) else None, named)
+        if found:
+            return found
     return f"agi:{env.get(PEER_KEY) or 'unknown'}"
 
 

@@ -16,7 +16,12 @@ from asterisk_securelink.core.verdicts import Method, Mode, Verdict
 from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
 from asterisk_securelink.inbound.service import VerifyRequest
 
-_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;[12])?$")
+_HEX_SUFFIX = re.compile(r"^(?P<peer>[^/]+)-[0-9a-fA-F]{8}(;[12])?$")  # PJSIP/SIP: <endpoint>-<8 hex>
+_IAX2 = re.compile(r"^(?P<peer>[^/]+?)(:[0-9]+)?-[0-9]+$")  # IAX2/<peer or host[:port]>-<call number>
+_DAHDI_ISDN = re.compile(r"^(?P<span>i[0-9]+)/")  # DAHDI/i<span>/<caller number>-<seq>
+_LOCAL = re.compile(r"^[^@]*@(?P<context>[^/]+?)-[0-9a-fA-F]{8}(;[12])?$")  # Local/<exten>@<context>-<8 hex>;<n>
+_NAMED = re.compile(r"^[A-Za-z0-9_.:@+/-]{1,64}$")  # a source the dialplan names (`SECURELINK_SOURCE`)
+_PRINTABLE = re.compile(r"[^A-Za-z0-9_.:@+/-]")
 
 
 class Action(StrEnum):
@@ -53,15 +58,51 @@ def parse_mode(value: str | None, default: str) -> Mode:
         raise ValueError(f"unknown mode {text[:16]!r}: use ani, dnis or either") from None
 
 
-def source_of(channel_name: str | None) -> str | None:
-    """The trunk / endpoint a channel came in on: `PJSIP/carrier-0000002a` -> `PJSIP/carrier`."""
+def source_of(channel_name: str | None, named: str | None = None) -> str | None:
+    """The trunk / peer a call came in on, whose guess budget its key-alone guesses spend: never a number the caller
+    chooses nor a counter (docs/security.md, "H1").
+
+    `named`: `SECURELINK_SOURCE` as the administrator sets it in the trunk's context (passed by the entry context),
+    used when it is a plain name. Else from the channel name, per technology:
+    `PJSIP/carrier-0000002a` and `SIP/carrier-0000002a` -> the endpoint / peer (`PJSIP/carrier`);
+    `IAX2/carrier-1234` and `IAX2/192.0.2.1:4569-1234` -> the peer or host, without port and call number;
+    `DAHDI/i1/5551234-5` -> the ISDN span (`DAHDI/i1`), any other DAHDI channel -> `DAHDI` (every line together);
+    `Local/5551234@from-trunk-0000002a;2` -> its context (`Local/@from-trunk`: the extension may be the key);
+    anything else, or a name not of the technology's shape -> the technology alone (one budget for all of it).
+    """
+    if named and _NAMED.match(named.strip()):
+        return named.strip()
     if not channel_name:
         return None
-    return _CHANNEL_SUFFIX.sub("", channel_name)[:128]
+    tech, _, rest = channel_name.partition("/")
+    tech = _PRINTABLE.sub("", tech)[:32] or "unknown"
+    upper = tech.upper()
+    found: re.Match[str] | None = None
+    if upper in ("PJSIP", "SIP"):
+        found = _HEX_SUFFIX.match(rest)
+        peer = found and found["peer"]
+    elif upper == "IAX2":
+        found = _IAX2.match(rest)
+        peer = found and found["peer"]
+    elif upper == "DAHDI":
+        found = _DAHDI_ISDN.match(rest)
+        peer = found and found["span"]
+    elif upper == "LOCAL":
+        found = _LOCAL.match(rest)
+        peer = found and "@" + found["context"]
+    else:
+        peer = None
+    peer = _PRINTABLE.sub("", peer or "")
+    return f"{tech}/{peer}"[:128] if peer else tech
 
 
 def request_for(
-    mode: Mode, caller: str | None, exten: str | None, call_id: str | None, channel: str | None
+    mode: Mode,
+    caller: str | None,
+    exten: str | None,
+    call_id: str | None,
+    channel: str | None,
+    named_source: str | None = None,
 ) -> VerifyRequest:
     """ANI: the caller number is the key. DNIS: the dialed extension is, and the caller number is a hint.
 
@@ -76,7 +117,7 @@ def request_for(
         caller=caller,
         dialed=exten,
         call_id=call_id,
-        source=source_of(channel),
+        source=source_of(channel, named_source),
         channel=channel,
     )
 

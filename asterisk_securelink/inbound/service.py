@@ -160,7 +160,7 @@ class VerificationService:
 
     async def _two_factor(self, req: VerifyRequest, digits: str, current: int, at_ms: int) -> Outcome:
         """The caller's registered number picks the device and the key is checked for it alone (W / S, whatever D):
-        failures count against that device, which backs off; the source's budget does not apply."""
+        failures count against that device's allowance; the source's budget does not apply."""
         hint = normalize(req.caller)
         if hint is None:  # nothing picks the device: no key can match
             return Outcome(Verdict.MISMATCH, mode=Mode.DNIS)
@@ -170,8 +170,6 @@ class VerificationService:
         outcome = await self._identify_and_spend(req, digits, Mode.DNIS, hint, current, require_hint=True)
         if outcome.verdict in COUNTED:  # the lookup may have loaded devices enrolled moments ago: named again
             await self.guard.device_failed(await self._named(hint), at_ms)
-        elif outcome.device_id is not None and outcome.verdict in (Verdict.ADMITTED, Verdict.UNREGISTERED):
-            await self.guard.device_verified(outcome.device_id)
         return outcome
 
     async def _key_alone(

@@ -126,7 +126,6 @@ period = {PERIOD}
 [inbound]
 require_registered_number = true
 [lockout]
-max_failures = 50
 max_guess_probability = 1.0
 [ari]
 url = "http://127.0.0.1:8088"
