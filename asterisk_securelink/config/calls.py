@@ -180,13 +180,13 @@ class InboundConfig:
 
 @dataclass(frozen=True)
 class LockoutConfig:
-    """docs/decisions.md, "A guess budget per source, a backoff per registered number" (`core.lockout`)."""
+    """docs/decisions.md, "A guess budget per source, an allowance per registered number" (`core.lockout`)."""
 
     NAME: ClassVar[str] = "lockout"
 
     enabled: bool = setting(
         True,
-        'limit guessing (docs/decisions.md, "A guess budget per source, a backoff per registered number"); the state '
+        'limit guessing (docs/decisions.md, "A guess budget per source, an allowance per registered number"); the state '
         "is in the database, shared by every node. Only a number that could be a key counts: anonymous, malformed "
         "and wrong-length numbers, and two-factor calls from numbers no device is registered with, cost nothing",
     )
