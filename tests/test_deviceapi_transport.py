@@ -17,6 +17,7 @@ from support.deviceapi_fakes import Answer, MemoryDirectory, http, raw_request, 
 
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.limits import RedeemLimiter, parse_trusted
+from asterisk_securelink.deviceapi.ports import EnrollResult
 from asterisk_securelink.deviceapi.server import DeviceApi, DeviceApiServer
 from asterisk_securelink.deviceapi.tls import server_context
 from asterisk_securelink.deviceapi.transport import MAX_BODY
@@ -216,7 +217,7 @@ async def _enroll(port: int, code: str, xff: str | None = None) -> Answer:
 
 async def test_code_brute_force_is_limited_per_network(start: Start) -> None:
     clock = Clock(0.0)
-    limiter = RedeemLimiter(per_network=5, global_limit=1000, window=600, clock=clock)
+    limiter = RedeemLimiter(per_network=5, window=600, clock=clock)
     directory, port = await start(limiter=limiter)
     answers = [(await _enroll(port, new_code())).status for _ in range(8)]
     assert answers == [404] * 5 + [429] * 3
@@ -228,16 +229,43 @@ async def test_code_brute_force_is_limited_per_network(start: Start) -> None:
     assert [e.result for e in directory.events] == ["not_found"] * 5 + ["ok"]
 
 
-async def test_the_global_limit(start: Start) -> None:
-    limiter = RedeemLimiter(per_network=100, global_limit=3, window=600, clock=Clock(0.0))
-    _directory, port = await start(limiter=limiter, trusted_proxy=parse_trusted(["127.0.0.1"]))
-    for i in range(3):
-        assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 404
-    assert (await _enroll(port, CODE, "198.51.100.1")).status == 429  # everyone waits
+async def test_no_global_limit_switches_enrollment_off_for_everyone(start: Start) -> None:
+    """M2 (issue 22): 10 addresses x 10 wrong codes made a genuine code fail with 429 for 10 minutes."""
+    _directory, port = await start(limiter=RedeemLimiter(clock=Clock(0.0)), trusted_proxy=parse_trusted(["127.0.0.1"]))
+    for i in range(10):
+        assert {(await _enroll(port, new_code(), f"203.0.113.{i}")).status for _ in range(10)} == {404}
+        assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 429  # the per-network limit holds
+    assert (await _enroll(port, CODE, "198.51.100.1")).status == 200  # a genuine phone elsewhere enrolls
+
+
+class SlowDirectory(MemoryDirectory):
+    """The store answers a redeem after a while, as a database does: the window the race used."""
+
+    async def redeem_code(self, code_hash: str, now_ms: int) -> EnrollResult | None:
+        await asyncio.sleep(0.05)
+        return await super().redeem_code(code_hash, now_ms)
+
+
+async def test_concurrent_wrong_codes_cannot_race_past_the_limit() -> None:
+    """M2 (issue 22): 200 concurrent wrong codes from one address got 197 404s against a limit of 10; the attempt
+    is now counted before the store is asked."""
+    directory = SlowDirectory()
+    api = DeviceApi(directory, public_host=HOST, clock=lambda: TS * 1000, limiter=RedeemLimiter(per_network=10))
+    server = DeviceApiServer(api, "127.0.0.1", 0)
+    await server.start()
+    try:
+        assert server.bound_port
+        port = server.bound_port
+        answers = await asyncio.gather(*(_enroll(port, new_code()) for _ in range(60)))
+    finally:
+        await server.close()
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [404] * 10 + [429] * 50
+    assert directory.calls.count("redeem_code") == 10
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_client_counts(start: Start) -> None:
-    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock(0.0))
+    limiter = RedeemLimiter(per_network=2, window=600, clock=Clock(0.0))
     directory, port = await start(limiter=limiter, trusted_proxy=parse_trusted(["127.0.0.1"]))
     for _ in range(2):
         assert (await _enroll(port, new_code(), "6.6.6.6, 203.0.113.9")).status == 404
@@ -250,7 +278,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_counts(start: Start) 
 
 
 async def test_without_a_trusted_proxy_forwarded_for_is_ignored(start: Start) -> None:
-    limiter = RedeemLimiter(per_network=2, global_limit=1000, window=600, clock=Clock(0.0))
+    limiter = RedeemLimiter(per_network=2, window=600, clock=Clock(0.0))
     directory, port = await start(limiter=limiter)
     for i in range(2):
         assert (await _enroll(port, new_code(), f"203.0.113.{i}")).status == 404

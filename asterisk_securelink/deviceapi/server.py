@@ -28,6 +28,7 @@ from asterisk_securelink.deviceapi.intent import create_intent
 from asterisk_securelink.deviceapi.limits import (
     IPNetwork,
     RedeemLimiter,
+    RedeemLimits,
     client_address,
     client_network,
     parse_trusted,
@@ -73,7 +74,7 @@ class DeviceApi:
         *,
         public_host: str,
         trusted_proxy: Sequence[IPNetwork] = (),
-        limiter: RedeemLimiter | None = None,
+        limiter: RedeemLimits | None = None,
         clock: Callable[[], int] = now_ms,
         read_timeout: float = READ_TIMEOUT,
         callbacks: Callbacks | None = None,
@@ -84,7 +85,7 @@ class DeviceApi:
         self.callbacks = callbacks
         self.public_host = public_host
         self.trusted_proxy = tuple(trusted_proxy)
-        self.limiter = limiter or RedeemLimiter()
+        self.limiter: RedeemLimits = limiter or RedeemLimiter()
         self.clock = clock
         self.read_timeout = read_timeout
 
@@ -103,10 +104,9 @@ class DeviceApi:
 
     # -- routes ------------------------------------------------------------------------------------------------
     async def enroll(self, request: web.Request, body: bytes) -> web.Response:
+        """The attempt is counted before the code is looked up, and given back when the code was good."""
         source = self._client(request)
         network = client_network(source)
-        if self.limiter.blocked(network):
-            raise ApiError(429, "rate_limited", "too many failed activation codes; try again later")
         doc = json_object(body)
         code = doc.get("code")
         if not isinstance(code, str):
@@ -116,12 +116,14 @@ class DeviceApi:
             hashed: str | None = code_hash(code)
         except CodeError:
             hashed = None  # malformed: answered and counted like an unknown code
+        if not await self.limiter.attempt(network):
+            raise ApiError(429, "rate_limited", "too many failed activation codes; try again later")
         now = self.clock()
         result = None if hashed is None else await self.directory.redeem_code(hashed, now)
         if result is None:
-            self.limiter.failed(network)
             self.directory.audit(ApiEvent("device.enroll", "not_found", source=source))
             raise ApiError(404, "not_found", "unknown, used or expired activation code")
+        await self.limiter.succeeded(network)
         self.directory.audit(ApiEvent("device.enroll", "ok", device_id=result.device_id, source=source))
         return json_answer(
             {
@@ -328,9 +330,11 @@ def server_from_config(
     path: Callable[[str], Path] = Path,
     *,
     callbacks: Callbacks | None = None,
+    limiter: RedeemLimits | None = None,
 ) -> DeviceApiServer:
     """The listener `[device_api]` describes (`path` resolves the certificate paths, e.g. `Config.path`), with the
-    Stasis app's `callbacks` when this node runs it (else, or until `api.callbacks` is set, 503). Raises
+    Stasis app's `callbacks` when this node runs it (else, or until `api.callbacks` is set, 503), counting
+    enrollment attempts in `limiter` (the shared store's `store.enroll_limits.EnrollLimits`). Raises
     ValueError with one line (`device_api.<key>: ...`) when the settings are wrong or the certificate cannot load;
     a non-loopback address without TLS is refused here."""
     found = problems(cfg)
@@ -341,5 +345,5 @@ def server_from_config(
     host, port = listen_address(cfg)
     context = server_context(path(cfg.tls_cert), path(cfg.tls_key)) if cfg.tls_configured else None
     api = DeviceApi(directory, public_host=public_host(cfg), trusted_proxy=parse_trusted(cfg.trusted_proxy),
-                    callbacks=callbacks)  # fmt: skip
+                    callbacks=callbacks, limiter=limiter)  # fmt: skip
     return DeviceApiServer(api, host, port, context)
