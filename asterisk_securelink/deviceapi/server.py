@@ -10,6 +10,7 @@ route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import ssl
@@ -167,7 +168,7 @@ class DeviceApi:
         doc = json_object(body)
         if ("presented" in doc) == ("call_id" in doc):
             raise bad_request("give exactly one of presented and call_id")
-        key = _idempotency_key(request)
+        key = _idempotency_key(request, view, body)
         if "call_id" in doc:
             call_id = doc["call_id"]
             if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
@@ -214,7 +215,7 @@ class DeviceApi:
     async def intent(self, request: web.Request, body: bytes) -> web.Response:
         view = await self._authenticate(request, body)
         doc = json_object(body)
-        key = _idempotency_key(request)
+        key = _idempotency_key(request, view, body)
         answer = await create_intent(self.directory, view, doc, key, self.clock(), self._client(request))
         return json_answer(answer, 201)
 
@@ -268,11 +269,20 @@ class DeviceApi:
         return view
 
 
-def _idempotency_key(request: web.Request) -> str | None:
+def _idempotency_key(request: web.Request, view: DeviceView, body: bytes) -> str | None:
+    """The `Idempotency-Key` bound to what the signature covers (L5, issue 22): the header is not signed, so what
+    the store keeps and compares is SHA-256 over (key_id, method, request-target, body, header). A repeat replays the
+    first answer only when all five are the same: another route, another body or another key_id with the same header
+    is a new request (and a released voucher's second claim: 409)."""
     keys = request.headers.getall("Idempotency-Key", [])
     if len(keys) > 1 or (keys and not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
         raise bad_request("Idempotency-Key must be one header of 1..128 visible ASCII characters")
-    return keys[0] if keys else None
+    if not keys:
+        return None
+    bound = hashlib.sha256()
+    for part in (view.key_id.encode(), request.method.encode(), request.raw_path.encode(), body, keys[0].encode()):
+        bound.update(len(part).to_bytes(8, "big") + part)  # length-prefixed: no two tuples give the same bytes
+    return bound.hexdigest()
 
 
 def _not_revoked(view: DeviceView) -> DeviceView:
