@@ -303,3 +303,84 @@ async def test_unparseable_requests_get_a_json_400(start: Start, data: bytes, ca
         400, {"error": "bad_request", "message": "malformed HTTP request"}, "no-store"
     )  # fmt: skip
     assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_headers_and_body_together_get_the_read_timeout_not_one_each(start: Start) -> None:
+    """L5 (issue 22): a client that sent its headers just in time and then dripped the body stayed 18 s; the spec
+    gives the whole request 10 s."""
+    _directory, port = await start(read_timeout=1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t = time.monotonic()
+
+    async def drip() -> None:
+        writer.write(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n")
+        await asyncio.sleep(0.8)
+        writer.write(b"\r\n")  # the headers are in after 0.8 s
+        for _ in range(200):
+            writer.write(b" ")
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(drip())
+    async with asyncio.timeout(5):
+        rest = await reader.read()
+    elapsed = time.monotonic() - t
+    task.cancel()
+    writer.close()
+    assert b"200 OK" not in rest
+    assert elapsed < 1.5, elapsed  # 1 s for the whole request (before: 0.8 s + 1 s more for the body)
+
+
+async def test_a_kept_alive_connection_gets_its_time_again_after_each_answer(start: Start) -> None:
+    _directory, port = await start(read_timeout=1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(3):  # 3 requests over ~2.1 s on one connection, each sent 0.7 s after the last answer
+            await asyncio.sleep(0.7)
+            body = b'{"code":"x"}'
+            writer.write(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+            await reader.readexactly(length)
+            assert head.startswith(b"HTTP/1.1 404"), head
+    finally:
+        writer.close()
+
+
+async def test_connections_per_address_are_capped(start: Start) -> None:
+    """L5 (issue 22): there was no per-address connection cap; now the connection over the cap is closed at once
+    and the others are served."""
+    directory = MemoryDirectory()
+    server = DeviceApiServer(DeviceApi(directory, public_host=HOST), "127.0.0.1", 0, max_per_address=3)
+    await server.start()
+    assert server.bound_port
+    port = server.bound_port
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(2):
+            assert await reader.read() == b""  # closed without an answer, long before the 10 s read timeout
+        writer.close()
+        assert server.slots.open == {"127.0.0.1": 3}
+        idle[0][1].close()
+        await asyncio.sleep(0.1)
+        assert (await _enroll(port, new_code())).status == 404  # a slot is free again
+    finally:
+        for _r, w in idle:
+            w.close()
+        await server.close()
+    await asyncio.sleep(0.05)
+    assert server.slots.open == {}
+
+
+async def test_a_trusted_proxy_is_not_capped() -> None:
+    api = DeviceApi(MemoryDirectory(), public_host=HOST, trusted_proxy=parse_trusted(["127.0.0.1"]))
+    server = DeviceApiServer(api, "127.0.0.1", 0, max_per_address=1)
+    await server.start()
+    assert server.bound_port
+    held = await asyncio.open_connection("127.0.0.1", server.bound_port)
+    try:
+        assert (await _enroll(server.bound_port, new_code(), "203.0.113.9")).status == 404
+    finally:
+        held[1].close()
+        await server.close()

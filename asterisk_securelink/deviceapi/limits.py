@@ -58,6 +58,12 @@ def _trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Seque
     return any(addr in net for net in trusted)
 
 
+def is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    """True when `address` (a peer address as text) is one of the trusted proxies."""
+    addr = _address(address)
+    return addr is not None and _trusted(addr, trusted)
+
+
 def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy; then the right-most `X-Forwarded-For`
     hop (all headers joined in order) that is not a trusted proxy. An unparseable hop ends the walk at the last

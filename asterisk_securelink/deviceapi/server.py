@@ -32,6 +32,7 @@ from asterisk_securelink.deviceapi.limits import (
     RedeemLimits,
     client_address,
     client_network,
+    is_trusted,
     parse_trusted,
 )
 from asterisk_securelink.deviceapi.ports import (
@@ -49,7 +50,9 @@ from asterisk_securelink.deviceapi.signing import SCHEME, Unauthorized, parse_au
 from asterisk_securelink.deviceapi.tls import server_context
 from asterisk_securelink.deviceapi.transport import (
     MAX_BODY,
+    MAX_PER_ADDRESS,
     READ_TIMEOUT,
+    AddressSlots,
     ApiError,
     Protocol,
     bad_request,
@@ -293,10 +296,23 @@ def _not_revoked(view: DeviceView) -> DeviceView:
 
 class DeviceApiServer:
     """Serves a `DeviceApi` on host:port; HTTPS with `ssl_context` (see `tls.server_context`). The TLS handshake
-    and the request headers must each arrive within the read timeout (10 s), as must the body after them."""
+    must finish within the read timeout (10 s), and the whole request (line, headers, body) must arrive within the
+    read timeout after it or after the previous answer; at most `max_per_address` connections per client address."""
 
-    def __init__(self, api: DeviceApi, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        api: DeviceApi,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_per_address: int = MAX_PER_ADDRESS,
+    ) -> None:
+        """`max_per_address`: connections served at once from one client address (a trusted proxy's are not
+        counted: it carries many clients)."""
         self.api = api
+        trusted = api.trusted_proxy
+        self.slots = AddressSlots(max_per_address, lambda address: is_trusted(address, trusted))
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -315,7 +331,7 @@ class DeviceApiServer:
         assert server is not None  # set by setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Protocol(server, loop=loop, access_log=None, **options),  # type: ignore[arg-type]  # None: off
+            lambda: Protocol(server, loop=loop, access_log=None, slots=self.slots, **options),
             self.host,
             self.port,
             ssl=self.ssl_context,
