@@ -281,7 +281,9 @@ async def device_api(app: App, callbacks: CallbackCalls | None = None) -> AsyncI
         return
     cfg = app.cfg
     try:
-        server = server_from_config(cfg.device_api, app.api, cfg.path, callbacks=callbacks)
+        server = server_from_config(
+            cfg.device_api, app.api, cfg.path, callbacks=callbacks, limiter=app.api.enroll_limits
+        )
     except ValueError as exc:  # settings, or a certificate that does not load (deviceapi.tls.TlsError)
         raise StartupError(str(exc)) from None
     try:

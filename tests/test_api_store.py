@@ -18,9 +18,10 @@ from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.ports import ClaimOutcome
+from asterisk_securelink.deviceapi.signing import NONCE_KEEP
 from asterisk_securelink.store import lanes
 from asterisk_securelink.store.api_models import CallVoucher
-from asterisk_securelink.store.api_store import ApiStore, add_code, expire_codes, fork_set_by
+from asterisk_securelink.store.api_store import CLOCK_MARGIN_S, ApiStore, add_code, expire_codes, fork_set_by
 from asterisk_securelink.store.store import DeviceRow, Store
 
 NOW = 1_790_000_000_000
@@ -108,9 +109,33 @@ async def test_a_nonce_replayed_to_another_node_is_refused_until_it_expires(
     results = await asyncio.gather(*(n.api.nonce_insert_if_absent("dev-0001", "race-00000000001", expires)
                                      for n in (a, b) * 4))  # fmt: skip
     assert results.count(True) == 1
-    clock[0] = expires + 1  # past its time, before any purge: a new request may use it again
+    clock[0] = expires + CLOCK_MARGIN_S  # past its time, but not by the margin yet: still refused
+    assert not await b.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires + 70)
+    clock[0] = expires + CLOCK_MARGIN_S + 1  # past its time and the margin, before any purge: usable again
     assert await b.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires + 70)
     assert not await a.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires + 70)
+
+
+async def test_a_node_whose_clock_runs_ahead_frees_no_nonce_another_node_still_accepts(db_url: str) -> None:
+    """L1 (issue 22): a node 35 s ahead purged the nonce of a request signed at TS, and a replay at TS + 30 was
+    accepted by a node with the right time. Now neither its purge nor its takeover frees it in time."""
+    ts = NOW // 1000
+    right, ahead = [ts + 1.0], [ts + 1.0 + 35]
+    a, b = Store.from_url(db_url), Store.from_url(db_url)
+    try:
+        good, fast = Node(a, right), Node(b, ahead)
+        expires = ts + NONCE_KEEP
+        assert await good.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires)
+        right[0], ahead[0] = ts + 30, ts + 30 + 35  # TS + 30: the fast node thinks it is TS + 65
+        assert (await fast.api.purge(int(ahead[0] * 1000)))["nonces"] == 0
+        assert not await fast.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires + 70)
+        assert not await good.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires)  # the replay
+        right[0], ahead[0] = ts + 65, ts + 65 + 35
+        await fast.api.purge(int(ahead[0] * 1000))
+        assert not await good.api.nonce_insert_if_absent("dev-0001", "nonce-0000000001", expires)  # kept: margin
+    finally:
+        await a.close()
+        await b.close()
 
 
 # -- vouchers --------------------------------------------------------------------------------------------------
@@ -213,7 +238,9 @@ async def test_the_claim_window_ends_at_the_ttl_or_at_hangup_and_purges_delete_t
     await voucher(api, dev, ttl=90)
     r = await api.claim(dev.id, "+12677638475", NOW + 90_000, None)
     assert (r.outcome, r.reason) == (ClaimOutcome.NOT_FOUND, "expired")
-    assert await api.purge(NOW + 90_000) == {"vouchers": 1, "nonces": 0, "codes": 0}
+    assert (await api.purge(NOW + 90_000))["vouchers"] == 0  # expired, but kept CLOCK_MARGIN_S for other nodes
+    after = NOW + 90_000 + CLOCK_MARGIN_S * 1000
+    assert await api.purge(after) == {"vouchers": 1, "nonces": 0, "codes": 0, "enroll_limits": 0}
     assert (await api.claim(dev.id, "+12677638475", NOW + 1, None)).reason == "no_call"
     await voucher(api, dev, call="call-2", key_id="ck-2")
     assert await api.vouchers.end_call("call-2") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -33,3 +35,21 @@ async def test_no_statement_rewrites_or_empties_the_audit(store: Store) -> None:
     assert [(e.id, e.result) for e in await store.list_audit()] == [(row.id, "ok")]
     await store.audit("test", "second", "t")  # plain inserts still work
     assert [e.result for e in await store.list_audit()] == ["ok", "second"]
+
+
+async def test_an_insert_cannot_backdate_an_event_on_postgresql(store: Store) -> None:
+    """L5 (issue 22): the row's created_at came from the writer, so an INSERT-only role could backdate an event.
+    On PostgreSQL it is now the database's clock; what the writer claimed is kept in reported_at."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no roles: whoever can write its file can rewrite anything")
+    long_ago = datetime(2001, 1, 1, tzinfo=UTC)
+    await store.audit("test", "ok", "t", created_at=long_ago)  # the application's own path
+    async with store.engine.begin() as conn:  # and a raw INSERT as an INSERT-only role would write it
+        await conn.execute(text("INSERT INTO audit_events (created_at, action, result) "
+                                "VALUES ('2001-01-01 00:00:00+00', 'test', 'raw')"))  # fmt: skip
+        db_now = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    rows = await store.list_audit()
+    assert [e.result for e in rows] == ["ok", "raw"]
+    for e in rows:
+        assert abs((e.created_at - db_now).total_seconds()) < 60, e.created_at
+        assert e.reported_at == long_ago

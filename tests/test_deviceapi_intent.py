@@ -81,7 +81,9 @@ async def test_an_intent_names_an_access_number_of_the_pool(api: Api) -> None:
     assert a.json == {"intent_id": "intent-1", "call_id": "call-1", "dial": a.json["dial"],
                       "expires_ms": T + 30_000, "server_time_ms": T}  # fmt: skip
     assert a.json["dial"] in POOL
-    assert api.directory.intent_requests == [(1, a.json["dial"], "2001", T, "k-1")]
+    ((device, dial, destination, at, idem),) = api.directory.intent_requests
+    assert (device, dial, destination, at) == (1, a.json["dial"], "2001", T)
+    assert idem is not None and len(idem) == 64 and idem != "k-1"  # bound to key_id, route and body (L5)
     (event,) = api.directory.events
     assert (event.action, event.result, event.device_id, event.call_id) == ("intent.create", "created", 1, "call-1")
     assert event.detail == {"intent": "intent-1", "access": a.json["dial"], "destination": "2001"}

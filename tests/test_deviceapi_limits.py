@@ -16,7 +16,7 @@ from asterisk_securelink.deviceapi.limits import (
 
 def test_per_network_limit_and_window() -> None:
     clock = Clock(1000.0)
-    lim = RedeemLimiter(per_network=3, global_limit=100, window=60, clock=clock)
+    lim = RedeemLimiter(per_network=3, window=60, clock=clock)
     for _ in range(3):
         assert not lim.blocked("198.51.100.7/32")
         lim.failed("198.51.100.7/32")
@@ -31,19 +31,19 @@ def test_per_network_limit_and_window() -> None:
     assert lim.blocked("198.51.100.7/32")  # the last three failures are within 60 s again
 
 
-def test_global_limit() -> None:
-    clock = Clock(1000.0)
-    lim = RedeemLimiter(per_network=5, global_limit=4, window=60, clock=clock)
-    for i in range(4):
-        lim.failed(f"203.0.113.{i}/32")
-    assert lim.blocked("192.0.2.1/32")  # everyone, including a network that never failed
-    clock.t += 61
-    assert not lim.blocked("192.0.2.1/32")
+async def test_an_attempt_is_counted_as_it_is_allowed_and_a_success_is_given_back() -> None:
+    lim = RedeemLimiter(per_network=2, window=60, clock=Clock(1000.0))
+    assert await lim.attempt("n") and await lim.attempt("n")
+    assert not await lim.attempt("n")
+    await lim.succeeded("n")  # that code was good: only failures count
+    assert await lim.attempt("n")
+    assert not await lim.attempt("n")
+    assert await lim.attempt("other")
 
 
 def test_memory_is_bounded() -> None:
     clock = Clock(1000.0)
-    lim = RedeemLimiter(per_network=1, global_limit=10**6, window=60, max_networks=3, clock=clock)
+    lim = RedeemLimiter(per_network=1, window=60, max_networks=3, clock=clock)
     for i in range(10):
         lim.failed(f"net{i}")
     assert len(lim._networks) == 3

@@ -252,6 +252,23 @@ async def test_claim_retry_with_idempotency_key_and_a_second_claim(api: Api, cap
     assert "cloned secret" in caplog.text
 
 
+async def test_an_idempotency_key_replays_only_to_the_same_route_and_body(api: Api) -> None:
+    """L5 (issue 22): the header is not signed; a repeat with it replays the answer only when the key_id, the route
+    and the body are the ones it first came with (what the signature binds)."""
+    _voucher(api)
+    idem = [("Idempotency-Key", "retry-1")]
+    first = await api.call("POST", "/v1/calls/claim", CLAIM_BODY, extra=idem)
+    assert first.status == 200
+    other_body = await api.call("POST", "/v1/calls/claim", b'{"presented":"+12677638475","again":1}', extra=idem)
+    other_route = await api.call("POST", "/v1/calls/claim", b'{"call_id":"node1-1790000000.42"}', extra=idem)
+    for a in (other_body, other_route):
+        assert (a.status, a.error) == (409, "already_claimed") and "call_key" not in a.json
+    again = await api.call("POST", "/v1/calls/claim", CLAIM_BODY, extra=idem)
+    assert (again.status, again.json) == (200, first.json)
+    stored = {v.idempotency_key for v in api.directory.vouchers}
+    assert "retry-1" not in stored  # the store keeps the bound digest, not the header
+
+
 @pytest.mark.parametrize(("key_id", "body"), [
     ("dev-0003", CLAIM_BODY),  # another device: that call is not its call
     ("dev-0001", b'{"presented":"+12677638476"}'),  # a wrong number

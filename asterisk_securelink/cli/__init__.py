@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from asterisk_securelink import config as config_mod
 from asterisk_securelink.cli.context import Handler
 from asterisk_securelink.cli.parser import EXIT_USAGE, build_parser
+from asterisk_securelink.cli.safe_output import EscapingStream
 from asterisk_securelink.cli.setup import cmd_init
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.errors import InputError, KeyFileError, StartupError
@@ -33,6 +34,16 @@ _NO_MESSAGE = {TimeoutError: "timed out", ConnectionError: "the connection faile
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command with stdout and stderr escaping control characters (`safe_output`)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "init":  # runs before any config exists

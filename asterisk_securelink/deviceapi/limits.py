@@ -1,9 +1,14 @@
 """Failed-redeem limiting for enrollment (`docs/device-api.md`, "Enrollment codes"). Pure; the clock is injected.
 
-Failed redeems are counted per client network (an IPv4 address, an IPv6 /64) and globally, each in a sliding window;
-past either limit every redeem is refused (429 `rate_limited`) until old failures leave the window. The client
-address is the TCP peer, or, when the peer is a configured trusted reverse proxy, the right-most
-`X-Forwarded-For` hop that is not itself a trusted proxy.
+Redeem attempts are counted per client network (an IPv4 address, an IPv6 /64), each in a sliding window; past the
+limit that network's redeems are refused (429 `rate_limited`) until old attempts leave the window. An attempt is
+counted before the code is looked up (`RedeemLimits.attempt`, which decides and counts in one step, so concurrent
+requests cannot all pass a check made before any of them was counted) and given back when the code was good
+(`succeeded`). There is no global limit: one that any 10 networks could fill would switch enrollment off for every
+genuine phone, and 80-bit codes need none (`docs/security.md`, "M2"). The service counts in the shared store
+(`store.enroll_limits`), so every node and a restart see the same counts; `RedeemLimiter` here is the in-process
+form (tests, a single node without a store). The client address is the TCP peer, or, when the peer is a configured
+trusted reverse proxy, the right-most `X-Forwarded-For` hop that is not itself a trusted proxy.
 """
 
 from __future__ import annotations
@@ -12,12 +17,11 @@ import ipaddress
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PER_NETWORK: Final = 10  # failed redeems per client network per window
-GLOBAL: Final = 100  # failed redeems from everywhere per window
 WINDOW: Final = 600.0  # seconds
 MAX_NETWORKS: Final = 100_000  # networks tracked at once (memory bound); the oldest are forgotten first
 UNKNOWN: Final = "unknown"  # the network of a peer address that cannot be parsed
@@ -54,6 +58,12 @@ def _trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Seque
     return any(addr in net for net in trusted)
 
 
+def is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    """True when `address` (a peer address as text) is one of the trusted proxies."""
+    addr = _address(address)
+    return addr is not None and _trusted(addr, trusted)
+
+
 def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy; then the right-most `X-Forwarded-For`
     hop (all headers joined in order) that is not a trusted proxy. An unparseable hop ends the walk at the last
@@ -83,40 +93,57 @@ def client_network(address: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
+class RedeemLimits(Protocol):
+    """Counts of redeem attempts per client network, shared or in-process."""
+
+    async def attempt(self, network: str) -> bool:
+        """Count one attempt from `network`; False (not counted) when the network is at its limit."""
+        ...
+
+    async def succeeded(self, network: str) -> None:
+        """Give back the attempt of a redeem that succeeded (only failures count against the limit)."""
+        ...
+
+
 class RedeemLimiter:
-    """Sliding-window counts of failed redeems, per network and global. `clock` is monotonic seconds."""
+    """In-process sliding-window counts of redeem attempts per network. `clock` is monotonic seconds. `attempt`
+    decides and counts without awaiting anything, so concurrent requests on this process cannot race it."""
 
     def __init__(
         self,
         *,
         per_network: int = PER_NETWORK,
-        global_limit: int = GLOBAL,
         window: float = WINDOW,
         max_networks: int = MAX_NETWORKS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if per_network < 1 or global_limit < 1 or window <= 0 or max_networks < 1:
+        if per_network < 1 or window <= 0 or max_networks < 1:
             raise ValueError("limits must be positive")
         self.per_network = per_network
-        self.global_limit = global_limit
         self.window = window
         self.max_networks = max_networks
         self.clock = clock
-        self._networks: dict[str, deque[float]] = {}  # insertion order = first failure order
-        self._global: deque[float] = deque(maxlen=global_limit)
+        self._networks: dict[str, deque[float]] = {}  # insertion order = least recently failing first
+
+    async def attempt(self, network: str) -> bool:
+        if self.blocked(network):
+            return False
+        self.failed(network)
+        return True
+
+    async def succeeded(self, network: str) -> None:
+        times = self._networks.get(network)
+        if times:
+            times.pop()
 
     def blocked(self, network: str) -> bool:
-        """True while `network`, or everyone together, has reached its limit of failures in the window."""
-        now = self.clock()
-        if self._full(self._global, self.global_limit, now):
-            return True
+        """True while `network` has reached its limit of failures in the window."""
         times = self._networks.get(network)
-        return times is not None and self._full(times, self.per_network, now)
+        return times is not None and self._full(times, self.per_network, self.clock())
 
     def failed(self, network: str) -> None:
         """Count one failed redeem from `network`."""
         now = self.clock()
-        self._global.append(now)
         times = self._networks.pop(network, None)
         if times is None:
             times = deque(maxlen=self.per_network)

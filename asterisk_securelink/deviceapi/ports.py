@@ -1,9 +1,9 @@
 """What the device API needs from the rest of the product: one protocol, `DeviceDirectory`, and its value types.
 
-The server holds no state of its own but the redeem limiter; everything shared between nodes (devices, activation
-codes, nonces, vouchers, intents, the audit) is behind this protocol, implemented over the store, and so is what the
-platform offers (`offer`: the provisioning by the phone's version; `intents`: the intent settings), since the
-directory is what the composition root hands the server. Implementations must keep
+The server holds no state of its own (its enrollment limits are `store.enroll_limits`, shared); everything shared
+between nodes (devices, activation codes, nonces, vouchers, intents, the audit) is behind this protocol, implemented
+over the store, and so is what the platform offers (`offer`: the provisioning by the phone's version; `intents`: the
+intent settings), since the directory is what the composition root hands the server. Implementations must keep
 secrets, codes and call keys out of logs and exception messages.
 """
 

@@ -10,6 +10,7 @@ route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import ssl
@@ -28,8 +29,10 @@ from asterisk_securelink.deviceapi.intent import create_intent
 from asterisk_securelink.deviceapi.limits import (
     IPNetwork,
     RedeemLimiter,
+    RedeemLimits,
     client_address,
     client_network,
+    is_trusted,
     parse_trusted,
 )
 from asterisk_securelink.deviceapi.ports import (
@@ -47,7 +50,9 @@ from asterisk_securelink.deviceapi.signing import SCHEME, Unauthorized, parse_au
 from asterisk_securelink.deviceapi.tls import server_context
 from asterisk_securelink.deviceapi.transport import (
     MAX_BODY,
+    MAX_PER_ADDRESS,
     READ_TIMEOUT,
+    AddressSlots,
     ApiError,
     Protocol,
     bad_request,
@@ -73,7 +78,7 @@ class DeviceApi:
         *,
         public_host: str,
         trusted_proxy: Sequence[IPNetwork] = (),
-        limiter: RedeemLimiter | None = None,
+        limiter: RedeemLimits | None = None,
         clock: Callable[[], int] = now_ms,
         read_timeout: float = READ_TIMEOUT,
         callbacks: Callbacks | None = None,
@@ -84,7 +89,7 @@ class DeviceApi:
         self.callbacks = callbacks
         self.public_host = public_host
         self.trusted_proxy = tuple(trusted_proxy)
-        self.limiter = limiter or RedeemLimiter()
+        self.limiter: RedeemLimits = limiter or RedeemLimiter()
         self.clock = clock
         self.read_timeout = read_timeout
 
@@ -103,10 +108,9 @@ class DeviceApi:
 
     # -- routes ------------------------------------------------------------------------------------------------
     async def enroll(self, request: web.Request, body: bytes) -> web.Response:
+        """The attempt is counted before the code is looked up, and given back when the code was good."""
         source = self._client(request)
         network = client_network(source)
-        if self.limiter.blocked(network):
-            raise ApiError(429, "rate_limited", "too many failed activation codes; try again later")
         doc = json_object(body)
         code = doc.get("code")
         if not isinstance(code, str):
@@ -116,12 +120,14 @@ class DeviceApi:
             hashed: str | None = code_hash(code)
         except CodeError:
             hashed = None  # malformed: answered and counted like an unknown code
+        if not await self.limiter.attempt(network):
+            raise ApiError(429, "rate_limited", "too many failed activation codes; try again later")
         now = self.clock()
         result = None if hashed is None else await self.directory.redeem_code(hashed, now)
         if result is None:
-            self.limiter.failed(network)
             self.directory.audit(ApiEvent("device.enroll", "not_found", source=source))
             raise ApiError(404, "not_found", "unknown, used or expired activation code")
+        await self.limiter.succeeded(network)
         self.directory.audit(ApiEvent("device.enroll", "ok", device_id=result.device_id, source=source))
         return json_answer(
             {
@@ -165,7 +171,7 @@ class DeviceApi:
         doc = json_object(body)
         if ("presented" in doc) == ("call_id" in doc):
             raise bad_request("give exactly one of presented and call_id")
-        key = _idempotency_key(request)
+        key = _idempotency_key(request, view, body)
         if "call_id" in doc:
             call_id = doc["call_id"]
             if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
@@ -212,7 +218,7 @@ class DeviceApi:
     async def intent(self, request: web.Request, body: bytes) -> web.Response:
         view = await self._authenticate(request, body)
         doc = json_object(body)
-        key = _idempotency_key(request)
+        key = _idempotency_key(request, view, body)
         answer = await create_intent(self.directory, view, doc, key, self.clock(), self._client(request))
         return json_answer(answer, 201)
 
@@ -266,11 +272,20 @@ class DeviceApi:
         return view
 
 
-def _idempotency_key(request: web.Request) -> str | None:
+def _idempotency_key(request: web.Request, view: DeviceView, body: bytes) -> str | None:
+    """The `Idempotency-Key` bound to what the signature covers (L5, issue 22): the header is not signed, so what
+    the store keeps and compares is SHA-256 over (key_id, method, request-target, body, header). A repeat replays the
+    first answer only when all five are the same: another route, another body or another key_id with the same header
+    is a new request (and a released voucher's second claim: 409)."""
     keys = request.headers.getall("Idempotency-Key", [])
     if len(keys) > 1 or (keys and not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
         raise bad_request("Idempotency-Key must be one header of 1..128 visible ASCII characters")
-    return keys[0] if keys else None
+    if not keys:
+        return None
+    bound = hashlib.sha256()
+    for part in (view.key_id.encode(), request.method.encode(), request.raw_path.encode(), body, keys[0].encode()):
+        bound.update(len(part).to_bytes(8, "big") + part)  # length-prefixed: no two tuples give the same bytes
+    return bound.hexdigest()
 
 
 def _not_revoked(view: DeviceView) -> DeviceView:
@@ -281,10 +296,23 @@ def _not_revoked(view: DeviceView) -> DeviceView:
 
 class DeviceApiServer:
     """Serves a `DeviceApi` on host:port; HTTPS with `ssl_context` (see `tls.server_context`). The TLS handshake
-    and the request headers must each arrive within the read timeout (10 s), as must the body after them."""
+    must finish within the read timeout (10 s), and the whole request (line, headers, body) must arrive within the
+    read timeout after it or after the previous answer; at most `max_per_address` connections per client address."""
 
-    def __init__(self, api: DeviceApi, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        api: DeviceApi,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_per_address: int = MAX_PER_ADDRESS,
+    ) -> None:
+        """`max_per_address`: connections served at once from one client address (a trusted proxy's are not
+        counted: it carries many clients)."""
         self.api = api
+        trusted = api.trusted_proxy
+        self.slots = AddressSlots(max_per_address, lambda address: is_trusted(address, trusted))
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -303,7 +331,7 @@ class DeviceApiServer:
         assert server is not None  # set by setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Protocol(server, loop=loop, access_log=None, **options),  # type: ignore[arg-type]  # None: off
+            lambda: Protocol(server, loop=loop, access_log=None, slots=self.slots, **options),
             self.host,
             self.port,
             ssl=self.ssl_context,
@@ -328,9 +356,11 @@ def server_from_config(
     path: Callable[[str], Path] = Path,
     *,
     callbacks: Callbacks | None = None,
+    limiter: RedeemLimits | None = None,
 ) -> DeviceApiServer:
     """The listener `[device_api]` describes (`path` resolves the certificate paths, e.g. `Config.path`), with the
-    Stasis app's `callbacks` when this node runs it (else, or until `api.callbacks` is set, 503). Raises
+    Stasis app's `callbacks` when this node runs it (else, or until `api.callbacks` is set, 503), counting
+    enrollment attempts in `limiter` (the shared store's `store.enroll_limits.EnrollLimits`). Raises
     ValueError with one line (`device_api.<key>: ...`) when the settings are wrong or the certificate cannot load;
     a non-loopback address without TLS is refused here."""
     found = problems(cfg)
@@ -341,5 +371,5 @@ def server_from_config(
     host, port = listen_address(cfg)
     context = server_context(path(cfg.tls_cert), path(cfg.tls_key)) if cfg.tls_configured else None
     api = DeviceApi(directory, public_host=public_host(cfg), trusted_proxy=parse_trusted(cfg.trusted_proxy),
-                    callbacks=callbacks)  # fmt: skip
+                    callbacks=callbacks, limiter=limiter)  # fmt: skip
     return DeviceApiServer(api, host, port, context)

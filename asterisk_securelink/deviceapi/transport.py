@@ -2,7 +2,9 @@
 
 Per request, in this order: the request-target (400 `bad_request` for `%`, `//`, `..`), the route (404
 `not_found`), `Content-Encoding` (415 `unsupported` unless identity), then the route's handler, which `with_body`
-gives the body (413 `too_large` over 16 KiB; read within 10 s or the connection is cut). Every answer carries
+gives the body (413 `too_large` over 16 KiB). The request line, headers and body together must arrive within 10 s
+of the connection (after TLS) or of the previous answer (`Protocol.deadline`), else the connection is cut; at most
+`MAX_PER_ADDRESS` connections from one address are served at once (`AddressSlots`). Every answer carries
 `Cache-Control: no-store`; every error is `{"error", "message"}`; an unexpected exception is logged here and
 answered 500 `internal`, never with a traceback.
 """
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 16 * 1024
 READ_TIMEOUT: Final = 10.0  # seconds: a client that has not sent its request by then is cut
+MAX_PER_ADDRESS: Final = 64  # connections at once from one client address (a trusted proxy is not counted)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BodyHandler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
@@ -103,7 +106,15 @@ def with_body(handler: BodyHandler, read_timeout: float = READ_TIMEOUT) -> Handl
     """A route handler that gets the raw body (b"" when there is none), read within the limits."""
 
     async def route(request: web.Request) -> web.StreamResponse:
-        return await handler(request, await read_body(request, timeout=read_timeout))
+        protocol = request.protocol
+        ours = protocol if isinstance(protocol, Protocol) and protocol.deadline is not None else None
+        loop = asyncio.get_running_loop()
+        left = read_timeout if ours is None or ours.deadline is None else max(0.0, ours.deadline - loop.time())
+        try:
+            return await handler(request, await read_body(request, timeout=left))  # the body: what the headers left
+        finally:
+            if ours is not None:  # the next request on this connection: its own time from this answer
+                ours.deadline = loop.time() + read_timeout
 
     return route
 
@@ -133,9 +144,69 @@ def middleware() -> Middleware:
     return transport
 
 
+class AddressSlots:
+    """How many connections each client address has open; `exempt`: addresses never counted (trusted proxies)."""
+
+    def __init__(self, limit: int = MAX_PER_ADDRESS, exempt: Callable[[str], bool] = lambda address: False) -> None:
+        if limit < 1:
+            raise ValueError("the per-address connection limit must be positive")
+        self.limit = limit
+        self.exempt = exempt
+        self.open: dict[str, int] = {}
+
+    def take(self, address: str) -> bool:
+        """One more connection from `address`; False (nothing counted) when it already has `limit` open."""
+        if self.exempt(address):
+            return True
+        n = self.open.get(address, 0)
+        if n >= self.limit:
+            return False
+        self.open[address] = n + 1
+        return True
+
+    def give(self, address: str) -> None:
+        if self.exempt(address):
+            return
+        n = self.open.get(address, 0) - 1
+        if n > 0:
+            self.open[address] = n
+        else:
+            self.open.pop(address, None)
+
+
 class Protocol(web.RequestHandler):
     """aiohttp's per-connection handler, answering a request it cannot even parse (bad request line, bad header,
-    line too long) the API's way: JSON, `no-store`, connection closed, logged at debug only (it is client noise)."""
+    line too long) the API's way: JSON, `no-store`, connection closed, logged at debug only (it is client noise).
+
+    `deadline` (loop time): when the current request must have arrived whole, `keepalive_timeout` after the
+    connection was made (after TLS) and again after each answer (`with_body`); aiohttp's keep-alive timer cuts a
+    connection whose headers are not in by then, `with_body` gives the body only what is left. With `slots`, a
+    connection over its address's limit is closed at once."""
+
+    def __init__(self, *args: Any, slots: AddressSlots | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = slots
+        self.deadline: float | None = None
+        self._slot: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.keepalive_timeout
+        super().connection_made(transport)
+        if self.slots is None:
+            return
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if self.slots.take(address):
+            self._slot = address
+        else:
+            log.info("device api: refused a connection from %s (%d open already)", address, self.slots.limit)
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._slot is not None and self.slots is not None:
+            self.slots.give(self._slot)
+            self._slot = None
+        super().connection_lost(exc)
 
     def handle_error(
         self,

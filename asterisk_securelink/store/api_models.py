@@ -56,3 +56,13 @@ class CallVoucher(Base):
     expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     released_ms: Mapped[int | None] = mapped_column(BigInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
+
+
+class EnrollLimit(Base):
+    """Enrollment attempts of one client network (`store.enroll_limits`), shared by every node: the time at which
+    its allowance is whole again (GCRA's theoretical arrival time), advanced by one atomic UPSERT per attempt."""
+
+    __tablename__ = "enroll_limits"
+
+    network: Mapped[str] = mapped_column(String(64), primary_key=True)  # an IPv4 address or an IPv6 /64
+    tat_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # unix ms

@@ -41,6 +41,7 @@ from asterisk_securelink.deviceapi.ports import (
 )
 from asterisk_securelink.lifecycle import SPENDABLE
 from asterisk_securelink.store.api_models import ActivationCode, ApiNonce
+from asterisk_securelink.store.enroll_limits import EnrollLimits
 from asterisk_securelink.store.intents import CreateOutcome, CreateResult
 from asterisk_securelink.store.lanes import Lanes, lanes_for, rowcount
 from asterisk_securelink.store.models import AuditEvent, Device, utcnow
@@ -49,6 +50,10 @@ from asterisk_securelink.store.store import Store, StoreError, audit_fields
 log = logging.getLogger(__name__)
 
 ENROLLABLE = SPENDABLE  # provisioned, registered: a suspended or revoked device cannot enroll
+# L1 (issue 22): what one node deletes or takes over "because its time has passed" waits this much longer, so a
+# node whose clock runs ahead of the others (by less than this) never frees a nonce another node would still
+# accept a replay of, nor deletes a voucher or a code another node would still honour (`docs/security.md`, "L1")
+CLOCK_MARGIN_S = 300
 
 
 class Vouchers(Protocol):
@@ -122,6 +127,9 @@ class ApiStore:
         self.clock_s = clock_s
         self._lanes = lanes if lanes is not None else lanes_for(store.engine)
         self.vouchers = vouchers
+        self.enroll_limits = EnrollLimits(
+            self._lanes, store.engine.dialect.name, clock_ms=lambda: int(clock_s() * 1000)
+        )
         upsert: Any = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
         stmt = upsert(ApiNonce).values(key_id=bindparam("key_id"), nonce=bindparam("nonce"),
                                        expires=bindparam("expires"))  # fmt: skip
@@ -151,8 +159,10 @@ class ApiStore:
         return device_secret(self._master, key_id)
 
     async def nonce_insert_if_absent(self, key_id: str, nonce: str, expires: int) -> bool:
-        """One statement: insert, or take over a row whose time has passed (a purge that has not run yet)."""
-        values = {"key_id": key_id, "nonce": nonce, "expires": expires, "now_s": int(self.clock_s())}
+        """One statement: insert, or take over a row whose time passed more than CLOCK_MARGIN_S ago (a purge that
+        has not run yet)."""
+        now_s = int(self.clock_s()) - CLOCK_MARGIN_S  # a row is taken over only that long after its time
+        values = {"key_id": key_id, "nonce": nonce, "expires": expires, "now_s": now_s}
         async with self._lanes.connection() as c:
             result = await c.execute(self._nonce_insert, values)
         return rowcount(result) == 1
@@ -228,12 +238,16 @@ class ApiStore:
             log.warning("device api: event not recorded (%s)", type(exc).__name__)
 
     async def purge(self, now_ms: int) -> dict[str, int]:
-        """Delete expired vouchers (sealed copies), nonces past their time, and codes that can no longer be used."""
-        vouchers = await self.vouchers.purge(now_ms)
+        """Delete expired vouchers (sealed copies), nonces past their time, codes that can no longer be used and
+        networks whose enrollment allowance is whole again: each CLOCK_MARGIN_S after its time by this node's
+        clock (`now_ms`), so a node whose clock runs ahead deletes nothing another node still relies on."""
+        before_ms = now_ms - CLOCK_MARGIN_S * 1000
+        vouchers = await self.vouchers.purge(before_ms)
         async with self._lanes.connection() as c:
-            nonces = await c.execute(delete(ApiNonce).where(ApiNonce.expires < now_ms // 1000))
-            codes = await c.execute(delete(ActivationCode).where(ActivationCode.expires_ms <= now_ms))
-        return {"vouchers": vouchers, "nonces": rowcount(nonces), "codes": rowcount(codes)}
+            nonces = await c.execute(delete(ApiNonce).where(ApiNonce.expires < before_ms // 1000))
+            codes = await c.execute(delete(ActivationCode).where(ActivationCode.expires_ms <= before_ms))
+        limits = await self.enroll_limits.purge(before_ms)
+        return {"vouchers": vouchers, "nonces": rowcount(nonces), "codes": rowcount(codes), "enroll_limits": limits}
 
 
 # -- activation codes (the CLI: `securelink device add|rotate --activation`) -------------------------------------

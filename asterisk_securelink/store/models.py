@@ -171,7 +171,8 @@ class CallRecord(Base):
 
 
 class AuditEvent(Base):
-    """Append-only (a trigger refuses UPDATE and DELETE). Never holds a secret or a presented key."""
+    """Append-only (a trigger refuses UPDATE and DELETE). Never holds a secret or a presented key. On PostgreSQL
+    `created_at` is the database's clock at insert (migration 0010); the writer's time is `reported_at`."""
 
     __tablename__ = "audit_events"
 
@@ -188,6 +189,8 @@ class AuditEvent(Base):
     source: Mapped[str | None] = mapped_column(String(128))
     actor: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON
+    # on PostgreSQL a trigger sets created_at from the database's clock and keeps what the writer sent here
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class LockoutSource(Base):
