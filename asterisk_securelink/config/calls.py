@@ -186,9 +186,10 @@ class LockoutConfig:
 
     enabled: bool = setting(
         True,
-        'limit guessing (docs/decisions.md, "A guess budget per source, an allowance per registered number"); the state '
-        "is in the database, shared by every node. Only a number that could be a key counts: anonymous, malformed "
-        "and wrong-length numbers, and two-factor calls from numbers no device is registered with, cost nothing",
+        'limit guessing (docs/decisions.md, "A guess budget per source, an allowance per registered number"); the '
+        "state is in the database, shared by every node. Only a number that could be a key counts: anonymous, "
+        "malformed and wrong-length numbers, and two-factor calls from numbers no device is registered with, cost "
+        "nothing",
     )
     max_guess_probability: float = setting(
         1e-6,

@@ -1,5 +1,6 @@
 """The guess guard: how many guesses the verification service may evaluate, with the state in the database so every
-node sharing it enforces one budget (docs/decisions.md, "A guess budget per source, an allowance per registered number").
+node sharing it enforces one budget (docs/decisions.md, "A guess budget per source, an allowance per registered
+number").
 
 * Key alone: a source (trunk) may fail `core.lockout.guess_budget` guesses in any 24 hours, and every source together
   `core.lockout.total_budget` (the subject `TOTAL`). A failed guess is counted by one UPSERT per subject that returns
