@@ -29,7 +29,6 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from panoramisk.fast_agi import Application, Request
@@ -40,7 +39,9 @@ from asterisk_securelink.asterisk.agi_access import (
     MAX_CONNECTIONS,
     MAX_PER_PEER,
     PeerSlots,
+    Waiting,
     check_listen,
+    oldest_silent,
     parse_allow_from,
     peer_address,
 )
@@ -193,7 +194,7 @@ class GuardedApplication(Application):  # type: ignore[misc]
         self.max_env_lines = max_env_lines
         self.slots = slots if slots is not None else PeerSlots()
         self.active: set[asyncio.Task[Any]] = set()
-        self._waiting: dict[asyncio.Task[Any], _Waiting] = {}  # connected, no complete AGI environment yet
+        self._waiting: dict[asyncio.Task[Any], Waiting] = {}  # connected, no complete AGI environment yet
         self._refused = 0
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
 
@@ -207,7 +208,7 @@ class GuardedApplication(Application):  # type: ignore[misc]
             writer.transport.abort()
             return
         task = asyncio.current_task()
-        me = _Waiting(time.monotonic(), peer, writer)
+        me = Waiting(time.monotonic(), peer, writer)
         try:
             if task is not None:
                 self.active.add(task)
@@ -224,14 +225,10 @@ class GuardedApplication(Application):  # type: ignore[misc]
             await _close(writer)
 
     def _evict_for(self, peer: str) -> bool:
-        """The slots are full: drop the connection that has waited longest without sending its AGI environment (from
-        `peer` when that address is at its own limit, else from anyone), and give its slot back. Asterisk sends its
-        environment at once, so what waits is a slow or hostile client, never a call."""
-        own_limit = self.slots.held[peer] >= self.slots.max_per_peer
-        candidates = [w for w in self._waiting.values() if not w.evicted and (w.peer == peer or not own_limit)]
-        if not candidates:
+        """The slots are full: drop the connection `agi_access.oldest_silent` picks and give its slot back."""
+        victim = oldest_silent(self._waiting.values(), peer, self.slots)
+        if victim is None:
             return False
-        victim = min(candidates, key=lambda w: w.since)
         victim.evicted = True
         self.slots.release(victim.peer)
         victim.writer.transport.abort()
@@ -310,14 +307,6 @@ class GuardedApplication(Application):  # type: ignore[misc]
                 raise _BadEnvironment("not an AGI environment line")
             env.setdefault(key, value[1:] if value.startswith(" ") else value)
         raise _BadEnvironment(f"more than {self.max_env_lines} lines")
-
-
-@dataclass(eq=False)
-class _Waiting:
-    since: float
-    peer: str
-    writer: asyncio.StreamWriter
-    evicted: bool = False
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -16,7 +16,8 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 from asterisk_securelink.core.listen import listen_refusal
 
@@ -110,3 +111,22 @@ class PeerSlots:
         self.held[address] -= 1
         if self.held[address] <= 0:
             del self.held[address]
+
+
+@dataclass(eq=False)
+class Waiting:
+    """A connection that has not sent its whole AGI environment yet (`writer`: to drop it)."""
+
+    since: float  # monotonic seconds
+    peer: str
+    writer: Any
+    evicted: bool = False
+
+
+def oldest_silent(waiting: Iterable[Waiting], peer: str, slots: PeerSlots) -> Waiting | None:
+    """Which connection gives its slot to a new one from `peer` when the slots are full: the one that has waited
+    longest without its AGI environment, from `peer` itself when that address is at its own limit, else from anyone.
+    Asterisk sends its environment at once, so what waits is a slow or hostile client, never a call."""
+    own_limit = slots.held[peer] >= slots.max_per_peer
+    candidates = [w for w in waiting if not w.evicted and (w.peer == peer or not own_limit)]
+    return min(candidates, key=lambda w: w.since) if candidates else None
