@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from support.pg import migrated_pg_database
 
 from asterisk_securelink.store.store import Store
 
@@ -37,11 +38,19 @@ async def test_no_statement_rewrites_or_empties_the_audit(store: Store) -> None:
     assert [e.result for e in await store.list_audit()] == ["ok", "second"]
 
 
-async def test_an_insert_cannot_backdate_an_event_on_postgresql(store: Store) -> None:
+async def test_an_insert_cannot_backdate_an_event_on_postgresql() -> None:
     """L5 (issue 22): the row's created_at came from the writer, so an INSERT-only role could backdate an event.
-    On PostgreSQL it is now the database's clock; what the writer claimed is kept in reported_at."""
-    if store.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no roles: whoever can write its file can rewrite anything")
+    On PostgreSQL it is now the database's clock; what the writer claimed is kept in reported_at. (PostgreSQL only:
+    SQLite has no roles, whoever can write its file can rewrite anything.)"""
+    async with migrated_pg_database() as url:
+        store = Store.from_url(url)
+        try:
+            await _backdating_is_refused(store)
+        finally:
+            await store.close()
+
+
+async def _backdating_is_refused(store: Store) -> None:
     long_ago = datetime(2001, 1, 1, tzinfo=UTC)
     await store.audit("test", "ok", "t", created_at=long_ago)  # the application's own path
     async with store.engine.begin() as conn:  # and a raw INSERT as an INSERT-only role would write it

@@ -232,3 +232,20 @@ async def test_hanging_up_in_the_dial_tone_ends_it_at_once(store: Store) -> None
     await asyncio.wait_for(r.onward.close(30), 2)  # not the 10 s of the dial tone's first digit
     [rec] = r.records.records
     assert rec["hangup_cause"] == "hung up" and rec["destination"] is None and not r.ari.did("continue")
+
+
+async def test_a_call_hung_up_while_being_routed_gets_no_extra_verdict(store: Store) -> None:
+    """An intent's racing spoofer gets the call the intent admitted hung up; routing it then meets a channel that is
+    gone (ARI 404): that ends it quietly, with its record, not with a second verdict `error`."""
+    from asterisk_securelink.asterisk.ari.errors import AriError
+
+    class Gone(Ari):
+        async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+            raise AriError(404, "Channel not found")
+
+    r = rig(store, ari=Gone())
+    dev = await device(store)
+    await r.go(Admitted(dev.id, Method.INTENT, "2001"))
+    assert r.results() == [] and not r.ari.did("continue")
+    [rec] = r.records.records
+    assert rec["hangup_cause"] == "hung up" and await r.leases.live(dev.id, "through", 1_790_000_000_000) == 0

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from asterisk_securelink.asterisk.ari.errors import AriError
 from asterisk_securelink.asterisk.ari.events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -161,6 +162,12 @@ class Onward:
         try:
             await self._go(f)
         except Exception as exc:  # noqa: BLE001 - fail closed
+            if f.gone.is_set() or (isinstance(exc, AriError) and exc.status == 404):
+                # it hung up (or was hung up: an intent's racing spoofer) while being routed: no verdict to add
+                log.info("admitted call %s was gone before it was routed", call.channel_id)
+                f.cause = f.cause or "hung up"
+                await self._finish(f)
+                return
             log.error("admitted call %s could not be routed (%s); hanging up", call.channel_id, type(exc).__name__)
             await self._refuse(f, Verdict.ERROR, {"reason": "routing failed"})
 

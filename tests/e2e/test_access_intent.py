@@ -393,7 +393,9 @@ async def test_two_nodes_racing_one_intent_admit_exactly_one_call(
             (lost,) = [e for e, _ in verdicts if e["Result"] == "no_key"]
             event = await raced.wait_for({"RacingChannel": lost["Uniqueid"]})
         assert event["Channel"] == won["Uniqueid"]  # the call the intent admitted is hung up (cancel on conflict)
-        assert all(r.status_code == 200 for r in results), results
+        # the loser was answered for its DTMF; the winner is hung up with cause 21: a 403 when that comes before the
+        # routed call is answered, a BYE after a 200 when it comes later
+        assert sorted(r.status_code for r in results) in ([200, 200], [200, 403]), results
         no_channels_left()
 
 
