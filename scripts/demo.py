@@ -62,6 +62,10 @@ access_numbers = ["{ACCESS}"]   # the testbed routes a dialled 400 here
 """
 
 
+DESK = "PJSIP/1001"  # Alice's desk phone in the testbed (pjsip.conf: context from-desk, "Alice" <1001>)
+INTENT_DEST = "8000"  # an extension of from-desk that answers (2001 rings a colleague who is not there)
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -110,7 +114,8 @@ def main() -> int:
     say("== securelink demo: caller-ID anti-spoofing on a real Asterisk (the local testbed) ==")
     cli("init")
     say(f"Set up {HOME}: config, master key (0600), SQLite database, schema migrated.")
-    dev = json.loads(cli("device", "add", "Alice's phone", "--number", MOBILE, "--json").stdout)
+    alice = ("--number", MOBILE, "--desk-endpoint", DESK, "--json")
+    dev = json.loads(cli("device", "add", "Alice's phone", *alice).stdout)
     cli("device", "register", str(dev["id"]))
     say(f'Enrolled device {dev["id"]} "Alice\'s phone" (mobile {MOBILE}); its provisioning URI was issued once')
     say("(it carries the device secret, so the demo does not print it) and the device is registered.")
@@ -193,18 +198,22 @@ def main() -> int:
             + ("Caller ID plus a one-time key, not caller ID alone." if good else "UNEXPECTED."))  # fmt: skip
 
         # 7. the app asks for an intent over the device API, then the phone dials the access number it names
-        added = json.loads(cli("device", "add", "Alice's app", "--number", APP_MOBILE, "--activation", "--json").stdout)
+        app_args = ("--number", APP_MOBILE, "--desk-endpoint", DESK, "--activation", "--json")
+        added = json.loads(cli("device", "add", "Alice's app", *app_args).stdout)
         state = HOME / "phone-state.json"
         enrolled = device_cli("enroll", added["enrollment_uri"], "--ca", str(cert), "--state", str(state))
         cli("device", "register", str(added["id"]))
-        doc = json.loads(device_cli("intent", "2001", "--json", "--state", str(state)) or "{}")
+        doc = json.loads(device_cli("intent", INTENT_DEST, "--json", "--state", str(state)) or "{}")
         (r,) = run_uac([(APP_MOBILE.lstrip("+"), str(doc.get("dial", ""))[-3:])])  # the testbed routes 4XX
         v = last_verdict()
         good = enrolled and doc.get("method") == "intent" and r.status_code == 200 and v.get("mode") == "intent"
         good = good and v.get("result") == "admitted"
         ok &= good
         say("7. Alice's app (SLK1 1.2) enrolled by activation code over the device API (TLS) and asked for an intent")
-        say(f"   to call 2001; the PBX named access number {doc.get('dial')}. Her phone dialled it from {APP_MOBILE}:")
+        say(
+            f"   to call {INTENT_DEST}; the PBX named access number {doc.get('dial')}. Her phone dialled it from "
+            f"{APP_MOBILE}:"
+        )
         say(f"   Asterisk answered {code(r.status_code)}; verdict: {v.get('result')}, method {v.get('mode')}, decided "
             + ("before the call was answered, no DTMF." if good else "UNEXPECTEDLY."))  # fmt: skip
     finally:
