@@ -34,13 +34,13 @@ from asterisk_securelink.calling.callback_ports import (
     DEFAULT_TIMING,
     CallbackChannels,
     Confirmations,
-    Devices,
     Guard,
     Leases,
     Records,
     Resolve,
     Timing,
 )
+from asterisk_securelink.calling.contract import Devices
 from asterisk_securelink.calling.guard import Kind
 from asterisk_securelink.core.slk1 import Direction, now_ms
 from asterisk_securelink.core.verdicts import Method, Verdict

@@ -48,10 +48,6 @@ class Leases(Protocol):
     async def live(self, device_id: int, kind: str, now_ms: int) -> int: ...
 
 
-class Devices(Protocol):
-    async def get_device(self, ref: str | int) -> DeviceRow | None: ...
-
-
 class Confirmations(Protocol):
     """`callkeys.store.VoucherStore.released`: did the phone claim the call's voucher (on any node)?"""
 

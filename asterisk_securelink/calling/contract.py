@@ -31,6 +31,8 @@ from asterisk_securelink.store.store import DeviceRow
 
 
 class Devices(Protocol):
+    """The device rows (`store.store.Store`), for every part of `calling`."""
+
     async def get_device(self, ref: str | int) -> DeviceRow | None: ...
 
 

@@ -37,7 +37,7 @@ from asterisk_securelink.asterisk.ari.events import (
     Event,
     StasisEnd,
 )
-from asterisk_securelink.calling.contract import cdr_fields, home_of, route_variables
+from asterisk_securelink.calling.contract import Devices, cdr_fields, home_of, route_variables
 from asterisk_securelink.calling.dialtone import DialTone
 from asterisk_securelink.calling.guard import RouteGuard
 from asterisk_securelink.calling.identity import Identity, RoutingIdentity
@@ -49,7 +49,7 @@ from asterisk_securelink.core.verdicts import Method, Verdict
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly, next_digit, stop_playback_quietly
 from asterisk_securelink.store.models import utcnow
-from asterisk_securelink.store.store import DeviceRow, audit_fields
+from asterisk_securelink.store.store import audit_fields
 from asterisk_securelink.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ class OnwardChannels(ChannelControl, Protocol):
     async def stop_playback(self, playback_id: str) -> bool: ...
 
     async def subscribe_channel(self, channel_id: str) -> None: ...
-
-
-class Devices(Protocol):
-    async def get_device(self, ref: str | int) -> DeviceRow | None: ...
 
 
 class Records(Protocol):
