@@ -56,6 +56,11 @@ from testbed import AMI_HOST, AMI_PORT, AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_
 PERIOD = 30
 FMT = NumberFormat("XXXXXXXXXX")
 TRUNK = "PJSIP/carrier"
+# where an admitted call goes (issue 20): the testbed's extension that answers, any destination, no caps in the way
+ROUTING = (
+    '[routing]\ndefault_context = "testbed-routed"\ndefault_callerid = \'"Mobile" <1000>\'\n'
+    'home = "extension:answer"\nallowed = ["_X."]\nmax_concurrent = 100\nmax_per_day = 100000\n'
+)
 
 
 def progress(msg: str) -> None:
@@ -182,6 +187,7 @@ def main() -> int:
         f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
         f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n'
         + (f'[database]\nurl = "{args.database_url}"\n' if args.database_url else "")
+        + ROUTING
     )
     cli(home, env, "init")
     cfg = load(home / "securelink.toml", env={})
