@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asterisk_securelink.asterisk.ami import AmiPublisher
+from asterisk_securelink.asterisk.ami_ends import EVENT_MASK
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.audit import AuditWriter
 from asterisk_securelink.auditspool import Spool
@@ -111,11 +112,12 @@ def audit_spool_path(cfg: Config) -> Path:
     return cfg.base_dir / "audit-spool.jsonl"
 
 
-def publisher_for(cfg: Config) -> AmiPublisher | None:
+def publisher_for(cfg: Config, events: bool | str = False) -> AmiPublisher | None:
+    """`events`: the Stasis app reads `user` events (`asterisk.ami_ends`: the ends of handed-over calls)."""
     if not cfg.ami.enabled or not cfg.ami.secret:
         log.info("AMI disabled (ami.enabled = false or no ami.secret): no SecureLinkVerdict events")
         return None
-    return AmiPublisher.from_config(cfg.ami)
+    return AmiPublisher.from_config(cfg.ami, events=events)
 
 
 def ari_client(cfg: Config) -> AriClient:
@@ -149,7 +151,7 @@ def build(cfg: Config, store: Store, master_key: bytes, *, needs_ari: bool) -> A
         ping=database_answers,
         on_database_state=metrics.database if metrics is not None else None,
     )
-    publisher = publisher_for(cfg)
+    publisher = publisher_for(cfg, EVENT_MASK if needs_ari else False)
     notifier = Notifier(audit.record, metrics, publisher)
     keys = LiveKeys(cfg, store, master_key, metrics=metrics)
     guard = GuessGuard(cfg.lockout, LockoutStore(store), keys.strength_inputs, alert=notifier.lockout)

@@ -84,16 +84,24 @@ class Notifier:
         except Exception as exc:  # noqa: BLE001 - the sink is not supposed to raise; if it does, the call goes on
             log.warning("audit event not queued (%s)", type(exc).__name__)
 
-    def verdict(self, note: VerdictNote) -> None:
+    def verdict(self, note: VerdictNote, publish: bool = True) -> None:
+        """Count it; `publish=False`: the dialplan publishes it (`[securelink-verdict]`, core/handoff.py)."""
         if self.metrics is not None:
             self.metrics.verdict(note.verdict, note.direction, note.mode)
-        if self.publisher is not None:
+        if self.publisher is not None and publish:
             device = "" if note.device_id is None else str(note.device_id)
             self._spawn(
                 self.publisher.publish_verdict(
                     note.verdict, device, note.direction, note.mode, note.channel, note.uniqueid
                 )
             )
+
+    def publish_only(self, note: VerdictNote) -> None:
+        """Publish a verdict counted earlier (`verdict(note, publish=False)`) that the dialplan will not publish."""
+        if self.publisher is not None:
+            device = "" if note.device_id is None else str(note.device_id)
+            self._spawn(self.publisher.publish_verdict(note.verdict, device, note.direction, note.mode, note.channel,
+                                                       note.uniqueid))  # fmt: skip
 
     def admission(self, seconds: float) -> None:
         """How long one admission took, StasisStart to verdict applied."""

@@ -19,6 +19,7 @@ from datetime import timedelta
 from asterisk_securelink import masterkey
 from asterisk_securelink.app import App, ari_client, build, calling_for
 from asterisk_securelink.asterisk.agi import REGISTER_ROUTE, FastAgiServer
+from asterisk_securelink.asterisk.ami_ends import CallEnds
 from asterisk_securelink.asterisk.ari.client import AriClient
 from asterisk_securelink.asterisk.ari.events import Event, StasisStart
 from asterisk_securelink.calling.callback import CallbackCalls
@@ -118,6 +119,11 @@ class StasisRunner:
                 await self.handlers.stasis_start(call)
         finally:
             self._in_flight.discard(call.channel_id)
+
+    async def reconcile_onward(self) -> None:
+        """Admitted calls whose channel is gone although no end reached us (one `GET /channels`)."""
+        if self.onward is not None and self.onward.followed:
+            await self.onward.reconcile({ch.id for ch in await self.ari.get_channels()})
 
     async def on_connect(self) -> None:
         """Events sent while disconnected are lost: pick up channels that are waiting in our app."""
@@ -237,13 +243,16 @@ async def run_stasis(cfg: Config) -> None:
         if reclaimed:
             log.warning("%d lease(s) of calls this node routed before it restarted were reclaimed", reclaimed)
         onward = calling.onward
+        ends = CallEnds(app.publisher, onward.ended) if app.publisher is not None else None
+        if ends is not None:
+            onward.ends_by_ami = lambda: ends.live
         handlers = Handlers(cfg, app.service, ari, app.notifier, app.callkeys, onward=onward)
         outbound = outbound_for(app, ari)
         access = AccessHandler(cfg, app.service, ari, app.notifier, intents=app.intents, callkeys=app.callkeys,
                                registrable=handlers.allow_register, onward=onward)  # fmt: skip
         runner = StasisRunner(cfg, ari, handlers, outbound, access, onward, calling.callbacks)
         upkeep = BackgroundTasks()
-        upkeep.spawn(_leases_forever(calling.leases, app), name="leases")
+        upkeep.spawn(_leases_forever(calling.leases, app, runner.reconcile_onward), name="leases")
         metrics = app.metrics
         async with device_api(app, calling.callbacks):
             events = asyncio.create_task(
@@ -267,9 +276,10 @@ async def run_stasis(cfg: Config) -> None:
                 await asyncio.gather(events, return_exceptions=True)
                 upkeep.cancel()
                 await upkeep.drain(1.0)
-                for part in (outbound, access, onward, calling.callbacks):
+                for part in (outbound, access, onward, calling.callbacks, ends):
                     if part is not None:
                         await part.close()
+                handlers.flush_overload()
 
 
 @contextlib.asynccontextmanager
@@ -312,12 +322,17 @@ async def _purge_forever(what: str, purge: Callable[[], Awaitable[dict[str, int]
         await asyncio.sleep(PURGE_EVERY)
 
 
-async def _leases_forever(leases: RouteLeases, app: App) -> None:
-    """Every LEASE_RENEW_EVERY seconds: this node's leases renewed (a lease not renewed for 90 s no longer counts),
-    stale leases and spends older than a day deleted, call records past `[calling] record_days` deleted."""
+async def _leases_forever(leases: RouteLeases, app: App, reconcile: Callable[[], Awaitable[None]]) -> None:
+    """Every LEASE_RENEW_EVERY seconds: the calls whose end we missed finished (`reconcile`: an AMI end event lost
+    across a reconnect), this node's leases renewed (a lease not renewed for 90 s no longer counts), stale leases and
+    spends older than a day deleted, call records past `[calling] record_days` deleted."""
     days = app.cfg.calling.record_days
     while True:
         await asyncio.sleep(LEASE_RENEW_EVERY)
+        try:
+            await reconcile()
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("onward: reconcile failed (%s)", type(exc).__name__)
         try:
             await leases.renew(now_ms())
             await leases.purge(now_ms())

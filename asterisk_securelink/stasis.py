@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from asterisk_securelink.asterisk.ari.events import Channel, StasisStart
+from asterisk_securelink.core.handoff import IN_VARIABLE, Handoff, fits
+from asterisk_securelink.dialplan import HANDOFF_VAR, VERDICT_CONTEXT
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +103,15 @@ async def next_digit(digits: asyncio.Queue[str], gone: asyncio.Event, wait: floa
         if not getter.done():
             getter.cancel()
     return getter.result() if getter in done and not getter.cancelled() else None
+
+
+async def hand_off(channels: ChannelControl, channel_id: str, handoff: Handoff) -> int:
+    """Hand a verdict to `[securelink-verdict]`: one `continue` whose extension is the hand-off, or, when it is too
+    long for an extension, SECURELINK_HANDOFF then `continue` to `v`. Returns the ARI requests it took (1 or 2)."""
+    payload = handoff.encode()
+    if fits(payload):
+        await channels.continue_in_dialplan(channel_id, VERDICT_CONTEXT, payload, 1)
+        return 1
+    await channels.set_channel_var(channel_id, HANDOFF_VAR, payload)
+    await channels.continue_in_dialplan(channel_id, VERDICT_CONTEXT, IN_VARIABLE, 1)
+    return 2

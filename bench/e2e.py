@@ -224,6 +224,10 @@ class Bench:
             f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
             f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n[lockout]\nmax_guess_probability = 1.0\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
+            # admitted calls go on as a routed call would: to an extension that answers, waits 1 s and hangs up
+            # (the testbed's [testbed-routed] _X., like the trivial app's dialplan)
+            '[routing]\ndefault_context = "testbed-routed"\ndefault_callerid = \'"Mobile" <1000>\'\n'
+            'home = "extension:10"\nallowed = ["_X."]\nmax_concurrent = 100\nmax_per_day = 100000\n'
             + (f"[inbound]\nmax_in_flight = {args.max_in_flight}\n" if args.max_in_flight is not None else "")
             + (f'[database]\nurl = "{args.database_url}"\n' if args.database_url else "")
         )

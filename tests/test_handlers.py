@@ -36,7 +36,10 @@ async def registration_setup(store: Store, tmp_path: Path) -> tuple[Handlers, Ch
     handlers = Handlers(cfg, svc, channels, Notifier())
     key = derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt)
     await handlers.stasis_start(CallInfo("ch1", "PJSIP/x", key, "100", ("inbound", "ani")))
-    assert ("var", "ch1", "SECURELINK_RESULT", "unregistered") in channels.calls
+    assert channels.calls == [("continue", "ch1", "securelink-verdict")]  # one request: the hand-off
+    h = channels.handoffs["ch1"]
+    assert (h.kind, h.verdict, h.device, h.mode, h.next_context, h.emit_verdict) == ("u", "unregistered", d.id,
+                                                                                    "ani", "", True)  # fmt: skip
     return handlers, channels, d.id
 
 
@@ -98,9 +101,18 @@ async def test_a_forged_number_is_rejected_after_its_verdict_is_set(store: Store
     channels = Channels()
     handlers, _key = await admission_setup(store, tmp_path, channels)
     await handlers.stasis_start(CallInfo("ch2", "PJSIP/carrier-00000002", "15550002", "100", ("inbound", "ani")))
-    assert ("var", "ch2", "SECURELINK_RESULT", "mismatch") in channels.calls
-    assert channels.calls[-1] == ("hangup", "ch2", "rejected")
-    assert not any(c[0] == "continue" for c in channels.calls)
+    # one ARI request: the dialplan sets SECURELINK_RESULT=mismatch, publishes it and hangs up (cause 21)
+    assert channels.calls == [("continue", "ch2", "securelink-verdict")]
+    h = channels.handoffs["ch2"]
+    assert (h.kind, h.verdict, h.device, h.mode, h.emit_verdict) == ("r", "mismatch", None, "ani", True)
+    await handlers.service.audit.drain()
+
+
+async def test_a_hand_off_that_fails_rejects_the_call(store: Store, tmp_path: Path) -> None:
+    channels = Channels(fail_on="continue")  # ARI fails on the hand-off: the call is hung up, never left waiting
+    handlers, _key = await admission_setup(store, tmp_path, channels)
+    await handlers.stasis_start(CallInfo("ch4", "PJSIP/carrier-00000004", "15550002", "100", ("inbound", "ani")))
+    assert channels.calls == [("hangup", "ch4", "rejected")]
     await handlers.service.audit.drain()
 
 
@@ -127,7 +139,7 @@ async def test_the_same_call_is_node_plus_uniqueid_never_the_sip_call_id(store: 
     assert row is not None and row.last_call_id == "pbx-a/1790000000.42"
     handlers.service.node = "pbx-b"  # another Asterisk whose uniqueid happens to be the same
     await handlers.stasis_start(call)
-    assert ("var", "1790000000.42", "SECURELINK_RESULT", "replayed") in channels.calls
+    assert channels.handoffs["1790000000.42"].verdict == "replayed"
     await handlers.service.audit.drain()
 
 
@@ -304,7 +316,7 @@ async def test_past_max_in_flight_a_call_is_turned_away_at_once_never_admitted(s
         await store.update_device(d.id, "device.register", "t", status="registered")
     await svc.start()
     metrics = Metrics(period=30)
-    handlers = Handlers(cfg, svc, channels, Notifier(metrics=metrics))
+    handlers = Handlers(cfg, svc, channels, Notifier(svc.audit.record, metrics=metrics))
     keys = [
         derive_key(device_secret(MASTER, d.key_id), Direction.INBOUND, T // 30_000, cfg.inbound_fmt) for d in devices
     ]
@@ -324,9 +336,13 @@ async def test_past_max_in_flight_a_call_is_turned_away_at_once_never_admitted(s
     assert "securelink_overload_total 1.0" in text
     assert 'securelink_verdicts_total{direction="inbound",mode="ani",result="error"} 1.0' in text
     await svc.audit.drain()
-    refused = [e for e in await store.list_audit(action="verify") if e.call_id == "ch2"]
-    assert [(e.result, json.loads(e.detail or "{}").get("reason")) for e in refused] == [("error", "overload")]
-    assert refused[0].subject is None  # ANI: the caller number is the key and is never written down
+    # no audit row of its own: one `verify.overload` row sums up each second of overload
+    assert [e for e in await store.list_audit(action="verify") if e.call_id == "ch2"] == []
+    handlers.flush_overload()
+    await svc.audit.drain()
+    [summary] = await store.list_audit(action="verify.overload")
+    assert (summary.result, json.loads(summary.detail or "{}")) == ("error", {"reason": "overload", "calls": 1,
+                                                                              "max_in_flight": 1})  # fmt: skip
 
 
 async def test_agi_answers_carry_the_install_token_the_dialplan_checks(store: Store, tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ from asterisk_securelink.calling.guard import RouteGuard
 from asterisk_securelink.calling.identity import RoutingIdentity
 from asterisk_securelink.calling.onward import WITHHELD, Admitted, Onward, recorded_caller
 from asterisk_securelink.config import Config, RoutingConfig
+from asterisk_securelink.core.handoff import IN_VARIABLE, Handoff, decode
 from asterisk_securelink.core.verdicts import Method
-from asterisk_securelink.notifier import Notifier
+from asterisk_securelink.dialplan import HANDOFF_VAR, VERDICT_CONTEXT
+from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo
 from asterisk_securelink.store.routes import RouteLeases
 from asterisk_securelink.store.store import DeviceRow, Store
@@ -39,19 +41,21 @@ class Endpoints:
 class Ari:
     """Records what Onward asks of ARI; `fail_cdr`: the PBX has CDRs off."""
 
-    def __init__(self, fail_cdr: bool = False) -> None:
-        self.vars: dict[str, str] = {}
+    def __init__(self) -> None:
+        self.vars: dict[str, str] = {}  # set by the app, and by [securelink-verdict] from the hand-off
         self.calls: list[tuple[Any, ...]] = []
-        self.fail_cdr = fail_cdr
+        self.handoff: Handoff | None = None
 
     async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
-        if self.fail_cdr and name.startswith("CDR("):
-            raise RuntimeError("CDRs off")
+        self.calls.append(("var", channel_id, name))
         self.vars[name] = value
 
     async def continue_in_dialplan(self, channel_id: str, context: str | None = None, extension: str | None = None,
                                    priority: int | None = None) -> None:  # fmt: skip
         self.calls.append(("continue", channel_id, context, extension))
+        if context == VERDICT_CONTEXT:
+            self.handoff = decode(self.vars[HANDOFF_VAR] if extension == IN_VARIABLE else extension or "")
+            self.vars.update(self.handoff.variables())
 
     async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
         self.calls.append(("hangup", channel_id, reason))
@@ -124,8 +128,9 @@ async def test_an_admitted_call_goes_to_its_destination_in_the_desks_context(sto
     assert (r.ari.vars["SECURELINK_METHOD"], r.ari.vars["SECURELINK_DESTINATION"]) == ("dtmf", "2001")
     assert (r.ari.vars["CDR(securelink_device)"], r.ari.vars["CDR(securelink_method)"]) == (str(dev.id), "dtmf")
     assert r.ari.vars["TIMEOUT(absolute)"] == "3600" and r.ari.vars["X"] == "1"
-    assert r.ari.did("subscribe") and r.ari.did("continue") == [("continue", "ch-1", "securelink-admitted",
-                                                                 "+12155550400")]  # fmt: skip
+    assert r.ari.handoff is not None and r.ari.handoff.next_context == ""  # on into [securelink-admitted]
+    assert r.ari.did("subscribe") and r.ari.did("continue") == [("continue", "ch-1", "securelink-verdict",
+                                                                 r.ari.handoff.encode())]  # fmt: skip
     assert await r.leases.live(dev.id, "through", 1_790_000_000_000) == 1  # held until the call ends
     # the end: the lease back, the record written, the vouchers ended
     destroyed = ChannelDestroyed(type="ChannelDestroyed", channel=Channel("ch-1"), cause=16, cause_txt="Normal")
@@ -212,11 +217,35 @@ def test_a_call_record_never_holds_the_key_and_says_withheld() -> None:
     assert recorded_caller("+15550001111", Method.INTENT) == "+15550001111"
 
 
-async def test_cdrs_off_do_not_refuse_the_call(store: Store) -> None:
-    r = rig(store, ari=Ari(fail_cdr=True))
-    dev = await device(store)
-    await r.go(Admitted(dev.id, Method.DTMF, "2001", answered=True))
-    assert r.ari.did("continue") and "CDR(securelink_device)" not in r.ari.vars
+async def test_with_ends_reported_by_the_dialplan_an_admitted_call_takes_one_ari_request(store: Store) -> None:
+    """Issue 24: the hand-off is the only request (no variables, no subscription); the end comes from
+    [securelink-end] over AMI (`Onward.ended`) and does what ChannelDestroyed did."""
+    from datetime import UTC, datetime
+
+    r = rig(store)
+    r.onward.ends_by_ami = lambda: True
+    dev = await device(store, context="mobile-ctx", callerid='"Al" <2222>', home="extension:answer")
+    pending = VerdictNote("admitted", "inbound", "ani", dev.id, "PJSIP/carrier-00000001", "ch-1")
+    await r.go(Admitted(dev.id, Method.ANI, variables={"SECURELINK_CALL_KEY_ID": "77"}, pending=pending))
+    h = r.ari.handoff
+    assert h is not None and r.ari.calls == [("continue", "ch-1", "securelink-verdict", h.encode())]
+    assert (h.kind, h.callerid, h.call_key_id, h.home, h.emit_verdict, h.report_end) == (
+        "a", '"Al" <2222>', "77", "answer", True, True)  # fmt: skip
+    answered = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    assert await r.onward.ended("ch-1", "Normal Clearing", answered)
+    [rec] = r.records.records
+    assert (rec["hangup_cause"], rec["answered_at"], r.records.ended_calls) == ("Normal Clearing", answered, ["ch-1"])
+    assert await r.leases.live(dev.id, "through", 1_790_000_000_000) == 0
+    assert not await r.onward.ended("ch-1", "Normal Clearing", None)  # once
+    # a hand-off longer than an extension (79): in SECURELINK_HANDOFF, then `v` (two requests)
+    r2 = rig(store)
+    r2.onward.ends_by_ami = lambda: True
+    long_name = await device(store, "PJSIP/1002", context="mobile-ctx", callerid='"Al, the ~ boss of it all" <2222>',
+                             home="extension:answer")  # fmt: skip
+    await r2.go(Admitted(long_name.id, Method.ANI), CallInfo("ch-2", "x", None, "100"))
+    expected = [("var", "ch-2", "SECURELINK_HANDOFF"), ("continue", "ch-2", "securelink-verdict")]
+    assert [c[:3] for c in r2.ari.calls] == expected
+    assert r2.ari.calls[1][3] == "v" and r2.ari.vars["SECURELINK_CALLERID"] == '"Al, the ~ boss of it all" <2222>'
 
 
 async def test_hanging_up_in_the_dial_tone_ends_it_at_once(store: Store) -> None:
@@ -240,7 +269,7 @@ async def test_a_call_hung_up_while_being_routed_gets_no_extra_verdict(store: St
     from asterisk_securelink.asterisk.ari.errors import AriError
 
     class Gone(Ari):
-        async def set_channel_var(self, channel_id: str, name: str, value: str) -> None:
+        async def subscribe_channel(self, channel_id: str) -> None:
             raise AriError(404, "Channel not found")
 
     r = rig(store, ari=Gone())

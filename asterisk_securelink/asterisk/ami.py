@@ -208,8 +208,9 @@ class AmiPublisher:
         login_timeout: float = DEFAULT_LOGIN_TIMEOUT,
         reconnect_delay: int = DEFAULT_RECONNECT_DELAY,
         ping_interval: int = 10,
-        events: bool = False,
+        events: bool | str = False,
     ) -> None:
+        """`events`: False (none), True (all) or an AMI event mask such as `"user"`."""
         self.host = host
         self.port = int(port)
         self.username = username
@@ -219,6 +220,7 @@ class AmiPublisher:
         self.reconnect_delay = max(1, int(reconnect_delay))
         self.ping_interval = max(1, int(ping_interval))
         self.events = events
+        self.on_login: list[Callable[[], object]] = []  # called after each login (e.g. a session's event filter)
         self.last_error = ""
         self._manager: _GuardedManager | None = None
         self._login_waiters: set[asyncio.Future[bool]] = set()
@@ -252,7 +254,7 @@ class AmiPublisher:
             port=self.port,
             username=self.username,
             secret=self._secret,
-            events="on" if self.events else "off",
+            events=self.events if isinstance(self.events, str) else ("on" if self.events else "off"),
             encoding="utf-8",
             ping_delay=self.ping_interval,
             ping_interval=self.ping_interval,
@@ -312,6 +314,8 @@ class AmiPublisher:
         # without events never gets; ours were cancelled by their timeout: drop them
         manager.awaiting_actions = deque(a for a in manager.awaiting_actions if not a.future.done())
         self._login_result(True, "")
+        for hook in self.on_login:
+            hook()
 
     def _on_disconnect(self, manager: Any, exc: object) -> None:
         log.warning("AMI connection to %s:%s lost; reconnecting every %ss", self.host, self.port, self.reconnect_delay)

@@ -37,17 +37,26 @@ from asterisk_securelink.asterisk.ari.events import (
     Event,
     StasisEnd,
 )
-from asterisk_securelink.calling.contract import Devices, cdr_fields, home_of, route_variables
+from asterisk_securelink.calling.contract import Devices, home_of
 from asterisk_securelink.calling.dialtone import DialTone
 from asterisk_securelink.calling.guard import RouteGuard
 from asterisk_securelink.calling.identity import Identity, RoutingIdentity
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.handoff import Handoff
 from asterisk_securelink.core.numbers import Kind, classify
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.core.tollguard import Home, HomeKind
 from asterisk_securelink.core.verdicts import Method, Verdict
+from asterisk_securelink.dialplan import ADMITTED_CONTEXT, CALL_KEY_VAR
 from asterisk_securelink.notifier import Notifier, VerdictNote
-from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly, next_digit, stop_playback_quietly
+from asterisk_securelink.stasis import (
+    CallInfo,
+    ChannelControl,
+    hand_off,
+    hangup_quietly,
+    next_digit,
+    stop_playback_quietly,
+)
 from asterisk_securelink.store.models import utcnow
 from asterisk_securelink.store.store import audit_fields
 from asterisk_securelink.tasks import BackgroundTasks
@@ -86,6 +95,7 @@ class Admitted:
     caller: str | None = None  # the caller number as delivered; None when it was the key itself (ANI)
     answered: bool = False  # the app answered it already (DTMF)
     variables: Mapping[str, str] = field(default_factory=dict)  # set with the others (e.g. the per-call key id)
+    pending: VerdictNote | None = None  # the admission's verdict, published by the dialplan at the hand-off
 
 
 def recorded_caller(caller: str | None, method: Method) -> str | None:
@@ -111,6 +121,7 @@ class _Followed:
     digits: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     cause: str | None = None
+    pending_published: bool = False
 
 
 class Onward:
@@ -138,6 +149,7 @@ class Onward:
         self.node = node
         self.clock_ms = clock_ms
         self.monotonic_ms = monotonic_ms
+        self.ends_by_ami: Callable[[], bool] = lambda: False  # the dialplan reports ends (`asterisk.ami_ends`)
         self._calls: dict[str, _Followed] = {}  # channel id -> a call in dial tone or followed to its end
         self._tasks = BackgroundTasks()
 
@@ -182,6 +194,7 @@ class Onward:
             if a.method is Method.INTENT:  # CALLING.md: no dial tone by intent
                 await self._refuse(f, Verdict.DENIED, {"reason": "no dial tone by intent"})
                 return
+            self._publish_pending(f)  # the dial tone takes a while: say it is admitted now
             dialled = await self._dial_tone(f)
             if dialled is None:
                 return  # hung up, or refused (too long), or nothing dialled: already ended
@@ -194,26 +207,45 @@ class Onward:
         await self._continue(f, who, home)
 
     async def _continue(self, f: _Followed, who: Identity, home: Home) -> None:
+        """The hand-off (core/handoff.py): one ARI request when the dialplan reports the call's end over AMI
+        (`ends_by_ami`), else our app subscribed to the channel first."""
         a, cid = f.admitted, f.call.channel_id
-        method = a.method.value
-        variables = {**route_variables(self.cfg, a.device_id, a.method, who, f.destination, home), **a.variables}
-        cdr = cdr_fields(a.device_id, a.method)
-        await asyncio.gather(
-            *(self.channels.set_channel_var(cid, n, v) for n, v in variables.items()),
-            *(self._set_quietly(cid, n, v) for n, v in cdr.items()),
-        )
-        await self.channels.subscribe_channel(cid)  # its hang-up reaches us after it leaves Stasis
+        extra = {n: v for n, v in a.variables.items() if n != CALL_KEY_VAR}
+        if extra:  # nothing sets others today; if something does, they go the long way
+            await asyncio.gather(*(self.channels.set_channel_var(cid, n, v) for n, v in extra.items()))
+        by_ami = self.ends_by_ami()
+        if not by_ami:
+            await self.channels.subscribe_channel(cid)  # its hang-up reaches us after it leaves Stasis
+        admitted_context = self.cfg.inbound.admitted_context
+        handoff = Handoff(
+            "a", Verdict.ADMITTED.value, a.device_id, a.method.value, f.destination or "",
+            home.exten if f.destination is None and home.kind is HomeKind.EXTENSION else "",
+            self.cfg.routing.max_call_seconds, who.context, who.callerid, a.variables.get(CALL_KEY_VAR, ""),
+            "" if admitted_context == ADMITTED_CONTEXT else admitted_context,
+            emit_verdict=a.pending is not None, report_end=by_ami,
+        )  # fmt: skip
         f.continued = True
-        log.info("admitted %s: device=%s method=%s to %s in %s", cid, a.device_id, method,
+        log.info("admitted %s: device=%s method=%s to %s in %s", cid, a.device_id, a.method.value,
                  f.destination or f"home {home}", who.context)  # fmt: skip
-        await self.channels.continue_in_dialplan(cid, self.cfg.inbound.admitted_context, f.call.exten, 1)
+        await hand_off(self.channels, cid, handoff)
 
-    async def _set_quietly(self, channel_id: str, name: str, value: str) -> None:
-        try:
-            await self.channels.set_channel_var(channel_id, name, value)
-        except Exception as exc:  # noqa: BLE001 - CDRs off on this PBX: the call goes on without the field
-            log.warning("admitted %s: %s not set (%s; are CDRs enabled in cdr.conf?)", channel_id, name,
-                        type(exc).__name__)  # fmt: skip
+    def _publish_pending(self, f: _Followed) -> None:
+        """The admission's verdict, when the call will not reach the hand-off that publishes it."""
+        note, f.pending_published = f.admitted.pending, True
+        if note is not None:
+            self.notifier.publish_only(note)
+
+    async def ended(self, channel_id: str, cause: str, answered_at: datetime | None) -> bool:
+        """`SecureLinkCallEnd` from `[securelink-end]` (AMI): a handed-over call ended."""
+        f = self._calls.get(channel_id)
+        if f is None:
+            return False
+        f.cause = cause or f.cause
+        f.answered_at = f.answered_at or answered_at
+        f.gone.set()
+        if f.leased:
+            await self._finish(f)
+        return True
 
     # -- dial tone -------------------------------------------------------------------------------------------
     async def _dial_tone(self, f: _Followed) -> str | None:
@@ -286,6 +318,8 @@ class Onward:
         """A verdict after admission (`no_route`, `denied`, `rate_limited`, `error`): audited, counted, published,
         and the call hung up with cause 21."""
         f.verdict = verdict
+        if not f.pending_published:
+            self._publish_pending(f)
         a, call = f.admitted, f.call
         log.warning("admitted %s of device %s not routed: %s (%s)", call.channel_id, a.device_id, verdict.value,
                     detail.get("reason", ""))  # fmt: skip
@@ -299,6 +333,8 @@ class Onward:
         await self._finish(f)
 
     async def _end_here(self, f: _Followed, why: str) -> None:
+        if not f.pending_published:
+            self._publish_pending(f)
         log.info("admitted %s: %s; hanging up", f.call.channel_id, why)
         await hangup_quietly(self.channels, f.call.channel_id, "normal")
         f.cause = f.cause or why

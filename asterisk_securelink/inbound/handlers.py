@@ -26,14 +26,16 @@ from asterisk_securelink.calling.contract import Devices, agi_variables
 from asterisk_securelink.calling.onward import Admitted, Onward
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.handoff import Handoff
 from asterisk_securelink.core.numbers import normalize
 from asterisk_securelink.core.verdicts import Method, Mode, Verdict
-from asterisk_securelink.dialplan import AGI_TOKEN_VAR, CALL_KEY_VAR, RESULT_VAR
+from asterisk_securelink.dialplan import AGI_TOKEN_VAR, CALL_KEY_VAR, REGISTRATION_CONTEXT, RESULT_VAR
 from asterisk_securelink.inbound.routing import Action, channel_vars, parse_mode, request_for, route_for, source_of
 from asterisk_securelink.inbound.service import Outcome, VerificationService
 from asterisk_securelink.lifecycle import DeviceStatus
 from asterisk_securelink.notifier import Notifier, VerdictNote
-from asterisk_securelink.stasis import CallInfo, ChannelControl, hangup_quietly
+from asterisk_securelink.stasis import CallInfo, ChannelControl, hand_off, hangup_quietly
+from asterisk_securelink.store.store import audit_fields
 
 log = logging.getLogger(__name__)
 Key = TypeVar("Key", str, tuple[str, str])
@@ -42,6 +44,7 @@ Value = TypeVar("Value", int, Admitted)
 VERIFY_TIMEOUT = 5.0  # seconds; past it the verdict is `error` and the call is rejected
 REGISTRABLE_TTL = 300.0  # seconds a channel may take from the registration context to its register step
 OVERLOAD_LOG_EVERY = 10.0  # seconds between log lines about calls turned away for overload
+OVERLOAD_AUDIT_EVERY = 1.0  # seconds of overload summed up in one `verify.overload` audit row
 VOUCHER_TIMEOUT = 2.0  # seconds for an admitted call's per-call key; past it the call goes on without one
 
 
@@ -70,6 +73,8 @@ class Handlers:
         self._in_flight = 0  # admissions being decided (`admit`)
         self._overload_logged_at = -1e9
         self._overloaded_since_log = 0
+        self._overloaded_unaudited = 0  # turned away since the last `verify.overload` audit row
+        self._overload_flush: asyncio.TimerHandle | None = None
 
     # -- Stasis ------------------------------------------------------------------------------------------------
     async def stasis_start(self, call: CallInfo) -> None:
@@ -102,15 +107,19 @@ class Handlers:
             self.notifier.admission(time.perf_counter() - started)
 
     async def _overloaded(self, call: CallInfo) -> None:
+        """Turned away before verification: one ARI request (the hang-up), no audit row and no AMI event of its own;
+        counted in /metrics and in one `verify.overload` audit row per second of overload (`_overload_summary`)."""
         try:
             mode = parse_mode(call.arg(1), self.config.inbound.mode)
         except ValueError:
             mode = Mode.ANI
-        req = request_for(mode, call.caller, call.exten, call.channel_id, call.name, call.arg(2))
-        outcome = self.service.refuse_overloaded(req)
-        self._publish(call, outcome)
+        self.notifier.verdict(VerdictNote(Verdict.ERROR.value, "inbound", mode.value, None, "", ""), publish=False)
         self.notifier.overload()
         self._overloaded_since_log += 1
+        self._overloaded_unaudited += 1
+        if self._overload_flush is None:
+            loop = asyncio.get_running_loop()
+            self._overload_flush = loop.call_later(OVERLOAD_AUDIT_EVERY, self._overload_summary)
         now = time.monotonic()
         if now - self._overload_logged_at >= OVERLOAD_LOG_EVERY:  # a flood must not flood the log too
             log.warning("%d call(s) turned away: %d admissions in flight (inbound.max_in_flight); verdict error "
@@ -118,27 +127,44 @@ class Handlers:
             self._overload_logged_at, self._overloaded_since_log = now, 0
         await self.channels.hangup(call.channel_id, self.config.inbound.overload_hangup)
 
+    def _overload_summary(self) -> None:
+        """One audit row for the calls turned away in the last second (and at stop: `flush_overload`)."""
+        self._overload_flush = None
+        n, self._overloaded_unaudited = self._overloaded_unaudited, 0
+        if n:
+            detail = {"reason": "overload", "calls": n, "max_in_flight": self.config.inbound.max_in_flight}
+            self.notifier.record(audit_fields("verify.overload", Verdict.ERROR.value, "asterisk",
+                                              direction="inbound", detail=detail))  # fmt: skip
+
+    def flush_overload(self) -> None:
+        if self._overload_flush is not None:
+            self._overload_flush.cancel()
+        self._overload_summary()
+
     async def _admit(self, call: CallInfo) -> None:
-        outcome = await self.decide(call, call.arg(1), "stasis")
+        outcome = await self.decide(call, call.arg(1), "stasis", publish=False)
         route = route_for(outcome.verdict, self.config.inbound)
         voucher = await self._voucher(call, outcome)
+        note = self._note(call, outcome)
         if route.action is Action.ADMIT and self.onward is not None and outcome.device_id is not None:
-            await self.onward.go(call, self._admitted(call, outcome, voucher))
+            self.notifier.verdict(note, publish=False)
+            await self.onward.go(call, self._admitted(call, outcome, voucher, note))
             return
-        variables = {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **voucher}
-        # the variables go in parallel (one ARI round trip instead of three); any failure raises -> rejected
-        await asyncio.gather(
-            *(self.channels.set_channel_var(call.channel_id, name, value) for name, value in variables.items())
-        )
-        if route.action is Action.REJECT:
-            await self.channels.hangup(call.channel_id, "rejected")
-            return
-        if route.action is Action.REGISTER and outcome.device_id is not None:
-            _remember(self._registrable, call.channel_id, self._admitted(call, outcome, voucher))
-        if route.context is None:
-            await self.channels.continue_in_dialplan(call.channel_id)
-        else:
+        if route.action is Action.ADMIT:  # no onward routing: straight into the admitted context, as it was
+            self.notifier.verdict(note)
+            variables = {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **voucher}
+            await asyncio.gather(*(self.channels.set_channel_var(call.channel_id, n, v) for n, v in variables.items()))
             await self.channels.continue_in_dialplan(call.channel_id, route.context, call.exten, 1)
+            return
+        # every other verdict in one request: the dialplan sets the variables, publishes it and acts on it
+        self.notifier.verdict(note, publish=False)
+        if route.action is Action.REGISTER and outcome.device_id is not None:
+            _remember(self._registrable, call.channel_id, self._admitted(call, outcome, voucher, None))
+        kind = {Action.REJECT: "r", Action.CONTINUE: "c", Action.REGISTER: "u"}[route.action]
+        custom = route.context if kind == "u" and route.context != REGISTRATION_CONTEXT else ""
+        handoff = Handoff(kind, outcome.verdict.value, outcome.device_id, outcome.mode.value, next_context=custom or "",
+                          emit_verdict=True)  # fmt: skip
+        await hand_off(self.channels, call.channel_id, handoff)
 
     def allow_register(self, channel_id: str, admitted: Admitted) -> None:
         """`channel_id` (verified `unregistered` elsewhere, e.g. on an access number) may register its device once,
@@ -146,9 +172,11 @@ class Handlers:
         _remember(self._registrable, channel_id, admitted)
 
     @staticmethod
-    def _admitted(call: CallInfo, outcome: Outcome, variables: dict[str, str]) -> Admitted:
+    def _admitted(call: CallInfo, outcome: Outcome, variables: dict[str, str], note: VerdictNote | None) -> Admitted:
+        """`note`: the admission's verdict, still to be published (by the dialplan when the call is handed over)."""
         assert outcome.device_id is not None
-        return Admitted(outcome.device_id, Method(outcome.mode.value), caller=call.caller, variables=variables)
+        return Admitted(outcome.device_id, Method(outcome.mode.value), caller=call.caller, variables=variables,
+                        pending=note)  # fmt: skip
 
     async def register(self, call: CallInfo) -> None:
         """`Stasis(securelink,register)` from the registration context: only a channel this app admitted as
@@ -176,9 +204,11 @@ class Handlers:
         return True
 
     # -- shared with FastAGI ---------------------------------------------------------------------------------
-    async def decide(self, call: CallInfo, mode_arg: str | None, via: str, source: str | None = None) -> Outcome:
+    async def decide(
+        self, call: CallInfo, mode_arg: str | None, via: str, source: str | None = None, publish: bool = True
+    ) -> Outcome:
         """`source`: the lockout source when it is not `routing.source_of` the channel and the third Stasis argument
-        (FastAGI: see the module)."""
+        (FastAGI: see the module). `publish=False`: the caller counts and publishes the verdict itself."""
         try:
             mode = parse_mode(mode_arg, self.config.inbound.mode)
         except ValueError:
@@ -193,7 +223,8 @@ class Handlers:
             except TimeoutError:
                 log.error("channel %s: verification timed out; verdict error", call.channel_id)
                 outcome = Outcome(Verdict.ERROR, mode=mode, detail={"reason": "timeout"})
-        self._publish(call, outcome)
+        if publish:
+            self.notifier.verdict(self._note(call, outcome))
         log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
         return outcome
 
@@ -257,10 +288,10 @@ class Handlers:
             log.error("channel %s: no per-call key (%s)", call.channel_id, type(exc).__name__)
             return {}
 
-    def _publish(self, call: CallInfo, outcome: Outcome) -> None:
+    @staticmethod
+    def _note(call: CallInfo, outcome: Outcome) -> VerdictNote:
         device = outcome.device_id
-        note = VerdictNote(outcome.verdict.value, "inbound", outcome.mode.value, device, call.name, call.channel_id)
-        self.notifier.verdict(note)
+        return VerdictNote(outcome.verdict.value, "inbound", outcome.mode.value, device, call.name, call.channel_id)
 
 
 def agi_source(env: Mapping[str, str], args: Sequence[str] = ()) -> str:

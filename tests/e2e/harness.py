@@ -6,8 +6,10 @@ Every e2e test needs the testbed; if it cannot be brought up the tests fail (the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -268,3 +270,27 @@ async def ami() -> AsyncIterator[AmiMonitor]:
     """The testbed's `SecureLinkVerdict` events while the test runs."""
     async with ami_monitor() as mon:
         yield mon
+
+
+def add_devices(home: Home, n: int, prefix: str) -> list[dict[str, object]]:
+    """Enroll and register `n` devices straight through the store (the CLI would take minutes)."""
+    from asterisk_securelink import config
+    from asterisk_securelink.store.store import Store
+
+    cfg = config.load(home.path / "securelink.toml", env={})
+
+    async def go() -> list[dict[str, object]]:
+        store = Store.from_url(cfg.database_url)
+        out = []
+        try:
+            for i in range(n):
+                d = await store.add_device(
+                    f"{prefix}{i}", f"1777{i:07d}", None, f"{prefix}-{secrets.token_hex(6)}", "t"
+                )
+                d = await store.update_device(d.id, "device.register", "t", status="registered")
+                out.append({"id": d.id, "key_id": d.key_id})
+        finally:
+            await store.close()
+        return out
+
+    return asyncio.run(go())

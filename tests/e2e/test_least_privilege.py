@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Home, fresh_window, new_home, no_channels_left, start_app, stop_app, wait_until
+from harness import Home, add_devices, fresh_window, new_home, no_channels_left, start_app, stop_app, wait_until
 from sipp import run_uac
 from support.pg import empty_pg_database
-from test_resilience import add_devices
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ANI = "100"

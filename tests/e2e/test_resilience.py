@@ -5,7 +5,6 @@ Bounded in time, loopback only. Each test starts its own `securelink run` proces
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import subprocess
 import time
@@ -17,6 +16,7 @@ from harness import (
     APP,
     PERIOD,
     Home,
+    add_devices,
     app_registered,
     fresh_window,
     new_home,
@@ -28,7 +28,6 @@ from harness import (
 from sipp import run_uac
 from support.pg import empty_pg_database
 
-from asterisk_securelink.store.store import Store
 from testbed import asterisk_cli, ensure_up
 
 ANI = "100"
@@ -40,29 +39,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def add_devices(home: Home, n: int, prefix: str) -> list[dict[str, object]]:
-    """Enroll and register `n` devices straight through the store (the CLI would take minutes)."""
-    from asterisk_securelink import config
-
-    cfg = config.load(home.path / "securelink.toml", env={})
-
-    async def go() -> list[dict[str, object]]:
-        store = Store.from_url(cfg.database_url)
-        out = []
-        try:
-            for i in range(n):
-                d = await store.add_device(
-                    f"{prefix}{i}", f"1777{i:07d}", None, f"{prefix}-{secrets.token_hex(6)}", "t"
-                )
-                d = await store.update_device(d.id, "device.register", "t", status="registered")
-                out.append({"id": d.id, "key_id": d.key_id})
-        finally:
-            await store.close()
-        return out
-
-    return asyncio.run(go())
 
 
 def verify_events(home: Home) -> list[dict[str, object]]:

@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from asterisk_securelink.asterisk.ari.events import Channel
+from asterisk_securelink.core.handoff import IN_VARIABLE, Handoff, decode
+from asterisk_securelink.dialplan import HANDOFF_VAR, VERDICT_CONTEXT
 
 
 class Channels:
@@ -22,6 +24,7 @@ class Channels:
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.fail_on = fail_on
+        self.handoffs: dict[str, Handoff] = {}  # channel -> the verdict handed to [securelink-verdict]
 
     def _do(self, *call: str) -> None:
         if call[0] == self.fail_on:
@@ -35,6 +38,13 @@ class Channels:
         self, channel_id: str, context: str | None = None, extension: str | None = None, priority: int | None = None
     ) -> None:
         self._do("continue", channel_id, context or "")
+        if context == VERDICT_CONTEXT and extension is not None:
+            payload = self._var(channel_id, HANDOFF_VAR) if extension == IN_VARIABLE else extension
+            self.handoffs[channel_id] = decode(payload or "")
+
+    def _var(self, channel_id: str, name: str) -> str | None:
+        found = [c[3] for c in self.calls if c[:3] == ("var", channel_id, name)]
+        return found[-1] if found else None
 
     async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
         self._do("hangup", channel_id, reason)
