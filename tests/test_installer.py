@@ -19,7 +19,7 @@ from asterisk_securelink import config as config_mod
 from asterisk_securelink import doctor
 from asterisk_securelink.cli import asterisk as cli_asterisk
 from asterisk_securelink.installer import apply as applier
-from asterisk_securelink.installer import conf, resources, systemd
+from asterisk_securelink.installer import conf, resources, safefs, systemd
 from asterisk_securelink.installer.plan import (
     Plan,
     Refused,
@@ -354,16 +354,16 @@ def test_a_failed_write_puts_everything_back(
     etc: Path, toml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = tree(etc), toml.read_bytes()
-    real = applier._write
-    calls: list[Path] = []
+    real = safefs.write_at
+    calls: list[str] = []
 
-    def flaky(path: Path, data: bytes | None, owner: applier.Owner) -> None:
-        calls.append(path)
+    def flaky(dir_fd: int, name: str, data: bytes, owner: applier.Owner) -> None:
+        calls.append(name)
         if len(calls) == 5:
             raise OSError(28, "No space left on device")
-        real(path, data, owner)
+        real(dir_fd, name, data, owner)
 
-    monkeypatch.setattr(applier, "_write", flaky)
+    monkeypatch.setattr(safefs, "write_at", flaky)
     with pytest.raises(OSError):
         applier.apply(plan(etc, toml), tmp_path / "backups")
     assert (tree(etc), toml.read_bytes()) == before
