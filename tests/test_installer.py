@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import os
 import shutil
 import stat
 import sys
@@ -296,6 +297,46 @@ def test_without_systemd_running_the_units_are_written_for_the_configs_owner_not
     user, group = applier.user_name(owner.uid), applier.group_name(owner.gid)
     assert f"User={user}\nGroup={group}\nWorkingDirectory={toml.parent}\n" in text  # the database is beside it
     assert f"ReadWritePaths={toml.parent}\n" in text and f"SECURELINK_CONFIG={toml}\n" in text
+
+
+def test_the_unit_runs_this_installations_script_whatever_path_finds_first(
+    etc: Path, toml: Path, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """L3: a world-writable PATH entry's `securelink` was what `which` found, and became ExecStart."""
+    monkeypatch.setattr(systemd, "available", lambda: False)
+    evil = toml.parent.parent / "world-writable"
+    evil.mkdir(mode=0o777)
+    (evil / "securelink").write_text("#!/bin/sh\nexec id\n")
+    (evil / "securelink").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{evil}:{os.environ['PATH']}")
+    (toml.parent / "units").mkdir()
+    code, _, err = fake.run("install", "--etc", str(etc), "--yes", "--systemd")
+    assert code == 0, err
+    exec_start = next(
+        line
+        for line in (toml.parent / "units/securelink.service").read_text().splitlines()
+        if line.startswith("ExecStart=")
+    )
+    command = Path(exec_start.removeprefix("ExecStart=").removesuffix(" run"))
+    assert command.is_absolute() and command.parent != evil and command.name == "securelink"
+    shebang = command.read_text().splitlines()[0].removeprefix("#!")
+    assert os.path.realpath(shebang) == os.path.realpath(sys.executable)  # the script of this installation
+
+
+def test_install_refuses_a_unit_command_others_may_change_and_changes_nothing(
+    etc: Path, toml: Path, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "available", lambda: False)
+    bad = toml.parent.parent / "bin" / "securelink"
+    bad.parent.mkdir()
+    bad.parent.chmod(0o775)
+    bad.write_text("#!/bin/sh\n")
+    bad.chmod(0o755)
+    monkeypatch.setattr(systemd, "recorded_script", lambda: bad)
+    (toml.parent / "units").mkdir()
+    err = _refused(fake, etc, toml, "install", "--etc", str(etc), "--yes", "--systemd")
+    assert f"the unit would run {bad}, but {bad.parent} may be changed by its group (uid 0, mode 0775)" in err
+    assert list((toml.parent / "units").iterdir()) == []
 
 
 def test_uninstall_names_the_routes_left_pointing_at_securelink_and_what_stays(
