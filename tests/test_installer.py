@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import os
 import shutil
 import stat
 import sys
@@ -19,7 +20,7 @@ from asterisk_securelink import config as config_mod
 from asterisk_securelink import doctor
 from asterisk_securelink.cli import asterisk as cli_asterisk
 from asterisk_securelink.installer import apply as applier
-from asterisk_securelink.installer import conf, resources, systemd
+from asterisk_securelink.installer import conf, resources, safefs, systemd
 from asterisk_securelink.installer.plan import (
     Plan,
     Refused,
@@ -298,6 +299,46 @@ def test_without_systemd_running_the_units_are_written_for_the_configs_owner_not
     assert f"ReadWritePaths={toml.parent}\n" in text and f"SECURELINK_CONFIG={toml}\n" in text
 
 
+def test_the_unit_runs_this_installations_script_whatever_path_finds_first(
+    etc: Path, toml: Path, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """L3: a world-writable PATH entry's `securelink` was what `which` found, and became ExecStart."""
+    monkeypatch.setattr(systemd, "available", lambda: False)
+    evil = toml.parent.parent / "world-writable"
+    evil.mkdir(mode=0o777)
+    (evil / "securelink").write_text("#!/bin/sh\nexec id\n")
+    (evil / "securelink").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{evil}:{os.environ['PATH']}")
+    (toml.parent / "units").mkdir()
+    code, _, err = fake.run("install", "--etc", str(etc), "--yes", "--systemd")
+    assert code == 0, err
+    exec_start = next(
+        line
+        for line in (toml.parent / "units/securelink.service").read_text().splitlines()
+        if line.startswith("ExecStart=")
+    )
+    command = Path(exec_start.removeprefix("ExecStart=").removesuffix(" run"))
+    assert command.is_absolute() and command.parent != evil and command.name == "securelink"
+    shebang = command.read_text().splitlines()[0].removeprefix("#!")
+    assert os.path.realpath(shebang) == os.path.realpath(sys.executable)  # the script of this installation
+
+
+def test_install_refuses_a_unit_command_others_may_change_and_changes_nothing(
+    etc: Path, toml: Path, fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "available", lambda: False)
+    bad = toml.parent.parent / "bin" / "securelink"
+    bad.parent.mkdir()
+    bad.parent.chmod(0o775)
+    bad.write_text("#!/bin/sh\n")
+    bad.chmod(0o755)
+    monkeypatch.setattr(systemd, "recorded_script", lambda: bad)
+    (toml.parent / "units").mkdir()
+    err = _refused(fake, etc, toml, "install", "--etc", str(etc), "--yes", "--systemd")
+    assert f"the unit would run {bad}, but {bad.parent} may be changed by its group (uid 0, mode 0775)" in err
+    assert list((toml.parent / "units").iterdir()) == []
+
+
 def test_uninstall_names_the_routes_left_pointing_at_securelink_and_what_stays(
     etc: Path, toml: Path, tmp_path: Path, fake: Fake
 ) -> None:
@@ -354,16 +395,16 @@ def test_a_failed_write_puts_everything_back(
     etc: Path, toml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = tree(etc), toml.read_bytes()
-    real = applier._write
-    calls: list[Path] = []
+    real = safefs.write_at
+    calls: list[str] = []
 
-    def flaky(path: Path, data: bytes | None, owner: applier.Owner) -> None:
-        calls.append(path)
+    def flaky(dir_fd: int, name: str, data: bytes, owner: applier.Owner) -> None:
+        calls.append(name)
         if len(calls) == 5:
             raise OSError(28, "No space left on device")
-        real(path, data, owner)
+        real(dir_fd, name, data, owner)
 
-    monkeypatch.setattr(applier, "_write", flaky)
+    monkeypatch.setattr(safefs, "write_at", flaky)
     with pytest.raises(OSError):
         applier.apply(plan(etc, toml), tmp_path / "backups")
     assert (tree(etc), toml.read_bytes()) == before

@@ -13,7 +13,6 @@ import functools
 import grp
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,7 +180,7 @@ def _plan_units(unit_dir: Path, cfg: Config) -> tuple[list[FileChange], list[str
     existing = systemd.read_units(unit_dir)
     owner = applier.owner_of(cfg.source)
     service = systemd.Service(
-        exe=shutil.which("securelink") or "/usr/local/bin/securelink",
+        exe=str(systemd.installed_command()),  # this installation's script, never a PATH lookup
         config=cfg.source,
         user=applier.user_name(owner.uid),
         group=applier.group_name(owner.gid),

@@ -10,54 +10,86 @@ import grp
 import os
 import pwd
 import re
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from asterisk_securelink.installer.plan import SUBDIR, FileChange, Owner, Plan, Refused, Snapshot
+from asterisk_securelink.installer import safefs
+from asterisk_securelink.installer.asterisk_cli import runuser
+from asterisk_securelink.installer.plan import EDITED, SUBDIR, FileChange, Owner, Plan, Refused, Snapshot
 
 DEFAULT_BACKUP_DIR = Path("/var/backups/securelink")
 _SKIP_DIRS = frozenset({"keys"})  # TLS private keys: never read
 _SECRET_VALUE = re.compile(r"^([+\- ]?\s*\"?(?:password|secret)\"?\s*=>?\s*)(.*)$", re.IGNORECASE)
 _EMPTY = frozenset({"", '""', "''"})  # an unset password: nothing to hide, and `(hidden)` would say there is one
-_MAX_FILE = 4 * 1024 * 1024
 
 
 def owner_of(path: Path) -> Owner:
-    st = path.stat()
+    return _owner(path.stat())
+
+
+def _owner(st: os.stat_result) -> Owner:
     return Owner(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
 
 
+def trusted_uids(asterisk_conf: bytes | None) -> frozenset[int]:
+    """Who may write Asterisk's config dir and its securelink/: root, whoever runs install, and the user Asterisk
+    runs as (asterisk.conf's `runuser`, else `asterisk`)."""
+    uids = {0, os.geteuid()}
+    try:
+        uids.add(pwd.getpwnam((runuser(asterisk_conf) if asterisk_conf else None) or "asterisk").pw_uid)
+    except KeyError:
+        pass  # no such user here: root alone
+    return frozenset(uids)
+
+
 def scan(root: Path, asterisk_gid: int | None = None) -> Snapshot:
-    """The config dir's files (top level and one folder down, `keys/` skipped) with their owners."""
+    """The config dir's files (top level and one folder down, `keys/` skipped) with their owners. Refuses a config
+    dir or securelink/ that another user may write, a link standing for securelink/ or for a file install edits."""
     root = root.absolute()
     if not root.is_dir():
         raise Refused(f"{root} is not an Asterisk config directory (no such directory): pass --etc DIR")
     files: dict[str, bytes] = {}
-    owners: dict[str, Owner] = {".": owner_of(root)}
+    owners: dict[str, Owner] = {}
+    fds: list[int] = []
+    ours: int | None = None  # securelink/
     try:
-        for entry in sorted(root.iterdir()):
-            if entry.is_dir() and not entry.is_symlink() and entry.name not in _SKIP_DIRS:
-                if entry.name == SUBDIR:
-                    owners[SUBDIR] = owner_of(entry)
-                for sub in sorted(entry.iterdir()):
-                    _read(root, sub, files, owners)
-            else:
-                _read(root, entry, files, owners)
-    except PermissionError as exc:
-        raise Refused(f"cannot read {exc.filename}: permission denied (run as root)") from None
+        fds.append(top := safefs.open_dir(root))
+        owners["."] = _owner(os.fstat(top))
+        for name in sorted(os.listdir(top)):
+            st = os.stat(name, dir_fd=top, follow_symlinks=False)
+            if name == SUBDIR or (stat.S_ISDIR(st.st_mode) and name not in _SKIP_DIRS):
+                sub = safefs.open_sub(top, name, root / name)  # refuses a link standing for securelink/
+                if sub is None:
+                    continue
+                fds.append(sub)
+                if name == SUBDIR:
+                    ours = sub
+                    owners[SUBDIR] = _owner(os.fstat(sub))
+                for inner in sorted(os.listdir(sub)):
+                    if not stat.S_ISDIR(os.stat(inner, dir_fd=sub, follow_symlinks=False).st_mode):
+                        _read(sub, f"{name}/{inner}", root, files, owners, strict=name == SUBDIR)
+            elif not stat.S_ISDIR(st.st_mode):
+                _read(top, name, root, files, owners, strict=name in EDITED)
+        trusted = trusted_uids(files.get("asterisk.conf"))
+        safefs.check_dir(top, root, trusted)
+        if ours is not None:
+            safefs.check_dir(ours, root / SUBDIR, trusted)
+    except PermissionError:
+        raise Refused(f"cannot read the files in {root}: permission denied (run as root)") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
     return Snapshot(root, files, owners, asterisk_gid)
 
 
-def _read(root: Path, path: Path, files: dict[str, bytes], owners: dict[str, Owner]) -> None:
-    if not path.is_file() or path.stat().st_size > _MAX_FILE:
-        return
-    rel = path.relative_to(root).as_posix()
-    files[rel] = path.read_bytes()
-    owners[rel] = owner_of(path)
+def _read(dir_fd: int, rel: str, root: Path, files: dict[str, bytes], owners: dict[str, Owner], strict: bool) -> None:
+    """Read `rel` (relative to `root`, its last part in `dir_fd`): a file install may write is read without
+    following a link (`strict`, refusing one); any other file as before, through a link too."""
+    got = safefs.read_at(dir_fd, rel.rpartition("/")[2], root / rel, follow=not strict)
+    if got is not None:
+        files[rel], owners[rel] = got[0], _owner(got[1])
 
 
 def redact(line: str) -> str:
@@ -121,35 +153,93 @@ def preflight(plan: Plan, writable: Callable[[Path], bool] | None = None) -> Non
 
 def apply(plan: Plan, backup_root: Path, now: datetime | None = None) -> Path | None:
     """Write `plan`: back up every existing file it touches, then write each atomically; on a failure, put back
-    what was already written and re-raise. Returns the backup folder (None when nothing needed one)."""
-    for change in plan.changes:
-        current = change.path.read_bytes() if change.path.exists() else None
-        if current != change.before:
-            raise Refused(f"{change.path} changed while the plan was made: run the command again")
-    backup = _backup(plan, backup_root, now or datetime.now(UTC))
-    done: list[FileChange] = []
-    made_dir = False
-    try:
-        if plan.make_dir is not None:
-            sub = plan.root / SUBDIR
-            sub.mkdir()
-            made_dir = True
-            _set_owner(sub, plan.make_dir)
+    what was already written and re-raise. Returns the backup folder (None when nothing needed one). Every folder is
+    opened once, without following a link below the config dir, and written through its descriptor (`safefs`)."""
+    with _Folders(plan.root) as folders:
         for change in plan.changes:
-            _write(change.path, change.after, change.owner)
-            done.append(change)
-        if plan.remove_dir:
-            try:
-                (plan.root / SUBDIR).rmdir()
-            except OSError:
-                pass  # something else is in it now: keep it
-    except BaseException:
-        for change in reversed(done):
-            _write(change.path, change.before, change.owner)
-        if made_dir:
-            shutil.rmtree(plan.root / SUBDIR, ignore_errors=True)
-        raise
+            fd = folders.get(change.path.parent)
+            current = None if fd is None else safefs.read_at(fd, change.path.name, change.path)
+            if (None if current is None else current[0]) != change.before:
+                raise Refused(f"{change.path} changed while the plan was made: run the command again")
+        if plan.make_dir is not None and folders.get(plan.root / SUBDIR) is not None:
+            raise Refused(f"{plan.root / SUBDIR} was made while the plan was made: run the command again")
+        backup = _backup(plan, backup_root, now or datetime.now(UTC))
+        done: list[FileChange] = []
+        made_dir = False
+        try:
+            if plan.make_dir is not None:
+                folders.make(plan.root / SUBDIR, plan.make_dir)
+                made_dir = True
+            for change in plan.changes:
+                folders.write(change.path, change.after, change.owner)
+                done.append(change)
+            if plan.remove_dir:
+                safefs.rmdir_at(folders.root_fd, SUBDIR)  # something else in it now, or a link: kept
+        except BaseException:
+            for change in reversed(done):
+                folders.write(change.path, change.before, change.owner)
+            if made_dir:
+                safefs.rmdir_at(folders.root_fd, SUBDIR)
+            raise
     return backup
+
+
+class _Folders:
+    """The folders a plan writes in, each opened once: the config dir as named, its folders without following a
+    link (securelink/ checked like the config dir), any other folder (the securelink config's, the units') as named."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root_fd = safefs.open_dir(root)
+        self.fds = {root: self.root_fd}
+        try:
+            conf = safefs.read_at(self.root_fd, "asterisk.conf", root / "asterisk.conf", follow=True)
+            self.trusted = trusted_uids(None if conf is None else conf[0])
+            safefs.check_dir(self.root_fd, root, self.trusted)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> _Folders:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+    def get(self, folder: Path) -> int | None:
+        """The descriptor of `folder`; None when a folder under the config dir does not exist (yet)."""
+        if folder in self.fds:
+            return self.fds[folder]
+        if not folder.is_relative_to(self.root):
+            self.fds[folder] = safefs.open_dir(folder)
+            return self.fds[folder]
+        parent = self.get(folder.parent)
+        fd = None if parent is None else safefs.open_sub(parent, folder.name, folder)
+        if fd is not None:
+            self.fds[folder] = fd
+            if folder == self.root / SUBDIR:
+                safefs.check_dir(fd, folder, self.trusted)
+        return fd
+
+    def make(self, folder: Path, owner: Owner) -> None:
+        """Create `folder` (securelink/) owned and moded like the config dir, as checked when this was opened."""
+        parent = self.get(folder.parent)
+        assert parent is not None
+        self.fds[folder] = safefs.make_sub(parent, folder.name, owner, folder)
+
+    def write(self, path: Path, data: bytes | None, owner: Owner) -> None:
+        fd = self.get(path.parent)
+        if fd is None:
+            raise Refused(f"{path.parent} was removed while install ran: run the command again")
+        if data is None:
+            safefs.unlink_at(fd, path.name)
+        else:
+            safefs.write_at(fd, path.name, data, owner)
 
 
 def _backup(plan: Plan, backup_root: Path, now: datetime) -> Path | None:
@@ -172,30 +262,3 @@ def _backup(plan: Plan, backup_root: Path, now: datetime) -> Path | None:
         with os.fdopen(fd, "wb") as f:
             f.write(change.before or b"")
     return folder
-
-
-def _write(path: Path, data: bytes | None, owner: Owner) -> None:
-    if data is None:
-        path.unlink(missing_ok=True)
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".securelink-tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), owner.mode)
-            st = os.fstat(f.fileno())
-            if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
-                os.fchown(f.fileno(), owner.uid, owner.gid)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _set_owner(path: Path, owner: Owner) -> None:
-    os.chmod(path, owner.mode)
-    st = path.stat()
-    if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
-        os.chown(path, owner.uid, owner.gid)

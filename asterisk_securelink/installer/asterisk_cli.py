@@ -70,3 +70,8 @@ class AsteriskCli:
 def rungroup(asterisk_conf: bytes) -> str | None:
     """The `rungroup` asterisk.conf sets in [options], if any."""
     return conf.last_value(conf.decode(asterisk_conf), "options", "rungroup") or None
+
+
+def runuser(asterisk_conf: bytes) -> str | None:
+    """The `runuser` asterisk.conf sets in [options], if any."""
+    return conf.last_value(conf.decode(asterisk_conf), "options", "runuser") or None

@@ -42,6 +42,7 @@ _OWN = {  # admin file -> the file of ours it includes
     "extensions.conf": f"{SUBDIR}/securelink.conf",
     "http.conf": f"{SUBDIR}/http.conf",
 }
+EDITED = tuple(_OWN)  # the admin's files install appends its line to: never through a link
 _OUR_CONTEXT = re.compile(r"(?<![A-Za-z0-9_-])securelink-[A-Za-z0-9_-]+")
 REQUIRED = ("asterisk.conf", "ari.conf", "manager.conf", "extensions.conf")
 

@@ -1,18 +1,28 @@
 """`--systemd`: install the product's units (contrib/systemd/*.service), enable the Stasis app's; uninstall removes
-the units install wrote (marked by their first line), never one an admin copied by hand."""
+the units install wrote (marked by their first line), never one an admin copied by hand.
+
+The units run the `securelink` command of this installation (the console script pip recorded for it), never what
+a PATH lookup finds, and only when nobody but root can change it or a folder above it.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import shutil
+import stat
 import subprocess
+import sysconfig
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from asterisk_securelink.installer import resources
-from asterisk_securelink.installer.plan import FileChange, Owner, stamp, stamped
+from asterisk_securelink.installer.plan import FileChange, Owner, Refused, stamp, stamped
 
 UNIT_DIR = Path("/etc/systemd/system")
+COMMAND = "securelink"  # the console script (setup.cfg [options.entry_points])
+PACKAGE = "asterisk_securelink"
 MAIN_UNIT = "securelink.service"  # enabled and started; the FastAGI unit is installed for those who use it
 _EXEC = "ExecStart=/usr/local/bin/securelink "
 _CONFIG = "Environment=SECURELINK_CONFIG=/etc/securelink/securelink.toml\n"
@@ -31,7 +41,69 @@ class Service:
     state: Path = Path(_STATE)
 
 
-Runner = Callable[[list[str]], str | None]  # runs a command; None when it worked, else what went wrong
+Runner = Callable[[list[str]], str | None]
+
+
+def installed_command() -> Path:
+    """The `securelink` script of this installation, checked (`check_trusted`): the one pip recorded for the
+    distribution that holds this package, else the one in this interpreter's scripts folder (a venv's bin/)."""
+    path = recorded_script() or _in_scripts_dir()
+    if path is None:
+        raise Refused(
+            f"this installation has no `{COMMAND}` command for the unit to run (pip writes it when it installs the "
+            "package): install the package with pip as root, then run install with its `securelink`"
+        )
+    check_trusted(path)
+    return path
+
+
+def recorded_script() -> Path | None:
+    """The console script `securelink` as the RECORD of the distribution holding this package lists it."""
+    for name in importlib.metadata.packages_distributions().get(PACKAGE, []):
+        dist = importlib.metadata.distribution(name)
+        if not any(ep.group == "console_scripts" and ep.name == COMMAND for ep in dist.entry_points):
+            continue
+        for file in dist.files or []:
+            if file.name == COMMAND and file.parent.name in ("bin", "Scripts"):
+                path = Path(os.path.normpath(str(dist.locate_file(file))))
+                if path.is_file():
+                    return path.resolve()
+    return None
+
+
+def _in_scripts_dir() -> Path | None:
+    path = Path(sysconfig.get_path("scripts")) / COMMAND
+    return path.resolve() if path.is_file() else None
+
+
+def check_trusted(path: Path) -> None:
+    """Refuse a command anyone but root may change: the file, the interpreter its `#!` line names and every folder
+    above either (as named, and where its links lead) must be root's and not writable by group or others (a sticky
+    folder, /tmp, may be: nobody but root may rename root's entries in it)."""
+    for target in (path, *_interpreter(path)):
+        for chain in (target.absolute(), target.resolve()):
+            for node in (chain, *chain.parents):
+                st = node.stat()
+                mode = stat.S_IMODE(st.st_mode)
+                sticky = node != chain and mode & stat.S_ISVTX
+                if st.st_uid != 0 or (mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky):
+                    who = "its owner" if st.st_uid != 0 else "everyone" if mode & stat.S_IWOTH else "its group"
+                    raise Refused(
+                        f"the unit would run {path}, but {node} may be changed by {who} (uid {st.st_uid}, mode "
+                        f"{mode:04o}): make it root's and writable by root only (chown root, chmod go-w)"
+                    )
+
+
+def _interpreter(path: Path) -> list[Path]:
+    """The absolute path a script's `#!` line names (none for a binary or a relative name)."""
+    with path.open("rb") as f:
+        first = f.readline(256)
+    if not first.startswith(b"#!"):
+        return []
+    words = first[2:].split()
+    return (
+        [Path(os.fsdecode(words[0]))] if words and words[0].startswith(b"/") else []
+    )  # runs a command; None when it worked, else what went wrong
 
 
 def available() -> bool:

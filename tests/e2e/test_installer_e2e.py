@@ -264,6 +264,11 @@ def test_the_readme_install_path_on_stock_asterisk_admits_a_keyed_call(
 
     unit = unit_fields(host_etc / "systemd/system/securelink.service")
     assert unit["User"] == user and unit["Group"] == user
+    # the venv's own script (root's, writable by root only), not the /usr/local/bin link PATH finds; sandboxed
+    venv = re.search(r"python3 -m venv (\S+)", install_block).group(1)  # type: ignore[union-attr]
+    assert unit["ExecStart"] == f"{venv}/bin/securelink run"
+    assert unit["CapabilityBoundingSet"] == "" and unit["SystemCallFilter"] == "@system-service"
+    assert unit["MemoryDenyWriteExecute"] == "yes" and unit["LimitNOFILE"] == "65536"
     assert unit["Environment"] == f"SECURELINK_CONFIG={ns_conf}"
     if layout == "state-dir":
         state = re.search(r"--state-dir (\S+)", block("--state-dir")).group(1)  # type: ignore[union-attr]
