@@ -61,8 +61,10 @@ STATE_FORMAT: Final = "slk1-device-state/1"
 
 
 def load(uri: str) -> Provisioning:
-    """Parse a `securelink://provision?...` URI (surrounding whitespace ignored). Raises `ProvisioningError`."""
-    return parse(uri.strip())
+    """Parse a `securelink://provision?...` URI. Raises `ProvisioningError`, also for whitespace around it: SLK1.md
+    revision 2 refuses a raw space, tab, CR or LF anywhere in the URI rather than delete it (a caller reading the URI
+    from a file removes the file's own line end first)."""
+    return parse(uri)
 
 
 # -- what the device keeps -------------------------------------------------------------------------------------
