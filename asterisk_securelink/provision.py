@@ -27,8 +27,10 @@ def provision_mode(cfg: Config) -> str:
 
 def device_params(cfg: Config) -> DeviceParams:
     """Every SLK1 1.1 provisioning parameter but key_id and secret: `trunk` is `keys.trunk_prefixes` (the phone
-    compares the platform's outbound keys with it), `dial` is `inbound.dial_prefix`."""
+    compares the platform's outbound keys with it), `dial` is `inbound.dial_prefix` for mode `dnis` and empty for
+    `ani` (SLK1.md: `dial` is for `dnis`; a phone told `ani` is given none)."""
     k = cfg.keys
+    mode = provision_mode(cfg)
     return DeviceParams(
         period=k.period,
         t0=k.t0,
@@ -37,8 +39,8 @@ def device_params(cfg: Config) -> DeviceParams:
         look_behind=k.look_behind,
         look_ahead=k.look_ahead,
         trunk=k.trunk_prefixes,
-        mode=provision_mode(cfg),
-        dial=cfg.inbound.dial_prefix,
+        mode=mode,
+        dial=cfg.inbound.dial_prefix if mode == "dnis" else "",
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from asterisk_securelink.asterisk.ari.events import Channel, StasisStart
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.core.handoff import IN_VARIABLE, Handoff, fits
 from asterisk_securelink.dialplan import HANDOFF_VAR, VERDICT_CONTEXT
 
@@ -52,7 +53,7 @@ class CallInfo:
     def kind(self) -> str | None:
         """The first Stasis argument (the feature: inbound, register, mobile, fork, leg), trimmed and lower-cased;
         None when there is no argument."""
-        return self.args[0].strip().lower() if self.args else None
+        return ascii_lower(self.args[0].strip()) if self.args else None
 
     def arg(self, index: int) -> str | None:
         """The Stasis argument at `index`, as given; None when there are fewer."""

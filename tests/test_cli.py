@@ -266,6 +266,11 @@ def test_numbers_are_stored_in_e164_and_national_input_needs_a_default_country_c
     assert out["mobile_number"] == "+15550100002"
     p = run(home, "device", "add", "Z", "--number", "0555 010 0003", check=False)  # a 0 is not guessed at
     assert p.returncode == 2 and "international form" in p.stderr
+    # SLK1 1.1 revision 2: one national trunk prefix (1 where the country code is 1) is removed (revision 1: refused)
+    out = json.loads(run(home, "device", "add", "W", "--number", "1 555 010 0004", "--json").stdout)
+    assert out["mobile_number"] == "+15550100004"
+    p = run(home, "device", "add", "V", "--number", "+1555", check=False)  # revision 2: + and 8-15 digits
+    assert p.returncode == 2 and "8-15 digits" in p.stderr
 
 
 def test_provisioning_uri_carries_every_1_1_parameter(home: Path) -> None:

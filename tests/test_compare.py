@@ -147,11 +147,18 @@ def test_the_country_code_table_is_prefix_free() -> None:
         assert not any(other != code and other.startswith(code) for other in COUNTRY_CODES), code
 
 
+# -- the registered number as typed (SLK1.md 1.1 revision 2, "The registered number") ------------------------------
 @pytest.mark.parametrize(
     ("raw", "default", "e164"),
     [("+1 555 000 2222", None, "+15550002222"), ("+15550002222", "44", "+15550002222"),
      ("5550002222", "1", "+15550002222"), ("(555) 000-2222", "1", "+15550002222"),
-     ("20 4163 8475", "44", "+442041638475"), ("+44 20 4163 8475", None, "+442041638475")],
+     ("20 4163 8475", "44", "+442041638475"), ("+44 20 4163 8475", None, "+442041638475"),
+     # revision 2: one national trunk prefix is removed (0; 1 where C is 1) -- refused by the revision 1 code
+     ("02079460000", "44", "+442079460000"), ("020 7946 0000", "44", "+442079460000"),
+     ("15550002222", "1", "+15550002222"), ("1 (555) 000-2222", "1", "+15550002222"),
+     ("15491979", "1", "+15491979"),  # revision 1 code: +115491979 (the 1 was kept)
+     ("+12345678", None, "+12345678"), ("+123456789012345", None, "+123456789012345"),  # 8 and 15 digits
+     ("\t+1-555-000-2222 ", None, "+15550002222"), ("0 20 7946 0000", "44", "+442079460000")],
 )  # fmt: skip
 def test_to_e164(raw: str, default: str | None, e164: str) -> None:
     assert to_e164(raw, default) == e164
@@ -160,10 +167,65 @@ def test_to_e164(raw: str, default: str | None, e164: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "default", "message"),
     [("5550002222", None, "default country code"), ("abc", "1", "not a phone number"),
-     ("020 4163 8475", "44", "starting with 0"), ("15550002222", "1", "already starts with the country code"),
      ("+2101234567", None, "country code"), ("5550002222", "999", "not an E.164 country code"),
-     ("+1555000222233334", None, "at most 15 digits")],
+     ("+1555000222233334", None, "8-15 digits"),
+     # revision 2 -- each accepted by the revision 1 code
+     ("+526", None, "8-15 digits"),  # revision 1: +526
+     ("9295", "7", "8-15 digits"),  # revision 1: +79295
+     ("+1234567", None, "8-15 digits"),  # 7 digits
+     ("0555 010 0003", "1", "starts with 0"),  # with C = 1 the trunk prefix is 1, not 0
+     ("0044 20 7946 0000", "44", "starts with 0"), ("011 44 20 7946 0000", "1", "starts with 0"),  # not guessed
+     ("00 20 7946 0000", "44", "starts with 0"),  # one trunk prefix only
+     ("+0123456789", None, "not starting with 0"), ("++15550002222", None, "not a phone number"),
+     ("+1 555 000 2222\n", None, "not a phone number"), ("\n15550002222", "1", "not a phone number"),
+     ("+\u0661\u0665\u0665\u0665\u0660\u0660\u0660\u0662\u0662\u0662\u0662", None, "not a phone number"),
+     ("1" * 300, "1", "not a phone number"), ("1" * 16, "1", "8-15 digits")],
 )  # fmt: skip
-def test_to_e164_refuses_with_a_clear_message(raw: str, default: str | None, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_to_e164_refuses_asking_for_the_plus_form(raw: str, default: str | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as refused:
         to_e164(raw, default)
+    assert "international form with +" in str(refused.value) or "country code" in str(refused.value)
+
+
+def _typed(raw: str, c: str | None) -> str | None:
+    """The spec's rule written again from its words, for the property test below (None: refused)."""
+    text = "".join(ch for ch in raw if ch not in " \t-.()/")
+    if text.startswith("+"):
+        result = text
+        if not (text[1:].isascii() and text[1:].isdigit() and 8 <= len(text) - 1 <= 15):
+            return None
+    else:
+        if not c or not (text.isascii() and text.isdigit()):
+            return None
+        trunk = "1" if c == "1" else "0"
+        text = text[1:] if text.startswith(trunk) else text
+        if text.startswith("0"):
+            return None
+        result = "+" + c + text
+    digits = result[1:]
+    ok = 8 <= len(digits) <= 15 and digits[0] != "0" and any(digits.startswith(cc) for cc in COUNTRY_CODES)
+    return result if ok else None
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list("0123456789+ -()\t\n")), max_size=24),
+    st.sampled_from([None, "1", "7", "44", "358", "86"]),
+)
+def test_the_typed_registered_number_is_the_spec_s_rule(raw: str, c: str | None) -> None:
+    want = _typed(raw, c)
+    try:
+        got: str | None = to_e164(raw, c)
+    except ValueError:
+        got = None
+    assert got == want
+
+
+@given(st.sampled_from(sorted(COUNTRY_CODES)), st.text(alphabet="0123456789", min_size=0, max_size=16))
+def test_a_typed_number_is_stored_only_as_plus_and_8_to_15_digits(cc: str, national: str) -> None:
+    try:
+        e164 = to_e164("+" + cc + national, None)
+    except ValueError:
+        assert not 8 <= len(cc + national) <= 15
+        return
+    assert e164 == "+" + cc + national and 8 <= len(e164) - 1 <= 15 and country_code_of(e164) == cc
+    assert to_e164(e164, "44") == e164  # stored as is, whatever the default country code

@@ -130,9 +130,12 @@ def test_window_bounds_and_seconds_left_with_an_epoch_origin() -> None:
 
 def test_load_parses_the_uri_and_refuses_junk() -> None:
     p = prov(inbound="+1NXXNXXXXXX", trunk=("0", "011"))
-    assert device.load(f"  {p.uri()}\n") == p
+    assert device.load(p.uri()) == p
     with pytest.raises(ProvisioningError):
         device.load("securelink://provision?v=1.1")
+    for padded in (f"  {p.uri()}", f"{p.uri()}\n", f"\t{p.uri()}\r\n"):  # revision 2: never deleted silently
+        with pytest.raises(ProvisioningError, match="RFC 3986"):
+            device.load(padded)
 
 
 def test_a_1_0_provisioning_gets_no_burst() -> None:

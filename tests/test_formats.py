@@ -100,3 +100,19 @@ def test_a_space_above_2_64_is_refused() -> None:
         NumberFormat("+XXXX" + "Z" * 16)  # 10^4 * 9^16, just above 2^64
     assert NumberFormat("+" + "Z" * 20).size == 9**20 < 2**64
     assert NumberFormat("N" * 20).size == 8**20 <= 2**64
+
+
+def test_at_most_20_digits_and_placeholders_the_plus_not_counted() -> None:
+    """Revision 2 names the limit: 20 digits and placeholders, whatever the size of the space."""
+    assert NumberFormat("5" * 10 + "X" * 10).size == 10**10  # 20: allowed
+    assert NumberFormat("+" + "5" * 10 + "X" * 10).literal_prefix == "5" * 10  # the '+' is not counted
+    with pytest.raises(FormatError, match="at most 20"):
+        NumberFormat("5" * 11 + "X" * 10)  # 21, though 10^10 keys would be fine
+    with pytest.raises(FormatError, match="at most 20"):
+        NumberFormat("+" + "5" * 11 + "X" * 10)
+
+
+@pytest.mark.parametrize("pattern", ["xxxxxxxxxx", "XXXXXXXXXx", "nxxnxxxxxx", "ZXXXXXXXXz", "\u1e8aXXXXXXXXX"])
+def test_placeholders_are_upper_case_ascii_only(pattern: str) -> None:
+    with pytest.raises(FormatError, match="invalid characters"):
+        NumberFormat(pattern)

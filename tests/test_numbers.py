@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asterisk_securelink.core.numbers import Kind, classify, key_digits, normalize, safe_display
+from asterisk_securelink.core.numbers import MAX_RAW_LENGTH, Kind, classify, key_digits, normalize, safe_display
 
 
 @pytest.mark.parametrize(
@@ -18,7 +18,7 @@ from asterisk_securelink.core.numbers import Kind, classify, key_digits, normali
         ("1" * 20, "1" * 20),
         ("267/763-8475", "2677638475"),
         ("(267) 763-8475", "2677638475"),
-        ("\t+1\t267\t763 8475\n", "12677638475"),
+        ("\t+1\t267\t763 8475 \t", "12677638475"),
         ("+ 1 267", "1267"),  # separators go before the one leading '+'
     ],
 )
@@ -77,3 +77,63 @@ def test_classify_never_raises_and_digits_are_ascii(raw: object) -> None:
 def test_punctuation_does_not_change_digits(digits: str, prefix: str) -> None:
     dashed = prefix + "-".join(digits[i : i + 3] for i in range(0, len(digits), 3))
     assert normalize(dashed) == digits
+
+
+# -- rule 1, SLK1.md 1.1 revision 2 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "raw",
+    ["\n622", "622\n", "\r\n6141638475", "6141638475\r", "\v6141638475", "6141638475\f", "\n", "\r\n", "\f",
+     "\nanonymous", "anonymous\r\n", " \t\n\t "],
+)  # fmt: skip
+def test_only_spaces_and_tabs_are_trimmed(raw: str) -> None:
+    """Revision 2: CR, LF, VT and FF are not trimmed, so `\n622` is malformed (revision 1 code: `digits`) and `\n`
+    is malformed (revision 1 code: `anonymous`)."""
+    assert classify(raw).kind is Kind.MALFORMED
+
+
+@pytest.mark.parametrize("raw", [" \t", "\t\t", " Anonymous ", "\tPRIVATE\t", "  restricted", "unknown \t"])
+def test_trimming_comes_before_the_anonymous_check(raw: str) -> None:
+    assert classify(raw).kind is Kind.ANONYMOUS
+
+
+@pytest.mark.parametrize("raw", ["\u017fecret", "unknown\u0131", "pr\u0131vate", "UN\u212aNOWN", "\u0130PRIVATE"])
+def test_the_anonymous_values_compare_ascii_case_only(raw: str) -> None:
+    assert classify(raw).kind is Kind.MALFORMED  # dotless i is no i, the Kelvin sign is no k
+
+
+def test_the_256_character_limit() -> None:
+    assert classify(" " * (MAX_RAW_LENGTH - 10) + "6141638475").digits == "6141638475"  # 256 characters: read
+    assert classify(" " * (MAX_RAW_LENGTH - 9) + "6141638475").kind is Kind.MALFORMED  # 257: malformed at once
+    assert classify(" " * (MAX_RAW_LENGTH + 1)).kind is Kind.MALFORMED  # not anonymous: too long comes first
+    assert MAX_RAW_LENGTH == 256
+
+
+def _rule_1(raw: str) -> Kind:
+    """Rule 1 written again from the spec's words, step by step, for the property test below."""
+    if len(raw) > 256:
+        return Kind.MALFORMED
+    text = raw.strip(" \t")
+    if text.lower() in ("", "anonymous", "unknown", "restricted", "private") and text.isascii():
+        return Kind.ANONYMOUS
+    for sep in " \t-.()/":
+        text = text.replace(sep, "")
+    text = text.removeprefix("+")
+    ok = 3 <= len(text) <= 20 and all(c in "0123456789" for c in text)
+    return Kind.DIGITS if ok else Kind.MALFORMED
+
+
+_NUMBERISH = st.text(
+    alphabet=st.sampled_from(list("0123456789+-.()/ \t\r\n\v\fanoymusAKNOWPRIV\u017f\u0131\u212a\u00a0\u0661"))
+)
+
+
+@given(st.one_of(_NUMBERISH, st.text(max_size=300)))
+def test_rule_1_is_the_spec_s_steps(raw: str) -> None:
+    assert classify(raw).kind is _rule_1(raw)
+
+
+@given(st.text(alphabet="0123456789", min_size=3, max_size=20), st.sampled_from(["\r", "\n", "\v", "\f", "\r\n"]))
+def test_a_control_character_at_either_end_is_malformed(digits: str, control: str) -> None:
+    assert classify(control + digits).kind is Kind.MALFORMED
+    assert classify(digits + control).kind is Kind.MALFORMED
+    assert classify(" \t" + digits + "\t ").digits == digits

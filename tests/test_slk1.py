@@ -7,6 +7,8 @@ import hmac
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asterisk_securelink.core.formats import NumberFormat
 from asterisk_securelink.core.slk1 import (
@@ -87,6 +89,26 @@ def test_informative_epoch_vectors(t: str, period: int, epoch: int) -> None:
 def test_integer_epoch_vectors(t_ms: int, period: int, epoch: int) -> None:
     assert epoch_at_ms(t_ms, period) == epoch
     assert epoch_at_ms(t_ms, period, t0=0) == epoch
+
+
+@pytest.mark.parametrize("t_ms", [2**64, 2**64 + 1, 2**65, 10**30, -1, -(2**63)])
+def test_a_time_outside_unsigned_64_bits_has_no_key(t_ms: int) -> None:
+    """Revision 2: t_ms is an unsigned 64-bit integer; larger (or negative) gives no key (revision 1 code: an epoch)."""
+    with pytest.raises(SLK1Error, match="64-bit"):
+        epoch_at_ms(t_ms, 30)
+
+
+def test_the_last_unsigned_64_bit_millisecond_still_has_an_epoch() -> None:
+    assert epoch_at_ms(2**64 - 1, 60) == (2**64 - 1) // 60_000
+    assert epoch_at_ms(2**64 - 1, 5, t0=1_790_000_000) == (2**64 - 1 - 1_790_000_000_000) // 5000
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1), st.integers(min_value=5, max_value=60))
+def test_every_unsigned_64_bit_time_has_an_epoch_and_a_key(t_ms: int, period: int) -> None:
+    epoch = epoch_at_ms(t_ms, period)
+    assert epoch == t_ms // (period * 1000)
+    fmt = NumberFormat("XXXXXXXXXX")
+    assert fmt.matches(derive_key(SECRET, Direction.INBOUND, epoch, fmt))
 
 
 def test_a_float_near_the_far_boundary_would_be_wrong() -> None:

@@ -82,9 +82,11 @@ class KeysConfig:
     )
     default_country_code: str = setting(
         "",
-        "E.164 country code without `+` (e.g. `1`, `44`): `device add --number` then takes national numbers "
-        "(`555 010 0001` becomes `+15550100001`); unset, numbers must be given in international form "
-        "(`+1 555 010 0001`). Registered numbers are stored in E.164",
+        "E.164 country code without `+` (e.g. `1`, `44`): `device add --number` then takes national numbers, "
+        "without or with one national trunk prefix (`0`; `1` where the code is 1): `555 010 0001` and "
+        "`1 555 010 0001` become `+15550100001`, with 44 `020 7946 0000` becomes `+442079460000`; unset, numbers must "
+        "be given in international form (`+1 555 010 0001`). Registered numbers are stored in E.164 (`+` and 8-15 "
+        "digits)",
         note='e.g. "1" or "44": lets `device add --number` take national numbers',
         skeleton=True,
     )
@@ -149,8 +151,8 @@ class InboundConfig:
     dial_prefix: str = setting(  # DNIS: an access prefix the phone dials before the key's significant part
         "",
         "DNIS: an access prefix the phone dials before the key's significant part (your dialplan strips it before "
-        "`Stasis`); given to phones as `dial`. With `inbound.mode = either`, setting it provisions phones in `dnis` "
-        "mode, else `ani`",
+        "`Stasis`); given to phones provisioned in `dnis` mode as `dial` (an `ani` phone gets none). With "
+        "`inbound.mode = either`, setting it provisions phones in `dnis` mode, else `ani`",
     )
     max_in_flight: int = setting(
         16,

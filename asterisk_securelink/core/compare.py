@@ -14,10 +14,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from asterisk_securelink.core.numbers import Kind, classify
+from asterisk_securelink.core.numbers import MAX_RAW_LENGTH, is_ascii_digits, remove_separators
 
 MAX_TRUNK_PREFIXES: Final = 16
 MAX_TRUNK_PREFIX_DIGITS: Final = 8
+MIN_E164_DIGITS: Final = 8  # SLK1.md revision 2: a registered number is + and 8-15 digits
 MAX_E164_DIGITS: Final = 15  # ITU-T E.164: country code + national number
 _TRUNK_PREFIX: Final = re.compile(rf"[0-9]{{1,{MAX_TRUNK_PREFIX_DIGITS}}}")
 
@@ -85,40 +86,54 @@ def country_code_of(e164_digits: str) -> str | None:
     return None
 
 
-def to_e164(raw: str, default_country_code: str | None) -> str:
-    """A number as typed by an administrator, in E.164 form ('+' and digits).
+_E164: Final = re.compile(r"\+[1-9][0-9]{7,14}")  # revision 2: '+', a digit 1-9 and 7-14 more digits
+_ASK: Final = "give it in international form with + (+1 555 000 2222, +44 20 7946 0000)"
 
-    `+...` is international. Anything else is a national number (without its trunk prefix) and gets
-    `default_country_code`. Raises ValueError, with a message that says what to type instead, for a number that is
-    not one, an unknown country code, national input without a default country code, or national input that starts
-    with 0 or (for +1) with the country code, where the intent cannot be told.
+
+def national_trunk_prefix(country_code: str) -> str:
+    """The one national trunk prefix removed from a number typed without '+' (SLK1.md, "The registered number"):
+    `1` where the country code is 1, `0` everywhere else."""
+    return "1" if country_code == "1" else "0"
+
+
+def to_e164(raw: str, default_country_code: str | None) -> str:
+    """A number as an administrator typed it, in E.164 (SLK1.md 1.1 revision 2, "The registered number").
+
+    After removing the separators of rule 1: `+` and 8-15 digits is E.164 as is. Without `+`, and only with a default
+    country code C: one leading national trunk prefix (`national_trunk_prefix`: `1` for C = 1, else `0`) is removed,
+    what is left must not start with 0, and `+C` is put in front (C = 1: `5550002222` and `15550002222` are both
+    `+15550002222`; C = 44: `02079460000` is `+442079460000`). Either way the result must be `+`, a digit 1-9 and
+    7-14 more digits, starting with an assigned country code. Anything else raises ValueError with a message that
+    asks for the `+` form (`0044...` and `011...` are refused, not guessed at).
     """
-    p = classify(raw)
-    if p.kind is not Kind.DIGITS:
-        raise ValueError("not a phone number: give 3..15 digits, in international form (+1 555 000 2222)")
-    if "+" in raw:  # classify accepted it: the only '+' it may hold is the leading one
-        digits = p.digits
+    text = remove_separators(raw) if isinstance(raw, str) and len(raw) <= MAX_RAW_LENGTH else ""
+    international = text.startswith("+")
+    digits = text[1:] if international else text
+    if not is_ascii_digits(digits):
+        raise ValueError(f"not a phone number: {_ASK}")
+    if international:
+        if not MIN_E164_DIGITS <= len(digits) <= MAX_E164_DIGITS:
+            raise ValueError(f"an international number is + and {MIN_E164_DIGITS}-{MAX_E164_DIGITS} digits: {_ASK}")
     else:
-        if default_country_code is None:
-            raise ValueError(
-                "a national number needs a default country code: give it in international form (+1 555 000 2222) "
-                "or configure the default country code"
-            )
+        if not default_country_code:
+            raise ValueError(f"a number without + needs a default country code: {_ASK} or configure one")
         if default_country_code not in COUNTRY_CODES:
             raise ValueError(f"the default country code {default_country_code!r} is not an E.164 country code")
-        if p.digits.startswith("0"):
+        trunk = national_trunk_prefix(default_country_code)
+        national = digits[len(trunk) :] if digits.startswith(trunk) else digits
+        if national.startswith("0"):
             raise ValueError(
-                "a national number starting with 0 is ambiguous (trunk prefix or part of the number): "
-                "give it in international form (+44 20 ...)"
+                "a number without + that starts with 0 after its national trunk prefix is not a national number "
+                f"(an international prefix such as 00 or 011 is not guessed at): {_ASK}"
             )
-        if default_country_code == "1" and len(p.digits) == 11 and p.digits.startswith("1"):
-            raise ValueError("this number already starts with the country code 1: write it as +1 ...")
-        digits = default_country_code + p.digits
-    cc = country_code_of(digits)
-    if cc is None:
-        raise ValueError("the number does not start with an E.164 country code")
-    if len(digits) > MAX_E164_DIGITS:
-        raise ValueError(f"an E.164 number has at most {MAX_E164_DIGITS} digits, this one has {len(digits)}")
+        digits = default_country_code + national
+    if not _E164.fullmatch("+" + digits):
+        raise ValueError(
+            f"an E.164 number is + and {MIN_E164_DIGITS}-{MAX_E164_DIGITS} digits, not starting with 0; this one has "
+            f"{len(digits)}: {_ASK}"
+        )
+    if country_code_of(digits) is None:
+        raise ValueError(f"the number does not start with an E.164 country code: {_ASK}")
     return "+" + digits
 
 

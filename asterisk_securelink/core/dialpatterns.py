@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from asterisk_securelink.core.ascii import ascii_upper
 from asterisk_securelink.errors import InputError
 
 _CLASSES = {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]"}
@@ -49,7 +50,7 @@ def parse(text: str) -> Pattern:
     if not body:
         raise PatternError(f"{text!r}: nothing after _")
     while i < len(body):
-        ch = body[i].upper()
+        ch = ascii_upper(body[i])
         if ch in _CLASSES:
             out.append(_CLASSES[ch])
         elif ch.isascii() and ch.isdigit():

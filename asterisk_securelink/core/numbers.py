@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from asterisk_securelink.core.ascii import ascii_lower
+
 MIN_DIGITS: Final = 3
 MAX_DIGITS: Final = 20
 MAX_RAW_LENGTH: Final = 256  # anything longer is malformed without further work (far above any real number)
-ANONYMOUS_VALUES: Final = frozenset({"", "anonymous", "unknown", "restricted", "private"})  # exactly these, any case
-_TRIM: Final = " \t\r\n\v\f"  # ASCII whitespace only
+ANONYMOUS_VALUES: Final = frozenset({"", "anonymous", "unknown", "restricted", "private"})  # these, any ASCII case
+_TRIM: Final = " \t"  # revision 2: spaces and tabs only (a CR, LF, VT or FF at either end is malformed)
 _SEPARATORS: Final = re.compile(r"[ \t\-.()/]")  # visual separators people and carriers put in numbers
 _DIGITS: Final = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() would accept other scripts' digits
 
@@ -37,9 +39,11 @@ class Presented:
 def classify(raw: object) -> Presented:
     """Map a raw presented number to digits, `anonymous` or `malformed`.
 
-    An empty value or one of `anonymous`, `unknown`, `restricted`, `private` (any case) is anonymous. Otherwise the
-    value is trimmed, the separators space, tab, `-`, `.`, `(`, `)`, `/` and then one leading `+` are removed; the
-    rest must be 3..20 ASCII digits, else it is malformed.
+    A value longer than 256 characters is malformed at once. Otherwise ASCII spaces and tabs are trimmed at both ends
+    (nothing else: `"\\n622"` is malformed); then an empty value or one of `anonymous`, `unknown`, `restricted`,
+    `private` (ASCII case-insensitive: the Kelvin sign is no `k`) is anonymous. Otherwise the separators space, tab,
+    `-`, `.`, `(`, `)`, `/` and then one leading `+` are removed; the rest must be 3..20 ASCII digits, else it is
+    malformed.
     """
     if raw is None:
         return Presented(Kind.ANONYMOUS)
@@ -48,14 +52,24 @@ def classify(raw: object) -> Presented:
     if len(raw) > MAX_RAW_LENGTH:
         return Presented(Kind.MALFORMED)
     text = raw.strip(_TRIM)
-    if text.isascii() and text.lower() in ANONYMOUS_VALUES:
+    if ascii_lower(text) in ANONYMOUS_VALUES:
         return Presented(Kind.ANONYMOUS)
-    text = _SEPARATORS.sub("", text)
+    text = remove_separators(text)
     if text.startswith("+"):
         text = text[1:]
-    if _DIGITS.fullmatch(text) and MIN_DIGITS <= len(text) <= MAX_DIGITS:
+    if is_ascii_digits(text) and MIN_DIGITS <= len(text) <= MAX_DIGITS:
         return Presented(Kind.DIGITS, text)
     return Presented(Kind.MALFORMED)
+
+
+def remove_separators(text: str) -> str:
+    """`text` without the separators of rule 1: space, tab, `-`, `.`, `(`, `)`, `/`."""
+    return _SEPARATORS.sub("", text)
+
+
+def is_ascii_digits(text: str) -> bool:
+    """One or more of `0`-`9` and nothing else (not other scripts' digits, which `str.isdigit` accepts)."""
+    return _DIGITS.fullmatch(text) is not None
 
 
 def normalize(raw: object) -> str | None:

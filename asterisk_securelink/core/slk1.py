@@ -24,6 +24,7 @@ MAX_PERIOD: Final = 60
 DEFAULT_PERIOD: Final = 30
 MIN_SECRET_LEN: Final = 16
 MASTER_KEY_LEN: Final = 32
+MAX_T_MS: Final = 2**64 - 1  # t_ms is an unsigned 64-bit integer: a later time has no key (revision 2)
 
 _PREFIX: Final = b"SLK1\x00"
 _DEVICE_LABEL: Final = b"SLK1-device\x00"
@@ -53,10 +54,13 @@ def _check_int(name: str, value: object) -> int:
 
 
 def epoch_at_ms(t_ms: int, period: int = DEFAULT_PERIOD, t0: int = 0) -> int:
-    """`(t_ms - t0*1000) div (period*1000)`, integer arithmetic only; times before `t0` have no epoch (SLK1Error)."""
+    """`(t_ms - t0*1000) div (period*1000)`, integer arithmetic only. No epoch (SLK1Error) for a time before `t0` or
+    outside an unsigned 64-bit integer (`t_ms` at or above 2^64, or negative)."""
     check_period(period)
     _check_int("time (ms)", t_ms)
     _check_int("t0", t0)
+    if not 0 <= t_ms <= MAX_T_MS:
+        raise SLK1Error("time (ms) must fit in an unsigned 64-bit integer: no key at or after 2^64 ms")
     if t_ms < t0 * 1000:
         raise SLK1Error("time is before the epoch origin t0")
     return (t_ms - t0 * 1000) // (period * 1000)

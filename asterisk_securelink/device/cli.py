@@ -40,6 +40,7 @@ from typing import NoReturn
 
 import segno
 
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.core.slk1 import SLK1Error, now_ms, seconds_to_ms
@@ -121,7 +122,10 @@ def _key_line(prov: Provisioning, k: device.InboundKey) -> str:
 
 def _print_key(args: argparse.Namespace, prov: Provisioning, at: int) -> device.InboundKey:
     try:
-        k = device.inbound_key(prov, at)
+        try:
+            k = device.inbound_key(prov, at)
+        except device.BurstUsedUp as wait:  # look_ahead 0, a period begun < 2 s ago: the key presentable after it
+            k = device.inbound_key(prov, at + wait.wait_ms)
     except SLK1Error as exc:
         raise DeviceCliError(f"--at: {exc}") from None
     print(json.dumps(_key_record(prov, k)) if args.json else _key_line(prov, k), flush=True)
@@ -136,6 +140,8 @@ def _present(args: argparse.Namespace, prov: Provisioning, path: Path, state: de
     except SLK1Error as exc:
         raise DeviceCliError(f"--at: {exc}") from None
     except device.BurstUsedUp as wait:
+        if wait.state is not None:  # the clock correction is kept though no key follows (SLK1.md revision 2)
+            write_state(path, wait.state, enrollment)
         if args.json:
             record = {"device": prov.device_id, "key_id": prov.key_id, "direction": "inbound",
                       "format": prov.inbound_format, "key": None, "at_ms": at, "wait_ms": wait.wait_ms,
@@ -220,7 +226,7 @@ def _qr_payload(source: str) -> tuple[str, str]:
         "the URI on the command line holds a secret (the device secret or a one-time activation code) and is now "
         "in your shell history; pass a file (mode 0600) or '-' (stdin) instead"))  # fmt: skip
     uri = uri_in(text, ("provisioning_uri", "enrollment_uri"))
-    if uri.lower().startswith(f"{codes.SCHEME}://{codes.URI_HOST}"):
+    if ascii_lower(uri).startswith(f"{codes.SCHEME}://{codes.URI_HOST}"):
         try:
             server, code = codes.parse_enrollment_uri(uri)
         except codes.CodeError as exc:

@@ -56,6 +56,8 @@ def _dtmf(args: argparse.Namespace) -> int:
     except DialError as exc:
         raise DeviceCliError(str(exc)) from None
     except device.BurstUsedUp as wait:
+        if wait.state is not None:  # the clock correction is kept though no key follows (SLK1.md revision 2)
+            write_state(path, wait.state, enrollment)
         print(json.dumps({"method": "dtmf", "dial": None, "wait_ms": wait.wait_ms}) if args.json
               else f"no keyed call now: {wait}")  # fmt: skip
         return 1

@@ -9,11 +9,11 @@ normative text.
 What a device keeps (`DeviceState`, two integers per enrollment, across restarts): the last inbound epoch it presented,
 `L`, and the highest outbound epoch it accepted (its high-water mark).
 
-* `present_inbound(prov, state, now_ms)` - the key to present when the device calls the PBX (SLK1.md, "Inbound
-  presentation"): the key of epoch `max(current, L + 1)`, only while `L + 1 <= epoch(now_ms - 2000) + look_ahead`;
-  otherwise `BurstUsedUp` says how long to wait. So a redial right after a call is admitted, and at most
-  `look_ahead + 1` keyed calls fit in one period. After a clock correction (`L > current + look_ahead`), `L` is reset
-  to `current - 1`. `inbound_key` is the same without the state.
+* `present_inbound(prov, state, now_ms)` - the key to present when the device calls the PBX (SLK1.md 1.1 revision 2,
+  "Inbound presentation"): first the clock correction (`L > current + look_ahead`: `L = current - 1`, kept even when
+  no key follows), then the key of epoch `p = max(current, L + 1)`, only while `p <= epoch(now_ms - 2000) +
+  look_ahead`; otherwise `BurstUsedUp` says how long to wait. So a redial right after a call is admitted, and at
+  most `look_ahead + 1` keyed calls fit in one period. `inbound_key` is the same without the state.
 * `check(prov, number, now_ms, high_water)` - whether a received caller number is the PBX's `outbound` key: epochs
   `e-1`, `e`, `e+1` of the device's clock, compared by the 1.1 rules with the provisioning's trunk prefixes, above the
   high-water mark; `accept` spends it. `check` never raises on the number: anything that is not a phone number is the
@@ -45,6 +45,7 @@ __all__ = [
     "StateError",
     "accept",
     "check",
+    "corrected_last",
     "inbound_epoch",
     "inbound_key",
     "load",
@@ -61,8 +62,10 @@ STATE_FORMAT: Final = "slk1-device-state/1"
 
 
 def load(uri: str) -> Provisioning:
-    """Parse a `securelink://provision?...` URI (surrounding whitespace ignored). Raises `ProvisioningError`."""
-    return parse(uri.strip())
+    """Parse a `securelink://provision?...` URI. Raises `ProvisioningError`, also for whitespace around it: SLK1.md
+    revision 2 refuses a raw space, tab, CR or LF anywhere in the URI rather than delete it (a caller reading the URI
+    from a file removes the file's own line end first)."""
+    return parse(uri)
 
 
 # -- what the device keeps -------------------------------------------------------------------------------------
@@ -150,32 +153,42 @@ class InboundKey:
 
 
 class BurstUsedUp(SecureLinkError):
-    """No keyed call now: the calls this period allows are used. `wait_ms` says when the next one is possible."""
+    """No keyed call now: the calls this period allows are used (or, with look_ahead 0, the period began less than the
+    margin ago). `wait_ms` says when the next one is possible. `state`, when set, is the state to keep all the same:
+    the clock correction, stored before the test (SLK1.md 1.1 revision 2)."""
 
-    def __init__(self, wait_ms: int, burst_size: int, last: int) -> None:
+    def __init__(self, wait_ms: int, burst_size: int, last: int | None, state: DeviceState | None = None) -> None:
         self.wait_ms = wait_ms
         self.burst_size = burst_size
         self.last = last
+        self.state = state
         calls = "the keyed call" if burst_size == 1 else f"the {burst_size} keyed calls"
         super().__init__(f"{calls} this period allows are used; the next is possible in {wait_ms / 1000:.1f} s")
 
 
-def inbound_epoch(prov: Provisioning, now_ms: int, last: int | None = None) -> int:
-    """The epoch to present at `now_ms` after presenting `last` (SLK1.md 1.1, "Inbound presentation").
+def corrected_last(prov: Provisioning, now_ms: int, last: int | None) -> int | None:
+    """`L` after the correction: `current - 1` when `L > current + look_ahead` (the device's clock was ahead and has
+    been corrected), else `L` (None: nothing presented yet). Stored before the margin test (SLK1.md revision 2)."""
+    current = epoch_at_ms(now_ms, prov.period, prov.t0)
+    return current - 1 if last is not None and last > current + prov.look_ahead else last
 
-    Raises BurstUsedUp when `L + 1 > epoch(now_ms - MARGIN_MS) + look_ahead`; SLK1Error when `now_ms` is before t0.
+
+def inbound_epoch(prov: Provisioning, now_ms: int, last: int | None = None) -> int:
+    """The epoch `p` to present at `now_ms` after presenting `last` (None: none yet), SLK1.md 1.1 revision 2,
+    "Inbound presentation": after the correction (`corrected_last`), `p = max(current, L + 1)`, presented only if
+    `p <= epoch(now_ms - MARGIN_MS) + look_ahead` -- the test is on the epoch presented, so with look_ahead 0 no key
+    is presented in the first 2 s of a period either.
+
+    Raises BurstUsedUp (with the corrected `L` as `last`) when the test fails; SLK1Error when `now_ms` is before t0.
     """
     current = epoch_at_ms(now_ms, prov.period, prov.t0)
-    if last is None:
-        return current
-    if last > current + prov.look_ahead:  # the clock was ahead and has been corrected
-        last = current - 1
-    period_ms = prov.period * 1000
-    floor_epoch = (now_ms - MARGIN_MS - prov.t0 * 1000) // period_ms  # may be -1 just after t0
-    if last + 1 > floor_epoch + prov.look_ahead:
-        ready_ms = epoch_start_ms(last + 1 - prov.look_ahead, prov.period, prov.t0) + MARGIN_MS
+    last = corrected_last(prov, now_ms, last)
+    p = current if last is None else max(current, last + 1)
+    floor_epoch = (now_ms - MARGIN_MS - prov.t0 * 1000) // (prov.period * 1000)  # may be -1 just after t0
+    if p > floor_epoch + prov.look_ahead:
+        ready_ms = epoch_start_ms(p - prov.look_ahead, prov.period, prov.t0) + MARGIN_MS
         raise BurstUsedUp(ready_ms - now_ms, prov.look_ahead + 1, last)
-    return max(current, last + 1)
+    return p
 
 
 def inbound_key(prov: Provisioning, now_ms: int, last: int | None = None) -> InboundKey:
@@ -206,8 +219,14 @@ def inbound_key(prov: Provisioning, now_ms: int, last: int | None = None) -> Inb
 
 
 def present_inbound(prov: Provisioning, state: DeviceState, now_ms: int) -> tuple[InboundKey, DeviceState]:
-    """The key to present now and the state to keep (record it before the call is placed). Raises BurstUsedUp."""
-    key = inbound_key(prov, now_ms, state.last_inbound)
+    """The key to present now and the state to keep (record it before the call is placed). Raises BurstUsedUp; its
+    `state` is then the state to keep when the clock correction changed `L` (stored whether or not a key follows)."""
+    try:
+        key = inbound_key(prov, now_ms, state.last_inbound)
+    except BurstUsedUp as wait:
+        if wait.last != state.last_inbound:
+            wait.state = replace(state, last_inbound=wait.last)
+        raise
     return key, replace(state, last_inbound=key.epoch)
 
 

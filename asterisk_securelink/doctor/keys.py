@@ -28,7 +28,7 @@ def master_key_check(cfg: Config) -> Check:
 async def key_checks(cfg: Config, store: Store) -> list[Check]:
     """Nothing when the database cannot be read: the database check already says why. Reads, never records."""
     try:
-        devices = await store.count_live_devices()
+        devices = await store.count_lookup_devices()  # D: suspended and revoked devices are out of the lookup
         problem = await key_settings_problem(store, cfg.keys, record=False)
     except Exception:  # noqa: BLE001 - a doctor reports, it does not crash
         return []
@@ -65,7 +65,7 @@ def strength_check(cfg: Config, devices: int) -> Check:
 async def budget_checks(cfg: Config, store: Store) -> list[Check]:
     """The guess budget with the live device count; nothing when the database cannot be read (see its check)."""
     try:
-        devices = await store.count_live_devices()
+        devices = await store.count_lookup_devices()  # D, as in the strength figure
     except Exception:  # noqa: BLE001 - a doctor reports, it does not crash
         return []
     return [budget_check(cfg, devices)]

@@ -32,6 +32,7 @@ from asterisk_securelink.asterisk.ari.events import (
 from asterisk_securelink.calling.onward import Admitted, Onward
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.core.compare import same_registered_number
 from asterisk_securelink.core.numbers import Kind, classify, normalize
 from asterisk_securelink.core.slk1 import now_ms
@@ -119,7 +120,7 @@ class AccessHandler:
 
     @staticmethod
     def handles(call: CallInfo) -> bool:
-        return call.kind == "inbound" and (call.arg(1) or "").strip().lower() == ACCESS_ARG
+        return call.kind == "inbound" and ascii_lower((call.arg(1) or "").strip()) == ACCESS_ARG
 
     @property
     def sessions(self) -> int:
@@ -217,7 +218,7 @@ class AccessHandler:
         except Exception as exc:  # noqa: BLE001 - cannot tell: not attested
             log.warning("access call %s: STIR/SHAKEN not readable (%s)", cid, type(exc).__name__)
             return False
-        return verified.strip().lower() == "success" and attestation.strip() == need
+        return ascii_lower(verified.strip()) == "success" and attestation.strip() == need
 
     async def _admit_by_intent(self, call: CallInfo, intent: Intent) -> None:
         req = self._request(call, Method.INTENT)

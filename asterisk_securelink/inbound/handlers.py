@@ -26,6 +26,7 @@ from asterisk_securelink.calling.contract import Devices, agi_variables
 from asterisk_securelink.calling.onward import Admitted, Onward
 from asterisk_securelink.callkeys.service import CallKeys
 from asterisk_securelink.config import Config
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.core.handoff import Handoff
 from asterisk_securelink.core.numbers import normalize
 from asterisk_securelink.core.verdicts import Method, Mode, Verdict
@@ -268,7 +269,7 @@ class Handlers:
         if not await self._register(device_id):
             return {RESULT_VAR: Verdict.REVOKED.value}  # what a suspended or revoked device's key gets
         if self.agi_routes is not None:
-            method = Method.DNIS if args and args[0].strip().lower() == "dnis" else Method.ANI
+            method = Method.DNIS if args and ascii_lower(args[0].strip()) == "dnis" else Method.ANI
             return self._vouched(await agi_variables(self.config, self.agi_routes, device_id, method))
         return self._vouched({RESULT_VAR: Verdict.ADMITTED.value})
 

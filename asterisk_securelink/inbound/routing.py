@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from asterisk_securelink.config import InboundConfig
+from asterisk_securelink.core.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.core.verdicts import Method, Mode, Verdict
 from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
 from asterisk_securelink.inbound.service import VerifyRequest
@@ -51,7 +52,7 @@ def route_for(verdict: Verdict, cfg: InboundConfig) -> Route:
 
 def parse_mode(value: str | None, default: str) -> Mode:
     """The mode argument of `Stasis(securelink,inbound,MODE)` / `AGI(.../verify,MODE)`."""
-    text = (value or default).strip().lower()
+    text = ascii_lower((value or default).strip())
     try:
         return Mode(text)
     except ValueError:
@@ -76,7 +77,7 @@ def source_of(channel_name: str | None, named: str | None = None) -> str | None:
         return None
     tech, _, rest = channel_name.partition("/")
     tech = _PRINTABLE.sub("", tech)[:32] or "unknown"
-    upper = tech.upper()
+    upper = ascii_upper(tech)
     found: re.Match[str] | None = None
     if upper in ("PJSIP", "SIP"):
         found = _HEX_SUFFIX.match(rest)

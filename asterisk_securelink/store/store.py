@@ -23,7 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from asterisk_securelink.core.slk1 import Direction, check_key_id
 from asterisk_securelink.errors import SecureLinkError
-from asterisk_securelink.lifecycle import DeviceStatus
+from asterisk_securelink.lifecycle import SPENDABLE, DeviceStatus
 from asterisk_securelink.store import spend
 from asterisk_securelink.store.models import (
     AuditEvent,
@@ -246,6 +246,13 @@ class Store:
         """Devices whose keys still count (every status but revoked)."""
         async with self.sessions() as s:
             q = select(func.count(Device.id)).where(Device.status != DeviceStatus.REVOKED.value)
+            return int((await s.execute(q)).scalar_one())
+
+    async def count_lookup_devices(self) -> int:
+        """`D` of the strength figure (SLK1.md revision 2): the devices whose keys are looked up, provisioned and
+        registered; a suspended or revoked device is out of the lookup (`lifecycle.SPENDABLE`)."""
+        async with self.sessions() as s:
+            q = select(func.count(Device.id)).where(Device.status.in_(SPENDABLE))
             return int((await s.execute(q)).scalar_one())
 
     # -- settings --------------------------------------------------------------------------------------------
