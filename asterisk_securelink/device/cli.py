@@ -60,6 +60,7 @@ from asterisk_securelink.device.cli_io import (
 )
 from asterisk_securelink.device.enrollment import Enrollment
 from asterisk_securelink.deviceapi import codes
+from asterisk_securelink.deviceapi.ascii import ascii_lower
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,7 +221,7 @@ def _qr_payload(source: str) -> tuple[str, str]:
         "the URI on the command line holds a secret (the device secret or a one-time activation code) and is now "
         "in your shell history; pass a file (mode 0600) or '-' (stdin) instead"))  # fmt: skip
     uri = uri_in(text, ("provisioning_uri", "enrollment_uri"))
-    if uri.lower().startswith(f"{codes.SCHEME}://{codes.URI_HOST}"):
+    if ascii_lower(uri).startswith(f"{codes.SCHEME}://{codes.URI_HOST}"):
         try:
             server, code = codes.parse_enrollment_uri(uri)
         except codes.CodeError as exc:
