@@ -49,6 +49,8 @@ from asterisk_securelink.deviceapi.settings import DeviceApiConfig, listen_addre
 from asterisk_securelink.deviceapi.signing import SCHEME, Unauthorized, parse_authorization, verify
 from asterisk_securelink.deviceapi.tls import server_context
 from asterisk_securelink.deviceapi.transport import (
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
     MAX_BODY,
     MAX_PER_ADDRESS,
     READ_TIMEOUT,
@@ -296,8 +298,10 @@ def _not_revoked(view: DeviceView) -> DeviceView:
 
 class DeviceApiServer:
     """Serves a `DeviceApi` on host:port; HTTPS with `ssl_context` (see `tls.server_context`). The TLS handshake
-    must finish within the read timeout (10 s), and the whole request (line, headers, body) must arrive within the
-    read timeout after it or after the previous answer; at most `max_per_address` connections per client address."""
+    must finish within `handshake_timeout` (10 s) of the connection; the whole request (line, headers, body) within
+    the API's `read_timeout` (10 s) after the handshake, or after the first byte of the next request on a kept-alive
+    connection, which may wait `idle_timeout` (30 s) for it (`transport.Protocol`); at most `max_per_address`
+    connections per client address."""
 
     def __init__(
         self,
@@ -307,10 +311,14 @@ class DeviceApiServer:
         ssl_context: ssl.SSLContext | None = None,
         *,
         max_per_address: int = MAX_PER_ADDRESS,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         """`max_per_address`: connections served at once from one client address (a trusted proxy's are not
         counted: it carries many clients)."""
         self.api = api
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         trusted = api.trusted_proxy
         self.slots = AddressSlots(max_per_address, lambda address: is_trusted(address, trusted))
         self.host = host
@@ -322,20 +330,22 @@ class DeviceApiServer:
 
     async def start(self) -> None:
         timeout = self.api.read_timeout
-        # keepalive_timeout: a connection idle, or still sending its request line and headers, for that long is
-        # closed; auto_decompress off: an encoded body is refused (415), never inflated
-        options: dict[str, Any] = {"keepalive_timeout": timeout, "auto_decompress": False, "max_headers": 64}
+        # keepalive_timeout: aiohttp's own timer, a backstop beyond Protocol's (which close first); auto_decompress
+        # off: an encoded body is refused (415), never inflated
+        backstop = timeout + self.idle_timeout + 1
+        options: dict[str, Any] = {"keepalive_timeout": backstop, "auto_decompress": False, "max_headers": 64}
         self._runner = web.AppRunner(self.api.app(), access_log=None, **options)
         await self._runner.setup()
         server = self._runner.server
         assert server is not None  # set by setup()
         loop = asyncio.get_running_loop()
+        limits = {"request_timeout": timeout, "idle_timeout": self.idle_timeout}
         self._server = await loop.create_server(
-            lambda: Protocol(server, loop=loop, access_log=None, slots=self.slots, **options),
+            lambda: Protocol(server, loop=loop, access_log=None, slots=self.slots, **limits, **options),
             self.host,
             self.port,
             ssl=self.ssl_context,
-            ssl_handshake_timeout=timeout if self.ssl_context is not None else None,
+            ssl_handshake_timeout=self.handshake_timeout if self.ssl_context is not None else None,
         )
         self.bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
         scheme = "https" if self.ssl_context is not None else "http"
