@@ -3,8 +3,10 @@
 `DeviceApi` holds the handlers: `POST /v1/enroll`, `GET /v1/device`, `PUT /v1/device/fork`, `POST /v1/calls/claim`,
 `POST /v1/calls/intent` (`intent.py`), `POST /v1/calls/callback` (`callback.py`).
 Authentication follows `signing` in the spec's order: parse -> signature -> clock -> nonce (stored only after the
-signature verified); any failure is the same 401. A revoked device that authenticated gets 403 `revoked` on every
-route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
+signature verified); any failure is the same 401. A key_id a rotation retired is checked with its old secret and,
+once signature, clock and nonce passed, answered 403 `rotated` on every route (the phone asks for a new activation
+code instead of retrying). A revoked device that authenticated gets 403 `revoked` on every route but
+`GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import re
 import ssl
 from collections.abc import Callable, Sequence
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +41,7 @@ from asterisk_securelink.deviceapi.limits import (
 from asterisk_securelink.deviceapi.ports import (
     ACTOR,
     REVOKED,
+    ROTATED,
     ApiEvent,
     Callbacks,
     ClaimOutcome,
@@ -255,22 +259,27 @@ class DeviceApi:
             auth = parse_authorization(values[0])
             secret = self.directory.secret_of(auth.key_id)
             view = await self.directory.by_key_id(auth.key_id)
+            retired = view is None and await self.directory.retired(auth.key_id)
             expires = verify(
                 auth,
-                secret if view is not None else None,
+                secret if view is not None or retired else None,
                 method=request.method,
                 host=self.public_host,
                 target=request.raw_path,
                 body=body,
                 now=self.clock() // 1000,
             )
-            if view is None:  # not reached: verify() fails without a secret
-                raise Unauthorized("unknown key_id")
             if not await self.directory.nonce_insert_if_absent(auth.key_id, auth.nonce, expires):
                 raise Unauthorized("nonce replayed")
         except Unauthorized as exc:
             log.debug("device api: %s %s unauthorized: %s", request.method, request.path, exc)
-            raise ApiError(401, "unauthorized", "authentication failed", headers={"WWW-Authenticate": SCHEME}) from None
+            # Date: the clock TS was judged by, for the phone's one clock check (an error has no server_time_ms)
+            date = formatdate(self.clock() // 1000, usegmt=True)
+            raise ApiError(401, "unauthorized", "authentication failed",
+                           headers={"WWW-Authenticate": SCHEME, "Date": date}) from None  # fmt: skip
+        if view is None:  # verify() passed without a device: the key_id was retired by a rotation
+            log.info("device api: a request signed with key_id %s, which a rotation retired: 403 rotated", auth.key_id)
+            raise ApiError(403, ROTATED, "this device's key was rotated: ask for a new activation code")
         return view
 
 
