@@ -68,6 +68,18 @@ def test_the_docs_hold_the_vectors() -> None:
         assert value in text
 
 
+def test_the_docs_hold_revision_2s_rules() -> None:
+    """A fresh clone carries the contract's revision 2 in docs/device-api.md (not only in ../shared)."""
+    text = " ".join((Path(__file__).parent.parent / "docs" / "device-api.md").read_text(encoding="utf-8").split())
+    for rule in ("version 1 (revision 2)", "405 `method_not_allowed` with an `Allow` header",
+                 "the TLS handshake must finish within 10 s of the connection", "closed after 30 s",
+                 "origin-form (starts with `/`) and hold only visible ASCII (0x21\u20130x7E)",
+                 "compare ASCII case-insensitively, and spaces or tabs may stand around `=` and `,`",
+                 "gets 403 `rotated` on every route", "Answers `{\"key_id\", \"fork\"}` with the state now in force",
+                 "dashes and spaces anywhere are removed", "no Unicode case folding"):  # fmt: skip
+        assert rule in text, rule
+
+
 @pytest.mark.parametrize(
     "header",
     [
