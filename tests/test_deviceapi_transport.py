@@ -112,6 +112,20 @@ async def test_identity_encoding_is_fine(start: Start) -> None:
     _directory, port = await start()
     a = await raw_request(port, fork_request(b'{"enabled":false}', extra=[("Content-Encoding", "identity")]))
     assert a.status == 200
+    a = await raw_request(
+        port, fork_request(b'{"enabled":true}', "nonce-0000000002", [("Content-Encoding", "IDENTITY")])
+    )
+    assert a.status == 200  # coding names compare ASCII case-insensitively
+
+
+async def test_content_encoding_is_read_without_unicode_whitespace_or_folding(start: Start) -> None:
+    """`str.strip()` removed a no-break space (UTF-8 on the wire) around `identity`; only SP and HTAB are OWS."""
+    directory, port = await start()
+    for n, value in enumerate(("identity\u00a0".encode(), "\u00a0identity".encode(), "\u0131dentity".encode())):
+        data = fork_request(b'{"enabled":false}', f"nonce-000000000{n}", [("Content-Encoding", "X")])
+        a = await raw_request(port, data.replace(b"Content-Encoding: X", b"Content-Encoding: " + value))
+        assert a.status == 415 and a.json["error"] == "unsupported", (value, a.body)
+    assert directory.forks == []
 
 
 # -- targets and routes --------------------------------------------------------------------------------------------
