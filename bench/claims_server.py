@@ -118,6 +118,9 @@ class MemoryDirectory:
     async def by_key_id(self, kid: str) -> Any:
         return self.views.get(kid)
 
+    async def retired(self, kid: str) -> bool:
+        return False
+
     def secret_of(self, kid: str) -> bytes:
         return device_secret(MASTER, kid)
 

@@ -207,6 +207,18 @@ async def test_a_suspension_revocation_or_rotation_holds_from_the_next_request(s
     assert view is not None and (view.key_id, view.status) == ("dev-0077", "revoked")
 
 
+async def test_a_key_id_a_rotation_retired_is_told_apart_from_an_unknown_one(store: Store) -> None:
+    """Revision 2 (403 `rotated`): the key_ids' tombstones say which key_id a rotation retired."""
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    assert not await api.retired(dev.key_id)  # current
+    assert not await api.retired("dev-never-issued")
+    await store.update_device(dev.id, "device.rotate", "test", key_id="dev-0077")
+    await store.update_device(dev.id, "device.rotate", "test", key_id="dev-0078")
+    assert await api.retired(dev.key_id) and await api.retired("dev-0077")
+    assert not await api.retired("dev-0078") and await api.by_key_id("dev-0078") is not None
+
+
 async def test_the_kept_connections_close_with_the_store_even_without_close(db_url: str) -> None:
     store = Store.from_url(db_url)
     api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)

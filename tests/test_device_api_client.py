@@ -20,7 +20,7 @@ from support.keys import MASTER
 
 from asterisk_securelink.core.provisioning import Provisioning
 from asterisk_securelink.core.slk1 import device_secret, epoch_at_ms, now_ms
-from asterisk_securelink.device import api_client
+from asterisk_securelink.device import api_client, api_errors
 from asterisk_securelink.device import enrollment as files
 from asterisk_securelink.device.api_client import (
     AlreadyClaimed,
@@ -28,8 +28,10 @@ from asterisk_securelink.device.api_client import (
     Credentials,
     DeviceApiClient,
     DeviceRevoked,
+    DeviceRotated,
     NotFound,
     RateLimited,
+    RequestRejected,
     TlsFailed,
 )
 from asterisk_securelink.device.reference import StateError
@@ -163,6 +165,60 @@ async def test_refusals_as_the_client_reports_them(server: Server, monkeypatch: 
     assert not [e for e in server.directory.events if e.result == "released"]
 
 
+async def test_a_401_is_not_retried_and_its_date_tells_whether_the_clock_is_the_cause(server: Server) -> None:
+    """Revision 2: after a 401 the phone checks its clock once, then stops and tells its user."""
+    async with server.client(offset_ms=0, attempts=3) as unsynced:  # signs by this machine's clock, an hour behind
+        with pytest.raises(AuthenticationFailed, match=r"clock is 3[56]\d\d s behind the platform's") as info:
+            await unsynced.device()
+    assert info.value.clock_skew_ms is not None and abs(info.value.clock_skew_ms - SKEW_MS) < 3000
+    async with server.client(offset_ms=2 * SKEW_MS) as ahead:
+        with pytest.raises(AuthenticationFailed, match=r"s ahead of the platform's"):
+            await ahead.set_fork(False)
+    async with server.client(secret=bytes(32)) as wrong:  # the clock is right, the secret is not
+        with pytest.raises(AuthenticationFailed, match=r"clock agreeing .* ask for a new activation code") as info:
+            await wrong.claim(NUMBER)
+    assert info.value.clock_skew_ms is not None and abs(info.value.clock_skew_ms) < 3000
+    assert server.directory.calls.count("secret_of") == 3  # one request each: a 401 is never sent again
+    assert server.directory.forks == []
+
+
+async def test_a_rotated_device_is_told_to_ask_for_a_new_code_not_to_retry(server: Server) -> None:
+    """Revision 2: before, a rotated key_id got 401 (and the docs' "after any 401, call GET /v1/device" looped)."""
+    server.voucher()
+    server.directory.rotate("dev-0001", "dev-0101")
+    async with server.client(attempts=3) as old:
+        for ask in (old.device, lambda: old.set_fork(False), lambda: old.claim(NUMBER)):
+            with pytest.raises(DeviceRotated, match="rotated: its secret no longer works; ask for a new activation"):
+                await ask()
+    assert server.directory.calls.count("secret_of") == 3 and server.directory.forks == []
+    assert not server.directory.vouchers[0].released
+
+
+def test_an_unknown_403_is_not_taken_for_revoked() -> None:
+    """Before, any 403 without a known code (a proxy's HTML page) was DeviceRevoked, and the CLI deleted the
+    secret."""
+    with pytest.raises(RequestRejected, match="HTTP 403") as info:
+        api_errors.answer(403, b"<html>Forbidden</html>", "not found")
+    assert not isinstance(info.value, DeviceRevoked)
+    with pytest.raises(DeviceRevoked):
+        api_errors.answer(403, b'{"error":"revoked","message":"this device is revoked"}', "not found")
+    with pytest.raises(DeviceRotated):
+        api_errors.answer(403, b'{"error":"rotated","message":"x"}', "not found")
+
+
+@pytest.mark.parametrize(
+    ("date", "skew"),
+    [("Mon, 21 Sep 2026 14:13:20 GMT", 0), ("Mon, 21 Sep 2026 14:14:21 GMT", 61_000), ("", None), ("yesterday", None),
+     ("Mon, 21 Sep 2026 14:13:20", None)],  # no zone: not usable
+)  # fmt: skip
+def test_the_clock_check_reads_the_date_header(date: str, skew: int | None) -> None:
+    assert api_errors.clock_skew_ms(date, 1_790_000_000_000) == skew
+
+
+def test_retry_after_is_ascii_digits() -> None:
+    assert [api_errors.retry_after_s(v) for v in ("30", "", "3.5", "\u00b2", "\u0663", "-1")] == [30] + [None] * 5
+
+
 async def test_tls_is_verified(server: Server, tmp_path: Path) -> None:
     async with server.client(ca_file=None) as untrusting:  # the system's CAs do not know a self-signed certificate
         with pytest.raises(TlsFailed, match="TLS"):
@@ -240,6 +296,36 @@ async def test_cli_enroll_with_a_code_and_refusals(server: Server, tmp_path: Pat
                              home=tmp_path)  # fmt: skip
     assert code == 1 and "unknown, used or expired" in err
     assert json.loads(state_file.read_text())["enrollment"]["secret"]  # a refused enrollment changes nothing
+
+
+async def test_cli_a_rotated_device_says_ask_for_a_new_activation_code(server: Server, tmp_path: Path) -> None:
+    state = tmp_path / "phone.state"
+    uri = enrollment_uri(server.url, server.code())
+    code, _, err = await cli("enroll", uri, "--ca", str(server.ca), "--state", str(state), home=tmp_path)
+    assert code == 0, err
+    kept = state.read_text()
+    server.directory.rotate("dev-0001", "dev-0101")
+    before = server.directory.calls.count("secret_of")
+    for command in (("status",), ("fork", "on"), ("claim", NUMBER)):
+        code, out, err = await cli(*command, "--state", str(state), home=tmp_path)
+        assert (code, out) == (1, ""), err
+        assert "rotated" in err and "ask for a new activation code" in err and err.count("\n") == 1
+    assert server.directory.calls.count("secret_of") == before + 3  # one request per command, none retried
+    assert state.read_text() == kept  # nothing deleted: a new code's enrollment replaces it
+
+
+async def test_cli_a_401_says_whether_to_correct_the_clock(server: Server, tmp_path: Path) -> None:
+    state = tmp_path / "phone.state"
+    code, _, err = await cli("enroll", enrollment_uri(server.url, server.code()), "--ca", str(server.ca), "--state",
+                             str(state), home=tmp_path)  # fmt: skip
+    assert code == 0, err
+    kept = json.loads(state.read_text())
+    kept["enrollment"]["clock_offset_ms"] = 0  # as if the offset were lost: signs by this machine's clock
+    state.write_text(json.dumps(kept))
+    before = server.directory.calls.count("secret_of")
+    code, _, err = await cli("status", "--state", str(state), home=tmp_path)
+    assert code == 1 and "s behind the platform's" in err and "correct the clock" in err, err
+    assert server.directory.calls.count("secret_of") == before + 1
 
 
 async def test_cli_a_revoked_device_deletes_its_secret(server: Server, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.utils import formatdate
 
 import pytest
 from support.clock import Clock
@@ -92,6 +93,7 @@ async def test_a_replayed_nonce_is_unauthorized(api: Api) -> None:
     again = await api.send(vector_get())
     assert (again.status, again.json) == (401, UNAUTHORIZED)
     assert again.headers["www-authenticate"] == "SLK1"
+    assert again.headers["date"] == "Mon, 21 Sep 2026 14:13:20 GMT" == formatdate(TS, usegmt=True)  # the API's clock
 
 
 async def test_the_same_nonce_with_another_key_id_is_fine(api: Api) -> None:
@@ -139,6 +141,21 @@ async def test_every_auth_failure_is_the_same_401(api: Api, headers: list[tuple[
     assert "nonce" not in api.directory.calls  # the nonce is never touched before the signature verified
 
 
+@pytest.mark.parametrize(
+    ("scheme", "status"),
+    [(b"SLK1 ", 200), (b"slk1 ", 200), (b"sLk1   ", 200),
+     ("\u017flk1 ".encode(), 401), ("SL\u212a1 ".encode(), 401), (b"SLK1 \t", 401), (b"SLK1\t", 401)],
+)  # fmt: skip
+async def test_the_scheme_is_ascii_case_insensitive_then_spaces(api: Api, scheme: bytes, status: int) -> None:
+    """Revision 2: `\u017flk1` (UTF-8 on the wire) passed as SLK1 by Unicode case folding, and `SLK1 <tab>` passed."""
+    params = f'key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"'.encode()
+    data = b"GET /v1/device HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + scheme + params + b"\r\n\r\n"
+    a = await api.send(data)
+    assert a.status == status, a.body
+    if status == 401:
+        assert a.json == UNAUTHORIZED and api.directory.calls == []  # refused by the parser: nothing looked up
+
+
 async def test_a_signature_for_another_deployment_fails(api: Api) -> None:
     assert (await api.call("GET", "/v1/device", host="pbx.example.com")).status == 401
     assert (await api.call("GET", "/v1/device", host="pbx.other.example:8443")).status == 401
@@ -167,7 +184,7 @@ async def test_order_of_checks(api: Api) -> None:
     await api.send(http("GET", "/v1/device", headers={"Authorization": "SLK1 " + _auth(ts="x")}))
     assert d.calls == []  # parse fails first: no lookup at all
     await api.send(http("GET", "/v1/device", headers={"Authorization": "SLK1 " + _auth(key_id="nobody")}))
-    assert d.calls == ["secret_of", "by_key_id"]  # an unknown key_id costs the same derivation and HMAC work
+    assert d.calls == ["secret_of", "by_key_id", "retired"]  # the same derivation and HMAC work as a known key_id
     d.calls.clear()
     await api.call("GET", "/v1/device", ts=TS + 120)  # good signature, stale clock: no nonce
     assert d.calls == ["secret_of", "by_key_id"]
@@ -176,9 +193,35 @@ async def test_order_of_checks(api: Api) -> None:
     assert d.calls == ["secret_of", "by_key_id", "nonce"]
 
 
-async def test_a_rotated_key_id_is_unauthorized(api: Api) -> None:
-    del api.directory.devices["dev-0001"]  # rotated away: by_key_id finds the current key_id only
-    assert (await api.send(vector_get())).status == 401
+# -- rotated (revision 2) ----------------------------------------------------------------------------------------
+ROTATED = {"error": "rotated", "message": "this device's key was rotated: ask for a new activation code"}
+
+
+async def test_a_key_id_a_rotation_retired_gets_403_rotated_on_every_route(api: Api) -> None:
+    """Revision 2: before, a rotated phone got 401 forever (and the docs' "after any 401, call GET /v1/device"
+    looped); now, once its old signature, clock and nonce verified, 403 `rotated` tells it to ask for a new code."""
+    api.directory.rotate("dev-0001", "dev-0101")
+    a = await api.send(vector_get())  # the spec's vector, signed with the old key_id's secret
+    assert (a.status, a.json, a.headers["cache-control"]) == (403, ROTATED, "no-store")
+    assert "www-authenticate" not in a.headers
+    assert api.directory.nonces == {("dev-0001", NONCE): TS + 61}  # the nonce was checked and stored first
+    for method, target, body in (("PUT", "/v1/device/fork", b'{"enabled":false}'), ("POST", "/v1/calls/claim",
+                                 CLAIM_BODY), ("POST", "/v1/calls/intent", b'{"destination":"2001"}'),
+                                 ("POST", "/v1/calls/callback", b'{"destination":"2001"}')):  # fmt: skip
+        a = await api.call(method, target, body)
+        assert (a.status, a.json) == (403, ROTATED), (method, target)
+    assert api.directory.forks == [] and "claim" not in api.directory.calls and api.directory.intent_requests == []
+    assert (await api.call("GET", "/v1/device", key_id="dev-0101")).json["key_id"] == "dev-0101"  # the new one works
+
+
+async def test_rotated_is_told_only_after_signature_clock_and_nonce(api: Api) -> None:
+    api.directory.rotate("dev-0001", "dev-0101")
+    wrong = signed("dev-0001", "GET", "/v1/device", b"", host=HOST, ts=TS, nonce=api.nonce(), secret=bytes(32))
+    assert (await api.send(http("GET", "/v1/device", headers=wrong))).json == UNAUTHORIZED  # not the old secret
+    assert (await api.call("GET", "/v1/device", ts=TS - 61)).json == UNAUTHORIZED  # stale
+    assert (await api.send(vector_get())).status == 403
+    assert (await api.send(vector_get())).json == UNAUTHORIZED  # the same nonce again
+    assert (await api.call("GET", "/v1/device", key_id="dev-never-issued")).json == UNAUTHORIZED
 
 
 # -- revoked ------------------------------------------------------------------------------------------------------

@@ -68,6 +68,18 @@ def test_the_docs_hold_the_vectors() -> None:
         assert value in text
 
 
+def test_the_docs_hold_revision_2s_rules() -> None:
+    """A fresh clone carries the contract's revision 2 in docs/device-api.md (not only in ../shared)."""
+    text = " ".join((Path(__file__).parent.parent / "docs" / "device-api.md").read_text(encoding="utf-8").split())
+    for rule in ("version 1 (revision 2)", "405 `method_not_allowed` with an `Allow` header",
+                 "the TLS handshake must finish within 10 s of the connection", "closed after 30 s",
+                 "origin-form (starts with `/`) and hold only visible ASCII (0x21\u20130x7E)",
+                 "compare ASCII case-insensitively, and spaces or tabs may stand around `=` and `,`",
+                 "gets 403 `rotated` on every route", "Answers `{\"key_id\", \"fork\"}` with the state now in force",
+                 "dashes and spaces anywhere are removed", "no Unicode case folding"):  # fmt: skip
+        assert rule in text, rule
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -131,6 +143,83 @@ def test_parser_never_raises_anything_else(text: str) -> None:
         parse_authorization(text)
     except Unauthorized:
         pass
+
+
+# -- revision 2: the header's syntax is RFC 9110's, its case ASCII-only ------------------------------------------
+PARAMS_TEXT = f'key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"'
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"SLK1 \t{PARAMS_TEXT}",  # a tab after the scheme's space: RFC 9110 allows 1*SP there, no tab
+        f"SLK1\t{PARAMS_TEXT}",  # a tab instead of the space
+        f"SLK1\t {PARAMS_TEXT}",
+        f"\u017flk1 {PARAMS_TEXT}",  # LATIN SMALL LETTER LONG S: str.upper() makes it S
+        f"SL\u212a1 {PARAMS_TEXT}",  # KELVIN SIGN: str.lower() makes it k
+        f"\uff33LK1 {PARAMS_TEXT}",  # FULLWIDTH S
+        f"SLK1\u00a0{PARAMS_TEXT}",  # a no-break space
+        f'SLK1 key_id="dev-0001", , ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # an empty list element
+        f'SLK1 , key_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # a leading empty element
+        f"SLK1 {PARAMS_TEXT},",  # a trailing comma
+        f"SLK1 {PARAMS_TEXT} , ",
+        f'SLK1 \u212aey_id="dev-0001", ts="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # a Kelvin-sign parameter name
+        f'SLK1 key_id="dev-0001", t\u0455="{TS}", nonce="{NONCE}", sig="{GET_SIG}"',  # CYRILLIC DZE for s
+    ],
+)
+def test_header_syntax_of_revision_2_refuses(header: str) -> None:
+    """The first five were accepted before (`SLK1 \t`, `\u017flk1`: Unicode case folding, lstrip of a tab)."""
+    with pytest.raises(Unauthorized):
+        parse_authorization(header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"slk1 {PARAMS_TEXT}",
+        f"sLk1   {PARAMS_TEXT}",  # 1*SP
+        f'SLK1 KEY_ID\t=\t"dev-0001"\t,\tTs ="{TS}" ,nonce= "{NONCE}",\t \tSig="{GET_SIG}"\t',  # OWS around = and ,
+    ],
+)
+def test_header_syntax_of_revision_2_accepts(header: str) -> None:
+    assert parse_authorization(header) == Authorization("dev-0001", str(TS), NONCE, GET_SIG)
+
+
+def _ascii_case_variants(word: str) -> st.SearchStrategy[str]:
+    return st.lists(st.booleans(), min_size=len(word), max_size=len(word)).map(
+        lambda flips: "".join(c.swapcase() if f else c for c, f in zip(word, flips, strict=True))
+    )
+
+
+@given(_ascii_case_variants("SLK1"), st.permutations(["key_id", "ts", "nonce", "sig"]), st.data())
+def test_scheme_and_names_compare_ascii_case_insensitively(scheme: str, order: list[str], data: st.DataObject) -> None:
+    values = {"key_id": "dev-0001", "ts": str(TS), "nonce": NONCE, "sig": GET_SIG}
+    names = [data.draw(_ascii_case_variants(n)) for n in order]
+    header = f"{scheme} " + ", ".join(f'{n}="{values[o]}"' for n, o in zip(names, order, strict=True))
+    assert parse_authorization(header) == Authorization("dev-0001", str(TS), NONCE, GET_SIG)
+
+
+FOLDS_TO_ASCII = "\u017f\u0131\u212a\u0130\uff33\uff2c\uff2b\uff11"  # long s, dotless i, Kelvin, dotted I, fullwidth
+NOT_ASCII = st.sampled_from(FOLDS_TO_ASCII) | st.characters(min_codepoint=0x80, exclude_categories=("Cs",))
+
+
+@given(st.integers(0, 3), NOT_ASCII, st.booleans())
+def test_a_non_ascii_character_in_the_scheme_never_passes(at: int, char: str, insert: bool) -> None:
+    """Whatever Unicode folds to an ASCII letter (`\u017f`, `\u0131`, the Kelvin sign, fullwidth forms) is not one."""
+    scheme = "SLK1"[:at] + char + "SLK1"[at + (0 if insert else 1) :]
+    with pytest.raises(Unauthorized):
+        parse_authorization(f"{scheme} {PARAMS_TEXT}")
+
+
+@given(st.text(alphabet=st.sampled_from(" \t,"), max_size=6))
+def test_between_scheme_and_parameters_only_spaces(junk: str) -> None:
+    """After `SLK1 `: more spaces are fine (1*SP); a tab or an empty list element anywhere there is not."""
+    header = f"SLK1 {junk}{PARAMS_TEXT}"
+    if "\t" in junk or "," in junk:
+        with pytest.raises(Unauthorized):
+            parse_authorization(header)
+    else:
+        assert parse_authorization(header).key_id == "dev-0001"
 
 
 @pytest.mark.parametrize("target", ["/v1/device", "/v1/calls/claim", "/v1/device?x=1&y=2", "/"])

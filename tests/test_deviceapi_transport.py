@@ -112,13 +112,28 @@ async def test_identity_encoding_is_fine(start: Start) -> None:
     _directory, port = await start()
     a = await raw_request(port, fork_request(b'{"enabled":false}', extra=[("Content-Encoding", "identity")]))
     assert a.status == 200
+    a = await raw_request(
+        port, fork_request(b'{"enabled":true}', "nonce-0000000002", [("Content-Encoding", "IDENTITY")])
+    )
+    assert a.status == 200  # coding names compare ASCII case-insensitively
+
+
+async def test_content_encoding_is_read_without_unicode_whitespace_or_folding(start: Start) -> None:
+    """`str.strip()` removed a no-break space (UTF-8 on the wire) around `identity`; only SP and HTAB are OWS."""
+    directory, port = await start()
+    for n, value in enumerate(("identity\u00a0".encode(), "\u00a0identity".encode(), "\u0131dentity".encode())):
+        data = fork_request(b'{"enabled":false}', f"nonce-000000000{n}", [("Content-Encoding", "X")])
+        a = await raw_request(port, data.replace(b"Content-Encoding: X", b"Content-Encoding: " + value))
+        assert a.status == 415 and a.json["error"] == "unsupported", (value, a.body)
+    assert directory.forks == []
 
 
 # -- targets and routes --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "target",
     ["/v1/%64evice", "/v1//device", "//v1/device", "/v1/calls/../device", "/v1/device?next=..", "/v1/enroll%2f",
-     "http://pbx.example.com:8443/v1/device"],
+     "http://pbx.example.com:8443/v1/device", "*", "v1/device", "pbx.example.com:8443", "/v1/device?x=\x7f",
+     "/v1/device?x=\x01", "/v1/d\u00e9vice", "/v1/device?a=\u00a0"],  # origin-form, visible ASCII only
 )  # fmt: skip
 async def test_refused_targets(start: Start, target: str) -> None:
     directory, port = await start()
@@ -130,44 +145,38 @@ async def test_refused_targets(start: Start, target: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "target"),
-    [("GET", "/"), ("GET", "/v1"), ("GET", "/v1/device/"), ("POST", "/v1/device"), ("HEAD", "/v1/device"),
-     ("GET", "/v1/enroll"), ("DELETE", "/v1/device/fork"), ("GET", "/v2/device"), ("OPTIONS", "/v1/calls/claim")],
+    [("GET", "/"), ("GET", "/v1"), ("GET", "/v1/device/"), ("POST", "/v1/devices"), ("HEAD", "/v1/calls"),
+     ("GET", "/v1/enroll/"), ("DELETE", "/v1/device/fork/x"), ("GET", "/v2/device"), ("OPTIONS", "/v1/calls/claims")],
 )  # fmt: skip
-async def test_unknown_routes_are_404(start: Start, method: str, target: str) -> None:
+async def test_unknown_paths_are_404(start: Start, method: str, target: str) -> None:
     _directory, port = await start()
     a = await raw_request(port, http(method, target))
     assert a.status == 404
-    assert a.headers["cache-control"] == "no-store"
+    assert a.headers["cache-control"] == "no-store" and "allow" not in a.headers
     if method != "HEAD":
         assert a.json == {"error": "not_found", "message": "no such route"}
 
 
-# -- slow clients --------------------------------------------------------------------------------------------------
-async def _closed_after(port: int, data: bytes) -> float:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    t = time.monotonic()
-    writer.write(data)
-    async with asyncio.timeout(5):
-        rest = await reader.read()  # EOF: the server closed the connection
-    writer.close()
-    assert b"200 OK" not in rest
-    return time.monotonic() - t
-
-
 @pytest.mark.parametrize(
-    "data",
-    [
-        b"",  # connects and says nothing
-        b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n",  # headers never finish
-        b'POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"code":',  # the body never finishes
-    ],
-)
-async def test_slow_clients_are_cut(start: Start, data: bytes) -> None:
-    _directory, port = await start(read_timeout=0.5)
-    elapsed = await _closed_after(port, data)
-    assert 0.4 < elapsed < 3
+    ("method", "target", "allow"),
+    [("POST", "/v1/device", "GET"), ("HEAD", "/v1/device", "GET"), ("GET", "/v1/enroll", "POST"),
+     ("DELETE", "/v1/device/fork", "PUT"), ("GET", "/v1/device/fork", "PUT"), ("OPTIONS", "/v1/calls/claim", "POST"),
+     ("PUT", "/v1/calls/intent", "POST"), ("GET", "/v1/calls/callback", "POST"), ("PATCH", "/v1/device?v=1.2", "GET")],
+)  # fmt: skip
+async def test_a_known_path_with_another_method_is_405_with_allow(
+    start: Start, method: str, target: str, allow: str
+) -> None:
+    """Revision 2 (DEVICE-API.md, "Transport"): before, a known path with another method was 404 `not_found`."""
+    directory, port = await start()
+    auth = signed("dev-0001", method, target, b"", host=HOST, ts=TS, nonce="nonce-0000000001")
+    a = await raw_request(port, http(method, target, headers=auth))
+    assert (a.status, a.headers["allow"], a.headers["cache-control"]) == (405, allow, "no-store")
+    if method != "HEAD":
+        assert a.json == {"error": "method_not_allowed", "message": f"this path takes {allow}"}
+    assert directory.calls == []  # refused before any handler
 
 
+# -- slow clients --------------------------------------------------------------------------------------------------
 async def test_a_trickling_client_is_cut_too(start: Start) -> None:
     _directory, port = await start(read_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -186,8 +195,137 @@ async def test_a_trickling_client_is_cut_too(start: Start) -> None:
     writer.close()
 
 
-def test_the_default_read_timeout_is_10_s() -> None:
-    assert DeviceApi(MemoryDirectory(), public_host=HOST).read_timeout == 10.0
+def test_the_default_time_limits_are_the_spec_s() -> None:
+    server = DeviceApiServer(DeviceApi(MemoryDirectory(), public_host=HOST), "127.0.0.1", 0)
+    assert (server.api.read_timeout, server.handshake_timeout, server.idle_timeout) == (10.0, 10.0, 30.0)
+
+
+# -- time limits of revision 2: 408 where an answer can be sent, the handshake's own 10 s, 30 s idle ---------------
+TIMEOUT_408 = {"error": "timeout", "message": "request not received in time"}
+
+
+def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # connects and says nothing
+        b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n",  # headers never finish
+        b'POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"code":',  # the body never finishes
+    ],
+)
+async def test_a_request_not_whole_in_time_gets_408_then_the_connection_closes(start: Start, data: bytes) -> None:
+    """Revision 2: "408 `timeout` where an answer can still be sent"; before, the connection was cut without one."""
+    _directory, port = await start(read_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t = time.monotonic()
+    writer.write(data)
+    async with asyncio.timeout(5):
+        raw = await reader.read()  # until the server closes
+    writer.close()
+    assert 0.4 < time.monotonic() - t < 3
+    status, headers, body = _parse(raw)
+    assert (status, json.loads(body), headers["cache-control"], headers["connection"]) == (
+        408, TIMEOUT_408, "no-store", "close"
+    )  # fmt: skip
+
+
+async def _serve(**kw: float) -> DeviceApiServer:
+    directory = MemoryDirectory()
+    directory.codes[code_hash(CODE)] = ("dev-0001", TS * 1000 + 900_000, False)
+    read = kw.pop("read_timeout", 10.0)
+    server = DeviceApiServer(DeviceApi(directory, public_host=HOST, read_timeout=read), "127.0.0.1", 0, **kw)
+    await server.start()
+    return server
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """One enrollment on a kept-alive connection: the answer's status."""
+    body = b'{"code":"x"}'
+    writer.write(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status, headers, _ = _parse(head)
+    await reader.readexactly(int(headers["content-length"]))
+    return status
+
+
+async def test_a_kept_alive_connection_waits_the_idle_time_not_the_request_time() -> None:
+    """Revision 2: an idle kept-alive connection is closed after 30 s; before, after the 10 s of a request."""
+    server = await _serve(read_timeout=0.4, idle_timeout=1.5)
+    assert server.bound_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+    try:
+        assert await _ask(reader, writer) == 404
+        await asyncio.sleep(0.9)  # longer than a request may take, shorter than the idle time
+        assert await _ask(reader, writer) == 404
+        t = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # then closed, silently, when idle too long
+        assert 1.2 < time.monotonic() - t < 3
+    finally:
+        writer.close()
+        await server.close()
+
+
+async def test_after_idling_the_request_time_runs_from_its_first_byte() -> None:
+    server = await _serve(read_timeout=0.5, idle_timeout=5.0)
+    assert server.bound_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+    try:
+        assert await _ask(reader, writer) == 404
+        await asyncio.sleep(0.7)
+        writer.write(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n")  # begins, never finishes its headers
+        t = time.monotonic()
+        async with asyncio.timeout(5):
+            raw = await reader.read()
+        assert 0.35 < time.monotonic() - t < 2
+        status, _, body = _parse(raw)
+        assert (status, json.loads(body)) == (408, TIMEOUT_408)
+    finally:
+        writer.close()
+        await server.close()
+
+
+async def _tls_answer(port: int, cert: Path, delay: float) -> int:
+    """Connect, wait `delay` before the TLS handshake, then send a signed GET: the answer's status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.sleep(delay)
+        await writer.start_tls(ssl.create_default_context(cafile=str(cert)), server_hostname="localhost")
+        auth = signed("dev-0001", "GET", "/v1/device", b"", host=HOST, ts=TS, nonce="nonce-0000000001")
+        writer.write(http("GET", "/v1/device", headers=auth))
+        async with asyncio.timeout(5):
+            status, _, _ = _parse(await reader.read())
+        return status
+    finally:
+        writer.close()
+
+
+async def test_the_tls_handshake_has_its_own_time(start: Start, tmp_path: Path) -> None:
+    """Revision 2: the handshake gets its own 10 s, and the request its 10 s after it; before, the handshake had the
+    request's time (`read_timeout`)."""
+    cert, key = self_signed(tmp_path)
+    directory = MemoryDirectory()
+    directory.add("dev-0001", 1)
+    api = DeviceApi(directory, public_host=HOST, clock=lambda: TS * 1000, read_timeout=0.3)
+    server = DeviceApiServer(api, "127.0.0.1", 0, server_context(cert, key), handshake_timeout=2.0)
+    await server.start()
+    assert server.bound_port
+    try:
+        assert await _tls_answer(server.bound_port, cert, 0.8) == 200  # a slow handshake, then a prompt request
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+        t = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # no handshake at all: closed, no HTTP answer is possible
+        writer.close()
+        assert 1.6 < time.monotonic() - t < 4
+    finally:
+        await server.close()
 
 
 # -- TLS ---------------------------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ every provisioning parameter of the answer, the server, the CA file and the plat
 offset; a revoked device's secret is deleted from the file. `claim` prints the per-call key of this device's live
 call that presented NUMBER (`--json`: `call_id`, `call_key_id`, `call_key`).
 
+A 401 is not retried: one clock check (the answer's `Date` against the time the request was signed by) says whether
+to correct the clock or to ask for a new activation code. 403 `rotated` (the key_id was retired by a rotation) says
+to ask for a new activation code; the state file is kept as it is.
+
 Exit codes: 0 ok, 1 the API refused (its reason on stderr), 2 bad input, 3 no usable answer (unreachable, TLS, a
 server error).
 """
@@ -30,7 +34,6 @@ from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import params_document
 from asterisk_securelink.device import enrollment as files
 from asterisk_securelink.device.api_client import (
-    AuthenticationFailed,
     Credentials,
     DeviceApiClient,
     DeviceApiError,
@@ -55,6 +58,7 @@ from asterisk_securelink.device.cli_io import (
 )
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment
 from asterisk_securelink.deviceapi import codes
+from asterisk_securelink.deviceapi.ascii import ascii_lower
 from asterisk_securelink.errors import ProtocolError
 
 T = TypeVar("T")
@@ -75,8 +79,8 @@ class ApiCommandError(ProtocolError):
 def _run(call: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(_awaited(call))
-    except Refused as exc:
-        hint = " (rotated? enroll again; clock right?)" if isinstance(exc, AuthenticationFailed) else ""
+    except Refused as exc:  # 401: not retried, its message says whether the clock is the cause (one check)
+        hint = ""
         if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
             hint = f" (retry after {exc.retry_after_s} s)"
         raise ApiCommandError(f"refused: {exc}{hint}", REFUSED, revoked=isinstance(exc, DeviceRevoked),
@@ -119,13 +123,13 @@ def _code_and_server(source: str, server_option: str | None) -> tuple[str, str]:
         code = codes.normalize_code(source)
         from_uri = None
     except codes.CodeError:
-        if source != "-" and not source.lower().startswith(f"{codes.SCHEME}:") and not Path(source).exists():
-            raise DeviceCliError("URI|CODE: not an activation code (16 characters A-Z and 2-7, dashes ignored), "
-                                 "a securelink://enroll URI, a file holding one, or '-'") from None  # fmt: skip
+        if source != "-" and not ascii_lower(source).startswith(f"{codes.SCHEME}:") and not Path(source).exists():
+            raise DeviceCliError("URI|CODE: not an activation code (16 characters A-Z and 2-7, dashes and "
+                                 "spaces ignored), a securelink://enroll URI, a file or '-'") from None  # fmt: skip
         text, where = read_source(source, argument_warning=None)  # the code is spent right away
         text = uri_in(text, ("enrollment_uri",))
         try:
-            if text.lower().startswith(f"{codes.SCHEME}:"):
+            if ascii_lower(text).startswith(f"{codes.SCHEME}:"):
                 from_uri, code = codes.parse_enrollment_uri(text)
             else:
                 from_uri, code = None, codes.normalize_code(text)

@@ -14,9 +14,11 @@ Every request but enrollment is signed as the spec says (`deviceapi.signing`), w
 sent, the `public_host` the phone was given (the server URL's host[:port]), a fresh nonce and the platform's time as
 far as the client knows it (`offset_ms`, learned from every `server_time_ms`). A claim carries an `Idempotency-Key`;
 when its answer is lost (no answer, a 5xx) it is sent again with the same key (fresh nonce and signature), so the
-phone gets the same voucher. TLS is verified against the system's CAs, or only `ca_file` when given; plain HTTP is
-allowed to a loopback address only. The spec's error codes become the exceptions of `api_errors` (re-exported here);
-no message holds a secret, a code or a call key.
+phone gets the same voucher. A 401 is never retried: the answer's `Date` tells once whether the clock is the cause
+(`AuthenticationFailed.clock_skew_ms`), and the user is told; a 403 `rotated` (`DeviceRotated`) means: ask for a new
+activation code. TLS is verified against the system's CAs, or only `ca_file` when given; plain HTTP is allowed to a
+loopback address only. The spec's error codes become the exceptions of `api_errors` (re-exported here); no message
+holds a secret, a code or a call key.
 """
 
 from __future__ import annotations
@@ -47,53 +49,34 @@ from asterisk_securelink.core.provisioning import (
 )
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.device.api_errors import (
-    AlreadyClaimed as AlreadyClaimed,
-)
-from asterisk_securelink.device.api_errors import (
-    AuthenticationFailed as AuthenticationFailed,
-)
-from asterisk_securelink.device.api_errors import (
-    CallRefused as CallRefused,
-)
-from asterisk_securelink.device.api_errors import (
-    DeviceApiError as DeviceApiError,
-)
-from asterisk_securelink.device.api_errors import (
-    DeviceRevoked as DeviceRevoked,
-)
-from asterisk_securelink.device.api_errors import (
-    NotFound as NotFound,
-)
-from asterisk_securelink.device.api_errors import (
-    RateLimited as RateLimited,
-)
-from asterisk_securelink.device.api_errors import (
-    Refused as Refused,
-)
-from asterisk_securelink.device.api_errors import (
-    RequestRejected as RequestRejected,
-)
-from asterisk_securelink.device.api_errors import (
-    ServerError as ServerError,
-)
-from asterisk_securelink.device.api_errors import (
-    TlsFailed as TlsFailed,
-)
-from asterisk_securelink.device.api_errors import (
-    Unreachable as Unreachable,
-)
-from asterisk_securelink.device.api_errors import (
-    UpgradeRequired as UpgradeRequired,
-)
-from asterisk_securelink.device.api_errors import (
-    UseDtmf as UseDtmf,
-)
-from asterisk_securelink.device.api_errors import (
+    AlreadyClaimed,
+    AuthenticationFailed,
+    CallRefused,
+    DeviceApiError,
+    DeviceRevoked,
+    DeviceRotated,
+    NotFound,
+    RateLimited,
+    Refused,
+    RequestRejected,
+    ServerError,
+    TlsFailed,
+    Unreachable,
+    UpgradeRequired,
+    UseDtmf,
     answer,
+    retry_after_s,
 )
 from asterisk_securelink.deviceapi.codes import CodeError, check_public_host, normalize_code
 from asterisk_securelink.deviceapi.settings import is_loopback
 from asterisk_securelink.deviceapi.signing import api_key, authorization
+
+__all__ = [  # the client, its values and its errors (from `api_errors`)
+    "AlreadyClaimed", "AuthenticationFailed", "CallKey", "CallRefused", "Credentials", "DeviceApiClient",
+    "DeviceApiError", "DeviceRevoked", "DeviceRotated", "DeviceStatus", "Enrolled", "Intent", "NotFound",
+    "RateLimited", "Refused", "RequestRejected", "ServerError", "TlsFailed", "Unreachable", "UpgradeRequired",
+    "UseDtmf", "check_server", "params_of", "tls_context",
+]  # fmt: skip
 
 TIMEOUT: Final = 10.0  # seconds for one request, connection included
 ATTEMPTS: Final = 3  # sends of a retriable request (claim, status, fork) whose answer was lost
@@ -279,7 +262,7 @@ class DeviceApiClient:
 
     # -- routes --------------------------------------------------------------------------------------------------
     async def enroll(self, code: str) -> Enrolled:
-        """`POST /v1/enroll`: redeem a one-time activation code (dashes and case ignored), saying this client speaks
+        """`POST /v1/enroll`: redeem a one-time activation code (dashes, spaces, ASCII case ignored), saying it speaks
         SLK1 1.2. Sent once, never retried: a lost answer has used the code. Raises ValueError for a malformed code,
         NotFound, RateLimited, UpgradeRequired, ..."""
         try:
@@ -391,11 +374,12 @@ class DeviceApiClient:
         if data:
             headers["Content-Type"] = "application/json"
         sent = self.clock()
+        signed_ms = sent + self.offset_ms  # the platform's time as this client knows it: what TS says
         if signed:
             assert self.credentials is not None  # checked by _request
             headers["Authorization"] = authorization(
                 self.credentials.key_id, api_key(self.credentials.secret), method=method, host=self.public_host,
-                target=target, body=data, ts=(sent + self.offset_ms) // 1000, nonce=secrets.token_urlsafe(18),
+                target=target, body=data, ts=signed_ms // 1000, nonce=secrets.token_urlsafe(18),
             )  # fmt: skip
         session = self._get_session()
         try:
@@ -403,7 +387,7 @@ class DeviceApiClient:
                                        headers=headers, ssl=self._ssl, allow_redirects=False) as resp:  # fmt: skip
                 status = resp.status
                 raw = await _read_limited(resp)
-                retry_after = resp.headers.get("Retry-After", "")
+                retry_after, date = resp.headers.get("Retry-After", ""), resp.headers.get("Date")
         except aiohttp.ClientConnectorCertificateError as exc:
             why = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
             raise TlsFailed(f"TLS with {self.public_host} failed: its certificate is {safe_display(why, 80)} "
@@ -414,9 +398,9 @@ class DeviceApiClient:
             raise Unreachable(f"no answer from {self.public_host}: {_reason(exc)}") from None
         received = self.clock()
         try:
-            return answer(status, raw, not_found), sent, received
+            return answer(status, raw, not_found, date=date, signed_ms=signed_ms), sent, received
         except RateLimited as exc:
-            exc.retry_after_s = int(retry_after) if retry_after.isdigit() else None
+            exc.retry_after_s = retry_after_s(retry_after)
             raise
 
     def _get_session(self) -> aiohttp.ClientSession:

@@ -1,15 +1,24 @@
 """The device API's answers as the phone sees them (`docs/device-api.md`): the spec's error codes become these
 exceptions (`answer` maps a status and body to a document or an exception). No message holds a secret, a code or a
-call key."""
+call key.
+
+A 401 is never retried: the phone checks its clock once and tells its user (revision 2). The 401 carries no
+`server_time_ms` (an error is `{"error", "message"}` only) and a signed `GET /v1/device` fails the same way when the
+clock is the cause, so the check compares the platform's time the phone signed by with the answer's `Date` header
+(`clock_skew_ms`): more than 60 s apart, the clock is the cause; else the key_id and secret are not accepted.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.errors import ProtocolError
+
+CLOCK_WINDOW_MS: Final = 60_000  # the API's |now - TS| limit
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
@@ -27,11 +36,20 @@ class Refused(DeviceApiError):
 
 
 class AuthenticationFailed(Refused):
-    """401 `unauthorized`: wrong key_id or secret, a clock off by more than 60 s, or a replayed nonce."""
+    """401 `unauthorized`: wrong key_id or secret, a clock off by more than 60 s, or a replayed nonce. Not retried.
+    `clock_skew_ms`: the platform's clock (by the answer's `Date`) minus the time this device signed by; None when
+    the answer had no usable `Date`."""
+
+    clock_skew_ms: int | None = None
 
 
 class DeviceRevoked(Refused):
     """403 `revoked`: the device is revoked; delete its secret."""
+
+
+class DeviceRotated(Refused):
+    """403 `rotated`: a rotation retired this device's key_id, so its secret works nowhere any more. Do not retry:
+    ask for a new activation code and enroll again."""
 
 
 class NotFound(Refused):
@@ -65,7 +83,8 @@ class CallRefused(Refused):
 
 
 class RequestRejected(Refused):
-    """400, 408, 413, 415: the server did not take the request as sent (a client bug, not a verdict)."""
+    """400, 405, 408, 413, 415, or an error this client does not know (a 403 of a proxy): the server did not take the
+    request as sent (a client bug, not a verdict; never a reason to delete the secret)."""
 
 
 class ServerError(DeviceApiError):
@@ -83,6 +102,7 @@ class TlsFailed(Unreachable):
 _BY_CODE: Final[Mapping[str, type[Refused]]] = {
     "unauthorized": AuthenticationFailed,
     "revoked": DeviceRevoked,
+    "rotated": DeviceRotated,
     "not_found": NotFound,
     "already_claimed": AlreadyClaimed,
     "rate_limited": RateLimited,
@@ -94,6 +114,7 @@ _BY_CODE: Final[Mapping[str, type[Refused]]] = {
     "no_route": CallRefused,
     "busy": CallRefused,
     "bad_request": RequestRejected,
+    "method_not_allowed": RequestRejected,
     "too_large": RequestRejected,
     "unsupported": RequestRejected,
     "timeout": RequestRejected,
@@ -102,6 +123,8 @@ _MESSAGES: Final[Mapping[type[Refused], str]] = {
     AuthenticationFailed: "authentication failed: wrong key_id or secret, a clock off by more than 60 s, "
     "or a replayed nonce",
     DeviceRevoked: "this device is revoked: its secret must be deleted and the device enrolled again",
+    DeviceRotated: "this device's key was rotated: its secret no longer works; ask for a new activation code and "
+    "enroll again",
     AlreadyClaimed: "this call's key was already released to another claim (is the device secret cloned?)",
     RateLimited: "rate limited (too many failed activation codes, or intents); try again later",
     UseDtmf: "no intent now: call the access number and send the key by DTMF",
@@ -116,8 +139,36 @@ _CALL_REFUSED: Final[Mapping[str, str]] = {
 }
 
 
-def answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
-    """The JSON object of a 200, 201 or 202, or the exception for anything else."""
+def clock_skew_ms(date: str | None, signed_ms: int) -> int | None:
+    """The platform's clock by an answer's `Date` header (RFC 9110, whole seconds) minus `signed_ms`, the platform
+    time this device signed by; None when there is no usable `Date`."""
+    try:
+        when = parsedate_to_datetime(date or "")
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if when.tzinfo is None else int(when.timestamp() * 1000) - signed_ms
+
+
+def retry_after_s(value: str) -> int | None:
+    """A `Retry-After` of delay-seconds (ASCII digits only: `int` would take other Unicode digits), else None."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _unauthorized(skew_ms: int | None) -> str:
+    if skew_ms is None:
+        return _MESSAGES[AuthenticationFailed]
+    seconds = abs(skew_ms) // 1000
+    if abs(skew_ms) > CLOCK_WINDOW_MS:
+        side = "behind" if skew_ms > 0 else "ahead of"
+        return (f"authentication failed: this device's clock is {seconds} s {side} the platform's (the API allows "
+                "60 s); correct the clock, then try again")  # fmt: skip
+    return (f"authentication failed, the clock agreeing with the platform's (within {seconds} s): the platform does "
+            "not accept this key_id and secret; ask for a new activation code")  # fmt: skip
+
+
+def answer(status: int, raw: bytes, not_found: str, *, date: str | None = None, signed_ms: int = 0) -> dict[str, Any]:
+    """The JSON object of a 200, 201 or 202, or the exception for anything else. `date` (the answer's `Date`
+    header) and `signed_ms` (the platform time the request was signed by) make the clock check of a 401."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -132,8 +183,12 @@ def answer(status: int, raw: bytes, not_found: str) -> dict[str, Any]:
     if status >= 500 or not 400 <= status < 500:
         detail = f" ({safe_display(server_message, 120)})" if isinstance(server_message, str) else ""
         raise ServerError(f"the server failed: HTTP {status}{detail}", status=status, code=code)
-    kind = _BY_CODE.get(code) or {401: AuthenticationFailed, 403: DeviceRevoked, 404: NotFound,
-                                  409: AlreadyClaimed, 429: RateLimited}.get(status, RequestRejected)  # fmt: skip
+    kind = _BY_CODE.get(code) or {401: AuthenticationFailed, 404: NotFound, 409: AlreadyClaimed,
+                                  429: RateLimited}.get(status, RequestRejected)  # fmt: skip
+    if kind is AuthenticationFailed:
+        failed = AuthenticationFailed(_unauthorized(skew := clock_skew_ms(date, signed_ms)), status=status, code=code)
+        failed.clock_skew_ms = skew
+        raise failed
     if kind is NotFound:
         message = not_found
     elif kind is CallRefused:

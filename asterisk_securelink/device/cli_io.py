@@ -19,6 +19,7 @@ from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.device import reference as device
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment, from_json, to_json
+from asterisk_securelink.deviceapi.ascii import ascii_lower
 from asterisk_securelink.errors import InputError
 
 MAX_URI_BYTES: Final = 4096  # a provisioning URI is a few hundred bytes
@@ -45,7 +46,7 @@ def read_source(source: str, *, argument_warning: str | None) -> tuple[str, str]
     `argument_warning`, if any) or a file path."""
     if source == "-":
         text, where = sys.stdin.read(MAX_URI_BYTES + 1), "stdin"
-    elif source[: len(URI_PREFIX)].lower() == URI_PREFIX:
+    elif ascii_lower(source[: len(URI_PREFIX)]) == URI_PREFIX:
         if argument_warning:
             warn(argument_warning)
         text, where = source, "the argument"
@@ -57,10 +58,11 @@ def read_source(source: str, *, argument_warning: str | None) -> tuple[str, str]
 
 
 def uri_in(text: str, names: Sequence[str] = ("provisioning_uri",)) -> str:
-    """The URI itself, or the first of `names` found in JSON output of `securelink device add --json` saved to a
-    file."""
+    """The URI itself (without the line ending a file or stdin ends it with: a space or tab anywhere stays, for the
+    URI's own rules to refuse), or the first of `names` found in JSON output of `securelink device add --json` saved
+    to a file."""
     if not text.lstrip().startswith("{"):
-        return text.strip()
+        return text.removesuffix("\n").removesuffix("\r")
     try:
         data = json.loads(text)
     except ValueError:
@@ -68,7 +70,7 @@ def uri_in(text: str, names: Sequence[str] = ("provisioning_uri",)) -> str:
     for name in names:
         uri = data.get(name) if isinstance(data, dict) else None
         if isinstance(uri, str):
-            return uri.strip()
+            return uri
     raise DeviceCliError(f'the JSON input has no "{names[0]}" string')
 
 

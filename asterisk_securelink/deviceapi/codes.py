@@ -1,8 +1,11 @@
 """Activation codes and the enrollment URI (`docs/device-api.md`, "Enrollment codes"). Pure but for `new_code`.
 
-A code is 80 random bits: 16 characters of RFC 4648 base32 without padding, shown grouped `XXXX-XXXX-XXXX-XXXX`;
-dashes and case are ignored on input. Only `code_hash(code)` (SHA-256 of the normalized code) is ever stored.
-The enrollment URI is `securelink://enroll?server=<https URL>&code=<code>`, values percent-encoded (RFC 3986).
+A code is 80 random bits: 16 characters of RFC 4648 base32 without padding, shown grouped `XXXX-XXXX-XXXX-XXXX`.
+On input, ASCII case is ignored and dashes and spaces (U+0020) anywhere are removed; any other character (a tab, a
+Unicode dash or space, a dotless i or a long s) makes the code unknown: no Unicode case folding. Only
+`code_hash(code)` (SHA-256 of the normalized code) is ever stored. The enrollment URI is
+`securelink://enroll?server=<https URL>&code=<code>`, values percent-encoded (RFC 3986); a raw character RFC 3986
+does not allow (a space, tab, CR, LF, non-ASCII) refuses it, as in SLK1's provisioning URI, instead of being deleted.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Final
 from urllib.parse import quote, urlsplit
 
 from asterisk_securelink.core.query import QueryError, parse_query
+from asterisk_securelink.deviceapi.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.errors import InputError
 
 CODE_BYTES: Final = 10  # 80 bits
@@ -25,6 +29,7 @@ SCHEME: Final = "securelink"
 URI_HOST: Final = "enroll"
 
 _CODE: Final = re.compile(r"[A-Z2-7]{16}")
+_URI: Final = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what RFC 3986 can allow raw, and no more
 _HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?")
 
 
@@ -38,10 +43,12 @@ def new_code(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
 
 
 def normalize_code(text: str) -> str:
-    """The 16-character form of a code as a person typed it: dashes dropped, upper case. Raises CodeError."""
-    code = text.strip().replace("-", "").upper() if isinstance(text, str) else ""
+    """The 16-character form of a code as a person typed it: dashes and spaces (U+0020 only) dropped anywhere, ASCII
+    letters upper-cased; any other character refuses it (no Unicode folding: the long s is not `S`). Raises
+    CodeError."""
+    code = ascii_upper(text.replace("-", "").replace(" ", "")) if isinstance(text, str) else ""
     if not _CODE.fullmatch(code):
-        raise CodeError("an activation code is 16 characters A-Z and 2-7 (dashes ignored)")
+        raise CodeError("an activation code is 16 characters A-Z and 2-7 (dashes and spaces ignored)")
     return code
 
 
@@ -77,12 +84,16 @@ def enrollment_uri(server: str, code: str) -> str:
 
 def parse_enrollment_uri(uri: str) -> tuple[str, str]:
     """(server URL, normalized code) from an enrollment URI: `server` and `code` each exactly once (other parameters
-    ignored), RFC 3986 percent-decoding (a bare `+` stays `+`). Raises CodeError."""
+    ignored), RFC 3986 percent-decoding (a bare `+` stays `+`); scheme and host compare ASCII case-insensitively. A
+    character RFC 3986 does not allow raw refuses the URI (`urlsplit` would delete a tab, CR or LF). Raises
+    CodeError."""
+    if not isinstance(uri, str) or not _URI.fullmatch(uri):
+        raise CodeError("not an enrollment URI (a space, tab, line break or non-ASCII character in it)")
     try:
-        parts = urlsplit(uri.strip())
-    except (ValueError, AttributeError):
+        parts = urlsplit(uri)
+    except ValueError:
         raise CodeError("not an enrollment URI") from None
-    if parts.scheme != SCHEME or parts.netloc != URI_HOST or parts.path not in ("", "/") or parts.fragment:
+    if parts.scheme != SCHEME or ascii_lower(parts.netloc) != URI_HOST or parts.path not in ("", "/") or parts.fragment:
         raise CodeError(f"an enrollment URI starts with {SCHEME}://{URI_HOST}?")
     try:
         found = parse_query(parts.query, only=("server", "code"))

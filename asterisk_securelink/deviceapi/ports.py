@@ -19,6 +19,7 @@ from asterisk_securelink.core.tollguard import Policy
 from asterisk_securelink.errors import SecureLinkError
 
 REVOKED: Final = "revoked"
+ROTATED: Final = "rotated"  # the 403 error code of a request signed with a key_id a rotation retired
 SUSPENDED: Final = "suspended"
 PROVISIONED: Final = "provisioned"  # enrolled, never admitted until its first verified call registers it
 ACTOR: Final = "device"  # the audit actor of everything a device does through the API
@@ -26,7 +27,7 @@ ACTOR: Final = "device"  # the audit actor of everything a device does through t
 
 @dataclass(frozen=True)
 class DeviceView:
-    """A device as its current key_id finds it (a rotated-away key_id finds nothing)."""
+    """A device as its current key_id finds it (a rotated-away key_id finds nothing: `DeviceDirectory.retired`)."""
 
     device_id: int
     key_id: str
@@ -154,6 +155,12 @@ class DeviceDirectory(Protocol):
 
     async def by_key_id(self, key_id: str) -> DeviceView | None:
         """The device whose *current* key_id this is, whatever its status (a revoked device included)."""
+        ...
+
+    async def retired(self, key_id: str) -> bool:
+        """Whether a rotation retired this key_id (it was a device's, and that device has another one now). Asked
+        only for a key_id `by_key_id` did not find; the request is then checked with its old secret and answered
+        403 `rotated`."""
         ...
 
     def secret_of(self, key_id: str) -> bytes:

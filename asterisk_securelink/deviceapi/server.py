@@ -3,8 +3,10 @@
 `DeviceApi` holds the handlers: `POST /v1/enroll`, `GET /v1/device`, `PUT /v1/device/fork`, `POST /v1/calls/claim`,
 `POST /v1/calls/intent` (`intent.py`), `POST /v1/calls/callback` (`callback.py`).
 Authentication follows `signing` in the spec's order: parse -> signature -> clock -> nonce (stored only after the
-signature verified); any failure is the same 401. A revoked device that authenticated gets 403 `revoked` on every
-route but `GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
+signature verified); any failure is the same 401. A key_id a rotation retired is checked with its old secret and,
+once signature, clock and nonce passed, answered 403 `rotated` on every route (the phone asks for a new activation
+code instead of retrying). A revoked device that authenticated gets 403 `revoked` on every route but
+`GET /v1/device`. `DeviceApiServer` serves it on one host:port, HTTPS when given an `ssl.SSLContext`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import re
 import ssl
 from collections.abc import Callable, Sequence
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +41,7 @@ from asterisk_securelink.deviceapi.limits import (
 from asterisk_securelink.deviceapi.ports import (
     ACTOR,
     REVOKED,
+    ROTATED,
     ApiEvent,
     Callbacks,
     ClaimOutcome,
@@ -49,6 +53,8 @@ from asterisk_securelink.deviceapi.settings import DeviceApiConfig, listen_addre
 from asterisk_securelink.deviceapi.signing import SCHEME, Unauthorized, parse_authorization, verify
 from asterisk_securelink.deviceapi.tls import server_context
 from asterisk_securelink.deviceapi.transport import (
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
     MAX_BODY,
     MAX_PER_ADDRESS,
     READ_TIMEOUT,
@@ -253,22 +259,27 @@ class DeviceApi:
             auth = parse_authorization(values[0])
             secret = self.directory.secret_of(auth.key_id)
             view = await self.directory.by_key_id(auth.key_id)
+            retired = view is None and await self.directory.retired(auth.key_id)
             expires = verify(
                 auth,
-                secret if view is not None else None,
+                secret if view is not None or retired else None,
                 method=request.method,
                 host=self.public_host,
                 target=request.raw_path,
                 body=body,
                 now=self.clock() // 1000,
             )
-            if view is None:  # not reached: verify() fails without a secret
-                raise Unauthorized("unknown key_id")
             if not await self.directory.nonce_insert_if_absent(auth.key_id, auth.nonce, expires):
                 raise Unauthorized("nonce replayed")
         except Unauthorized as exc:
             log.debug("device api: %s %s unauthorized: %s", request.method, request.path, exc)
-            raise ApiError(401, "unauthorized", "authentication failed", headers={"WWW-Authenticate": SCHEME}) from None
+            # Date: the clock TS was judged by, for the phone's one clock check (an error has no server_time_ms)
+            date = formatdate(self.clock() // 1000, usegmt=True)
+            raise ApiError(401, "unauthorized", "authentication failed",
+                           headers={"WWW-Authenticate": SCHEME, "Date": date}) from None  # fmt: skip
+        if view is None:  # verify() passed without a device: the key_id was retired by a rotation
+            log.info("device api: a request signed with key_id %s, which a rotation retired: 403 rotated", auth.key_id)
+            raise ApiError(403, ROTATED, "this device's key was rotated: ask for a new activation code")
         return view
 
 
@@ -296,8 +307,10 @@ def _not_revoked(view: DeviceView) -> DeviceView:
 
 class DeviceApiServer:
     """Serves a `DeviceApi` on host:port; HTTPS with `ssl_context` (see `tls.server_context`). The TLS handshake
-    must finish within the read timeout (10 s), and the whole request (line, headers, body) must arrive within the
-    read timeout after it or after the previous answer; at most `max_per_address` connections per client address."""
+    must finish within `handshake_timeout` (10 s) of the connection; the whole request (line, headers, body) within
+    the API's `read_timeout` (10 s) after the handshake, or after the first byte of the next request on a kept-alive
+    connection, which may wait `idle_timeout` (30 s) for it (`transport.Protocol`); at most `max_per_address`
+    connections per client address."""
 
     def __init__(
         self,
@@ -307,10 +320,14 @@ class DeviceApiServer:
         ssl_context: ssl.SSLContext | None = None,
         *,
         max_per_address: int = MAX_PER_ADDRESS,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         """`max_per_address`: connections served at once from one client address (a trusted proxy's are not
         counted: it carries many clients)."""
         self.api = api
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         trusted = api.trusted_proxy
         self.slots = AddressSlots(max_per_address, lambda address: is_trusted(address, trusted))
         self.host = host
@@ -322,20 +339,22 @@ class DeviceApiServer:
 
     async def start(self) -> None:
         timeout = self.api.read_timeout
-        # keepalive_timeout: a connection idle, or still sending its request line and headers, for that long is
-        # closed; auto_decompress off: an encoded body is refused (415), never inflated
-        options: dict[str, Any] = {"keepalive_timeout": timeout, "auto_decompress": False, "max_headers": 64}
+        # keepalive_timeout: aiohttp's own timer, a backstop beyond Protocol's (which close first); auto_decompress
+        # off: an encoded body is refused (415), never inflated
+        backstop = timeout + self.idle_timeout + 1
+        options: dict[str, Any] = {"keepalive_timeout": backstop, "auto_decompress": False, "max_headers": 64}
         self._runner = web.AppRunner(self.api.app(), access_log=None, **options)
         await self._runner.setup()
         server = self._runner.server
         assert server is not None  # set by setup()
         loop = asyncio.get_running_loop()
+        limits = {"request_timeout": timeout, "idle_timeout": self.idle_timeout}
         self._server = await loop.create_server(
-            lambda: Protocol(server, loop=loop, access_log=None, slots=self.slots, **options),
+            lambda: Protocol(server, loop=loop, access_log=None, slots=self.slots, **limits, **options),
             self.host,
             self.port,
             ssl=self.ssl_context,
-            ssl_handshake_timeout=timeout if self.ssl_context is not None else None,
+            ssl_handshake_timeout=self.handshake_timeout if self.ssl_context is not None else None,
         )
         self.bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
         scheme = "https" if self.ssl_context is not None else "http"

@@ -23,6 +23,7 @@ from typing import Final, NamedTuple
 
 from asterisk_securelink.core import b64
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id
+from asterisk_securelink.deviceapi.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.errors import ProtocolError, VerificationError
 
 SCHEME: Final = "SLK1"
@@ -35,6 +36,7 @@ PARAMETERS: Final = frozenset({"key_id", "ts", "nonce", "sig"})
 _TS: Final = re.compile(r"[0-9]{10}")
 _NONCE: Final = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SIG: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # unpadded base64url of 32 bytes
+_SCHEME: Final = re.compile(r"([^ ]*) +")  # the scheme, then 1*SP (RFC 9110: spaces only, no tab)
 _PARAM: Final = re.compile(r'([A-Za-z_]+)[ \t]*=[ \t]*"([^"\\]*)"')  # double-quoted, no escapes
 _OWS: Final = re.compile(r"[ \t]*")
 _COMMA: Final = re.compile(r"[ \t]*,[ \t]*")
@@ -89,27 +91,29 @@ def authorization(
 
 def parse_authorization(value: str) -> Authorization:
     """`SLK1 key_id="..", ts="..", nonce="..", sig=".."`: exactly these four parameters (any order), each once,
-    double-quoted without escapes, each value well-formed. The scheme and parameter names are case-insensitive
-    (RFC 9110); the values are not. Raises Unauthorized."""
+    double-quoted without escapes, each value well-formed. As in RFC 9110: the scheme is followed by one or more
+    spaces (not a tab); the scheme and the parameter names compare ASCII case-insensitively (a long s is not `S`);
+    spaces or tabs may stand around `=` and `,`; an empty list element (`, ,`, a trailing `,`) is invalid. The values
+    are case-sensitive. Raises Unauthorized."""
     if len(value) > MAX_HEADER:
         raise Unauthorized("authorization header too long")
-    scheme, space, rest = value.partition(" ")
-    if not space or scheme.upper() != SCHEME:
+    start = _SCHEME.match(value)
+    if start is None or ascii_upper(start[1]) != SCHEME:
         raise Unauthorized("not an SLK1 authorization")
     params: dict[str, str] = {}
-    pos = len(rest) - len(rest.lstrip(" \t"))
+    pos = start.end()
     while True:
-        m = _PARAM.match(rest, pos)
+        m = _PARAM.match(value, pos)
         if m is None:
             raise Unauthorized("malformed authorization parameters")
-        name = m[1].lower()
+        name = ascii_lower(m[1])
         if name not in PARAMETERS or name in params:
             raise Unauthorized("unknown or repeated authorization parameter")
         params[name] = m[2]
         pos = m.end()
-        if _OWS.fullmatch(rest, pos):
+        if _OWS.fullmatch(value, pos):
             break
-        sep = _COMMA.match(rest, pos)
+        sep = _COMMA.match(value, pos)
         if sep is None:
             raise Unauthorized("malformed authorization parameters")
         pos = sep.end()

@@ -44,7 +44,7 @@ from asterisk_securelink.store.api_models import ActivationCode, ApiNonce
 from asterisk_securelink.store.enroll_limits import EnrollLimits
 from asterisk_securelink.store.intents import CreateOutcome, CreateResult
 from asterisk_securelink.store.lanes import Lanes, lanes_for, rowcount
-from asterisk_securelink.store.models import AuditEvent, Device, utcnow
+from asterisk_securelink.store.models import AuditEvent, Device, KeyIdRecord, utcnow
 from asterisk_securelink.store.store import Store, StoreError, audit_fields
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ EventSink = Callable[[ApiEvent], None]  # `Notifier.api_event`: the audit row, m
 # the hot statements, built once (bound parameters; SQLAlchemy caches their compiled form)
 _DEVICE_BY_KEY_ID = select(Device.id, Device.key_id, Device.status, Device.fork_enabled, Device.home).where(
     Device.key_id == bindparam("key_id")
+)
+_RETIRED = select(KeyIdRecord.key_id).where(
+    KeyIdRecord.key_id == bindparam("key_id"), KeyIdRecord.retired_at.is_not(None)
 )
 
 
@@ -154,6 +157,11 @@ class ApiStore:
         if row is None:
             return None
         return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled), row.home)
+
+    async def retired(self, key_id: str) -> bool:
+        """The key_id's tombstone says a rotation retired it (`store._rotate_in`); read on every request too."""
+        async with self._lanes.connection() as c:
+            return (await c.execute(_RETIRED, {"key_id": key_id})).first() is not None
 
     def secret_of(self, key_id: str) -> bytes:
         return device_secret(self._master, key_id)

@@ -57,6 +57,7 @@ class MemoryDirectory:
     """A `DeviceDirectory` in memory, with a log of what the server asked."""
 
     devices: dict[str, DeviceView] = field(default_factory=dict)
+    retired_key_ids: set[str] = field(default_factory=set)  # key_ids a rotation retired
     codes: dict[str, tuple[str, int, bool]] = field(default_factory=dict)  # hash -> (key_id, expires_ms, used)
     nonces: dict[tuple[str, str], int] = field(default_factory=dict)
     vouchers: list[Voucher] = field(default_factory=list)
@@ -74,6 +75,13 @@ class MemoryDirectory:
         self.devices[key_id] = view
         return view
 
+    def rotate(self, key_id: str, new_key_id: str) -> DeviceView:
+        """The device of `key_id` gets `new_key_id`; the old one is retired (as `store._rotate_in` does)."""
+        view = replace(self.devices.pop(key_id), key_id=new_key_id)
+        self.devices[new_key_id] = view
+        self.retired_key_ids.add(key_id)
+        return view
+
     def _call(self, name: str) -> None:
         self.calls.append(name)
         if name == self.fail_on:
@@ -82,6 +90,10 @@ class MemoryDirectory:
     async def by_key_id(self, key_id: str) -> DeviceView | None:
         self._call("by_key_id")
         return self.devices.get(key_id)
+
+    async def retired(self, key_id: str) -> bool:
+        self._call("retired")
+        return key_id in self.retired_key_ids
 
     def secret_of(self, key_id: str) -> bytes:
         self._call("secret_of")
