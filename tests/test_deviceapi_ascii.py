@@ -1,4 +1,4 @@
-"""ASCII-only case (`deviceapi/ascii.py`): only `A`-`Z` and `a`-`z` change, so no non-ASCII character ever compares
+"""ASCII-only case (`core/ascii.py`): only `A`-`Z` and `a`-`z` change, so no non-ASCII character ever compares
 equal to an ASCII one (DEVICE-API.md revision 2; SLK1.md revision 2: the long s is not `s`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asterisk_securelink.deviceapi.ascii import ascii_lower, ascii_upper
+from asterisk_securelink.core.ascii import ascii_lower, ascii_upper
 
 FOLDING = (
     "\u017f\u0131\u212a\u0130\u00df\uff33\u212b"  # long s, dotless i, Kelvin, dotted I, sharp s, fullwidth S, angstrom

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import params_document
 from asterisk_securelink.device import enrollment as files
@@ -58,7 +59,6 @@ from asterisk_securelink.device.cli_io import (
 )
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment
 from asterisk_securelink.deviceapi import codes
-from asterisk_securelink.deviceapi.ascii import ascii_lower
 from asterisk_securelink.errors import ProtocolError
 
 T = TypeVar("T")

@@ -61,7 +61,6 @@ from asterisk_securelink.device.cli_io import (
 )
 from asterisk_securelink.device.enrollment import Enrollment
 from asterisk_securelink.deviceapi import codes
-from asterisk_securelink.deviceapi.ascii import ascii_lower
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from asterisk_securelink import keyfile
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.core.numbers import safe_display
 from asterisk_securelink.core.provisioning import Provisioning, ProvisioningError
 from asterisk_securelink.device import reference as device
 from asterisk_securelink.device.enrollment import DeviceFile, Enrollment, from_json, to_json
-from asterisk_securelink.deviceapi.ascii import ascii_lower
 from asterisk_securelink.errors import InputError
 
 MAX_URI_BYTES: Final = 4096  # a provisioning URI is a few hundred bytes

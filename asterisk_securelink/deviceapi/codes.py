@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Final
 from urllib.parse import quote, urlsplit
 
+from asterisk_securelink.core.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.core.query import QueryError, parse_query
-from asterisk_securelink.deviceapi.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.errors import InputError
 
 CODE_BYTES: Final = 10  # 80 bits

@@ -22,8 +22,8 @@ import re
 from typing import Final, NamedTuple
 
 from asterisk_securelink.core import b64
+from asterisk_securelink.core.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.core.slk1 import SLK1Error, check_key_id
-from asterisk_securelink.deviceapi.ascii import ascii_lower, ascii_upper
 from asterisk_securelink.errors import ProtocolError, VerificationError
 
 SCHEME: Final = "SLK1"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from asterisk_securelink.deviceapi.ascii import ascii_lower
+from asterisk_securelink.core.ascii import ascii_lower
 from asterisk_securelink.deviceapi.signing import BadTarget, check_target
 from asterisk_securelink.errors import ProtocolError
 
