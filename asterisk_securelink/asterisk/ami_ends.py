@@ -57,6 +57,8 @@ class CallEnds:
         self._registered = False
         self._tasks = BackgroundTasks()
         publisher.on_login.append(self._logged_in)
+        if publisher.logged_in:  # built after the login: the hook above only sees the next one
+            self._logged_in()
 
     @property
     def live(self) -> bool:

@@ -225,8 +225,8 @@ class Onward:
             emit_verdict=a.pending is not None, report_end=by_ami,
         )  # fmt: skip
         f.continued = True
-        log.info("admitted %s: device=%s method=%s to %s in %s", cid, a.device_id, a.method.value,
-                 f.destination or f"home {home}", who.context)  # fmt: skip
+        log.info("admitted %s: device=%s method=%s to %s in %s; its end by %s", cid, a.device_id, a.method.value,
+                 f.destination or f"home {home}", who.context, "AMI" if by_ami else "ARI")  # fmt: skip
         await hand_off(self.channels, cid, handoff)
 
     def _publish_pending(self, f: _Followed) -> None:

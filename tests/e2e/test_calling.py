@@ -143,7 +143,10 @@ async def test_call_through_with_the_desk_identity(
     number = alice["mobile_number"].lstrip("+")
     assert (rec["direction"], rec["method"], rec["destination"], rec["caller"]) == ("inbound", "dtmf", "2001", number)
     assert rec["hangup_cause"] and rec["ended_at"] and rec["verdict"] == "admitted"
-    # Asterisk's own CDR carries the fields the app set
+    # handed over in one request, its end reported by the dialplan over AMI ([securelink-end]), answer time included
+    [line] = [ln for ln in home.log_text("run").splitlines() if f"admitted {event['Uniqueid']}:" in ln]
+    assert line.endswith("its end by AMI") and rec["answered_at"]
+    # Asterisk's own CDR carries the fields the dialplan set from the hand-off
     cdr = cdr_of(event["Uniqueid"])
     assert cdr[3:5] == [str(alice["id"]), "dtmf"]
 
