@@ -14,6 +14,7 @@ Loopback only (SIP 127.0.0.1:5060, ARI/AMI/metrics on 127.0.0.1); bounded: every
 stopped at the end. Needs the testbed up (`make testbed`) and nothing else using it.
 
     python3 bench/attack.py [--seconds 60] [--rate 20] [--devices 100] [--database-url URL] [--out FILE.json]
+    python3 bench/attack.py spoof-one|sources [--database-url URL] [--out FILE.json]   (bench/attack_more.py)
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def pct(values: list[float], p: int) -> float | None:
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] in ("spoof-one", "sources"):  # issue 22's two attacks (bench/attack_more.py)
+        from attack_more import main as more
+
+        return more()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the hostile stream")
     ap.add_argument("--rate", type=float, default=20.0, help="hostile calls per second")
