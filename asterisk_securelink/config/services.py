@@ -108,7 +108,8 @@ class AmiConfig:
     enabled: bool = setting(
         True,
         "AMI, for `UserEvent: SecureLinkVerdict` and `SecureLinkLockout` (`Kind` source or caller, `Source`, "
-        "`Device`, `Count`, `Limit`, `Seconds`)",
+        "`Device`, `Count`, `Limit`, `Seconds`); the Stasis app also reads `SecureLinkCallEnd` there (an admitted "
+        "call's end; without AMI it follows the call over ARI, one request more per call)",
     )
     host: str = setting("127.0.0.1", "AMI host", skeleton=True)
     port: int = setting(5038, "AMI port", range=PORT, what="a TCP port", skeleton=True)
