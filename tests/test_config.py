@@ -155,3 +155,12 @@ def test_plain_ari_urls_are_accepted(tmp_path: Path, url: str) -> None:
 def test_bad_ari_urls_name_the_key(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigError, match=r"ari\.url"):
         config.build({"ari": {"url": url}}, {}, tmp_path)
+
+
+def test_the_contexts_a_verdict_goes_on_in_are_checked(tmp_path: Path) -> None:
+    """They travel in the one-request hand-off (core/handoff.py), so a name Asterisk or the hand-off could misread is
+    refused when the config is read, not per call."""
+    for name in ("admitted_context", "registration_context"):
+        with pytest.raises(config.ConfigError, match=f"inbound.{name}: context 'my ctx'"):
+            config.build({"inbound": {name: "my ctx"}}, {}, tmp_path)
+        assert getattr(config.build({"inbound": {name: "my-ctx_2.x"}}, {}, tmp_path).inbound, name) == "my-ctx_2.x"

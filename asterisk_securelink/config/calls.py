@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from asterisk_securelink.core.callerid import check_context
 from asterisk_securelink.core.compare import COUNTRY_CODES, check_trunk_prefixes, to_e164
 from asterisk_securelink.core.fields import range_problems, setting
 from asterisk_securelink.core.formats import FormatError, NumberFormat
@@ -177,6 +178,11 @@ class InboundConfig:
         prefix = self.dial_prefix
         if prefix and not (len(prefix) <= MAX_DIAL_PREFIX_DIGITS and prefix.isascii() and prefix.isdigit()):
             out.append(f"inbound.dial_prefix: must be 1..{MAX_DIAL_PREFIX_DIGITS} digits or empty, got {prefix!r}")
+        for name in ("admitted_context", "registration_context"):  # both travel in the verdict's hand-off
+            try:
+                check_context(getattr(self, name))
+            except ValueError as exc:
+                out.append(f"inbound.{name}: {exc}")
         return out
 
 
