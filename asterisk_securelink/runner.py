@@ -123,7 +123,8 @@ class StasisRunner:
     async def reconcile_onward(self) -> None:
         """Admitted calls whose channel is gone although no end reached us (one `GET /channels`)."""
         if self.onward is not None and self.onward.followed:
-            await self.onward.reconcile({ch.id for ch in await self.ari.get_channels()})
+            before = self.onward.leased()  # a call leased while the list is being made is not judged by it
+            await self.onward.reconcile({ch.id for ch in await self.ari.get_channels()}, among=before)
 
     async def on_connect(self) -> None:
         """Events sent while disconnected are lost: pick up channels that are waiting in our app."""
@@ -276,10 +277,12 @@ async def run_stasis(cfg: Config) -> None:
                 await asyncio.gather(events, return_exceptions=True)
                 upkeep.cancel()
                 await upkeep.drain(1.0)
-                for part in (outbound, access, onward, calling.callbacks, ends):
-                    if part is not None:
-                        await part.close()
-                handlers.flush_overload()
+                try:
+                    for part in (outbound, access, onward, calling.callbacks, ends):
+                        if part is not None:
+                            await part.close()
+                finally:
+                    handlers.flush_overload()
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from asterisk_securelink.asterisk.ari.events import Channel, StasisStart
 from asterisk_securelink.core.ascii import ascii_lower
-from asterisk_securelink.core.handoff import IN_VARIABLE, Handoff, fits
+from asterisk_securelink.core.handoff import IN_VARIABLE, Handoff, check_dialled, fits
 from asterisk_securelink.dialplan import HANDOFF_VAR, VERDICT_CONTEXT
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,12 @@ async def next_digit(digits: asyncio.Queue[str], gone: asyncio.Event, wait: floa
     return getter.result() if getter in done and not getter.cancelled() else None
 
 
-async def hand_off(channels: ChannelControl, channel_id: str, handoff: Handoff) -> int:
+async def hand_off(channels: ChannelControl, call: CallInfo, handoff: Handoff) -> int:
     """Hand a verdict to `[securelink-verdict]`: one `continue` whose extension is the hand-off, or, when it is too
-    long for an extension, SECURELINK_HANDOFF then `continue` to `v`. Returns the ARI requests it took (1 or 2)."""
+    long for an extension, SECURELINK_HANDOFF then `continue` to `v`. Returns the ARI requests it took (1 or 2).
+    ValueError (the caller fails closed) when the number the dialplan goes on with is not a number."""
+    check_dialled(call.exten)
+    channel_id = call.channel_id
     payload = handoff.encode()
     if fits(payload):
         await channels.continue_in_dialplan(channel_id, VERDICT_CONTEXT, payload, 1)

@@ -108,6 +108,14 @@ async def test_a_forged_number_is_rejected_after_its_verdict_is_set(store: Store
     await handlers.service.audit.drain()
 
 
+async def test_a_number_that_could_steer_the_dialplan_is_not_handed_on(store: Store, tmp_path: Path) -> None:
+    channels = Channels()
+    handlers, _key = await admission_setup(store, tmp_path, channels)
+    await handlers.stasis_start(CallInfo("ch5", "PJSIP/carrier-00000005", "15550002", "1(:ctx,5", ("inbound", "ani")))
+    assert channels.calls == [("hangup", "ch5", "rejected")] and "ch5" not in channels.handoffs
+    await handlers.service.audit.drain()
+
+
 async def test_a_hand_off_that_fails_rejects_the_call(store: Store, tmp_path: Path) -> None:
     channels = Channels(fail_on="continue")  # ARI fails on the hand-off: the call is hung up, never left waiting
     handlers, _key = await admission_setup(store, tmp_path, channels)

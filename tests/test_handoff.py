@@ -65,3 +65,15 @@ def test_the_end_event_of_a_handed_over_call() -> None:
     assert end_of({**event, "Answered": ""}) == ("1790.7", "Normal Clearing", None)  # CDRs off
     assert end_of({**event, "UserEvent": "SecureLinkVerdict"}) is None
     assert end_of({**event, "Uniqueid": ""}) is None
+
+
+def test_only_a_number_is_handed_on() -> None:
+    """The entry patterns let anything follow the first character; `(`, `,` or `:` in the number the dialplan goes on
+    with would choose the priority or the context of its Goto (found in review)."""
+    from asterisk_securelink.core.handoff import check_dialled
+
+    for good in ("2001", "+12155550400", "*97", "#1"):
+        assert check_dialled(good) == good
+    for bad in ("2001(x,5", "1(:ctx,123", "1:a~admitted", "20 01", "", None, "1" * 80, "2001\n"):
+        with pytest.raises(ValueError, match="not handed on"):
+            check_dialled(bad)

@@ -202,13 +202,15 @@ async def test_dial_tone_collects_the_number_then_the_guard_decides(store: Store
     r = rig(store)
     dev = await device(store)
     call = CallInfo("ch-9", "PJSIP/carrier-9", "+15550001111", "100")
-    await r.onward.go(call, Admitted(dev.id, Method.ANI))
+    pending = VerdictNote("admitted", "inbound", "ani", dev.id, call.name, call.channel_id)
+    await r.onward.go(call, Admitted(dev.id, Method.ANI, pending=pending))
     await asyncio.sleep(0.05)
     assert r.ari.did("answer") and ("play", "ch-9", "tone:dial") in r.ari.calls
     for d in "20*2002#":  # `*` clears what was typed
         await r.onward.on_event(ChannelDtmfReceived(type="ChannelDtmfReceived", channel=Channel("ch-9"), digit=d))
     await r.onward.close(5)
     assert r.ari.vars["SECURELINK_DESTINATION"] == "2002" and r.ari.did("continue")
+    assert r.ari.handoff is not None and not r.ari.handoff.emit_verdict  # published before the tone, not twice
 
 
 def test_a_call_record_never_holds_the_key_and_says_withheld() -> None:

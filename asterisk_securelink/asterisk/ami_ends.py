@@ -80,7 +80,10 @@ class CallEnds:
         event arrives and the others are dropped here)."""
         try:
             only_ends = {"Action": "Filter", "Operation": "Add", "Filter": f"UserEvent: {END_EVENT}"}
-            await self.publisher.send_action(only_ends)
+            resp = await self.publisher.send_action(only_ends)
+            if not getattr(resp, "success", False):
+                log.warning("AMI: the Filter action was refused (manager.conf `write = system`?); reading every user "
+                            "event")  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - unfiltered still works, only costs more
             log.warning("AMI: no event filter for %s (%s); reading every user event", END_EVENT, type(exc).__name__)
         self._filtered = True

@@ -173,6 +173,8 @@ class Onward:
             if f.gone.is_set() or (isinstance(exc, AriError) and exc.status == 404):
                 # it hung up (or was hung up: an intent's racing spoofer) while being routed: no verdict to add
                 log.info("admitted call %s was gone before it was routed", call.channel_id)
+                if not f.pending_published:
+                    self._publish_pending(f)  # it was admitted; the dialplan will not say so now
                 f.cause = f.cause or "hung up"
                 await self._finish(f)
                 return
@@ -222,12 +224,12 @@ class Onward:
             home.exten if f.destination is None and home.kind is HomeKind.EXTENSION else "",
             self.cfg.routing.max_call_seconds, who.context, who.callerid, a.variables.get(CALL_KEY_VAR, ""),
             "" if admitted_context == ADMITTED_CONTEXT else admitted_context,
-            emit_verdict=a.pending is not None, report_end=by_ami,
+            emit_verdict=a.pending is not None and not f.pending_published, report_end=by_ami,
         )  # fmt: skip
         f.continued = True
         log.info("admitted %s: device=%s method=%s to %s in %s; its end by %s", cid, a.device_id, a.method.value,
                  f.destination or f"home {home}", who.context, "AMI" if by_ami else "ARI")  # fmt: skip
-        await hand_off(self.channels, cid, handoff)
+        await hand_off(self.channels, f.call, handoff)
 
     def _publish_pending(self, f: _Followed) -> None:
         """The admission's verdict, when the call will not reach the hand-off that publishes it."""
@@ -305,10 +307,16 @@ class Onward:
                 await self._finish(f)
         return True
 
-    async def reconcile(self, live: set[str]) -> None:
-        """After a reconnect: calls whose channel is gone ended while we could not see it."""
-        for cid in [c for c, f in self._calls.items() if f.leased and c not in live]:
-            await self._finish(self._calls[cid])
+    def leased(self) -> set[str]:
+        return {c for c, f in self._calls.items() if f.leased}
+
+    async def reconcile(self, live: set[str], among: set[str] | None = None) -> None:
+        """Calls whose channel is gone ended while we could not see it (after a reconnect; or an end event lost).
+        `among`: only these (the calls leased before `live` was asked for: a call leased meanwhile is not in it)."""
+        for cid in [c for c in self.leased() if c not in live and (among is None or c in among)]:
+            f = self._calls.get(cid)
+            if f is not None:
+                await self._finish(f)
 
     async def close(self, grace: float = 3.0) -> None:
         await self._tasks.drain(grace)

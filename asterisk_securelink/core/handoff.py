@@ -33,6 +33,7 @@ MAX_EXTENSION: Final = 79  # Asterisk truncates a longer extension silently
 IN_VARIABLE: Final = "v"  # the extension that says "the hand-off is in SECURELINK_HANDOFF"
 KINDS: Final = frozenset("acru")
 _PLAIN: Final = re.compile(r"[A-Za-z0-9_.+*#-]*")  # what may go in a field as it is
+DIALLED: Final = re.compile(r"[+0-9*#]{1,79}")  # the number a verdict goes on with (SECURELINK_EXTEN): nothing else
 _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
@@ -110,6 +111,15 @@ def decode(payload: str) -> Handoff:
         f[0], f[1], int(f[2]) if f[2] else None, f[3], f[4], f[5], int(f[6]) if f[6] else None, f[7],
         percent_decode(f[8]), f[9], f[10], "e" in f[11], "h" in f[11],
     )  # fmt: skip
+
+
+def check_dialled(exten: str | None) -> str:
+    """The dialled number the dialplan goes on with after the verdict (`Goto(...,${SECURELINK_EXTEN},1)`): digits,
+    `+ * #` only; ValueError otherwise. The entry patterns (`_[+0-9*#].`) let anything follow the first character, and
+    a `(` or `,` there would choose the priority, or `:` the context, of that Goto."""
+    if exten is None or not DIALLED.fullmatch(exten):
+        raise ValueError("the dialled number is not digits, + * #: not handed on")
+    return exten
 
 
 def fits(payload: str) -> bool:

@@ -165,7 +165,7 @@ class Handlers:
         custom = route.context if kind == "u" and route.context != REGISTRATION_CONTEXT else ""
         handoff = Handoff(kind, outcome.verdict.value, outcome.device_id, outcome.mode.value, next_context=custom or "",
                           emit_verdict=True)  # fmt: skip
-        await hand_off(self.channels, call.channel_id, handoff)
+        await hand_off(self.channels, call, handoff)
 
     def allow_register(self, channel_id: str, admitted: Admitted) -> None:
         """`channel_id` (verified `unregistered` elsewhere, e.g. on an access number) may register its device once,
