@@ -88,16 +88,11 @@ class Notifier:
         """Count it; `publish=False`: the dialplan publishes it (`[securelink-verdict]`, core/handoff.py)."""
         if self.metrics is not None:
             self.metrics.verdict(note.verdict, note.direction, note.mode)
-        if self.publisher is not None and publish:
-            device = "" if note.device_id is None else str(note.device_id)
-            self._spawn(
-                self.publisher.publish_verdict(
-                    note.verdict, device, note.direction, note.mode, note.channel, note.uniqueid
-                )
-            )
+        if publish:
+            self.publish_only(note)
 
     def publish_only(self, note: VerdictNote) -> None:
-        """Publish a verdict counted earlier (`verdict(note, publish=False)`) that the dialplan will not publish."""
+        """`UserEvent: SecureLinkVerdict` (also for a verdict counted earlier that the dialplan will not publish)."""
         if self.publisher is not None:
             device = "" if note.device_id is None else str(note.device_id)
             self._spawn(self.publisher.publish_verdict(note.verdict, device, note.direction, note.mode, note.channel,

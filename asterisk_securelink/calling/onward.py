@@ -37,17 +37,16 @@ from asterisk_securelink.asterisk.ari.events import (
     Event,
     StasisEnd,
 )
-from asterisk_securelink.calling.contract import Devices, home_of
+from asterisk_securelink.calling.contract import Devices, admitted_handoff, home_of
 from asterisk_securelink.calling.dialtone import DialTone
 from asterisk_securelink.calling.guard import RouteGuard
 from asterisk_securelink.calling.identity import Identity, RoutingIdentity
 from asterisk_securelink.config import Config
-from asterisk_securelink.core.handoff import Handoff
 from asterisk_securelink.core.numbers import Kind, classify
 from asterisk_securelink.core.slk1 import now_ms
 from asterisk_securelink.core.tollguard import Home, HomeKind
 from asterisk_securelink.core.verdicts import Method, Verdict
-from asterisk_securelink.dialplan import ADMITTED_CONTEXT, CALL_KEY_VAR
+from asterisk_securelink.dialplan import CALL_KEY_VAR
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import (
     CallInfo,
@@ -173,8 +172,7 @@ class Onward:
             if f.gone.is_set() or (isinstance(exc, AriError) and exc.status == 404):
                 # it hung up (or was hung up: an intent's racing spoofer) while being routed: no verdict to add
                 log.info("admitted call %s was gone before it was routed", call.channel_id)
-                if not f.pending_published:
-                    self._publish_pending(f)  # it was admitted; the dialplan will not say so now
+                self._publish_pending(f)  # it was admitted; the dialplan will not say so now
                 f.cause = f.cause or "hung up"
                 await self._finish(f)
                 return
@@ -218,23 +216,18 @@ class Onward:
         by_ami = self.ends_by_ami()
         if not by_ami:
             await self.channels.subscribe_channel(cid)  # its hang-up reaches us after it leaves Stasis
-        admitted_context = self.cfg.inbound.admitted_context
-        handoff = Handoff(
-            "a", Verdict.ADMITTED.value, a.device_id, a.method.value, f.destination or "",
-            home.exten if f.destination is None and home.kind is HomeKind.EXTENSION else "",
-            self.cfg.routing.max_call_seconds, who.context, who.callerid, a.variables.get(CALL_KEY_VAR, ""),
-            "" if admitted_context == ADMITTED_CONTEXT else admitted_context,
-            emit_verdict=a.pending is not None and not f.pending_published, report_end=by_ami,
-        )  # fmt: skip
+        emit = a.pending is not None and not f.pending_published  # else the app published it (dial tone)
+        handoff = admitted_handoff(self.cfg, a.device_id, a.method, who, f.destination, home,
+                                   a.variables.get(CALL_KEY_VAR, ""), emit_verdict=emit, report_end=by_ami)  # fmt: skip
         f.continued = True
         log.info("admitted %s: device=%s method=%s to %s in %s; its end by %s", cid, a.device_id, a.method.value,
                  f.destination or f"home {home}", who.context, "AMI" if by_ami else "ARI")  # fmt: skip
         await hand_off(self.channels, f.call, handoff)
 
     def _publish_pending(self, f: _Followed) -> None:
-        """The admission's verdict, when the call will not reach the hand-off that publishes it."""
-        note, f.pending_published = f.admitted.pending, True
-        if note is not None:
+        """The admission's verdict, once, when the call will not reach the hand-off that publishes it."""
+        note, published, f.pending_published = f.admitted.pending, f.pending_published, True
+        if note is not None and not published:
             self.notifier.publish_only(note)
 
     async def ended(self, channel_id: str, cause: str, answered_at: datetime | None) -> bool:
@@ -326,8 +319,7 @@ class Onward:
         """A verdict after admission (`no_route`, `denied`, `rate_limited`, `error`): audited, counted, published,
         and the call hung up with cause 21."""
         f.verdict = verdict
-        if not f.pending_published:
-            self._publish_pending(f)
+        self._publish_pending(f)
         a, call = f.admitted, f.call
         log.warning("admitted %s of device %s not routed: %s (%s)", call.channel_id, a.device_id, verdict.value,
                     detail.get("reason", ""))  # fmt: skip
@@ -341,8 +333,7 @@ class Onward:
         await self._finish(f)
 
     async def _end_here(self, f: _Followed, why: str) -> None:
-        if not f.pending_published:
-            self._publish_pending(f)
+        self._publish_pending(f)
         log.info("admitted %s: %s; hanging up", f.call.channel_id, why)
         await hangup_quietly(self.channels, f.call.channel_id, "normal")
         f.cause = f.cause or why

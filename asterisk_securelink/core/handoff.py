@@ -28,6 +28,21 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from asterisk_securelink.dialplan import (
+    CALL_KEY_VAR,
+    CALLERID_VAR,
+    CDR_DEVICE,
+    CDR_METHOD,
+    CONTEXT_VAR,
+    DESTINATION_VAR,
+    DEVICE_VAR,
+    HOME_VAR,
+    METHOD_VAR,
+    MODE_VAR,
+    RESULT_VAR,
+    TIMEOUT_VAR,
+)
+
 SEP: Final = "~"
 MAX_EXTENSION: Final = 79  # Asterisk truncates a longer extension silently
 IN_VARIABLE: Final = "v"  # the extension that says "the hand-off is in SECURELINK_HANDOFF"
@@ -70,16 +85,19 @@ class Handoff:
         ])  # fmt: skip
 
     def variables(self) -> dict[str, str]:
-        """What `[securelink-verdict]` sets from this hand-off (the dialplan contract's variables)."""
-        out = {"SECURELINK_RESULT": self.verdict, "SECURELINK_DEVICE": "" if self.device is None else str(self.device),
-               "SECURELINK_MODE": self.mode}  # fmt: skip
+        """What `[securelink-verdict]` sets from this hand-off: the dialplan contract's variables (FastAGI sets the
+        same ones itself, `calling.contract.agi_variables`)."""
+        out = {
+            RESULT_VAR: self.verdict,
+            DEVICE_VAR: "" if self.device is None else str(self.device),
+            MODE_VAR: self.mode,
+        }
         if self.kind == "a":
             out |= {
-                "SECURELINK_METHOD": self.mode, "SECURELINK_DESTINATION": self.destination,
-                "SECURELINK_HOME": self.home, "TIMEOUT(absolute)": "" if self.timeout is None else str(self.timeout),
-                "SECURELINK_CONTEXT": self.context, "SECURELINK_CALLERID": self.callerid,
-                "SECURELINK_CALL_KEY_ID": self.call_key_id, "CDR(securelink_device)": out["SECURELINK_DEVICE"],
-                "CDR(securelink_method)": self.mode,
+                METHOD_VAR: self.mode, DESTINATION_VAR: self.destination, CONTEXT_VAR: self.context,
+                CALLERID_VAR: self.callerid, HOME_VAR: self.home,
+                TIMEOUT_VAR: "" if self.timeout is None else str(self.timeout), CALL_KEY_VAR: self.call_key_id,
+                CDR_DEVICE: out[DEVICE_VAR], CDR_METHOD: self.mode,
             }  # fmt: skip
         return out
 

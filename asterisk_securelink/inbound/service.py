@@ -366,12 +366,6 @@ class VerificationService:
         )
 
     # -- audit -----------------------------------------------------------------------------------------------
-    def refuse_overloaded(self, req: VerifyRequest) -> Outcome:
-        """The verdict of a call turned away before verification (too many in flight): `error`, audited like any."""
-        outcome = Outcome(Verdict.ERROR, mode=req.mode, detail={"reason": "overload"})
-        self._audit_event(req, outcome)
-        return outcome
-
     async def _record(self, req: VerifyRequest, outcome: Outcome) -> None:
         self._audit_event(req, outcome)
 
