@@ -141,6 +141,44 @@ class LockoutEvents:
             self.events.append({**dict(event), "at": time.time()})
 
 
+def install(
+    database_url: str | None, devices: int, number_prefix: str, key_prefix: str, extra: str = ""
+) -> tuple[Path, dict[str, str], Any, list[str], list[bytes]]:
+    """A fresh installation (two-factor, the default [lockout], admitted calls routed, `extra` config) with `devices`
+    registered devices numbered `<number_prefix>NNNN`: (home, env, config, numbers, device secrets)."""
+    home = Path(tempfile.mkdtemp(prefix="securelink-attack-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
+    env["PYTHONPATH"] = str(REPO)
+    (home / "securelink.toml").write_text(
+        "[inbound]\nrequire_registered_number = true\n"
+        f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
+        f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n'
+        + (f'[database]\nurl = "{database_url}"\n' if database_url else "")
+        + ROUTING
+        + extra
+    )
+    cli(home, env, "init")
+    cfg = load(home / "securelink.toml", env={})
+    numbers = [f"{number_prefix}{i:04d}" for i in range(devices)]
+
+    async def enroll() -> list[str]:
+        store = Store.from_url(cfg.database_url)
+        try:
+            out = []
+            for i, number in enumerate(numbers):
+                d = await store.add_device(f"{key_prefix}{i}", "+" + number, None, f"{key_prefix}-{i}", "bench")
+                await store.update_device(d.id, "device.register", "bench", status="registered")
+                out.append(d.key_id)
+            return out
+        finally:
+            await store.close()
+
+    progress(f"enrolling {devices} devices")
+    key_ids = asyncio.run(enroll())
+    master = masterkey.load(home / "master.key")
+    return home, env, cfg, numbers, [device_secret(master, k) for k in key_ids]
+
+
 def hostile_calls(n: int, victims: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     calls, kinds = [], []
     for i in range(n):
@@ -183,37 +221,10 @@ def main() -> int:
     if args.devices < args.genuine + 2 or args.seconds > 600 or args.rate > 100:
         raise SystemExit("attack: need devices >= genuine + 2, seconds <= 600, rate <= 100")
 
-    home = Path(tempfile.mkdtemp(prefix="securelink-attack-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
-    env["PYTHONPATH"] = str(REPO)
     metrics_port = free_port()
-    (home / "securelink.toml").write_text(
-        f'[inbound]\nrequire_registered_number = true\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-        f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
-        f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n'
-        + (f'[database]\nurl = "{args.database_url}"\n' if args.database_url else "")
-        + ROUTING
+    home, env, cfg, numbers, secrets_ = install(
+        args.database_url, args.devices, "1555010", "attack", f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
     )
-    cli(home, env, "init")
-    cfg = load(home / "securelink.toml", env={})
-    numbers = [f"1555010{i:04d}" for i in range(args.devices)]
-
-    async def enroll() -> list[str]:
-        store = Store.from_url(cfg.database_url)
-        try:
-            out = []
-            for i, number in enumerate(numbers):
-                d = await store.add_device(f"a{i}", "+" + number, None, f"attack-{i}", "bench")
-                await store.update_device(d.id, "device.register", "bench", status="registered")
-                out.append(d.key_id)
-            return out
-        finally:
-            await store.close()
-
-    progress(f"enrolling {args.devices} devices")
-    key_ids = asyncio.run(enroll())
-    master = masterkey.load(home / "master.key")
-    secrets_ = [device_secret(master, k) for k in key_ids]
     budget = guess_budget(cfg.lockout.max_guess_probability, FMT.size, 3, args.devices)
     doctor = [line for line in cli(home, env, "doctor", check=False).splitlines() if "guess budget" in line]
     progress(f"budget {budget} key-alone guesses per source per 24 h; doctor: {doctor}")

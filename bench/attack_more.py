@@ -28,7 +28,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,53 +36,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "e2e"), str(REPO / "bench"), str(REPO / "tests")]
 
-from attack import FMT, PERIOD, ROUTING, cli, free_port, progress, registered, wait  # noqa: E402
+from attack import FMT, PERIOD, cli, free_port, install, progress, registered, wait  # noqa: E402
 from sipp import run_uac  # noqa: E402
 from support.agi import agi_env, answer_commands  # noqa: E402
 
-from asterisk_securelink import masterkey  # noqa: E402
-from asterisk_securelink.config import load  # noqa: E402
 from asterisk_securelink.core.lockout import guess_budget, number_allowance  # noqa: E402
-from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret, epoch_at_ms, now_ms  # noqa: E402
-from asterisk_securelink.store.store import Store  # noqa: E402
-from testbed import AMI_SECRET, AMI_USER, ARI_PASSWORD, ARI_USER  # noqa: E402
+from asterisk_securelink.core.slk1 import Direction, derive_key, epoch_at_ms, now_ms  # noqa: E402
 
 DEVICES = 100
-
-
-def setup(database_url: str | None, extra: str = "") -> tuple[Path, dict[str, str], Any, list[str], list[bytes]]:
-    """A fresh installation (two-factor, the default [lockout]) with DEVICES registered devices."""
-    home = Path(tempfile.mkdtemp(prefix="securelink-attack-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
-    env["PYTHONPATH"] = str(REPO)
-    (home / "securelink.toml").write_text(
-        "[inbound]\nrequire_registered_number = true\n"
-        f'[ari]\nurl = "http://127.0.0.1:8088"\nusername = "{ARI_USER}"\npassword = "{ARI_PASSWORD}"\n'
-        f'[ami]\nusername = "{AMI_USER}"\nsecret = "{AMI_SECRET}"\n'
-        + (f'[database]\nurl = "{database_url}"\n' if database_url else "")
-        + ROUTING
-        + extra
-    )
-    cli(home, env, "init")
-    cfg = load(home / "securelink.toml", env={})
-    numbers = [f"1555020{i:04d}" for i in range(DEVICES)]
-
-    async def enroll() -> list[str]:
-        store = Store.from_url(cfg.database_url)
-        try:
-            out = []
-            for i, number in enumerate(numbers):
-                d = await store.add_device(f"s{i}", "+" + number, None, f"attack2-{i}", "bench")
-                await store.update_device(d.id, "device.register", "bench", status="registered")
-                out.append(d.key_id)
-            return out
-        finally:
-            await store.close()
-
-    progress(f"enrolling {DEVICES} devices")
-    key_ids = asyncio.run(enroll())
-    master = masterkey.load(home / "master.key")
-    return home, env, cfg, numbers, [device_secret(master, k) for k in key_ids]
 
 
 def start(home: Path, env: dict[str, str], command: str) -> subprocess.Popen[bytes]:
@@ -104,7 +64,7 @@ def verdicts(home: Path, env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def spoof_one(database_url: str | None) -> dict[str, Any]:
-    home, env, cfg, numbers, secrets_ = setup(database_url)
+    home, env, cfg, numbers, secrets_ = install(database_url, DEVICES, "1555020", "attack2")
     victim = 7
     hostile: list[tuple[str, str]] = []
     for i in range(120):
@@ -170,7 +130,8 @@ async def agi_guess(port: int, tech: str, i: int) -> str:
 
 def sources(database_url: str | None) -> dict[str, Any]:
     port = free_port()
-    home, env, cfg, _numbers, _secrets = setup(database_url, f'[agi]\nhost = "127.0.0.1"\nport = {port}\n')
+    agi_config = f'[agi]\nhost = "127.0.0.1"\nport = {port}\n'
+    home, env, cfg, _numbers, _secrets = install(database_url, DEVICES, "1555020", "attack2", agi_config)
     agi = start(home, env, "agi")
     got: dict[str, Counter[str]] = {}
     try:
