@@ -193,11 +193,17 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def new_home(path: Path, db_url: str = "sqlite:///securelink.sqlite3", app: str = APP) -> Home:
-    """A securelink installation in `path`, initialised (config, master key, schema)."""
-    config = CONFIG.replace('url = "sqlite:///securelink.sqlite3"', f'url = "{db_url}"').replace(
-        f'app = "{APP}"', f'app = "{app}"'
+def new_home(
+    path: Path, db_url: str = "sqlite:///securelink.sqlite3", app: str = APP, max_guess_probability: float = 1.0
+) -> Home:
+    """A securelink installation in `path`, initialised (config, master key, schema). `max_guess_probability`: the
+    `[lockout]` target (1.0, no budget in the way, unless a test is about the budget)."""
+    config = (
+        CONFIG.replace('url = "sqlite:///securelink.sqlite3"', f'url = "{db_url}"')
+        .replace(f'app = "{APP}"', f'app = "{app}"')
+        .replace("max_guess_probability = 1.0\n", f"max_guess_probability = {max_guess_probability!r}\n")
     )
+    assert f"max_guess_probability = {max_guess_probability!r}\n" in config  # the target a test asked for
     (path / "securelink.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURELINK_")}
     h = Home(path, env)

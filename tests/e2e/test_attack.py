@@ -28,11 +28,7 @@ HOSTILE = 80  # 4 s at 20 calls/s
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    h = new_home(tmp_path_factory.mktemp("securelink-attack"))
-    toml = h.path / "securelink.toml"
-    text = toml.read_text()
-    assert "max_guess_probability = 1.0\n" in text
-    toml.write_text(text.replace("max_guess_probability = 1.0\n", f"max_guess_probability = {P!r}\n"))
+    h = new_home(tmp_path_factory.mktemp("securelink-attack"), max_guess_probability=P)
     yield h
     for p in h.procs:
         h.stop(p)

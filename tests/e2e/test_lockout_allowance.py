@@ -14,16 +14,12 @@ import pytest
 from harness import AmiMonitor, Home, new_home, no_channels_left, start_app, stop_app
 from sipp import run_uac
 
-P = "1.5e-8"  # x 10^10 keys / 3 windows = an allowance of 50 failed guesses per registered number
+P = 1.5e-8  # x 10^10 keys / 3 windows = an allowance of 50 failed guesses per registered number
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    h = new_home(tmp_path_factory.mktemp("allowance"))
-    config = h.path / "securelink.toml"
-    text = config.read_text()
-    assert "max_guess_probability = 1.0" in text
-    config.write_text(text.replace("max_guess_probability = 1.0", f"max_guess_probability = {P}"))
+    h = new_home(tmp_path_factory.mktemp("allowance"), max_guess_probability=P)
     yield h
 
 
