@@ -13,7 +13,7 @@
 
 Results are read from SIPp's ``<log>`` action output (``-trace_logs -log_file``):
 ``uac.xml`` logs ``RESULT|call_number|caller|called|code`` once per call and the
-UAS scenarios log ``INVITE|call_number|from_user|pai_user|code`` per INVITE
+UAS scenarios log ``INVITE|call_number|from_user|pai_user|to_user|to_tag|code`` per INVITE
 (SIPp flushes these lines immediately, so a running UAS can be polled).
 
 SIPp runs without a terminal (``-nostdin``, stdout to a file), so this works
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import struct
@@ -56,6 +57,7 @@ class CallResult:
 class UasInvite:
     from_user: str
     pai_user: str  # "" when the INVITE had no P-Asserted-Identity
+    to_user: str  # the number called
     response: int  # final response the UAS sent (or will send)
 
 
@@ -310,16 +312,24 @@ class UasProcess:
             self._tmp = None
 
     def invites(self) -> list[UasInvite]:
-        """INVITEs received so far (also available after ``stop()``)."""
+        """The calls that reached this UAS so far: their first INVITE (also available after ``stop()``)."""
         if self._tmp is None:
             return list(getattr(self, "_last_invites", []))
         rows = _parse_log(self._dir / "uas.log", "INVITE")
-        return [UasInvite(from_user=f, pai_user=p, response=int(c)) for _n, f, p, c in rows]
+        # an INVITE whose To has a tag belongs to a dialog this UAS did not start: an earlier UAS's call on the same
+        # port (Asterisk's late re-INVITE of a call that UAS answered) or SIPp's own call it could not match; the
+        # UAS answers it, and it is not a call that reached this UAS
+        return [UasInvite(f, p, t, int(c)) for _n, f, p, t, tag, c in rows if not tag]
 
-    def wait_for_invites(self, count: int = 1, timeout: float = 10.0) -> list[UasInvite]:
+    def invites_to(self, number: str) -> list[UasInvite]:
+        """INVITEs received so far that called `number`."""
+        return [i for i in self.invites() if i.to_user == number]
+
+    def wait_for_invites(self, count: int = 1, timeout: float = 10.0, to: str | None = None) -> list[UasInvite]:
+        """At least `count` calls (to `to` only, when given) within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            got = self.invites()
+            got = self.invites() if to is None else self.invites_to(to)
             if len(got) >= count:
                 return got
             time.sleep(0.05)
@@ -349,6 +359,19 @@ def _udp_port_bound(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def referenced(scenario: str, *names: str) -> str:
+    """`scenario` (a UAS scenario's text) with `names` added to its `<Reference variables=...>`: SIPp refuses a
+    scenario with a variable assigned and never used (e.g. an ereg's whole-match group)."""
+    text, n = re.subn(
+        r'<Reference variables="([^"]*)"/>',
+        lambda m: f'<Reference variables="{",".join([m.group(1), *names])}"/>',
+        scenario,
+    )
+    if n != 1:
+        raise ValueError("the scenario has no single <Reference variables=...> line")
+    return text
 
 
 @contextlib.contextmanager

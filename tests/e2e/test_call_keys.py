@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from harness import Home, fresh_window, new_home, no_channels_left, start_app, stop_app, wait_until
-from sipp import SCENARIO_DIR, UasProcess, _parse_log, run_uac
+from sipp import SCENARIO_DIR, UasProcess, _parse_log, referenced, run_uac
 
 from testbed import ari_get
 
@@ -39,7 +39,7 @@ def key_logging(src: str, dest: Path, contact: str | None = None) -> Path:
         '      <log message="KEY|[call_number]|[$ckey]"/>\n      <log message="INVITE|',
         1,
     )
-    text = text.replace('<Reference variables="f0,p0"/>', '<Reference variables="f0,p0,k0"/>')
+    text = referenced(text, "k0")
     if contact is not None:  # behind stunnel: the PBX must come back over TLS, not to SIPp's own TCP port
         text = text.replace("Contact: <sip:[local_ip]:[local_port];transport=[transport]>", f"Contact: <{contact}>")
     assert "KEY|" in text and "k0" in text

@@ -63,7 +63,7 @@ def _outbound(api: Api, tmp_path: Path) -> None:
     fresh_window()
     with UasProcess(5070, mode="answer", ring_ms=4000) as uas:
         thread, results = call_in_background([(CALLER, f"6{dev['id']}")])
-        (invite,) = uas.wait_for_invites(1, timeout=15)
+        (invite,) = uas.wait_for_invites(1, timeout=15, to="+15550300001")
         shown = invite.from_user  # the caller number the phone was shown: the PBX's outbound key
         first = phone.claim(shown, idem="first-try")
         assert first.status == 200, first.body
@@ -101,7 +101,7 @@ def _outbound(api: Api, tmp_path: Path) -> None:
     with UasProcess(5070, mode="answer", ring_ms=500) as uas:
         fresh_window()
         thread, results = call_in_background([(CALLER, f"6{dev['id']}")], hold_uac(tmp_path / "uac.xml", 13000))
-        (invite,) = uas.wait_for_invites(1, timeout=15)
+        (invite,) = uas.wait_for_invites(1, timeout=15, to="+15550300001")
         time.sleep(TTL + 0.5)
         assert ari_get("/channels"), "the call should still be up"
         late = phone.claim(invite.from_user)

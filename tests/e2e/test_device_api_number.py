@@ -26,7 +26,7 @@ def test_number_mode_the_phone_verifies_the_pbx_by_claiming(api: Api) -> None:
     fresh_window()
     with UasProcess(5070, mode="answer", ring_ms=3000) as uas:
         thread, results = call_in_background([(CALLER, f"6{dev['id']}")])
-        (invite,) = uas.wait_for_invites(1, timeout=15)
+        (invite,) = uas.wait_for_invites(1, timeout=15, to="+15550300005")
         assert invite.from_user.lstrip("+") == ENTERPRISE.lstrip("+")  # the enterprise's number, not a key
         spoofed = phone.claim("+12155550199")  # a number the PBX is not calling from
         assert (spoofed.status, spoofed.error) == (404, "not_found")
