@@ -47,6 +47,7 @@ from asterisk_securelink.notifier import Notifier
 from asterisk_securelink.provision import intent_settings, offer
 from asterisk_securelink.store import sqlite
 from asterisk_securelink.store.api_store import ApiStore
+from asterisk_securelink.store.ends import CallEndWriter
 from asterisk_securelink.store.intents import IntentStore
 from asterisk_securelink.store.lanes import Lanes, lanes_for
 from asterisk_securelink.store.lockout import LockoutStore
@@ -175,6 +176,7 @@ class Calling:
     leases: RouteLeases
     onward: Onward
     callbacks: CallbackCalls | None
+    ends: CallEndWriter  # the ends of onward-routed calls (closed after `onward`)
 
 
 def calling_for(app: App, ari: AriClient, node: str) -> Calling:
@@ -183,11 +185,12 @@ def calling_for(app: App, ari: AriClient, node: str) -> Calling:
     leases = RouteLeases(app.store, node[:64])
     identity = RoutingIdentity(cfg.routing, ari)
     guard = RouteGuard(cfg.routing, leases)
-    onward = Onward(cfg, app.store, identity, guard, ari, app.notifier, app.callkeys, node=leases.node)
+    ends = CallEndWriter(app.store.engine)
+    onward = Onward(cfg, app.store, identity, guard, ari, app.notifier, ends, node=leases.node)
     callbacks = None
     vouchers = app.callkeys.vouchers  # with the device API on: a callback is confirmed by claiming its voucher
     if app.api is not None and vouchers is not None:
         callbacks = CallbackCalls(cfg.ari.app, app.store, ari, identity.resolve, guard, leases, vouchers,
                                   app.notifier, records=app.callkeys,
                                   max_call_seconds=cfg.routing.max_call_seconds)  # fmt: skip
-    return Calling(leases, onward, callbacks)
+    return Calling(leases, onward, callbacks, ends)

@@ -278,7 +278,7 @@ async def run_stasis(cfg: Config) -> None:
                 upkeep.cancel()
                 await upkeep.drain(1.0)
                 try:
-                    for part in (outbound, access, onward, calling.callbacks, ends):
+                    for part in (outbound, access, onward, calling.callbacks, calling.ends, ends):
                         if part is not None:
                             await part.close()
                 finally:

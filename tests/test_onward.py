@@ -21,7 +21,9 @@ from asterisk_securelink.core.verdicts import Method
 from asterisk_securelink.dialplan import HANDOFF_VAR, VERDICT_CONTEXT
 from asterisk_securelink.notifier import Notifier, VerdictNote
 from asterisk_securelink.stasis import CallInfo
+from asterisk_securelink.store.ends import CallEndWriter
 from asterisk_securelink.store.routes import RouteLeases
+from asterisk_securelink.store.spend import SpendDevice
 from asterisk_securelink.store.store import DeviceRow, Store
 
 DESK = {"context": "from-desk", "callerid": '"Alice" <1001>'}
@@ -77,21 +79,24 @@ class Ari:
         return [c for c in self.calls if c[0] == what]
 
 
-class Records:
-    def __init__(self) -> None:
+class Records(CallEndWriter):
+    """The real writer, keeping what Onward handed it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.engine)
         self.records: list[dict[str, Any]] = []
         self.ended_calls: list[str] = []
 
-    async def record(self, record: dict[str, Any]) -> None:
+    async def end(self, call_id: str, record: dict[str, Any] | None, *, release: bool) -> None:
+        assert record is not None
         self.records.append(record)
-
-    async def ended(self, call_id: str) -> None:
         self.ended_calls.append(call_id)
+        await super().end(call_id, record, release=release)
 
 
 class Rig:
     def __init__(self, store: Store, routing: RoutingConfig, endpoints: Endpoints, ari: Ari) -> None:
-        self.store, self.ari, self.records = store, ari, Records()
+        self.store, self.ari, self.records = store, ari, Records(store)
         self.audit: list[dict[str, Any]] = []
         self.cfg = replace(Config(), routing=routing)
         self.leases = RouteLeases(store, "node-a")
@@ -140,6 +145,9 @@ async def test_an_admitted_call_goes_to_its_destination_in_the_desks_context(sto
     assert (rec["direction"], rec["method"], rec["destination"], rec["caller"]) == ("inbound", "dtmf", "2001",
                                                                                    "+15550001111")  # fmt: skip
     assert rec["hangup_cause"] == "Normal" and rec["answered_at"] is not None and r.records.ended_calls == ["ch-1"]
+    [row] = await store.list_call_records()
+    assert (row.call_id, row.device_id, row.method, row.destination, row.verdict) == ("ch-1", dev.id, "dtmf", "2001",
+                                                                                      "admitted")  # fmt: skip
     assert not await r.onward.on_event(destroyed)  # once
 
 
@@ -151,6 +159,16 @@ async def test_the_devices_own_values_win_and_the_desk_is_not_read(store: Store)
     assert (r.ari.vars["SECURELINK_CONTEXT"], r.ari.vars["SECURELINK_CALLERID"]) == ("mobile-ctx", '"Al" <2222>')
     assert (r.ari.vars["SECURELINK_DESTINATION"], r.ari.vars["SECURELINK_HOME"]) == ("", "*97")
     assert endpoints.asked == 0
+
+
+async def test_the_row_admission_read_is_routed_on_without_reading_the_device_again(store: Store) -> None:
+    """`Admitted.device` (the spend's read, `store.spend.SpendDevice`) is what the call is routed on."""
+    r = rig(store)
+    dev = await device(store)  # its desk endpoint's from-desk and "Alice" <1001> in the store
+    seen = SpendDevice(dev.id, dev.key_id, dev.status, None, "mobile-ctx", '"Al" <2222>', "extension:*97")
+    await r.go(Admitted(dev.id, Method.ANI, device=seen))
+    assert (r.ari.vars["SECURELINK_CONTEXT"], r.ari.vars["SECURELINK_CALLERID"]) == ("mobile-ctx", '"Al" <2222>')
+    assert r.ari.vars["SECURELINK_HOME"] == "*97"
 
 
 async def test_without_any_identity_the_verdict_is_no_route(store: Store) -> None:

@@ -23,6 +23,29 @@ from asterisk_securelink.store.store import DeviceRow, Store, StoreError
 NOW = 1_790_000_000_000
 
 
+@pytest.fixture(autouse=True, params=["fast", "generic"])
+def reserve_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both ways `reserve` runs on SQLite: one function on the driver's thread (`store.driver`), whose
+    use is proven by taking the generic path away, and the generic Core path (PostgreSQL's)."""
+    from asterisk_securelink.store import routes
+
+    if request.param == "generic":
+        monkeypatch.setattr(routes, "run_on_driver", _not_run)
+    elif db_url.startswith("sqlite"):
+        monkeypatch.setattr(routes, "devices_locked", _no_generic_path)
+    return str(request.param)
+
+
+async def _not_run(*_args: object) -> object:
+    from asterisk_securelink.store.driver import NOT_RUN
+
+    return NOT_RUN
+
+
+def _no_generic_path(*_args: object) -> object:
+    raise AssertionError("SQLite reserved through the generic path")
+
+
 @pytest.fixture
 async def leases(store: Store) -> RouteLeases:
     return RouteLeases(store, "node-a")

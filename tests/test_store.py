@@ -88,7 +88,7 @@ def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest
     from asterisk_securelink.store import spend
 
     if request.param == "generic":
-        monkeypatch.setattr(spend, "_on_driver_thread", lambda raw: None)
+        monkeypatch.setattr(spend, "on_driver_thread", lambda raw: None)
     return str(request.param)
 
 
@@ -99,7 +99,7 @@ async def test_the_sqlite_spend_runs_on_the_driver_thread(tmp_path: Path) -> Non
     sqlite_store = Store.from_url(f"sqlite+aiosqlite:///{tmp_path / 'spend.sqlite3'}")
     try:
         async with sqlite_store.engine.connect() as conn:
-            assert spend._on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
+            assert spend.on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
     finally:
         await sqlite_store.close()
 
@@ -118,6 +118,19 @@ async def test_check_and_spend_only_for_the_current_key_id_and_a_usable_status(s
     assert (await store.check_and_spend(d.id + 999, "kid-a", Direction.INBOUND, 103, "c4", 0)).device is None
     epoch = await store.key_epoch(d.id, Direction.INBOUND)
     assert epoch is not None and epoch.last_epoch == 100  # none of the refused attempts spent anything
+
+
+async def test_check_and_spend_reads_the_routing_fields_with_the_device(store: Store, spend_path: str) -> None:
+    """What an admitted call is routed on comes from the spend's own read (`calling.onward` reads nothing again)."""
+    routing = {"context": "from-desk", "callerid": '"Al" <2222>', "home": "extension:*97"}
+    d = await store.add_device("A", "15550001", "PJSIP/1001", "kid-r", "t", routing)
+    bare = await store.add_device("B", "15550002", None, "kid-s", "t")
+    r = await store.check_and_spend(d.id, "kid-r", Direction.INBOUND, 100, "c1", 0)
+    assert r.spent and r.device is not None
+    assert (r.device.desk_endpoint, r.device.context, r.device.callerid, r.device.home) == (
+        "PJSIP/1001", "from-desk", '"Al" <2222>', "extension:*97")  # fmt: skip
+    r = await store.check_and_spend(bare.id, "kid-s", Direction.INBOUND, 100, "c2", 0)
+    assert r.device is not None and (r.device.desk_endpoint, r.device.context, r.device.home) == (None, None, None)
 
 
 async def test_the_spend_update_itself_rechecks_key_id_and_status(store: Store) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from asterisk_securelink.calling.identity import Identity, RoutingIdentity
+from asterisk_securelink.calling.identity import Identity, Routable, RoutingIdentity
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.handoff import Handoff
 from asterisk_securelink.core.tollguard import Home, HomeKind, parse_home
@@ -25,7 +25,7 @@ class Devices(Protocol):
     async def get_device(self, ref: str | int) -> DeviceRow | None: ...
 
 
-def home_of(device: DeviceRow, cfg: Config) -> Home:
+def home_of(device: Routable, cfg: Config) -> Home:
     return parse_home(device.home) if device.home else cfg.routing.home_default
 
 

@@ -18,10 +18,25 @@ from typing import Protocol
 from asterisk_securelink.config import RoutingConfig
 from asterisk_securelink.core.callerid import check_context, parse_callerid
 from asterisk_securelink.outbound.hooks import pjsip_endpoint_name
-from asterisk_securelink.store.store import DeviceRow
 
 DEVICE = "device"
 DEFAULT = "[routing] default"
+
+
+class Routable(Protocol):
+    """What routing reads of a device (`store.store.DeviceRow`, or the row the spend read: `SpendDevice`)."""
+
+    @property
+    def desk_endpoint(self) -> str | None: ...
+
+    @property
+    def context(self) -> str | None: ...
+
+    @property
+    def callerid(self) -> str | None: ...
+
+    @property
+    def home(self) -> str | None: ...
 
 
 class EndpointConfig(Protocol):
@@ -86,7 +101,7 @@ class RoutingIdentity:
         self.routing = routing
         self.endpoints = endpoints
 
-    async def sources(self, device: DeviceRow) -> Sources:
+    async def sources(self, device: Routable) -> Sources:
         desk_name = pjsip_endpoint_name(device.desk_endpoint or "")
         desk = None
         needs_desk = not (device.context and device.callerid)
@@ -95,5 +110,5 @@ class RoutingIdentity:
         default = (self.routing.default_context or None, self.routing.default_callerid or None)
         return Sources((device.context, device.callerid), desk, device.desk_endpoint, default)
 
-    async def resolve(self, device: DeviceRow) -> Identity | None:
+    async def resolve(self, device: Routable) -> Identity | None:
         return (await self.sources(device)).pick()

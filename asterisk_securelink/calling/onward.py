@@ -12,7 +12,7 @@ with an admitted call instead of continuing it straight into the dialplan:
 4. the dialplan contract's variables, the CDR fields `securelink_device` / `securelink_method` and
    `TIMEOUT(absolute)` set through ARI, our app subscribed to the channel, and `continue` into the admitted context;
 5. when the channel is destroyed: the lease released, the call record written (both directions' records share one
-   shape, `callkeys.book`), the per-call key's voucher ended.
+   shape, `store.ends.record_values`), the per-call key's voucher ended, in one write (`store.ends`).
 
 Every failure is fail closed: the call is hung up. Destination digits are not secret, but key digits never reach
 here (a DTMF key field ends before the destination starts).
@@ -40,7 +40,7 @@ from asterisk_securelink.asterisk.ari.events import (
 from asterisk_securelink.calling.contract import Devices, admitted_handoff, home_of
 from asterisk_securelink.calling.dialtone import DialTone
 from asterisk_securelink.calling.guard import RouteGuard
-from asterisk_securelink.calling.identity import Identity, RoutingIdentity
+from asterisk_securelink.calling.identity import Identity, Routable, RoutingIdentity
 from asterisk_securelink.config import Config
 from asterisk_securelink.core.numbers import Kind, classify
 from asterisk_securelink.core.slk1 import now_ms
@@ -76,12 +76,11 @@ class OnwardChannels(ChannelControl, Protocol):
     async def subscribe_channel(self, channel_id: str) -> None: ...
 
 
-class Records(Protocol):
-    """The call records and the per-call keys' end (`callkeys.service.CallKeys`)."""
+class Ends(Protocol):
+    """A call's end in the shared store (`store.ends.CallEndWriter`): its lease released, its record written, its
+    per-call key's vouchers ended, in one write shared with the calls that end at the same moment."""
 
-    async def record(self, record: dict[str, Any]) -> None: ...
-
-    async def ended(self, call_id: str) -> None: ...
+    async def end(self, call_id: str, record: dict[str, Any] | None, *, release: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,7 @@ class Admitted:
     answered: bool = False  # the app answered it already (DTMF)
     variables: Mapping[str, str] = field(default_factory=dict)  # set with the others (e.g. the per-call key id)
     pending: VerdictNote | None = None  # the admission's verdict, published by the dialplan at the hand-off
+    device: Routable | None = None  # its routing fields as admission read them (else read here)
 
 
 def recorded_caller(caller: str | None, method: Method) -> str | None:
@@ -132,7 +132,7 @@ class Onward:
         guard: RouteGuard,
         channels: OnwardChannels,
         notifier: Notifier,
-        records: Records | None = None,
+        ends: Ends,
         *,
         node: str = "",
         clock_ms: Callable[[], int] = now_ms,
@@ -144,7 +144,7 @@ class Onward:
         self.guard = guard
         self.channels = channels
         self.notifier = notifier
-        self.records = records
+        self.ends = ends
         self.node = node
         self.clock_ms = clock_ms
         self.monotonic_ms = monotonic_ms
@@ -181,7 +181,7 @@ class Onward:
 
     async def _go(self, f: _Followed) -> None:
         a, cid = f.admitted, f.call.channel_id
-        device = await self.devices.get_device(a.device_id)
+        device = a.device if a.device is not None else await self.devices.get_device(a.device_id)
         who = await self.identity.resolve(device) if device is not None else None
         if who is None or device is None:
             await self._refuse(f, Verdict.NO_ROUTE, {"reason": "no context or caller ID"})
@@ -340,18 +340,13 @@ class Onward:
         await self._finish(f)
 
     async def _finish(self, f: _Followed) -> None:
-        """Once per call: the lease released, the record written, the vouchers ended."""
+        """Once per call: the lease released, the record written, the vouchers ended (one write, `Ends`)."""
         if self._calls.pop(f.call.channel_id, None) is None:
             return
-        if f.leased:
-            await self.guard.release(f.call.channel_id)
-        if self.records is None:
-            return
         try:
-            await self.records.record(self._record(f))
-            await self.records.ended(f.call.channel_id)
-        except Exception as exc:  # noqa: BLE001 - a record lost is logged, the call is over anyway
-            log.error("call record of %s not written (%s)", f.call.channel_id, type(exc).__name__)
+            await self.ends.end(f.call.channel_id, self._record(f), release=f.leased)
+        except Exception as exc:  # noqa: BLE001 - logged; a lease not released goes stale by itself (store.routes)
+            log.error("end of call %s not written (%s)", f.call.channel_id, type(exc).__name__)
 
     def _record(self, f: _Followed) -> dict[str, Any]:
         a = f.admitted

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from asterisk_securelink.callkeys import escrow
 from asterisk_securelink.config import Config
+from asterisk_securelink.store.ends import record_values
 from asterisk_securelink.store.models import CallKey, CallRecord, utcnow
 from asterisk_securelink.store.store import Store
 
@@ -86,35 +87,13 @@ class CallBook:
 
     async def record(self, record: dict[str, Any]) -> None:
         """Write one call record, either direction: the outbound controller's `on_finished` dict (`OutboundCall.record`)
-        or the inbound routing's of the same shape. Keys: call_id, device_id, direction, verdict, legs, answered_by,
-        started_at, answered_at, ended_at, hangup_cause, and optional method, caller (as delivered, "withheld" for
-        a withheld number, None when the caller number was the key: a key is never recorded), destination, node."""
-        await self.store.add_call_record(
-            CallRecord(
-                call_id=str(record["call_id"])[:128],
-                device_id=record.get("device_id"),
-                direction=str(record.get("direction", "outbound")),
-                verdict=record.get("verdict"),
-                legs=json.dumps(record.get("legs", []), default=str),
-                answered_by=record.get("answered_by"),
-                started_at=record.get("started_at") or utcnow(),
-                answered_at=record.get("answered_at"),
-                ended_at=record.get("ended_at") or utcnow(),
-                hangup_cause=record.get("hangup_cause"),
-                method=_clip(record.get("method"), 16),
-                caller=_clip(record.get("caller"), 32),
-                destination=_clip(record.get("destination"), 20),
-                node=_clip(record.get("node"), 64),
-            )
-        )
+        or a callback's; its keys are `store.ends.record_values`'. A key is never recorded (caller None when the
+        caller number was the key, "withheld" for a withheld number)."""
+        await self.store.add_call_record(CallRecord(**record_values(record)))
 
     async def purge_records(self, before: datetime) -> int:
         """Delete the call records of calls started before `before` (`[calling] record_days`); how many."""
         return await self.store.purge_call_records(before)
-
-
-def _clip(value: Any, length: int) -> str | None:
-    return None if value is None else str(value)[:length]
 
 
 def binding_of(row: CallKey) -> escrow.RowBinding:

@@ -322,7 +322,8 @@ class AccessHandler:
         key_var = await self._call_key(call, outcome, delivered)
         admitted = None
         if outcome.device_id is not None:
-            admitted = Admitted(outcome.device_id, Method(method.value), destination, call.caller, answered, key_var)
+            admitted = Admitted(outcome.device_id, Method(method.value), destination, call.caller, answered, key_var,
+                                device=outcome.device)  # fmt: skip
         if route.action is Action.ADMIT and self.onward is not None and admitted is not None:
             log.info("access %s: admitted device=%s method=%s", call.channel_id, outcome.device_id, method)
             await self.onward.go(call, admitted)

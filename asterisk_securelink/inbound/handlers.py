@@ -177,7 +177,7 @@ class Handlers:
         """`note`: the admission's verdict, still to be published (by the dialplan when the call is handed over)."""
         assert outcome.device_id is not None
         return Admitted(outcome.device_id, Method(outcome.mode.value), caller=call.caller, variables=variables,
-                        pending=note)  # fmt: skip
+                        pending=note, device=outcome.device)  # fmt: skip
 
     async def register(self, call: CallInfo) -> None:
         """`Stasis(securelink,register)` from the registration context: only a channel this app admitted as

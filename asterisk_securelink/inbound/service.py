@@ -28,6 +28,7 @@ from asterisk_securelink.inbound.guard import GuessGuard
 from asterisk_securelink.lifecycle import DeviceStatus, after_spend, can_register, inbound_verdict
 from asterisk_securelink.livekeys import LiveKeys, key_settings_problem
 from asterisk_securelink.store.models import utcnow
+from asterisk_securelink.store.spend import SpendDevice
 from asterisk_securelink.store.store import DeviceRow, Store, audit_fields
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class Outcome:
     epoch: int | None = None
     mode: Mode | Method = Mode.ANI  # how the key came: a resolved `Mode`, or `Method.DTMF` / `Method.INTENT`
     detail: dict[str, Any] = field(default_factory=dict)
+    # the device as the spend read it, with its routing identity (`calling.onward` routes on it without reading it
+    # again); None when the verdict did not come from a spend
+    device: SpendDevice | None = field(default=None, compare=False, repr=False)
 
 
 class VerificationService:
@@ -240,7 +244,7 @@ class VerificationService:
         if stopped is not None:
             return Outcome(stopped, device.id, cand.epoch, mode, {"status": device.status})
         verdict = after_spend(device.status, result.spent)
-        return Outcome(verdict, device.id, cand.epoch, mode, {"drift": cand.epoch - current})
+        return Outcome(verdict, device.id, cand.epoch, mode, {"drift": cand.epoch - current}, device)
 
     def _guess(self, raw: str | None) -> str | None:
         """The digits of `raw` when it could be an inbound key as delivered (`core.lockout.could_be_key`), else None."""

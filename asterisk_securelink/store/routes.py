@@ -16,14 +16,19 @@ built once.
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import BigInteger, Integer, String, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter
 
+from asterisk_securelink.store.driver import NOT_RUN, Qmark, qmark, run_on_driver
 from asterisk_securelink.store.lanes import rowcount
 from asterisk_securelink.store.locks import devices_locked
+from asterisk_securelink.store.models import Device
 from asterisk_securelink.store.route_models import LEASE_KINDS, CallLease, RouteSpend
 from asterisk_securelink.store.store import Store, StoreError
 
@@ -68,8 +73,9 @@ _STATE = select(
     .scalar_subquery()
     .label("nth"),
 )
+_FIND_DEVICE = select(Device.id).where(Device.id == _DEVICE)
 _ADD_LEASE = insert(L)
-_ADD_SPEND = insert(S)
+_ADD_SPEND = insert(S).values(device_id=_DEVICE, call_id=_CALL, at_ms=_NOW)  # its id: the database's
 _RELEASE = delete(L).where(L.call_id == _CALL)
 _RENEW = update(L).where(L.node == _NODE).values(renewed_ms=_NOW)
 _RECLAIM = delete(L).where(L.node == _NODE)
@@ -82,6 +88,66 @@ _PURGE_LEASES = delete(L).where(L.renewed_ms <= _LIVE_SINCE)
 
 def _ceil_s(ms: int) -> int:
     return max(1, -(-ms // 1000))
+
+
+class _State(NamedTuple):
+    """What `_STATE` reads of a device and a call under the device's lock."""
+
+    leased: bool  # the call holds a lease already
+    spent: bool  # the call is counted in the rolling day already
+    live: int  # the device's live leases
+    day: int  # its spends in the rolling day
+    nth: int | None  # the max_per_day-th newest of them
+
+
+def _decide(state: _State, max_concurrent: int, max_per_day: int, now_ms: int) -> Reservation | None:
+    """The refusal, or None: take the place (nothing to add when the call holds a lease already)."""
+    if state.leased:
+        return None
+    if state.live >= max_concurrent:
+        return Reservation(False, "concurrent", CONCURRENT_RETRY_S)
+    if not state.spent and state.day >= max_per_day:
+        oldest = int(state.nth) if state.nth is not None and max_per_day > 0 else now_ms
+        return Reservation(False, "daily", _ceil_s(oldest + DAY_MS - now_ms))
+    return None
+
+
+@dataclass(frozen=True)
+class _Sqlite:
+    find: Qmark
+    state: Qmark
+    add_lease: Qmark
+    add_spend: Qmark
+
+
+@functools.cache
+def _sqlite_for(dialect: Dialect) -> _Sqlite:
+    return _Sqlite(qmark(_FIND_DEVICE, dialect), qmark(_STATE, dialect), qmark(_ADD_LEASE, dialect),
+                   qmark(_ADD_SPEND, dialect))  # fmt: skip
+
+
+def _sqlite_reserve(
+    db: sqlite3.Connection, q: _Sqlite, values: dict[str, Any], lease: dict[str, Any], spend: dict[str, Any],
+    limits: tuple[int, int, int],
+) -> Reservation | None:  # fmt: skip
+    """`reserve` as one SQLite transaction on the driver's thread (`store.driver`): `BEGIN IMMEDIATE` is the lock
+    (`store.locks`). None: no such device."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute(q.find.sql, q.find.args(values)).fetchone() is None:
+            db.rollback()
+            return None
+        state = _State(*db.execute(q.state.sql, q.state.args(values)).fetchone())
+        refused = _decide(state, *limits)
+        if refused is None and not state.leased:
+            db.execute(q.add_lease.sql, q.add_lease.args(lease))
+            if not state.spent:
+                db.execute(q.add_spend.sql, q.add_spend.args(spend))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return refused or Reservation(True)
 
 
 class RouteLeases:
@@ -112,22 +178,30 @@ class RouteLeases:
             "b_device": device_id, "b_call": call_id, "now_ms": now_ms, "live_since": now_ms - LEASE_STALE_MS,
             "day_since": now_ms - DAY_MS, "nth": max(0, max_per_day - 1),
         }  # fmt: skip
-        async with devices_locked(self.store.engine, [device_id]) as (c, found):
+        lease = {"call_id": call_id, "device_id": device_id, "kind": kind, "node": self.node, "started_ms": now_ms,
+                 "renewed_ms": now_ms}  # fmt: skip
+        spend = {"b_device": device_id, "b_call": call_id, "now_ms": now_ms}
+        limits = (max_concurrent, max_per_day, now_ms)
+        engine = self.store.engine
+        if engine.dialect.name == "sqlite":
+            got = await run_on_driver(
+                engine, _sqlite_reserve, _sqlite_for(engine.dialect), values, lease, spend, limits
+            )
+            if got is not NOT_RUN:
+                if got is None:
+                    raise StoreError(f"no device with id {device_id}")
+                return cast(Reservation, got)
+        async with devices_locked(engine, [device_id]) as (c, found):
             if not found:
                 raise StoreError(f"no device with id {device_id}")
-            state = (await c.execute(_STATE, values)).one()
-            if state.leased:
-                return Reservation(True)
-            if state.live >= max_concurrent:
-                return Reservation(False, "concurrent", CONCURRENT_RETRY_S)
-            if not state.spent and state.day >= max_per_day:
-                oldest = int(state.nth) if state.nth is not None and max_per_day > 0 else now_ms
-                return Reservation(False, "daily", _ceil_s(oldest + DAY_MS - now_ms))
-            lease = {"call_id": call_id, "device_id": device_id, "kind": kind, "node": self.node,
-                     "started_ms": now_ms, "renewed_ms": now_ms}  # fmt: skip
-            await c.execute(_ADD_LEASE, lease)
-            if not state.spent:
-                await c.execute(_ADD_SPEND, {"device_id": device_id, "call_id": call_id, "at_ms": now_ms})
+            state = _State(*(await c.execute(_STATE, values)).one())
+            refused = _decide(state, *limits)
+            if refused is not None:
+                return refused
+            if not state.leased:
+                await c.execute(_ADD_LEASE, lease)
+                if not state.spent:
+                    await c.execute(_ADD_SPEND, spend)
         return Reservation(True)
 
     async def release(self, call_id: str) -> bool:

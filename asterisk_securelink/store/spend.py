@@ -16,7 +16,6 @@ read, so the read and the write see the same database. Anything unexpected raise
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.lifecycle import SPENDABLE
+from asterisk_securelink.store.driver import on_driver_thread
 from asterisk_securelink.store.models import Device, KeyEpoch, utcnow
 
 DEVICES = cast(Table, Device.__table__)
@@ -34,11 +34,16 @@ EPOCHS = cast(Table, KeyEpoch.__table__)
 
 @dataclass(frozen=True)
 class SpendDevice:
-    """The device as read in the spending transaction: what the verdict depends on."""
+    """The device as read in the spending transaction: what the verdict depends on, and where an admitted call of
+    it goes (its routing identity and home, `calling.identity.Routable`), so routing needs no second read."""
 
     id: int
     key_id: str
     status: str
+    desk_endpoint: str | None = None
+    context: str | None = None
+    callerid: str | None = None
+    home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ async def check_and_spend(
 ) -> SpendResult:
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:
-            run = _on_driver_thread(await conn.get_raw_connection())
+            run = on_driver_thread(await conn.get_raw_connection())
             if run is not None:
                 stamp = EPOCHS.c.updated_at.type.bind_processor(engine.dialect)
                 now = stamp(utcnow()) if stamp is not None else utcnow()
@@ -94,8 +99,9 @@ async def check_and_spend(
         return await _pg_check_and_spend(engine, device_id, key_id, direction, epoch, call_id, drift)
     async with engine.begin() as conn:
         d = DEVICES.c
-        found = (await conn.execute(select(d.id, d.key_id, d.status).where(d.id == device_id))).first()
-        device = SpendDevice(found.id, found.key_id, found.status) if found is not None else None
+        columns = (d.id, d.key_id, d.status, d.desk_endpoint, d.context, d.callerid, d.home)
+        found = (await conn.execute(select(*columns).where(d.id == device_id))).first()
+        device = SpendDevice(*found) if found is not None else None
         if device is None or device.key_id != key_id or device.status not in SPENDABLE:
             return SpendResult(device, False)
         return SpendResult(device, await spend_in(conn, device_id, key_id, direction, epoch, call_id, drift))
@@ -108,7 +114,8 @@ _PG_SPEND = (
     "WITH spent AS (UPDATE key_epochs SET last_epoch = $1, last_call_id = $2, drift = $3, updated_at = $4 "
     "WHERE device_id = $5 AND direction = $6 AND last_epoch < $1 "
     "AND EXISTS (SELECT 1 FROM devices WHERE id = $5 AND key_id = $7 AND status IN ($8, $9)) RETURNING device_id) "
-    "SELECT d.key_id, d.status, (SELECT count(*) FROM spent) AS n FROM devices AS d WHERE d.id = $5"
+    "SELECT d.key_id, d.status, d.desk_endpoint, d.context, d.callerid, d.home, (SELECT count(*) FROM spent) AS n "
+    "FROM devices AS d WHERE d.id = $5"
 )
 _PG_SAME_CALL = "SELECT last_epoch, last_call_id FROM key_epochs WHERE device_id = $1 AND direction = $2"
 
@@ -123,11 +130,11 @@ async def _pg_check_and_spend(
     args = (epoch, call_id, drift, utcnow(), device_id, direction.value, key_id, *SPENDABLE)
     async with engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        row: Any = (await auto.exec_driver_sql(_PG_SPEND, args)).first()  # (key_id, status, spent count)
+        row: Any = (await auto.exec_driver_sql(_PG_SPEND, args)).first()  # (key_id, status, 4 routing, spent count)
         if row is None:
             return SpendResult(None, False)
-        device = SpendDevice(device_id, row[0], row[1])
-        if row[2] == 1:
+        device = SpendDevice(device_id, *row[:6])
+        if row[6] == 1:
             return SpendResult(device, True)
         if call_id is None or device.key_id != key_id or device.status not in SPENDABLE:
             return SpendResult(device, False)
@@ -135,21 +142,7 @@ async def _pg_check_and_spend(
         return SpendResult(device, again is not None and again[0] == epoch and again[1] == call_id)
 
 
-def _on_driver_thread(raw: Any) -> Callable[..., Any] | None:
-    """`run(fn, *args)`: call `fn(sqlite3_connection, *args)` on aiosqlite's connection thread and await it; None when
-    the driver is not aiosqlite as known (then the generic path runs: slower, same result)."""
-    driver = getattr(raw, "driver_connection", None)
-    execute = getattr(driver, "_execute", None)
-    if driver is None or execute is None or not hasattr(type(driver), "_conn"):
-        return None
-
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
-        return await execute(lambda: fn(driver._conn, *args))
-
-    return run
-
-
-_SELECT_DEVICE = "SELECT key_id, status FROM devices WHERE id = ?"
+_SELECT_DEVICE = "SELECT key_id, status, desk_endpoint, context, callerid, home FROM devices WHERE id = ?"
 _SPEND = (
     "UPDATE key_epochs SET last_epoch = ?, last_call_id = ?, drift = ?, updated_at = ? "
     "WHERE device_id = ? AND direction = ? AND last_epoch < ? "
@@ -173,7 +166,7 @@ def _sqlite_check_and_spend(
     db.execute("BEGIN IMMEDIATE")
     try:
         found = db.execute(_SELECT_DEVICE, (device_id,)).fetchone()
-        device = SpendDevice(device_id, found[0], found[1]) if found is not None else None
+        device = SpendDevice(device_id, *found) if found is not None else None
         spent = False
         if device is not None and device.key_id == key_id and device.status in SPENDABLE:
             args = (epoch, call_id, drift, now, device_id, direction, epoch, device_id, key_id, *SPENDABLE)
