@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,31 @@ def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest
     if request.param == "generic":
         monkeypatch.setattr(spend, "on_driver_thread", lambda raw: None)
     return str(request.param)
+
+
+async def test_an_sqlite_connection_returned_inside_a_transaction_is_rolled_back(tmp_path: Path) -> None:
+    """The pool does not roll back at every check-in (a hand-off each time); a transaction left open still ends
+    there, so the next user neither sees its writes nor waits for its lock."""
+    from asterisk_securelink.store.driver import run_on_driver
+
+    sqlite_store = Store.from_url(f"sqlite+aiosqlite:///{tmp_path / 'reset.sqlite3'}")
+    try:
+        async with sqlite_store.engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+
+        def left_open(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (1)")
+            return bool(db.in_transaction)
+
+        assert await run_on_driver(sqlite_store.engine, left_open) is True
+        async with sqlite_store.engine.begin() as conn:  # would wait 30 s for the write lock if it were still held
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar_one() == 0
+            await conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        async with sqlite_store.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT x FROM t")).scalars().all() == [2]
+    finally:
+        await sqlite_store.close()
 
 
 async def test_the_sqlite_spend_runs_on_the_driver_thread(tmp_path: Path) -> None:

@@ -105,7 +105,17 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("pool_timeout", SQLITE_POOL_TIMEOUT)
+        # No rollback at every check-in (a hand-off to aiosqlite's thread each time, issue 24): every user ends its
+        # own transaction (SQLAlchemy's Connection rolls back at close; `store.driver` functions commit or roll
+        # back), and `_end_open_transaction` catches one left open.
+        kwargs.setdefault("pool_reset_on_return", None)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "checkin")
+        def _end_open_transaction(dbapi_conn: DBAPIConnection | None, _record: ConnectionPoolEntry) -> None:
+            driver = getattr(dbapi_conn, "driver_connection", None)
+            if dbapi_conn is not None and getattr(driver, "in_transaction", False):  # read without a hand-off
+                dbapi_conn.rollback()
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
