@@ -105,9 +105,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
         kwargs.setdefault("pool_timeout", SQLITE_POOL_TIMEOUT)
-        # No rollback at every check-in (a hand-off to aiosqlite's thread each time, issue 24): every user ends its
-        # own transaction (SQLAlchemy's Connection rolls back at close; `store.driver` functions commit or roll
-        # back), and `_end_open_transaction` catches one left open.
+        # No rollback at each check-in (a hand-off to aiosqlite's thread; every user ends its own transaction, and
+        # `_end_open_transaction` catches one left open: docs/decisions.md, "The hot path's writes")
         kwargs.setdefault("pool_reset_on_return", None)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
