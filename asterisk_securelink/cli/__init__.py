@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
+import uvloop
 from sqlalchemy.exc import SQLAlchemyError
 
 from asterisk_securelink import config as config_mod
@@ -31,6 +33,15 @@ from asterisk_securelink.store.store import StoreError
 # whose text is meant for a person: bad input, a key file, a start that cannot happen, the store's refusals)
 _USER_ERRORS = (InputError, KeyFileError, StartupError, StoreError, LookupError)
 _NO_MESSAGE = {TimeoutError: "timed out", ConnectionError: "the connection failed"}
+
+
+SERVICES = frozenset({"run", "agi"})  # the long-running services: their event loop is uvloop's
+
+
+def runner_for(command: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """How a command's coroutine is run: the services on uvloop (issue 24: the profile's event-loop machinery, a
+    quarter of the loop's busy time; docs/decisions.md), every other command on asyncio's own loop."""
+    return uvloop.run if command in SERVICES else asyncio.run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +62,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return asyncio.run(cmd_init(args, Path(chosen) if chosen else None))
         cfg = config_mod.load(args.config)
         handler: Handler = args.handler
-        return asyncio.run(handler(args, cfg))
+        return runner_for(args.cmd)(handler(args, cfg))
     except KeyboardInterrupt:
         return 130
     except (*_USER_ERRORS, SQLAlchemyError, UnicodeError, OSError) as exc:
