@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from support.driver import not_run
 
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.ends import CallEndWriter, record_values
@@ -24,13 +25,9 @@ NOW = 1_790_000_000_000
 def commit_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways a group is written on SQLite: one function on the driver's thread (`store.driver`), whose use is
     proven by taking the generic path away, and the generic Core path (PostgreSQL's)."""
-    from asterisk_securelink.store import driver, ends
+    from asterisk_securelink.store import ends
 
     if request.param == "generic":
-
-        async def not_run(*_args: object) -> object:
-            return driver.NOT_RUN
-
         monkeypatch.setattr(ends, "run_on_driver", not_run)
     elif db_url.startswith("sqlite"):
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
+from support.driver import not_run
 
 from asterisk_securelink.store.route_models import CallLease, RouteSpend
 from asterisk_securelink.store.routes import (
@@ -30,16 +31,10 @@ def reserve_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytes
     from asterisk_securelink.store import routes
 
     if request.param == "generic":
-        monkeypatch.setattr(routes, "run_on_driver", _not_run)
+        monkeypatch.setattr(routes, "run_on_driver", not_run)
     elif db_url.startswith("sqlite"):
         monkeypatch.setattr(routes, "devices_locked", _no_generic_path)
     return str(request.param)
-
-
-async def _not_run(*_args: object) -> object:
-    from asterisk_securelink.store.driver import NOT_RUN
-
-    return NOT_RUN
 
 
 def _no_generic_path(*_args: object) -> object:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from support.driver import not_run
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.store.store import DuplicateError, Store
@@ -89,7 +90,7 @@ def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest
     from asterisk_securelink.store import spend
 
     if request.param == "generic":
-        monkeypatch.setattr(spend, "on_driver_thread", lambda raw: None)
+        monkeypatch.setattr(spend, "run_on_driver", not_run)
     return str(request.param)
 
 
@@ -120,12 +121,12 @@ async def test_an_sqlite_connection_returned_inside_a_transaction_is_rolled_back
 
 async def test_the_sqlite_spend_runs_on_the_driver_thread(tmp_path: Path) -> None:
     """The one-hand-off path exists for aiosqlite (an SQLite store whatever database the other tests use)."""
-    from asterisk_securelink.store import spend
+    from asterisk_securelink.store import driver
 
     sqlite_store = Store.from_url(f"sqlite+aiosqlite:///{tmp_path / 'spend.sqlite3'}")
     try:
         async with sqlite_store.engine.connect() as conn:
-            assert spend.on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
+            assert driver.on_driver_thread(await conn.get_raw_connection()) is not None  # not the silent fallback
     finally:
         await sqlite_store.close()
 

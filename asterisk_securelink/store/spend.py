@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.lifecycle import SPENDABLE
-from asterisk_securelink.store.driver import on_driver_thread
+from asterisk_securelink.store.driver import NOT_RUN, run_on_driver
 from asterisk_securelink.store.models import Device, KeyEpoch, utcnow
 
 DEVICES = cast(Table, Device.__table__)
@@ -86,15 +86,12 @@ async def check_and_spend(
     engine: AsyncEngine, device_id: int, key_id: str, direction: Direction, epoch: int, call_id: str | None, drift: int
 ) -> SpendResult:
     if engine.dialect.name == "sqlite":
-        async with engine.connect() as conn:
-            run = on_driver_thread(await conn.get_raw_connection())
-            if run is not None:
-                stamp = EPOCHS.c.updated_at.type.bind_processor(engine.dialect)
-                now = stamp(utcnow()) if stamp is not None else utcnow()
-                return cast(
-                    SpendResult,
-                    await run(_sqlite_check_and_spend, device_id, key_id, direction.value, epoch, call_id, drift, now),
-                )
+        stamp = EPOCHS.c.updated_at.type.bind_processor(engine.dialect)
+        now = stamp(utcnow()) if stamp is not None else utcnow()
+        args = (device_id, key_id, direction.value, epoch, call_id, drift, now)
+        got = await run_on_driver(engine, _sqlite_check_and_spend, *args)
+        if got is not NOT_RUN:
+            return cast(SpendResult, got)
     if engine.dialect.name == "postgresql":
         return await _pg_check_and_spend(engine, device_id, key_id, direction, epoch, call_id, drift)
     async with engine.begin() as conn:
