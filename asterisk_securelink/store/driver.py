@@ -13,7 +13,9 @@ When the driver is not aiosqlite as known, `run_on_driver` returns `NOT_RUN` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -63,9 +65,16 @@ class Qmark:
         got = (values[n] if n in values else self.fixed[n] for n in self.names)
         return tuple(v if p is None else p(v) for p, v in zip(self.processors, got, strict=True))
 
+    def execute(self, db: sqlite3.Connection, values: Mapping[str, Any]) -> sqlite3.Cursor:
+        return db.execute(self.sql, self.args(values))
 
+    def executemany(self, db: sqlite3.Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+        db.executemany(self.sql, [self.args(r) for r in rows])
+
+
+@functools.cache
 def qmark(statement: ClauseElement, dialect: Dialect) -> Qmark:
-    """Compile `statement` (no expanding parameters) for SQLite once."""
+    """`statement` (no expanding parameters) compiled for SQLite, once per statement and dialect."""
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
     names = tuple(compiled.positiontup or ())
     binds = {b.key: b for b in compiled.binds.values()}

@@ -13,7 +13,6 @@ Statements are SQLAlchemy Core, built once. Nothing written is secret (a record 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import sqlite3
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import BindParameter
 
 from asterisk_securelink.store.api_models import CallVoucher
-from asterisk_securelink.store.driver import NOT_RUN, Qmark, qmark, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, qmark, run_on_driver
 from asterisk_securelink.store.models import CallRecord, utcnow
 from asterisk_securelink.store.route_models import CallLease
 
@@ -128,7 +127,7 @@ class CallEndWriter:
         engine = self.engine
         done: Any = NOT_RUN
         if engine.dialect.name == "sqlite":
-            done = await run_on_driver(engine, _sqlite_commit, _sqlite_for(engine.dialect), records, released, ended)
+            done = await run_on_driver(engine, _sqlite_commit, engine.dialect, records, released, ended)
         if done is NOT_RUN:
             await self._generic(records, released, ended)
         self.transactions += 1
@@ -143,33 +142,20 @@ class CallEndWriter:
             await c.execute(_END_VOUCHERS, ended)
 
 
-@dataclass(frozen=True)
-class _Sqlite:
-    add_record: Qmark
-    release: Qmark
-    end_vouchers: Qmark
-
-
-@functools.cache
-def _sqlite_for(dialect: Dialect) -> _Sqlite:
-    return _Sqlite(qmark(_ADD_RECORD, dialect), qmark(_RELEASE, dialect), qmark(_END_VOUCHERS, dialect))
-
-
 def _sqlite_commit(
-    db: sqlite3.Connection, q: _Sqlite, records: list[dict[str, Any]], released: list[dict[str, Any]],
+    db: sqlite3.Connection, dialect: Dialect, records: list[dict[str, Any]], released: list[dict[str, Any]],
     ended: list[dict[str, Any]],
-) -> bool:  # fmt: skip
+) -> None:  # fmt: skip
     """`_commit` as one SQLite transaction on the driver's thread (`store.driver`)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        db.executemany(q.add_record.sql, [q.add_record.args(r) for r in records])
-        db.executemany(q.release.sql, [q.release.args(r) for r in released])
-        db.executemany(q.end_vouchers.sql, [q.end_vouchers.args(r) for r in ended])
+        qmark(_ADD_RECORD, dialect).executemany(db, records)
+        qmark(_RELEASE, dialect).executemany(db, released)
+        qmark(_END_VOUCHERS, dialect).executemany(db, ended)
         db.commit()
     except BaseException:
         db.rollback()
         raise
-    return True
 
 
 def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:

@@ -16,7 +16,6 @@ built once.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
@@ -25,7 +24,7 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, delete, exists, f
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter
 
-from asterisk_securelink.store.driver import NOT_RUN, Qmark, qmark, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, qmark, run_on_driver
 from asterisk_securelink.store.lanes import rowcount
 from asterisk_securelink.store.locks import devices_locked
 from asterisk_securelink.store.models import Device
@@ -112,37 +111,23 @@ def _decide(state: _State, max_concurrent: int, max_per_day: int, now_ms: int) -
     return None
 
 
-@dataclass(frozen=True)
-class _Sqlite:
-    find: Qmark
-    state: Qmark
-    add_lease: Qmark
-    add_spend: Qmark
-
-
-@functools.cache
-def _sqlite_for(dialect: Dialect) -> _Sqlite:
-    return _Sqlite(qmark(_FIND_DEVICE, dialect), qmark(_STATE, dialect), qmark(_ADD_LEASE, dialect),
-                   qmark(_ADD_SPEND, dialect))  # fmt: skip
-
-
 def _sqlite_reserve(
-    db: sqlite3.Connection, q: _Sqlite, values: dict[str, Any], lease: dict[str, Any], spend: dict[str, Any],
+    db: sqlite3.Connection, dialect: Dialect, values: dict[str, Any], lease: dict[str, Any], spend: dict[str, Any],
     limits: tuple[int, int, int],
 ) -> Reservation | None:  # fmt: skip
     """`reserve` as one SQLite transaction on the driver's thread (`store.driver`): `BEGIN IMMEDIATE` is the lock
     (`store.locks`). None: no such device."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        if db.execute(q.find.sql, q.find.args(values)).fetchone() is None:
+        if qmark(_FIND_DEVICE, dialect).execute(db, values).fetchone() is None:
             db.rollback()
             return None
-        state = _State(*db.execute(q.state.sql, q.state.args(values)).fetchone())
+        state = _State(*qmark(_STATE, dialect).execute(db, values).fetchone())
         refused = _decide(state, *limits)
         if refused is None and not state.leased:
-            db.execute(q.add_lease.sql, q.add_lease.args(lease))
+            qmark(_ADD_LEASE, dialect).execute(db, lease)
             if not state.spent:
-                db.execute(q.add_spend.sql, q.add_spend.args(spend))
+                qmark(_ADD_SPEND, dialect).execute(db, spend)
         db.commit()
     except BaseException:
         db.rollback()
@@ -184,9 +169,7 @@ class RouteLeases:
         limits = (max_concurrent, max_per_day, now_ms)
         engine = self.store.engine
         if engine.dialect.name == "sqlite":
-            got = await run_on_driver(
-                engine, _sqlite_reserve, _sqlite_for(engine.dialect), values, lease, spend, limits
-            )
+            got = await run_on_driver(engine, _sqlite_reserve, engine.dialect, values, lease, spend, limits)
             if got is not NOT_RUN:
                 if got is None:
                     raise StoreError(f"no device with id {device_id}")
