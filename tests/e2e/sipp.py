@@ -322,7 +322,10 @@ class UasProcess:
         return [UasInvite(f, p, t, int(c)) for _n, f, p, t, tag, c in rows if not tag]
 
     def invites_to(self, number: str) -> list[UasInvite]:
-        """INVITEs received so far that called `number`."""
+        """INVITEs received so far that called `number`. A test that counts calls to a number should be the only one
+        calling it: Asterisk keeps resending an INVITE nobody answered for 32 s (PJSIP's timer B), also after the
+        caller hung up, so an earlier test's call to a number with no UAS reaches the next UAS bound to this port
+        (2001, the colleague the DTMF and intent tests dial and nobody answers, is such a number)."""
         return [i for i in self.invites() if i.to_user == number]
 
     def wait_for_invites(self, count: int = 1, timeout: float = 10.0, to: str | None = None) -> list[UasInvite]:

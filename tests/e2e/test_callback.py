@@ -78,14 +78,14 @@ async def test_a_confirmed_callback_rings_the_mobile_with_a_key_then_bridges_the
     started = time.time()
     with uas(5070) as carrier:
         async with ami_monitor(ROUTED) as routed:
-            p = await asyncio.to_thread(device_cli.run, "callback", "2001", "--state", str(tmp_path / "ok.json"),
+            p = await asyncio.to_thread(device_cli.run, "callback", "2021", "--state", str(tmp_path / "ok.json"),
                                         "--json")  # fmt: skip
             assert p.returncode == 0, p.stderr + p.stdout + node.home.log_text("run")[-2000:]
             lines = [json.loads(line) for line in p.stdout.splitlines()]
             call_id = lines[0]["call_id"]
-            event = await routed.wait_for({"Dest": "2001"}, within=30)
+            event = await routed.wait_for({"Dest": "2021"}, within=30)
             [mobile] = await asyncio.to_thread(carrier.wait_for_invites, 1, 30, "+15554000001")
-            [destination] = await asyncio.to_thread(carrier.wait_for_invites, 1, 30, "2001")
+            [destination] = await asyncio.to_thread(carrier.wait_for_invites, 1, 30, "2021")
         # the mobile rang with a valid outbound key as its caller ID; the destination as Alice's desk
         assert mobile.from_user in outbound_keys(node, dev, started)
         assert destination.from_user == "1001"
@@ -94,7 +94,7 @@ async def test_a_confirmed_callback_rings_the_mobile_with_a_key_then_bridges_the
         no_channels_left(MAX_CALL_SECONDS + 15)
     rows = json.loads(node.home.cli("calls", "list", "--json", "--device", str(dev["id"])).stdout)
     [cb] = [r for r in rows if r.get("method") == "callback"]
-    assert (cb["destination"], cb["verdict"], cb["direction"]) == ("2001", "admitted", "outbound")
+    assert (cb["destination"], cb["verdict"], cb["direction"]) == ("2021", "admitted", "outbound")
     assert cb["answered_at"] and cb["ended_at"] and cb["hangup_cause"]
     assert call_id in cb["call_id"]
 

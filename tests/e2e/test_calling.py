@@ -126,9 +126,9 @@ async def test_call_through_with_the_desk_identity(
     alice = devices["alice"]
     with uas(5070) as colleague:
         async with ami_monitor(ROUTED) as routed:
-            (call, lasted) = await dial(home, alice, "KEY#2001#", hold_ms=MAX_CALL_SECONDS * 1000 + 15_000)
-            event = await routed.wait_for({"Dest": "2001"})
-        invites = colleague.invites_to("2001")
+            (call, lasted) = await dial(home, alice, "KEY#2011#", hold_ms=MAX_CALL_SECONDS * 1000 + 15_000)
+            event = await routed.wait_for({"Dest": "2011"})
+        invites = colleague.invites_to("2011")
     # the destination rang with the desk phone's caller ID, read from pjsip.conf when the call arrived
     seen = (event["CidNum"], event["CidName"], event["CdrDevice"], event["CdrMethod"])
     assert seen == ("1001", "Alice", str(alice["id"]), "dtmf")
@@ -141,7 +141,7 @@ async def test_call_through_with_the_desk_identity(
     wait_until(lambda: bool(records(home, "--device", str(alice["id"]))), 10, "alice's call record")
     [rec] = records(home, "--device", str(alice["id"]))
     number = alice["mobile_number"].lstrip("+")
-    assert (rec["direction"], rec["method"], rec["destination"], rec["caller"]) == ("inbound", "dtmf", "2001", number)
+    assert (rec["direction"], rec["method"], rec["destination"], rec["caller"]) == ("inbound", "dtmf", "2011", number)
     assert rec["hangup_cause"] and rec["ended_at"] and rec["verdict"] == "admitted"
     # handed over in one request, its end reported by the dialplan over AMI ([securelink-end]), answer time included
     [line] = [ln for ln in home.log_text("run").splitlines() if f"admitted {event['Uniqueid']}:" in ln]

@@ -56,9 +56,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[tup
 
 
 async def through(home: Home, dev: dict[str, Any], node: int) -> None:
-    """One DTMF call-through to 2001 on node 1 (`400`) or node 2 (`0400`), with the key of a fresh window."""
+    """One DTMF call-through to 2041 on node 1 (`400`) or node 2 (`0400`), with the key of a fresh window."""
     await asyncio.to_thread(next_window)
-    steps = dtmf_steps(home.key(dev) + "#2001#", first_ms=800, gap_ms=200)
+    steps = dtmf_steps(home.key(dev) + "#2041#", first_ms=800, gap_ms=200)
     called = "400" if node == 1 else "0400"
     await asyncio.to_thread(run_dtmf_call, dev["mobile_number"].lstrip("+"), called, steps, hold_ms=8_000)
 
@@ -75,8 +75,8 @@ async def test_the_daily_cap_holds_across_two_nodes(nodes: tuple[Home, Home]) ->
             await through(one, dev, 2)
             await through(one, dev, 1)
             await asyncio.sleep(1)
-            reached = [e for e in routed.events if e.get("Dest") == "2001"]
-        assert [i.from_user for i in colleague.invites_to("2001")] == ["1001", "1001"]
+            reached = [e for e in routed.events if e.get("Dest") == "2041"]
+        assert [i.from_user for i in colleague.invites_to("2041")] == ["1001", "1001"]
     assert len(reached) == 2  # the destination's dialplan ran for two calls, not three
     no_channels_left(20)
     rows = [r for r in one.audit("route") if r.get("device") == dev["id"]]
