@@ -4,14 +4,22 @@ Log lines quote values from the network (caller numbers, channel and script name
 every control character of the message is escaped (`\\r`, `\\n`, `\\x1b`, ...): a caller number holding CR/LF cannot
 start a forged log line, nor an ESC sequence drive the terminal that shows the log. A traceback keeps its lines, each
 indented, so none of them looks like a record. The JSON formatter escapes through `json.dumps(ensure_ascii=True)`.
+
+The services log off their event loop (`configure(..., off_thread=True)`): the loop only makes the record and fills
+in its message; formatting, escaping and the write to stderr happen on a listener thread, so a slow or blocked
+stderr (a pipe, the journal) never stalls a call, and a call's log line costs the loop a fraction of what it did
+(issue 24: the admitted call's INFO line was 7.5 % of the loop's busy time).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -72,12 +80,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True)
 
 
-def configure(level: str = "INFO", as_json: bool = False) -> None:
+class _LoopSideHandler(logging.handlers.QueueHandler):
+    """Puts a record on the listener's queue with only its message filled in (the arguments may change after the
+    call): formatting is the listener's."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+
+def configure(level: str = "INFO", as_json: bool = False, *, off_thread: bool = False) -> Callable[[], None]:
+    """One handler on the root logger, writing to stderr; with `off_thread`, through a queue to a listener thread.
+    Returns what flushes and ends that thread (nothing to do without it); call it before the process exits."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if as_json else EscapingFormatter(PLAIN_FORMAT))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    stop: Callable[[], None] = _nothing
+    if off_thread:
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, handler)
+        listener.start()
+        root.handlers[:] = [_LoopSideHandler(records)]
+        stop = listener.stop
+    else:
+        root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # alembic.runtime.plugins: seven "setup plugin" lines at INFO on every start (the schema check loads Alembic)
     for noisy in ("aiosqlite", "asyncio", "sqlalchemy.engine", "panoramisk", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return stop
+
+
+def _nothing() -> None:
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.handlers
 from collections.abc import Iterator
 
 import pytest
@@ -86,3 +87,52 @@ def test_a_traceback_formatted_by_another_handler_first_is_still_escaped(stderr:
     assert "\x1b" in other.stream.getvalue()  # the plain logging.Formatter: as is
     text = stderr.getvalue()
     assert "\x1b" not in text and "\\x1b[2J" in text
+
+
+def test_off_the_loop_a_listener_thread_writes_the_same_escaped_lines_in_order(
+    stderr: Stderr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    class Recording(io.StringIO):
+        writers: set[str] = set()
+
+        def write(self, s: str) -> int:
+            self.writers.add(threading.current_thread().name)
+            return super().write(s)
+
+    out = Recording()
+    monkeypatch.setattr("sys.stderr", out)
+    flush = logs.configure("INFO", off_thread=True)
+    [queued] = logging.getLogger().handlers
+    assert isinstance(queued, logging.handlers.QueueHandler)
+    log = logging.getLogger("asterisk_securelink.test")
+    for i in range(200):
+        log.info("call %d from %s", i, HOSTILE)
+    flush()
+    lines = out.getvalue().splitlines()
+    assert [int(line.split("call ")[1].split(" ")[0]) for line in lines] == list(range(200))
+    assert all("from 4915\\r\\n2026-01-01" in line and "\x1b" not in line for line in lines)
+    assert out.writers and threading.current_thread().name not in out.writers  # written by the listener
+
+
+def test_off_the_loop_a_message_is_what_its_arguments_were_when_logged(stderr: Stderr) -> None:
+    flush = logs.configure("INFO", off_thread=True)
+    numbers = ["+15550001"]
+    logging.getLogger("asterisk_securelink.test").info("numbers %s", numbers)
+    numbers.append("+15550002")  # changed after the call, perhaps before the listener formats the record
+    flush()
+    assert stderr.getvalue().rstrip("\n").endswith("numbers ['+15550001']")
+
+
+def test_off_the_loop_a_traceback_is_still_indented_and_escaped(stderr: Stderr) -> None:
+    flush = logs.configure("INFO", off_thread=True)
+    try:
+        raise ValueError("bad\n2026-01-01 00:00:00,000 INFO forged")
+    except ValueError:
+        logging.getLogger("asterisk_securelink.test").exception("failed")
+    flush()
+    text = stderr.getvalue()
+    assert text.startswith(text.split(" ", 2)[0])  # one record
+    assert [ln for ln in text.splitlines()[1:] if not ln.startswith("  ")] == []
+    assert "bad\\n2026-01-01" in text

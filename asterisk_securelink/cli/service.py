@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from asterisk_securelink.cli.context import emit
 from asterisk_securelink.config import Config
 
 
-def _setup_logging(cfg: Config) -> None:
+def _setup_logging(cfg: Config) -> Callable[[], None]:
+    """The services log from a listener thread (`logs.configure`); what is returned flushes it."""
     from asterisk_securelink.logs import configure
 
-    configure(cfg.log.level, cfg.log.json)
+    return configure(cfg.log.level, cfg.log.json, off_thread=True)
 
 
 async def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    _setup_logging(cfg)  # before the runner and its dependencies are imported
-    from asterisk_securelink.runner import run_stasis
+    flush = _setup_logging(cfg)  # before the runner and its dependencies are imported
+    try:
+        from asterisk_securelink.runner import run_stasis
 
-    await run_stasis(cfg)
+        await run_stasis(cfg)
+    finally:
+        flush()
     return 0
 
 
 async def cmd_agi(args: argparse.Namespace, cfg: Config) -> int:
-    _setup_logging(cfg)  # before the runner and its dependencies are imported
-    from asterisk_securelink.runner import run_agi
+    flush = _setup_logging(cfg)  # before the runner and its dependencies are imported
+    try:
+        from asterisk_securelink.runner import run_agi
 
-    await run_agi(cfg)
+        await run_agi(cfg)
+    finally:
+        flush()
     return 0
 
 

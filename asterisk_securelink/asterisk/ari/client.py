@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from asterisk_securelink.asterisk.ari import wire
 from asterisk_securelink.asterisk.ari.dispatch import MAX_QUEUE, Dispatcher, Handler
 from asterisk_securelink.asterisk.ari.errors import AriError, refusal_message
 from asterisk_securelink.asterisk.ari.events import parse_event
@@ -224,7 +224,7 @@ class AriClient(AriRest):
 
     def _receive(self, dispatcher: Dispatcher, text: str) -> None:
         try:
-            data = json.loads(text)
+            data = wire.loads(text)
         except ValueError:
             log.warning("ARI events: ignored a frame that is not JSON (%d chars)", len(text))
             return
@@ -369,4 +369,4 @@ class AriClient(AriRest):
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return wire.dumps(value)

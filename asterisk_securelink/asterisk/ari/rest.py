@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 from urllib.parse import quote
@@ -16,6 +15,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from asterisk_securelink.asterisk.ari import wire
 from asterisk_securelink.asterisk.ari.errors import AriError, refusal_message
 from asterisk_securelink.asterisk.ari.events import Channel, as_mapping, as_str
 
@@ -356,4 +356,4 @@ def decode_answer(status: int, content_type: str, body: bytes | str, reason: str
 
 
 def _json_loads(data: str | bytes) -> Any:
-    return json.loads(data)  # module-level: `request()` has a parameter named `json`
+    return wire.loads(data)  # module-level: `request()` has a parameter named `json`
