@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, delete, event, func, insert, select, text, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -25,6 +25,7 @@ from asterisk_securelink.core.slk1 import Direction, check_key_id
 from asterisk_securelink.errors import SecureLinkError
 from asterisk_securelink.lifecycle import SPENDABLE, DeviceStatus
 from asterisk_securelink.store import spend
+from asterisk_securelink.store.audit_rows import AUDIT_COLUMNS, insert_audit
 from asterisk_securelink.store.models import (
     AuditEvent,
     CallKey,
@@ -383,11 +384,8 @@ class Store:
             s.add(_audit(action, result, actor, **fields))
 
     async def audit_many(self, events: Sequence[dict[str, Any]]) -> None:
-        """One INSERT of many rows (`audit_fields` dicts), one transaction: a Core executemany."""
-        if not events:
-            return
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(_AUDIT), list(events))
+        """One INSERT of many rows (`audit_fields` dicts), one transaction (`store.audit_rows`)."""
+        await insert_audit(self.engine, events)
 
     async def list_audit(
         self, since: datetime | None = None, limit: int = 1000, action: str | None = None
@@ -437,18 +435,14 @@ def _audit(action: str, result: str | None, actor: str | None, **fields: Any) ->
     return AuditEvent(**audit_fields(action, result, actor, **fields))
 
 
-_AUDIT = cast(Table, AuditEvent.__table__)
-_AUDIT_COLUMNS = frozenset(c for c in _AUDIT.columns.keys() if c != "id")
-
-
 def audit_fields(action: str, result: str | None, actor: str | None = None, **fields: Any) -> dict[str, Any]:
     """The column values of an audit event, for buffering before they can be written (a plain dict: this runs for
     every call, and building an ORM object for it cost more than the rest of the record)."""
     detail = fields.pop("detail", None)
-    unknown = set(fields) - _AUDIT_COLUMNS
+    unknown = set(fields) - AUDIT_COLUMNS
     if unknown:
         raise TypeError(f"not audit columns: {', '.join(sorted(unknown))}")
-    row: dict[str, Any] = dict.fromkeys(_AUDIT_COLUMNS)
+    row: dict[str, Any] = dict.fromkeys(AUDIT_COLUMNS)
     row.update(fields)
     row.update(
         action=action,
