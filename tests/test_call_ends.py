@@ -23,16 +23,17 @@ NOW = 1_790_000_000_000
 
 @pytest.fixture(autouse=True, params=["fast", "generic"])
 def commit_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways a group is written on SQLite: one function on the driver's thread (`store.driver`), whose use is
-    proven by taking the generic path away, and the generic Core path (PostgreSQL's)."""
+    """Both ways a group is written: in the driver's own terms (`store.driver`: one function on aiosqlite's thread,
+    one coroutine on asyncpg), whose use is proven by taking the generic path away, and the generic Core path."""
     from asterisk_securelink.store import ends
 
     if request.param == "generic":
         monkeypatch.setattr(ends, "run_on_driver", not_run)
-    elif db_url.startswith("sqlite"):
+        monkeypatch.setattr(ends, "run_on_asyncpg", not_run)
+    else:
 
         def no_generic(*_args: object) -> object:
-            raise AssertionError("SQLite wrote call ends through the generic path")
+            raise AssertionError("call ends written through the generic path")
 
         monkeypatch.setattr(CallEndWriter, "_generic", no_generic)
     return str(request.param)

@@ -26,19 +26,21 @@ NOW = 1_790_000_000_000
 
 @pytest.fixture(autouse=True, params=["fast", "generic"])
 def reserve_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test on both ways `reserve` runs on SQLite: one function on the driver's thread (`store.driver`), whose
-    use is proven by taking the generic path away, and the generic Core path (PostgreSQL's)."""
+    """Every test on both ways `reserve` runs: in the driver's own terms (`store.driver`: one function on aiosqlite's
+    thread, one coroutine on asyncpg), whose use is proven by taking the generic path away, and the generic Core
+    path."""
     from asterisk_securelink.store import routes
 
     if request.param == "generic":
         monkeypatch.setattr(routes, "run_on_driver", not_run)
-    elif db_url.startswith("sqlite"):
+        monkeypatch.setattr(routes, "run_on_asyncpg", not_run)
+    else:
         monkeypatch.setattr(routes, "devices_locked", _no_generic_path)
     return str(request.param)
 
 
 def _no_generic_path(*_args: object) -> object:
-    raise AssertionError("SQLite reserved through the generic path")
+    raise AssertionError("reserved through the generic path")
 
 
 @pytest.fixture

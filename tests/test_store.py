@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,13 +86,27 @@ async def test_no_column_can_hold_a_device_secret(store: Store) -> None:
 
 
 @pytest.fixture(params=["fast", "generic"])
-def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch) -> str:
-    """SQLite's one-hand-off transaction (`store.spend`), and the generic Core path every database has."""
+def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The driver's own path (`store.spend`: SQLite's one-hand-off transaction, PostgreSQL's one statement on
+    asyncpg), proven taken by counting its calls, and the generic Core path every database has."""
     from asterisk_securelink.store import spend
 
     if request.param == "generic":
         monkeypatch.setattr(spend, "run_on_driver", not_run)
-    return str(request.param)
+        monkeypatch.setattr(spend, "run_on_asyncpg", not_run)
+        yield "generic"
+        return
+    name = "_sqlite_check_and_spend" if store.engine.dialect.name == "sqlite" else "_pg_check_and_spend"
+    fast = getattr(spend, name)
+    calls: list[int] = []
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return fast(*args)
+
+    monkeypatch.setattr(spend, name, counted)
+    yield "fast"
+    assert calls, f"check_and_spend did not take {name}"
 
 
 async def test_an_sqlite_connection_returned_inside_a_transaction_is_rolled_back(tmp_path: Path) -> None:

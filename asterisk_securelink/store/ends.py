@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import BindParameter
 
 from asterisk_securelink.store.api_models import CallVoucher
-from asterisk_securelink.store.driver import NOT_RUN, qmark, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, positional, run_on_asyncpg, run_on_driver
 from asterisk_securelink.store.models import CallRecord, utcnow
 from asterisk_securelink.store.route_models import CallLease
 
@@ -128,6 +128,8 @@ class CallEndWriter:
         done: Any = NOT_RUN
         if engine.dialect.name == "sqlite":
             done = await run_on_driver(engine, _sqlite_commit, engine.dialect, records, released, ended)
+        elif engine.dialect.name == "postgresql":
+            done = await run_on_asyncpg(engine, _pg_commit, engine.dialect, records, released, ended)
         if done is NOT_RUN:
             await self._generic(records, released, ended)
         self.transactions += 1
@@ -149,13 +151,24 @@ def _sqlite_commit(
     """`_commit` as one SQLite transaction on the driver's thread (`store.driver`)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        qmark(_ADD_RECORD, dialect).executemany(db, records)
-        qmark(_RELEASE, dialect).executemany(db, released)
-        qmark(_END_VOUCHERS, dialect).executemany(db, ended)
+        positional(_ADD_RECORD, dialect).executemany(db, records)
+        positional(_RELEASE, dialect).executemany(db, released)
+        positional(_END_VOUCHERS, dialect).executemany(db, ended)
         db.commit()
     except BaseException:
         db.rollback()
         raise
+
+
+async def _pg_commit(
+    conn: Any, dialect: Dialect, records: list[dict[str, Any]], released: list[dict[str, Any]],
+    ended: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    """`_commit` as one PostgreSQL transaction on asyncpg (`store.driver`)."""
+    async with conn.transaction():
+        await positional(_ADD_RECORD, dialect).executemany_pg(conn, records)
+        await positional(_RELEASE, dialect).executemany_pg(conn, released)
+        await positional(_END_VOUCHERS, dialect).executemany_pg(conn, ended)
 
 
 def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:

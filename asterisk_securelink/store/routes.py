@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, delete, exists, f
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter
 
-from asterisk_securelink.store.driver import NOT_RUN, qmark, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, positional, run_on_asyncpg, run_on_driver
 from asterisk_securelink.store.lanes import rowcount
 from asterisk_securelink.store.locks import devices_locked
 from asterisk_securelink.store.models import Device
@@ -73,6 +73,7 @@ _STATE = select(
     .label("nth"),
 )
 _FIND_DEVICE = select(Device.id).where(Device.id == _DEVICE)
+_LOCK_DEVICE = _FIND_DEVICE.with_for_update(key_share=True)  # PostgreSQL: `store.locks`' lock, for one device
 _ADD_LEASE = insert(L)
 _ADD_SPEND = insert(S).values(device_id=_DEVICE, call_id=_CALL, at_ms=_NOW)  # its id: the database's
 _RELEASE = delete(L).where(L.call_id == _CALL)
@@ -119,19 +120,37 @@ def _sqlite_reserve(
     (`store.locks`). None: no such device."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        if qmark(_FIND_DEVICE, dialect).execute(db, values).fetchone() is None:
+        if positional(_FIND_DEVICE, dialect).execute(db, values).fetchone() is None:
             db.rollback()
             return None
-        state = _State(*qmark(_STATE, dialect).execute(db, values).fetchone())
+        state = _State(*positional(_STATE, dialect).execute(db, values).fetchone())
         refused = _decide(state, *limits)
         if refused is None and not state.leased:
-            qmark(_ADD_LEASE, dialect).execute(db, lease)
+            positional(_ADD_LEASE, dialect).execute(db, lease)
             if not state.spent:
-                qmark(_ADD_SPEND, dialect).execute(db, spend)
+                positional(_ADD_SPEND, dialect).execute(db, spend)
         db.commit()
     except BaseException:
         db.rollback()
         raise
+    return refused or Reservation(True)
+
+
+async def _pg_reserve(
+    conn: Any, dialect: Dialect, values: dict[str, Any], lease: dict[str, Any], spend: dict[str, Any],
+    limits: tuple[int, int, int],
+) -> Reservation | None:  # fmt: skip
+    """`reserve` as one PostgreSQL transaction on asyncpg (`store.driver`): the device's row `FOR NO KEY UPDATE` is
+    the lock (`store.locks`), taken before the read. None: no such device."""
+    async with conn.transaction():
+        if await positional(_LOCK_DEVICE, dialect).fetchrow(conn, values) is None:
+            return None
+        state = _State(*await positional(_STATE, dialect).fetchrow(conn, values))
+        refused = _decide(state, *limits)
+        if refused is None and not state.leased:
+            await positional(_ADD_LEASE, dialect).fetchrow(conn, lease)
+            if not state.spent:
+                await positional(_ADD_SPEND, dialect).fetchrow(conn, spend)
     return refused or Reservation(True)
 
 
@@ -168,12 +187,15 @@ class RouteLeases:
         spend = {"b_device": device_id, "b_call": call_id, "now_ms": now_ms}
         limits = (max_concurrent, max_per_day, now_ms)
         engine = self.store.engine
+        got: Any = NOT_RUN
         if engine.dialect.name == "sqlite":
             got = await run_on_driver(engine, _sqlite_reserve, engine.dialect, values, lease, spend, limits)
-            if got is not NOT_RUN:
-                if got is None:
-                    raise StoreError(f"no device with id {device_id}")
-                return cast(Reservation, got)
+        elif engine.dialect.name == "postgresql":
+            got = await run_on_asyncpg(engine, _pg_reserve, engine.dialect, values, lease, spend, limits)
+        if got is not NOT_RUN:
+            if got is None:
+                raise StoreError(f"no device with id {device_id}")
+            return cast(Reservation, got)
         async with devices_locked(engine, [device_id]) as (c, found):
             if not found:
                 raise StoreError(f"no device with id {device_id}")

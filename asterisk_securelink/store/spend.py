@@ -5,12 +5,12 @@ exactly one of any number of racing nodes. `check_and_spend` is the verifier's l
 only while it still has the key id the index was built with and a status that may use keys; the UPDATE re-checks both
 itself, so what another node changed between the read and the write is refused.
 
-On PostgreSQL it is one statement (the UPDATE in a data-modifying CTE, the device read beside it) in autocommit: one
-round trip. On SQLite the whole transaction runs as one function on the driver's own thread (`aiosqlite`): one
-hand-off between the event loop and that thread instead of one per statement, fetch, commit and cursor (a dozen),
-each of which waits for the GIL behind whatever the loop is doing. `BEGIN IMMEDIATE` takes the write lock before the
-read, so the read and the write see the same database. Anything unexpected raises, and the caller's verdict is
-`error` (fail closed).
+On PostgreSQL it is one statement (the UPDATE in a data-modifying CTE, the device read beside it) outside a
+transaction, on asyncpg itself (`store.driver`): one round trip. On SQLite the whole transaction runs as one function
+on the driver's own thread (`aiosqlite`): one hand-off between the event loop and that thread instead of one per
+statement, fetch, commit and cursor (a dozen), each of which waits for the GIL behind whatever the loop is doing.
+`BEGIN IMMEDIATE` takes the write lock before the read, so the read and the write see the same database. Anything
+unexpected raises, and the caller's verdict is `error` (fail closed).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.lifecycle import SPENDABLE
-from asterisk_securelink.store.driver import NOT_RUN, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, run_on_asyncpg, run_on_driver
 from asterisk_securelink.store.models import Device, KeyEpoch, utcnow
 
 DEVICES = cast(Table, Device.__table__)
@@ -93,7 +93,10 @@ async def check_and_spend(
         if got is not NOT_RUN:
             return cast(SpendResult, got)
     if engine.dialect.name == "postgresql":
-        return await _pg_check_and_spend(engine, device_id, key_id, direction, epoch, call_id, drift)
+        args = (device_id, key_id, direction.value, epoch, call_id, drift, utcnow())
+        got = await run_on_asyncpg(engine, _pg_check_and_spend, *args)
+        if got is not NOT_RUN:
+            return cast(SpendResult, got)
     async with engine.begin() as conn:
         d = DEVICES.c
         columns = (d.id, d.key_id, d.status, d.desk_endpoint, d.context, d.callerid, d.home)
@@ -118,25 +121,23 @@ _PG_SAME_CALL = "SELECT last_epoch, last_call_id FROM key_epochs WHERE device_id
 
 
 async def _pg_check_and_spend(
-    engine: AsyncEngine, device_id: int, key_id: str, direction: Direction, epoch: int, call_id: str | None, drift: int
+    conn: Any, device_id: int, key_id: str, direction: str, epoch: int, call_id: str | None, drift: int, now: Any
 ) -> SpendResult:
-    """`check_and_spend` as one PostgreSQL statement in autocommit: the conditional UPDATE in a data-modifying CTE
-    (it runs whatever the outer SELECT finds) and the device read beside it, one round trip instead of BEGIN, SELECT,
-    UPDATE, COMMIT. The UPDATE's own conditions decide exactly as in `spend_in`; a second statement runs only when
-    it spent nothing and the same call may be presenting its key again."""
-    args = (epoch, call_id, drift, utcnow(), device_id, direction.value, key_id, *SPENDABLE)
-    async with engine.connect() as conn:
-        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        row: Any = (await auto.exec_driver_sql(_PG_SPEND, args)).first()  # (key_id, status, 4 routing, spent count)
-        if row is None:
-            return SpendResult(None, False)
-        device = SpendDevice(device_id, *row[:6])
-        if row[6] == 1:
-            return SpendResult(device, True)
-        if call_id is None or device.key_id != key_id or device.status not in SPENDABLE:
-            return SpendResult(device, False)
-        again: Any = (await auto.exec_driver_sql(_PG_SAME_CALL, (device_id, direction.value))).first()
-        return SpendResult(device, again is not None and again[0] == epoch and again[1] == call_id)
+    """`check_and_spend` as one PostgreSQL statement on asyncpg, outside a transaction (`store.driver`): the
+    conditional UPDATE in a data-modifying CTE (it runs whatever the outer SELECT finds) and the device read beside it,
+    one round trip instead of BEGIN, SELECT, UPDATE, COMMIT. The UPDATE's own conditions decide exactly as in
+    `spend_in`; a second statement runs only when it spent nothing and the same call may be presenting its key
+    again."""
+    row = await conn.fetchrow(_PG_SPEND, epoch, call_id, drift, now, device_id, direction, key_id, *SPENDABLE)
+    if row is None:  # (key_id, status, 4 routing, spent count)
+        return SpendResult(None, False)
+    device = SpendDevice(device_id, *row[:6])
+    if row[6] == 1:
+        return SpendResult(device, True)
+    if call_id is None or device.key_id != key_id or device.status not in SPENDABLE:
+        return SpendResult(device, False)
+    again = await conn.fetchrow(_PG_SAME_CALL, device_id, direction)
+    return SpendResult(device, again is not None and again[0] == epoch and again[1] == call_id)
 
 
 _SELECT_DEVICE = "SELECT key_id, status, desk_endpoint, context, callerid, home FROM devices WHERE id = ?"
