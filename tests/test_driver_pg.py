@@ -108,3 +108,13 @@ async def test_another_driver_is_not_run(tmp_path: Any) -> None:
         assert await run_on_asyncpg(sqlite, backend) is NOT_RUN
     finally:
         await sqlite.dispose()
+
+
+async def test_kept_connections_are_reused_and_one_the_server_closed_is_replaced_unseen(engine: AsyncEngine) -> None:
+    first = await run_on_asyncpg(engine, backend)
+    assert await run_on_asyncpg(engine, backend) == first  # kept: no check-out, no new session
+    async with engine.connect() as other:  # the server ends that session while it is idle (a restart, an admin)
+        await other.exec_driver_sql(f"SELECT pg_terminate_backend({first})")
+    await asyncio.sleep(0.2)
+    assert await run_on_asyncpg(engine, rows) == 0  # no error for the call that comes next
+    assert await run_on_asyncpg(engine, backend) != first

@@ -20,7 +20,6 @@ result).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -32,6 +31,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from asterisk_securelink.store.lanes import Lanes
 
 NOT_RUN: Final = object()  # `run_on_driver`: the driver is not aiosqlite as known
 
@@ -60,25 +61,55 @@ async def run_on_driver(engine: AsyncEngine, fn: Callable[..., Any], *args: Any)
         return await run(fn, *args)
 
 
+HOT_LANES = 4  # connections each PostgreSQL engine keeps for its hot transactions (`store.lanes.Lanes`)
+
+
 async def run_on_asyncpg(engine: AsyncEngine, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """`await fn(asyncpg_connection, *args)` on a connection checked out of `engine`'s pool (it begins and ends its own
-    transaction, e.g. `async with conn.transaction()`), or `NOT_RUN`. A connection left in a transaction, closed, or
-    cancelled half way is invalidated, not returned to the pool (its state is unknown); after an ordinary database
-    error (a constraint) `fn`'s transaction was rolled back and the connection goes back."""
-    async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = getattr(raw, "driver_connection", None)
-        if type(driver).__module__.split(".")[0] != "asyncpg":
-            return NOT_RUN
+    """`await fn(asyncpg_connection, *args)` on one of the connections `engine` keeps for its hot transactions (no pool
+    check-out, no pre-ping; `fn` begins and ends its own transaction, e.g. `async with conn.transaction()`), or
+    `NOT_RUN` when the driver is not asyncpg. A connection the server closed is replaced before use. One left in a
+    transaction, closed, or cancelled half way is dropped (its state is unknown); after an ordinary database error (a
+    constraint) `fn`'s transaction was rolled back and the connection is kept. asyncpg's errors are raised as
+    SQLAlchemy's."""
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "asyncpg":
+        return NOT_RUN
+    lanes = _hot_lanes(engine)
+    for _ in range(HOT_LANES + 1):  # every kept connection may have been closed by a restart of the server
+        try:
+            return await _run_on_lane(lanes, fn, args)
+        except _Stale:
+            continue
+    raise sa_exc.OperationalError(None, None, ConnectionError("no working connection to PostgreSQL"))
+
+
+class _Stale(Exception):
+    """A kept connection the server closed before this use: dropped, and the next one tried."""
+
+
+async def _run_on_lane(lanes: Lanes, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+    failed: Exception
+    async with lanes.connection() as conn:  # leaving it by an exception drops the connection
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        if driver.is_closed():
+            raise _Stale
         try:
             return await fn(driver, *args)
-        except BaseException as exc:
-            if not isinstance(exc, Exception) or driver.is_closed() or driver.is_in_transaction():
-                await asyncio.shield(conn.invalidate())
-            error = _as_sqlalchemy_error(exc)
-            if error is None:
-                raise
-            raise error from exc
+        except Exception as exc:
+            if driver.is_closed() or driver.is_in_transaction():
+                raise _as_sqlalchemy_error(exc) or exc from exc
+            failed = exc
+    raise _as_sqlalchemy_error(failed) or failed from failed
+
+
+def _hot_lanes(engine: AsyncEngine) -> Lanes:
+    """The engine's kept connections, made at its first hot transaction; its dispose closes them (`Lanes`). Held by
+    the synchronous engine, which every `AsyncEngine` proxy of it shares."""
+    sync = engine.sync_engine
+    lanes: Lanes | None = getattr(sync, "_securelink_hot_lanes", None)
+    if lanes is None:
+        lanes = Lanes(engine, HOT_LANES)
+        setattr(sync, "_securelink_hot_lanes", lanes)  # noqa: B010 - an attribute of our own on SQLAlchemy's object
+    return lanes
 
 
 def _as_sqlalchemy_error(exc: BaseException) -> sa_exc.DBAPIError | None:
