@@ -1,9 +1,11 @@
-"""Connections kept for the hot statements of the device API and the per-call keys (`Lanes`).
+"""Connections kept for hot statements (`Lanes`).
 
 On PostgreSQL a few connections stay checked out of the store's pool in autocommit, so no call pays a pool checkout,
 a pre-ping or BEGIN/ROLLBACK; on SQLite (its pool holds one connection, which the store's other writers need) each use
-checks a connection out and commits right after its statement. Shared by `store.api_store.ApiStore` and
-`callkeys.store.VoucherStore`: one set per process, built by the composition root.
+checks a connection out and commits right after its statement. Two sets per process: the device API's and the
+per-call keys' (`store.api_store.ApiStore`, `callkeys.store.VoucherStore`), built by the composition root, and the
+admission path's transactions on asyncpg (the spend, the lease reservation, the call ends, the audit batches), which
+`store.driver.run_on_asyncpg` keeps per engine.
 """
 
 from __future__ import annotations
