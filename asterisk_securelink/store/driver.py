@@ -24,7 +24,7 @@ import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, NoReturn, cast
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
@@ -34,7 +34,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from asterisk_securelink.store.lanes import Lanes
 
-NOT_RUN: Final = object()  # `run_on_driver`: the driver is not aiosqlite as known
+NOT_RUN: Final = object()  # `run_on_driver`, `run_on_asyncpg`: the driver is not the one known
 
 
 def on_driver_thread(raw: Any) -> Callable[..., Any] | None:
@@ -94,11 +94,18 @@ async def _run_on_lane(lanes: Lanes, fn: Callable[..., Awaitable[Any]], args: tu
             raise _Stale
         try:
             return await fn(driver, *args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - raised again below, translated
             if driver.is_closed() or driver.is_in_transaction():
-                raise _as_sqlalchemy_error(exc) or exc from exc
-            failed = exc
-    raise _as_sqlalchemy_error(failed) or failed from failed
+                _raise(exc)
+            failed = exc  # raised once the connection is back
+    _raise(failed)
+
+
+def _raise(exc: Exception) -> NoReturn:
+    error = _as_sqlalchemy_error(exc)
+    if error is None:
+        raise exc
+    raise error from exc
 
 
 def _hot_lanes(engine: AsyncEngine) -> Lanes:
