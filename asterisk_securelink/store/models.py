@@ -172,7 +172,7 @@ class CallRecord(Base):
 
 class AuditEvent(Base):
     """Append-only (a trigger refuses UPDATE and DELETE). Never holds a secret or a presented key. On PostgreSQL
-    `created_at` is the database's clock at insert (migration 0010); the writer's time is `reported_at`."""
+    `created_at` is the database's clock at insert (migration 0009); the writer's time is `reported_at`."""
 
     __tablename__ = "audit_events"
 
