@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from asterisk_securelink.errors import SecureLinkError
 from asterisk_securelink.store.lanes import Lanes
 
 NOT_RUN: Final = object()  # `run_on_driver`, `run_on_asyncpg`: the driver is not the one known
@@ -82,7 +83,7 @@ async def run_on_asyncpg(engine: AsyncEngine, fn: Callable[..., Awaitable[Any]],
     raise sa_exc.OperationalError(None, None, ConnectionError("no working connection to PostgreSQL"))
 
 
-class _Stale(Exception):
+class _Stale(SecureLinkError):
     """A kept connection the server closed before this use: dropped, and the next one tried."""
 
 
