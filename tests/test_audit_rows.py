@@ -18,8 +18,7 @@ from asterisk_securelink.store.store import Store, audit_fields
 @pytest.fixture(autouse=True, params=["fast", "generic"])
 def write_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "generic":
-        monkeypatch.setattr(audit_rows, "run_on_driver", not_run)
-        monkeypatch.setattr(audit_rows, "run_on_asyncpg", not_run)
+        monkeypatch.setattr(audit_rows, "run_fast", not_run)
     else:
 
         def no_generic(self: AsyncEngine) -> object:

@@ -28,8 +28,7 @@ def commit_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest
     from asterisk_securelink.store import ends
 
     if request.param == "generic":
-        monkeypatch.setattr(ends, "run_on_driver", not_run)
-        monkeypatch.setattr(ends, "run_on_asyncpg", not_run)
+        monkeypatch.setattr(ends, "run_fast", not_run)
     else:
 
         def no_generic(*_args: object) -> object:

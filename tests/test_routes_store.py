@@ -32,8 +32,7 @@ def reserve_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytes
     from asterisk_securelink.store import routes
 
     if request.param == "generic":
-        monkeypatch.setattr(routes, "run_on_driver", not_run)
-        monkeypatch.setattr(routes, "run_on_asyncpg", not_run)
+        monkeypatch.setattr(routes, "run_fast", not_run)
     else:
         monkeypatch.setattr(routes, "devices_locked", _no_generic_path)
     return str(request.param)

@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from asterisk_securelink.store.driver import NOT_RUN, positional, run_on_asyncpg, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast
 from asterisk_securelink.store.models import AuditEvent
 
 AUDIT = cast(Table, AuditEvent.__table__)
@@ -28,25 +28,16 @@ async def insert_audit(engine: AsyncEngine, rows: Sequence[dict[str, Any]]) -> N
     """`rows` written in one transaction: all of them or none."""
     if not rows:
         return
-    if engine.dialect.name == "sqlite":
-        if await run_on_driver(engine, _sqlite_insert, engine.dialect, rows) is not NOT_RUN:
-            return
-    elif engine.dialect.name == "postgresql":
-        if await run_on_asyncpg(engine, _pg_insert, engine.dialect, rows) is not NOT_RUN:
-            return
+    if await run_fast(engine, _sqlite_insert, _pg_insert, engine.dialect, rows) is not NOT_RUN:
+        return
     async with engine.begin() as conn:
         await conn.execute(_ADD, list(rows))
 
 
 def _sqlite_insert(db: sqlite3.Connection, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> None:
     """`insert_audit` as one SQLite transaction on the driver's thread (`store.driver`)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         positional(_ADD, dialect).executemany(db, rows)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
 
 
 async def _pg_insert(conn: Any, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> None:

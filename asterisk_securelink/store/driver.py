@@ -20,9 +20,10 @@ result).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, cast
 
@@ -60,6 +61,32 @@ async def run_on_driver(engine: AsyncEngine, fn: Callable[..., Any], *args: Any)
         if run is None:
             return NOT_RUN
         return await run(fn, *args)
+
+
+async def run_fast(
+    engine: AsyncEngine, on_sqlite: Callable[..., Any], on_asyncpg: Callable[..., Awaitable[Any]], *args: Any
+) -> Any:
+    """One hot transaction in the engine's driver's own terms: `on_sqlite(sqlite3_connection, *args)` on aiosqlite's
+    thread (`run_on_driver`) or `await on_asyncpg(asyncpg_connection, *args)` (`run_on_asyncpg`); `NOT_RUN` for any
+    other driver."""
+    if engine.dialect.name == "sqlite":
+        return await run_on_driver(engine, on_sqlite, *args)
+    if engine.dialect.name == "postgresql":
+        return await run_on_asyncpg(engine, on_asyncpg, *args)
+    return NOT_RUN
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """An SQLite write transaction taken before any read (`BEGIN IMMEDIATE`: the one writer's lock), committed when
+    the block ends, rolled back when it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 HOT_LANES = 4  # connections each PostgreSQL engine keeps for its hot transactions (`store.lanes.Lanes`)
@@ -141,8 +168,9 @@ def _as_sqlalchemy_error(exc: BaseException) -> sa_exc.DBAPIError | None:
 
 @dataclass(frozen=True)
 class Positional:
-    """A Core statement as SQLite runs it: `sql` with `?` placeholders, filled by `args(values)` in order, each value
-    converted by its column type's bind processor."""
+    """A Core statement as the driver runs it: `sql` with its positional placeholders (SQLite's `?`, asyncpg's `$n`),
+    filled by `args(values)` in order, each value converted by its column type's bind processor. `execute` and
+    `executemany` run it on sqlite3, `fetchrow` and `executemany_pg` on asyncpg."""
 
     sql: str
     names: tuple[str, ...]

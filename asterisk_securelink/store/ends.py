@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import BindParameter
 
 from asterisk_securelink.store.api_models import CallVoucher
-from asterisk_securelink.store.driver import NOT_RUN, positional, run_on_asyncpg, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast
 from asterisk_securelink.store.models import CallRecord, utcnow
 from asterisk_securelink.store.route_models import CallLease
 
@@ -125,11 +125,7 @@ class CallEndWriter:
         released = [{"call_id": i.call_id} for i in items if i.release]
         ended = [{"call_id": i.call_id} for i in items]
         engine = self.engine
-        done: Any = NOT_RUN
-        if engine.dialect.name == "sqlite":
-            done = await run_on_driver(engine, _sqlite_commit, engine.dialect, records, released, ended)
-        elif engine.dialect.name == "postgresql":
-            done = await run_on_asyncpg(engine, _pg_commit, engine.dialect, records, released, ended)
+        done = await run_fast(engine, _sqlite_commit, _pg_commit, engine.dialect, records, released, ended)
         if done is NOT_RUN:
             await self._generic(records, released, ended)
         self.transactions += 1
@@ -149,15 +145,10 @@ def _sqlite_commit(
     ended: list[dict[str, Any]],
 ) -> None:  # fmt: skip
     """`_commit` as one SQLite transaction on the driver's thread (`store.driver`)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         positional(_ADD_RECORD, dialect).executemany(db, records)
         positional(_RELEASE, dialect).executemany(db, released)
         positional(_END_VOUCHERS, dialect).executemany(db, ended)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
 
 
 async def _pg_commit(

@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, delete, exists, f
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter
 
-from asterisk_securelink.store.driver import NOT_RUN, positional, run_on_asyncpg, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast
 from asterisk_securelink.store.lanes import rowcount
 from asterisk_securelink.store.locks import devices_locked
 from asterisk_securelink.store.models import Device
@@ -118,10 +118,8 @@ def _sqlite_reserve(
 ) -> Reservation | None:  # fmt: skip
     """`reserve` as one SQLite transaction on the driver's thread (`store.driver`): `BEGIN IMMEDIATE` is the lock
     (`store.locks`). None: no such device."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         if positional(_FIND_DEVICE, dialect).execute(db, values).fetchone() is None:
-            db.rollback()
             return None
         state = _State(*positional(_STATE, dialect).execute(db, values).fetchone())
         refused = _decide(state, *limits)
@@ -129,10 +127,6 @@ def _sqlite_reserve(
             positional(_ADD_LEASE, dialect).execute(db, lease)
             if not state.spent:
                 positional(_ADD_SPEND, dialect).execute(db, spend)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
     return refused or Reservation(True)
 
 
@@ -187,11 +181,7 @@ class RouteLeases:
         spend = {"b_device": device_id, "b_call": call_id, "now_ms": now_ms}
         limits = (max_concurrent, max_per_day, now_ms)
         engine = self.store.engine
-        got: Any = NOT_RUN
-        if engine.dialect.name == "sqlite":
-            got = await run_on_driver(engine, _sqlite_reserve, engine.dialect, values, lease, spend, limits)
-        elif engine.dialect.name == "postgresql":
-            got = await run_on_asyncpg(engine, _pg_reserve, engine.dialect, values, lease, spend, limits)
+        got = await run_fast(engine, _sqlite_reserve, _pg_reserve, engine.dialect, values, lease, spend, limits)
         if got is not NOT_RUN:
             if got is None:
                 raise StoreError(f"no device with id {device_id}")

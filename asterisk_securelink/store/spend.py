@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.lifecycle import SPENDABLE
-from asterisk_securelink.store.driver import NOT_RUN, run_on_asyncpg, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, immediate, run_on_asyncpg, run_on_driver
 from asterisk_securelink.store.models import Device, KeyEpoch, utcnow
 
 DEVICES = cast(Table, Device.__table__)
@@ -161,8 +161,7 @@ def _sqlite_check_and_spend(
     now: Any,
 ) -> SpendResult:
     """`check_and_spend` as one SQLite transaction, run on the connection's own thread (module doc)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         found = db.execute(_SELECT_DEVICE, (device_id,)).fetchone()
         device = SpendDevice(device_id, *found) if found is not None else None
         spent = False
@@ -172,8 +171,4 @@ def _sqlite_check_and_spend(
             if not spent and call_id is not None:
                 row = db.execute(_SAME_CALL, (device_id, direction)).fetchone()
                 spent = row is not None and row[0] == epoch and row[1] == call_id
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
     return SpendResult(device, spent)
