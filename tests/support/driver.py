@@ -1,4 +1,5 @@
-"""Taking `store.driver`'s one-hand-off path away, so a test runs a store operation's generic Core path on SQLite."""
+"""Taking `store.driver`'s fast paths away (aiosqlite's thread, asyncpg), so a test runs a store operation's generic
+Core path."""
 
 from __future__ import annotations
 
@@ -6,5 +7,6 @@ from asterisk_securelink.store.driver import NOT_RUN
 
 
 async def not_run(*_args: object) -> object:
-    """A stand-in for `store.driver.run_on_driver` that never runs: the caller takes its generic path."""
+    """A stand-in for `store.driver.run_fast`, `run_on_driver` or `run_on_asyncpg` that never runs: the caller takes
+    its generic path."""
     return NOT_RUN
