@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from support.services import make_service
 
 from asterisk_securelink import config
 from asterisk_securelink.asterisk.agi import PEER_KEY
+from asterisk_securelink.calling.onward import Admitted
 from asterisk_securelink.core.slk1 import Direction, derive_key, device_secret
 from asterisk_securelink.dialplan import DEVICE_VAR, MODE_VAR, RESULT_VAR
 from asterisk_securelink.inbound.handlers import Handlers
@@ -94,6 +96,32 @@ async def test_admitted_call_gets_its_variables_then_continues_in_the_admitted_c
         ("var", "ch1", "SECURELINK_MODE", "ani"),
     }
     assert channels.calls[3:] == [("continue", "ch1", "in-ok")]
+    await handlers.service.audit.drain()
+
+
+class OnwardSeen:
+    """Stands in for `calling.onward.Onward` (tested on its own): which admitted calls were handed to it."""
+
+    def __init__(self) -> None:
+        self.went: list[tuple[str, int]] = []
+
+    async def go(self, call: CallInfo, admitted: Admitted) -> None:
+        self.went.append((call.channel_id, admitted.device_id))
+
+
+async def test_one_log_line_per_call_an_admitted_call_routed_on_is_logged_by_the_onward_path(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    channels = Channels()
+    handlers, key = await admission_setup(store, tmp_path, channels)
+    onward = OnwardSeen()
+    handlers.onward = onward  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="asterisk_securelink.inbound.handlers"):
+        await handlers.stasis_start(CallInfo("ch1", "PJSIP/carrier-00000001", key, "100", ("inbound", "ani")))
+        await handlers.stasis_start(CallInfo("ch2", "PJSIP/carrier-00000002", "15550002", "100", ("inbound", "ani")))
+    assert onward.went == [("ch1", 1)]
+    lines = [r.getMessage() for r in caplog.records if r.name == "asterisk_securelink.inbound.handlers"]
+    assert lines == ["stasis ch2: mismatch device=None mode=ani"]  # ch1's line is the onward path's
     await handlers.service.audit.drain()
 
 

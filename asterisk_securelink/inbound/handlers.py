@@ -143,14 +143,15 @@ class Handlers:
         self._overload_summary()
 
     async def _admit(self, call: CallInfo) -> None:
-        outcome = await self.decide(call, call.arg(1), "stasis", publish=False)
+        outcome = await self.decide(call, call.arg(1), "stasis", publish=False, logged=False)
         route = route_for(outcome.verdict, self.config.inbound)
         voucher = await self._voucher(call, outcome)
         note = self._note(call, outcome)
         if route.action is Action.ADMIT and self.onward is not None and outcome.device_id is not None:
-            self.notifier.verdict(note, publish=False)
+            self.notifier.verdict(note, publish=False)  # the onward path logs the call's one line (where it went)
             await self.onward.go(call, self._admitted(call, outcome, voucher, note))
             return
+        _log_verdict("stasis", call, outcome)
         if route.action is Action.ADMIT:  # no onward routing: straight into the admitted context, as it was
             self.notifier.verdict(note)
             variables = {**channel_vars(outcome.verdict, outcome.device_id, outcome.mode), **voucher}
@@ -206,10 +207,17 @@ class Handlers:
 
     # -- shared with FastAGI ---------------------------------------------------------------------------------
     async def decide(
-        self, call: CallInfo, mode_arg: str | None, via: str, source: str | None = None, publish: bool = True
+        self,
+        call: CallInfo,
+        mode_arg: str | None,
+        via: str,
+        source: str | None = None,
+        publish: bool = True,
+        logged: bool = True,
     ) -> Outcome:
         """`source`: the lockout source when it is not `routing.source_of` the channel and the third Stasis argument
-        (FastAGI: see the module). `publish=False`: the caller counts and publishes the verdict itself."""
+        (FastAGI: see the module). `publish=False`: the caller counts and publishes the verdict itself;
+        `logged=False`: the caller logs it (an admitted call routed onward: one line, by the onward path)."""
         try:
             mode = parse_mode(mode_arg, self.config.inbound.mode)
         except ValueError:
@@ -226,7 +234,8 @@ class Handlers:
                 outcome = Outcome(Verdict.ERROR, mode=mode, detail={"reason": "timeout"})
         if publish:
             self.notifier.verdict(self._note(call, outcome))
-        log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
+        if logged:
+            _log_verdict(via, call, outcome)
         return outcome
 
     # -- FastAGI ----------------------------------------------------------------------------------------------
@@ -293,6 +302,10 @@ class Handlers:
     def _note(call: CallInfo, outcome: Outcome) -> VerdictNote:
         device = outcome.device_id
         return VerdictNote(outcome.verdict.value, "inbound", outcome.mode.value, device, call.name, call.channel_id)
+
+
+def _log_verdict(via: str, call: CallInfo, outcome: Outcome) -> None:
+    log.info("%s %s: %s device=%s mode=%s", via, call.channel_id, outcome.verdict, outcome.device_id, outcome.mode)
 
 
 def agi_source(env: Mapping[str, str], args: Sequence[str] = ()) -> str:

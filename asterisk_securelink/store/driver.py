@@ -77,16 +77,34 @@ async def run_fast(
 
 
 @contextlib.contextmanager
-def immediate(db: sqlite3.Connection) -> Iterator[None]:
+def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]:
     """An SQLite write transaction taken before any read (`BEGIN IMMEDIATE`: the one writer's lock), committed when
-    the block ends, rolled back when it raises."""
-    db.execute("BEGIN IMMEDIATE")
+    the block ends, rolled back when it raises. `durable=False`: committed without waiting for the disk
+    (`synchronous=NORMAL` for this transaction alone, then FULL again): still atomic and at once visible, and made
+    durable by the next durable commit (the write-ahead log is synced whole); a power cut before that loses it
+    (docs/decisions.md, "Which commits wait for the disk")."""
+    if not durable:
+        db.execute("PRAGMA synchronous=NORMAL")
     try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+    finally:
+        if not durable:
+            db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+
+
+SQLITE_SYNCHRONOUS: Final = "FULL"  # every SQLite connection's own setting (`store.make_engine`): commits wait for the disk
+
+
+async def not_durable(conn: Any) -> None:
+    """PostgreSQL's `durable=False` for the transaction open on asyncpg connection `conn`: its commit does not wait
+    for the WAL flush (`synchronous_commit` off, this transaction alone), as `immediate` does on SQLite."""
+    await conn.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 HOT_LANES = 4  # connections each PostgreSQL engine keeps for its hot transactions (`store.lanes.Lanes`)

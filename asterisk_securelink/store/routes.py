@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, delete, exists, f
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter
 
-from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast
+from asterisk_securelink.store.driver import NOT_RUN, immediate, not_durable, positional, run_fast
 from asterisk_securelink.store.lanes import rowcount
 from asterisk_securelink.store.locks import devices_locked
 from asterisk_securelink.store.models import Device
@@ -37,6 +37,10 @@ DAY_MS = 86_400_000  # the rolling day of `max_per_day`
 CONCURRENT_RETRY_S = RENEW_EVERY_S  # Retry-After for a concurrency refusal: a call's end cannot be foreseen
 MAX_NODE = 64  # the column's length
 MAX_CALL_ID = 128
+# A reservation's commit does not wait for the disk (`store.driver.immediate`, `not_durable`): it is on every admitted
+# call's path, and a power cut before the next durable commit (the next spend) loses at most the places taken since,
+# i.e. calls the cut ended anyway no longer count in their device's rolling day. Other nodes see it at once.
+RESERVE_DURABLE = False
 
 Limit = Literal["concurrent", "daily"]
 
@@ -117,8 +121,8 @@ def _sqlite_reserve(
     limits: tuple[int, int, int],
 ) -> Reservation | None:  # fmt: skip
     """`reserve` as one SQLite transaction on the driver's thread (`store.driver`): `BEGIN IMMEDIATE` is the lock
-    (`store.locks`). None: no such device."""
-    with immediate(db):
+    (`store.locks`); not durable (`RESERVE_DURABLE`). None: no such device."""
+    with immediate(db, durable=RESERVE_DURABLE):
         if positional(_FIND_DEVICE, dialect).execute(db, values).fetchone() is None:
             return None
         state = _State(*positional(_STATE, dialect).execute(db, values).fetchone())
@@ -135,8 +139,9 @@ async def _pg_reserve(
     limits: tuple[int, int, int],
 ) -> Reservation | None:  # fmt: skip
     """`reserve` as one PostgreSQL transaction on asyncpg (`store.driver`): the device's row `FOR NO KEY UPDATE` is
-    the lock (`store.locks`), taken before the read. None: no such device."""
+    the lock (`store.locks`), taken before the read; not durable (`RESERVE_DURABLE`). None: no such device."""
     async with conn.transaction():
+        await not_durable(conn)
         if await positional(_LOCK_DEVICE, dialect).fetchrow(conn, values) is None:
             return None
         state = _State(*await positional(_STATE, dialect).fetchrow(conn, values))

@@ -26,6 +26,7 @@ from asterisk_securelink.errors import SecureLinkError
 from asterisk_securelink.lifecycle import SPENDABLE, DeviceStatus
 from asterisk_securelink.store import spend
 from asterisk_securelink.store.audit_rows import AUDIT_COLUMNS, insert_audit
+from asterisk_securelink.store.driver import SQLITE_SYNCHRONOUS
 from asterisk_securelink.store.models import (
     AuditEvent,
     CallKey,
@@ -123,6 +124,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")  # durable commits, stated (`driver.immediate`)
             cur.close()
 
         return engine
