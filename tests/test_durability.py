@@ -102,9 +102,9 @@ async def test_on_sqlite_the_spend_waits_for_the_disk_and_the_reservation_and_au
     assert await run_on_driver(store.engine, _synchronous) == FULL  # every connection starts durable
 
     spent = await _statements(store, lambda: store.check_and_spend(dev.id, "dev-0001", Direction.INBOUND, 7, "n/1", 0))
+    leases = RouteLeases(store, "node-a")
     reserved = await _statements(
-        store, lambda: RouteLeases(store, "node-a").reserve(dev.id, "n/1", "through", NOW, max_concurrent=1,
-                                                              max_per_day=5)  # fmt: skip
+        store, lambda: leases.reserve(dev.id, "n/1", "through", NOW, max_concurrent=1, max_per_day=5)
     )
     row = audit_fields("verify.inbound", "admitted", "asterisk", device_id=dev.id)
     audited = await _statements(store, lambda: audit_rows.insert_audit(store.engine, [row]))

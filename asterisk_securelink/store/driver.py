@@ -98,7 +98,7 @@ def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]
             db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
 
 
-SQLITE_SYNCHRONOUS: Final = "FULL"  # every SQLite connection's own setting (`store.make_engine`): commits wait for the disk
+SQLITE_SYNCHRONOUS: Final = "FULL"  # every SQLite connection (`store.make_engine`): commits wait for the disk
 
 
 async def not_durable(conn: Any) -> None:
