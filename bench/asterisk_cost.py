@@ -4,7 +4,7 @@ testbed's `[bench-cost]` extensions (testbed/asterisk/extensions.conf), each aga
 Wait(1), Hangup), same run, interleaved round by round so drift of the machine hits them alike. No securelink process
 is involved: this measures Asterisk's share of an admission (issue 24), which `bench/e2e.py` can only see whole.
 
-    python3 bench/asterisk_cost.py [--calls 300] [--rate 50] [--rounds 3] [--out bench/results/asterisk-cost-DATE.json]
+    python3 bench/asterisk_cost.py [--calls 300] [--rate 50] [--rounds 3] [--only 7107,7108] [--out FILE.json]
 
 Asterisk's CPU is read from /proc (user + system, clock ticks of 10 ms: use a few hundred calls per try). Needs the
 testbed up with its configuration installed (`scripts/asterisk-testbed up` or `reload`).
@@ -54,14 +54,19 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=300, help="calls per extension per round")
     ap.add_argument("--rate", type=float, default=50.0, help="calls per second")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", help="comma-separated extensions to run (7100, the baseline, always runs)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    rtts: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    chosen = {"7100", *args.only.split(",")} if args.only else set(VARIANTS)
+    if chosen - set(VARIANTS):
+        raise SystemExit(f"bench: no such variant: {', '.join(sorted(chosen - set(VARIANTS)))}")
+    variants = {ext: what for ext, what in VARIANTS.items() if ext in chosen}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    rtts: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="securelink-cost-") as tmp:
         scenario = timed_scenario(Path(tmp) / "uac.xml")
         for r in range(args.rounds):
-            for ext in VARIANTS:
+            for ext in variants:
                 before = asterisk_cpu_s()
                 got = run_sipp([("15550001000", ext)] * args.calls, args.rate, scenario)
                 answered = got["codes"].count("200")
@@ -81,7 +86,7 @@ def main() -> int:
             "p50_ms": round(pct(rtts[ext], 50), 3),
             "p50_over_baseline_ms": round(pct(rtts[ext], 50) - base_p50, 3),
         }
-        for ext, what in VARIANTS.items()
+        for ext, what in variants.items()
     }
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -29,6 +29,7 @@ ACCESS = "400"
 ROUTED = "TestbedRouted"
 CDR_FILE = CHROOT / "var/log/asterisk/cdr-custom/securelink.csv"
 MAX_CALL_SECONDS = 20
+LONG_NAME = "Alice Longname of the Sales Team Europe"  # its hand-off is too long for an extension
 NUMBERS = {  # name -> (number, device add options)
     "alice": ("15553000001", ["--desk-endpoint", "PJSIP/1001"]),
     "home": ("15553000002", ["--desk-endpoint", "PJSIP/1001"]),
@@ -40,6 +41,7 @@ NUMBERS = {  # name -> (number, device add options)
     "long": ("15553000008", ["--desk-endpoint", "PJSIP/1001"]),
     "disa": ("15553000009", ["--desk-endpoint", "PJSIP/1001"]),
     "anidisa": ("15553000010", ["--desk-endpoint", "PJSIP/1001"]),
+    "longname": ("15553000011", ["--desk-endpoint", "PJSIP/1001", "--callerid", f'"{LONG_NAME}" <1001>']),
 }
 ROUTING = f"""[routing]
 home = "extension:8000"
@@ -158,6 +160,22 @@ async def test_no_destination_goes_home(home: Home, devices: dict[str, dict[str,
         event = await routed.wait_for({"CdrDevice": str(dev["id"])})
     assert (event["Dest"], event["CidNum"]) == ("8000", "1001")
     assert call == DtmfCall(200, "pbx")
+
+
+async def test_a_hand_off_too_long_for_an_extension_goes_the_long_way(
+    home: Home, devices: dict[str, dict[str, Any]], app: Popen[bytes]
+) -> None:
+    """A caller ID whose %-encoding makes the hand-off longer than an extension (79): the app sets it in
+    SECURELINK_HANDOFF and continues at `v` ([securelink-verdict]); the call goes on as any other."""
+    dev = devices["longname"]
+    offset = log_size()
+    async with ami_monitor(ROUTED) as routed:
+        call, _ = await dial(home, dev, "KEY#", hold_ms=20_000)
+        event = await routed.wait_for({"CdrDevice": str(dev["id"])})
+    assert (event["Dest"], event["CidNum"], event["CidName"], event["CdrMethod"]) == ("8000", "1001", LONG_NAME, "dtmf")
+    assert call == DtmfCall(200, "pbx")
+    verdicts = [ln for ln in log_since(offset) if "@securelink-verdict:" in ln]
+    assert verdicts and all("[v@securelink-verdict:" in ln for ln in verdicts)
 
 
 # ---- the guard -------------------------------------------------------------------------------------------------
