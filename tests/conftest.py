@@ -41,6 +41,18 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on an empty, migrated SQLite file, whatever backends the run has (for what only SQLite shows)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sqlite-store.sqlite3'}"
+    await upgrade(url)
+    s = Store.from_url(url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
 def master() -> bytes:
     return MASTER
 

@@ -9,7 +9,7 @@ SLK1 outbound derivation for the outbound keys the PBX presents. The command is 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,7 +47,6 @@ from asterisk_securelink.device.reference import (
 )
 from asterisk_securelink.inbound.service import VerifyRequest
 from asterisk_securelink.provision import device_params
-from asterisk_securelink.store.migrations import upgrade
 from asterisk_securelink.store.store import DeviceRow, Store
 
 FORMATS = ("XXXXXXXXXX", "+1NXXNXXXXXX", "555XXXXXXX", "9ZXXXXXXXX")
@@ -436,17 +435,6 @@ def test_property_the_burst_never_exceeds_what_the_platform_accepts(
 
 
 # -- against the platform's own verifier -----------------------------------------------------------------------
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'device.sqlite3'}"
-    await upgrade(url)
-    s = Store.from_url(url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def cfg(tmp_path: Path, **keys: object) -> Config:
     return config.build({"keys": dict(keys)}, {}, tmp_path)
 

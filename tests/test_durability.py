@@ -61,19 +61,6 @@ def test_full_comes_back_when_the_block_raises_and_nothing_is_kept(db: sqlite3.C
 
 
 # -- the store's own paths -------------------------------------------------------------------------------------
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    from asterisk_securelink.store.migrations import upgrade
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 's.sqlite3'}"
-    await upgrade(url)
-    s = Store.from_url(url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 async def _statements(store: Store, work: Any) -> list[str]:
     """The SQL the store's one SQLite connection ran during `await work()`."""
     seen: list[str] = []
