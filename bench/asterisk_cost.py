@@ -13,7 +13,6 @@ testbed up with its configuration installed (`scripts/asterisk-testbed up` or `r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests" / "e2e")]
 
-from e2e import pct, run_sipp, timed_scenario  # noqa: E402
+from e2e import pct, print_result, run_sipp, timed_scenario  # noqa: E402
 
 VARIANTS = {
     "7100": "baseline: Answer, Wait(1), Hangup",
@@ -94,10 +93,7 @@ def main() -> int:
         "argv": sys.argv[1:],
         "variants": table,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_result(result, args.out)
     return 0
 
 

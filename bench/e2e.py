@@ -119,6 +119,14 @@ def run_sipp(calls: list[tuple[str, str]], rate: float, scenario: Path) -> dict[
     return {"rtts_ms": rtts, "codes": codes, "wall_s": wall, "by_code": per_code, "by_caller": by_caller}
 
 
+def print_result(result: dict[str, Any], out: Path | None) -> None:
+    """The run's result as JSON on stdout, and in `out` (`--out`) when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -562,10 +570,7 @@ def main() -> int:
         summary["metrics_end"] = {k: v for k, v in bench.metrics().items() if "verdicts_total" in k or "admission" in k}
     finally:
         bench.stop()
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_result(summary, args.out)
     return 0
 
 
