@@ -76,6 +76,9 @@ async def run_fast(
     return NOT_RUN
 
 
+SQLITE_SYNCHRONOUS: Final = "FULL"  # every SQLite connection (`store.make_engine`): commits wait for the disk
+
+
 @contextlib.contextmanager
 def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]:
     """An SQLite write transaction taken before any read (`BEGIN IMMEDIATE`: the one writer's lock), committed when
@@ -96,9 +99,6 @@ def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]
     finally:
         if not durable:
             db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
-
-
-SQLITE_SYNCHRONOUS: Final = "FULL"  # every SQLite connection (`store.make_engine`): commits wait for the disk
 
 
 async def not_durable(conn: Any) -> None:
