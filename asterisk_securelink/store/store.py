@@ -26,7 +26,7 @@ from asterisk_securelink.errors import SecureLinkError
 from asterisk_securelink.lifecycle import SPENDABLE, DeviceStatus
 from asterisk_securelink.store import spend
 from asterisk_securelink.store.audit_rows import AUDIT_COLUMNS, insert_audit
-from asterisk_securelink.store.driver import SQLITE_SYNCHRONOUS
+from asterisk_securelink.store.driver import SQLITE_SYNCHRONOUS, keep_idle
 from asterisk_securelink.store.models import (
     AuditEvent,
     CallKey,
@@ -127,6 +127,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")  # durable commits, stated (`driver.immediate`)
             cur.close()
 
+        keep_idle(engine)  # hot transactions skip the check-out while the connection is unused (`driver.run_on_driver`)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
