@@ -130,22 +130,51 @@ async def test_on_postgresql_not_durable_is_this_transaction_alone(pg_store: Sto
     assert await run_on_asyncpg(store.engine, inside_and_after) == ("off", "on")
 
 
+class _Watched:
+    """An asyncpg connection that notes `synchronous_commit` after each `fetchrow` (what `_pg_reserve` sends)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.seen: list[str] = []
+
+    def transaction(self) -> Any:
+        return self.conn.transaction()
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        row = await self.conn.fetchrow(sql, *args)
+        self.seen.append(str(await self.conn.fetchval("SELECT current_setting('synchronous_commit')")))
+        return row
+
+
 @on_postgresql
 async def test_on_postgresql_the_reservation_and_audit_commit_without_waiting(
     pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = pg_store
     calls: list[str] = []
+    watched: list[_Watched] = []
 
     async def counted(conn: Any) -> None:
         calls.append(str(await conn.fetchval("SELECT txid_current_if_assigned() IS NULL")))
         await driver.not_durable(conn)
 
-    monkeypatch.setattr(routes, "not_durable", counted)
+    reserve = routes._pg_reserve
+
+    async def watched_reserve(conn: Any, *args: Any) -> Any:
+        watched.append(_Watched(conn))
+        return await reserve(watched[-1], *args)
+
+    monkeypatch.setattr(routes, "_pg_reserve", watched_reserve)
     monkeypatch.setattr(audit_rows, "not_durable", counted)
     dev = await store.add_device("Dev", "+15550000001", None, "dev-0001", "test")
     got = await RouteLeases(store, "node-a").reserve(dev.id, "n/1", "through", NOW, max_concurrent=1, max_per_day=5)
     row = audit_fields("verify.inbound", "admitted", "asterisk", device_id=dev.id)
     await audit_rows.insert_audit(store.engine, [row])
     assert got.ok
-    assert calls == ["True", "True"]  # once each, first in its transaction
+    assert [w.seen for w in watched] == [["off", "off"]]  # from its first statement (the lock) to its commit
+    assert calls == ["True"]  # the audit batch: first in its transaction
+
+    async def setting(conn: Any) -> str:
+        return str(await conn.fetchval("SELECT current_setting('synchronous_commit')"))
+
+    assert await run_on_asyncpg(store.engine, setting) == "on"  # that transaction alone

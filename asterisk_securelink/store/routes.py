@@ -20,11 +20,25 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
-from sqlalchemy import BigInteger, Integer, String, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import BindParameter
 
-from asterisk_securelink.store.driver import NOT_RUN, immediate, not_durable, positional, run_fast
+from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast
 from asterisk_securelink.store.lanes import rowcount
 from asterisk_securelink.store.locks import devices_locked
 from asterisk_securelink.store.models import Device
@@ -77,9 +91,37 @@ _STATE = select(
     .label("nth"),
 )
 _FIND_DEVICE = select(Device.id).where(Device.id == _DEVICE)
-_LOCK_DEVICE = _FIND_DEVICE.with_for_update(key_share=True)  # PostgreSQL: `store.locks`' lock, for one device
 _ADD_LEASE = insert(L)
 _ADD_SPEND = insert(S).values(device_id=_DEVICE, call_id=_CALL, at_ms=_NOW)  # its id: the database's
+
+# PostgreSQL (`_pg_reserve`), two statements instead of five: the device's lock (`store.locks`' lock, for one device)
+# with the transaction's `synchronous_commit` off (`driver.not_durable`, as `set_config`), then `_STATE` with the
+# lease and the spend taken in the same statement, by `_decide`'s rules as SQL. READ COMMITTED gives the second
+# statement a snapshot taken after the lock, so it counts what the device's last holder of the lock committed.
+_LOCK_DEVICE = select(Device.id, func.set_config("synchronous_commit", "off", True)).where(Device.id == _DEVICE)
+_LOCK_DEVICE = _LOCK_DEVICE.with_for_update(key_share=True)
+_ST = _STATE.cte("st")
+_TAKES = and_(
+    not_(_ST.c.leased),
+    _ST.c.live < bindparam("max_concurrent", type_=Integer()),
+    or_(_ST.c.spent, _ST.c.day < bindparam("max_per_day", type_=Integer())),
+)
+_TOOK_LEASE = (
+    insert(L)
+    .from_select(
+        ["call_id", "device_id", "kind", "node", "started_ms", "renewed_ms"],
+        select(_CALL, _DEVICE, bindparam("b_kind", type_=String()), _NODE, _NOW, _NOW).where(_TAKES),
+    )
+    .returning(L.call_id)
+    .cte("took_lease")
+)
+_TOOK_SPEND = (
+    insert(S)
+    .from_select(["device_id", "call_id", "at_ms"], select(_DEVICE, _CALL, _NOW).where(_TAKES, not_(_ST.c.spent)))
+    .returning(S.id)
+    .cte("took_spend")
+)
+_STATE_AND_TAKE = select(_ST).add_cte(_TOOK_LEASE, _TOOK_SPEND)
 _RELEASE = delete(L).where(L.call_id == _CALL)
 _RENEW = update(L).where(L.node == _NODE).values(renewed_ms=_NOW)
 _RECLAIM = delete(L).where(L.node == _NODE)
@@ -138,19 +180,16 @@ async def _pg_reserve(
     conn: Any, dialect: Dialect, values: dict[str, Any], lease: dict[str, Any], spend: dict[str, Any],
     limits: tuple[int, int, int],
 ) -> Reservation | None:  # fmt: skip
-    """`reserve` as one PostgreSQL transaction on asyncpg (`store.driver`): the device's row `FOR NO KEY UPDATE` is
-    the lock (`store.locks`), taken before the read; not durable (`RESERVE_DURABLE`). None: no such device."""
+    """`reserve` as one PostgreSQL transaction on asyncpg (`store.driver`), four round trips (BEGIN, the lock,
+    `_STATE_AND_TAKE`, COMMIT): the device's row `FOR NO KEY UPDATE` is the lock (`store.locks`), taken before the
+    read; not durable (`RESERVE_DURABLE`). None: no such device."""
     async with conn.transaction():
-        await not_durable(conn)
         if await positional(_LOCK_DEVICE, dialect).fetchrow(conn, values) is None:
             return None
-        state = _State(*await positional(_STATE, dialect).fetchrow(conn, values))
-        refused = _decide(state, *limits)
-        if refused is None and not state.leased:
-            await positional(_ADD_LEASE, dialect).fetchrow(conn, lease)
-            if not state.spent:
-                await positional(_ADD_SPEND, dialect).fetchrow(conn, spend)
-    return refused or Reservation(True)
+        limit_values = {**values, "max_concurrent": limits[0], "max_per_day": limits[1], "b_kind": lease["kind"],
+                        "b_node": lease["node"]}  # fmt: skip
+        state = _State(*await positional(_STATE_AND_TAKE, dialect).fetchrow(conn, limit_values))
+    return _decide(state, *limits) or Reservation(True)
 
 
 class RouteLeases:
