@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.clock import Clock, S, T
+from support.driver import not_run
 from support.services import cfg, key, make_service, registered, verify
 
 from asterisk_securelink.config import Config
@@ -26,6 +27,24 @@ from asterisk_securelink.store.store import DeviceRow, Store
 TRUNK = "PJSIP/carrier"
 # 3 devices, W = 3, S = 10^10: one key-alone guess succeeds with 9e-10, so 9e-9 per 24 h is a budget of 10 guesses
 P_FOR_10 = 9e-9
+
+
+@pytest.fixture(autouse=True, params=["fast", "generic"])
+def lockout_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both ways the counts are read and written: in the driver's own terms (`store.driver.run_fast`),
+    whose use is proven by taking the generic path away, and the generic Core path."""
+    from asterisk_securelink.store import lockout
+
+    if request.param == "generic":
+        monkeypatch.setattr(lockout, "run_fast", not_run)
+    else:
+        monkeypatch.setattr(lockout, "_generic_hours", _no_generic_path)
+        monkeypatch.setattr(lockout, "_generic_add", _no_generic_path)
+    return str(request.param)
+
+
+def _no_generic_path(*_args: object) -> object:
+    raise AssertionError("lockout counts through the generic path")
 
 
 def guesses(n: int, start: int = 0) -> list[str]:
