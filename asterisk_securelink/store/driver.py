@@ -243,7 +243,7 @@ def _as_sqlalchemy_error(exc: BaseException) -> sa_exc.DBAPIError | None:
 class Positional:
     """A Core statement as the driver runs it: `sql` with its positional placeholders (SQLite's `?`, asyncpg's `$n`),
     filled by `args(values)` in order, each value converted by its column type's bind processor. `execute` and
-    `executemany` run it on sqlite3, `fetchrow` and `executemany_pg` on asyncpg."""
+    `executemany` run it on sqlite3, `fetchrow`, `fetch` and `executemany_pg` on asyncpg."""
 
     sql: str
     names: tuple[str, ...]
@@ -263,6 +263,10 @@ class Positional:
     async def fetchrow(self, conn: Any, values: Mapping[str, Any]) -> Any:
         """asyncpg: the first row, or None."""
         return await conn.fetchrow(self.sql, *self.args(values))
+
+    async def fetch(self, conn: Any, values: Mapping[str, Any]) -> list[Any]:
+        """asyncpg: every row."""
+        return list(await conn.fetch(self.sql, *self.args(values)))
 
     async def executemany_pg(self, conn: Any, rows: Iterable[Mapping[str, Any]]) -> None:
         """asyncpg: one statement for every row (nothing when there is none)."""

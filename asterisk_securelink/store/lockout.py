@@ -12,6 +12,7 @@ durably; the generic Core path is the fallback for another driver.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, delete, select
@@ -43,13 +44,17 @@ def _upsert(insert: Any) -> ReturningInsert[Any]:
 _UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
 
 
+def _by_hour(rows: Iterable[Any]) -> dict[int, int]:
+    """`_HOURS`' rows as hour -> guesses."""
+    return {int(h): int(g) for h, g in rows}
+
+
 def _sqlite_hours(db: sqlite3.Connection, dialect: Dialect, values: dict[str, Any]) -> dict[int, int]:
-    return {int(h): int(g) for h, g in positional(_HOURS, dialect).execute(db, values).fetchall()}
+    return _by_hour(positional(_HOURS, dialect).execute(db, values))
 
 
 async def _pg_hours(conn: Any, dialect: Dialect, values: dict[str, Any]) -> dict[int, int]:
-    p = positional(_HOURS, dialect)
-    return {int(h): int(g) for h, g in await conn.fetch(p.sql, *p.args(values))}
+    return _by_hour(await positional(_HOURS, dialect).fetch(conn, values))
 
 
 def _sqlite_add(db: sqlite3.Connection, dialect: Dialect, values: dict[str, Any]) -> int:
@@ -64,7 +69,7 @@ async def _pg_add(conn: Any, dialect: Dialect, values: dict[str, Any]) -> int:
 
 async def _generic_hours(engine: AsyncEngine, values: dict[str, Any]) -> dict[int, int]:
     async with engine.connect() as c:
-        return {int(h): int(g) for h, g in (await c.execute(_HOURS, values)).all()}
+        return _by_hour(await c.execute(_HOURS, values))
 
 
 async def _generic_add(engine: AsyncEngine, values: dict[str, Any]) -> int:

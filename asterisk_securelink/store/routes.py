@@ -98,8 +98,11 @@ _ADD_SPEND = insert(S).values(device_id=_DEVICE, call_id=_CALL, at_ms=_NOW)  # i
 # with the transaction's `synchronous_commit` off (`driver.not_durable`, as `set_config`), then `_STATE` with the
 # lease and the spend taken in the same statement, by `_decide`'s rules as SQL. READ COMMITTED gives the second
 # statement a snapshot taken after the lock, so it counts what the device's last holder of the lock committed.
-_LOCK_DEVICE = select(Device.id, func.set_config("synchronous_commit", "off", True)).where(Device.id == _DEVICE)
-_LOCK_DEVICE = _LOCK_DEVICE.with_for_update(key_share=True)
+_LOCK_DEVICE = (
+    select(Device.id, func.set_config("synchronous_commit", "off", True))
+    .where(Device.id == _DEVICE)
+    .with_for_update(key_share=True)
+)
 _ST = _STATE.cte("st")
 _TAKES = and_(
     not_(_ST.c.leased),
