@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from pathlib import Path
 
 import pytest
 from support.agi import agi_env as wire_env
 from support.agi import answer_commands
 from support.clock import T
+from support.dialplan import contexts
 from support.fakes import Channels
 from support.keys import MASTER
 from support.services import make_service
@@ -313,14 +313,10 @@ async def test_agi_routes_over_a_socket_register_a_device(store: Store, tmp_path
 
 
 def test_dialplan_sends_unregistered_agi_calls_to_the_agi_registration_context() -> None:
-    text = (Path(__file__).parents[1] / "dialplan" / "securelink.conf").read_text()
-    code = "\n".join(line.split(";", 1)[0].rstrip() for line in text.splitlines())  # comments dropped
-    contexts = {
-        m.group(1): m.group(2).strip() for m in re.finditer(r"^\[([\w-]+)\]\n(.*?)(?=^\[|\Z)", code, re.M | re.S)
-    }
-    after_agi = contexts["securelink-after-agi"]
+    ctx = contexts()
+    after_agi = "\n".join(ctx["securelink-after-agi"])
     assert '"${SECURELINK_RESULT}" = "unregistered"]?securelink-register-agi,${EXTEN},1)' in after_agi
-    register = contexts["securelink-register-agi"].splitlines()
+    register = ctx["securelink-register-agi"]
     assert register[1] == " same => n,AGI(agi://127.0.0.1:4573/register,${SECURELINK_MODE})"
     assert register[2] == ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?reject)'
     token_check = ' same => n,GotoIf($["${SECURELINK_AGI_TOKEN}" != "@AGI_TOKEN@"]?reject)'  # M4: a squatter is

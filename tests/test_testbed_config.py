@@ -7,6 +7,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+from support.dialplan import app_of, contexts
+
 from asterisk_securelink.core.handoff import Handoff, decode
 
 EXTENSIONS = Path(__file__).resolve().parents[1] / "testbed" / "asterisk" / "extensions.conf"
@@ -36,3 +38,11 @@ def test_the_bench_hand_offs_are_the_apps_own_for_an_admitted_call() -> None:
     with_end = dataclasses.replace(admitted, report_end=True)
     assert found["7107"] == with_end.encode()
     assert decode(found["7107"]).report_end and not decode(found["7108"]).report_end
+
+
+def test_the_bench_admitted_calls_clear_as_the_entry_contexts_do() -> None:
+    """7107 and 7108 stand in for a call that entered [securelink-inbound] with the number 100."""
+    entry = app_of(contexts()["securelink-inbound"][0])
+    bench = {m.group(1): m.group(2) for m in re.finditer(r"^exten => (710[78]),1,(.*)$", EXTENSIONS.read_text(), re.M)}
+    assert set(bench) == {"7107", "7108"}
+    assert all(first == entry.replace("${EXTEN}", "100") for first in bench.values()), bench

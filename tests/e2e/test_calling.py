@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -166,7 +167,8 @@ async def test_a_hand_off_too_long_for_an_extension_goes_the_long_way(
     home: Home, devices: dict[str, dict[str, Any]], app: Popen[bytes]
 ) -> None:
     """A caller ID whose %-encoding makes the hand-off longer than an extension (79): the app sets it in
-    SECURELINK_HANDOFF and continues at `v` ([securelink-verdict]); the call goes on as any other."""
+    SECURELINK_HANDOFF and continues at `v` ([securelink-verdict]), which goes on at its kind's `fields` (`a~v`);
+    the call goes on as any other."""
     dev = devices["longname"]
     offset = log_size()
     async with ami_monitor(ROUTED) as routed:
@@ -175,7 +177,10 @@ async def test_a_hand_off_too_long_for_an_extension_goes_the_long_way(
     assert (event["Dest"], event["CidNum"], event["CidName"], event["CdrMethod"]) == ("8000", "1001", LONG_NAME, "dtmf")
     assert call == DtmfCall(200, "pbx")
     verdicts = [ln for ln in log_since(offset) if "@securelink-verdict:" in ln]
-    assert verdicts and all("[v@securelink-verdict:" in ln for ln in verdicts)
+    where = [re.search(r"\[([^@\]]+)@securelink-verdict:(\w+)\]", ln) for ln in verdicts]
+    steps = [(m.group(1), m.group(2)) for m in where if m]
+    assert len(steps) == len(verdicts) and steps[:3] == [("v", "1"), ("v", "2"), ("v", "3")], steps
+    assert {exten for exten, _ in steps[3:]} == {"a~v"} and steps[3][1] == "2", steps  # at `fields`, never the long way
 
 
 # ---- the guard -------------------------------------------------------------------------------------------------
