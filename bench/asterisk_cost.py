@@ -37,6 +37,7 @@ VARIANTS = {
     "7106": "+the two CDR fields (CDR(securelink_device), CDR(securelink_method))",
     "7107": "an admitted call's dialplan without Stasis (clear, verdict, admitted; hangup handler)",
     "7108": "the same without the hangup handler",
+    "7109": "a floor: 7107's variables, event, fields and handler in 9 priorities, no check, no expression",
 }
 
 
