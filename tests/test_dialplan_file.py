@@ -35,11 +35,12 @@ def test_the_verdict_context_has_one_extension_per_kind_and_the_long_form_reache
         assert app_of(verdict[start]).endswith("=${REPLACE(EXTEN,~,\\,)})"), kind  # the fields, from the extension
         assert verdict[start + 1].startswith(" same => n(fields),"), kind  # where `v` goes on
     long_form = verdict[firsts[IN_VARIABLE] :]
-    dispatch = next(app_of(ln) for ln in long_form if "~v,fields)" in ln)
+    at = next(i for i, ln in enumerate(long_form) if "~v,fields)" in ln)
+    dispatch = app_of(long_form[at])
     assert set(re.findall(r'"\$\{SECURELINK_HANDOFF_KIND\}" = "(\w)"', dispatch)) == set(KINDS)
     assert dispatch.endswith("?${SECURELINK_HANDOFF_KIND}~v,fields)")
     # anything else falls through to `bad`: rejected
-    after = long_form[long_form.index(next(ln for ln in long_form if "~v,fields)" in ln)) + 1 :]
+    after = long_form[at + 1 :]
     assert after[0].startswith(" same => n(bad),") and app_of(after[-1]) == "Hangup(21)"
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 DIALPLAN = Path(__file__).resolve().parents[2] / "dialplan" / "securelink.conf"
 
 
-def contexts(text: str | None = None) -> dict[str, list[str]]:
-    """Context -> its lines, comments and blank lines dropped (the shipped file unless `text`)."""
-    text = DIALPLAN.read_text() if text is None else text
-    code = "\n".join(line.split(";", 1)[0].rstrip() for line in text.splitlines())
+def contexts() -> dict[str, list[str]]:
+    """The shipped file's contexts -> their lines, comments and blank lines dropped."""
+    code = "\n".join(line.split(";", 1)[0].rstrip() for line in DIALPLAN.read_text().splitlines())
     found = re.finditer(r"^\[([\w-]+)\]\n(.*?)(?=^\[|\Z)", code, re.M | re.S)
     return {m.group(1): [ln for ln in m.group(2).splitlines() if ln.strip()] for m in found}
 
