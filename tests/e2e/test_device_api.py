@@ -61,7 +61,7 @@ def _outbound(api: Api, tmp_path: Path) -> None:
     _other, intruder = api.enrolled("Other", "+15550300002")
     before = api.claims_counted()
     fresh_window()
-    with UasProcess(5070, mode="answer", ring_ms=4000) as uas:
+    with UasProcess(5070, mode="answer", ring_ms=10000) as uas:  # ringing while the seven claims are made
         thread, results = call_in_background([(CALLER, f"6{dev['id']}")])
         (invite,) = uas.wait_for_invites(1, timeout=15, to="+15550300001")
         shown = invite.from_user  # the caller number the phone was shown: the PBX's outbound key
@@ -119,8 +119,8 @@ def test_inbound_the_phone_claims_the_key_of_its_admitted_call(api: Api, tmp_pat
     fresh_window()
     key = api.home.key(dev)
     thread, results = call_in_background([(key, "100")], hold_uac(tmp_path / "uac.xml", 5000))
-    wait_until(lambda: bool(ari_get("/channels")), 10, "the admitted call")
-    time.sleep(0.5)  # admitted and routed: its voucher exists
+    # answered by the dialplan after the verdict's hand-off, which comes after the voucher is written
+    wait_until(lambda: any(c.get("state") == "Up" for c in ari_get("/channels")), 10, "the admitted call")
     first = phone.claim(key)  # the key it called with
     assert first.status == 200, first.body
     assert api.escrowed_key(first.json["call_key_id"]) == first.json["call_key"]

@@ -15,7 +15,7 @@ from subprocess import Popen
 from typing import Any
 
 import pytest
-from harness import Home, new_home, no_channels_left
+from harness import Home, new_home, no_channels_left, wait_until
 from sipp import UasProcess, run_uac
 
 from asterisk_securelink.core.provisioning import Provisioning
@@ -56,7 +56,9 @@ def calls(*pairs: tuple[str, str]) -> list[int | None]:
     return [r.status_code for r in run_uac(list(pairs), rate=20, timeout=30)]
 
 
-def verdicts(home: Home, since: int) -> list[str]:
+def verdicts(home: Home, since: int, n: int) -> list[str]:
+    """The verdicts audited after row `since`, once there are `n` (audit rows are written in the background)."""
+    wait_until(lambda: len([e for e in home.audit() if e["id"] > since]) >= n, 10, f"{n} audit rows")
     return [e["result"] for e in home.audit() if e["id"] > since]
 
 
@@ -91,19 +93,19 @@ def test_a_genuine_key_in_carrier_forms_is_admitted(home: Home, app: Popen[bytes
     ]
     since = last_audit_id(home)
     assert calls(*((number, ANI) for number in delivered)) == [200, 200, 200]
-    assert verdicts(home, since) == ["admitted"] * 3
+    assert verdicts(home, since, 3) == ["admitted"] * 3
     since = last_audit_id(home)
     assert calls(("0" + k1[2:], ANI)) == [403]  # the same key again, in yet another form: spent
     assert calls(("00" + k2[1:], ANI)) == [403]  # 00 is not a configured trunk prefix: not a form of the key
-    assert verdicts(home, since) == ["replayed", "mismatch"]
+    assert verdicts(home, since, 2) == ["replayed", "mismatch"]
     no_channels_left()
 
 
 def test_a_redial_within_the_period_is_admitted_and_a_third_call_is_not_placed(home: Home, app: Popen[bytes]) -> None:
     dev, prov = enroll(home, "Burst", "+15550200010")
     state = phone.state_for(prov, None)
+    since = last_audit_id(home)  # before the period starts: the calls below must fit in it
     epoch = into_period()
-    since = last_audit_id(home)
     first, state = phone.present_inbound(prov, state, now_ms())
     assert (first.epoch, first.burst, first.burst_size) == (epoch, 1, 2)
     assert calls((first.present, ANI)) == [200]
@@ -115,7 +117,7 @@ def test_a_redial_within_the_period_is_admitted_and_a_third_call_is_not_placed(h
     assert 0 < used_up.value.wait_ms <= PERIOD * 1000 + phone.MARGIN_MS
     assert calls((second.present, ANI), (first.present, ANI)) == [403, 403]  # a non-conforming replay
     assert epoch_at_ms(now_ms(), PERIOD) == epoch, "the calls took longer than one period"
-    assert verdicts(home, since) == ["admitted", "admitted", "replayed", "replayed"]
+    assert verdicts(home, since, 4) == ["admitted", "admitted", "replayed", "replayed"]
     assert all(e["device"] == dev["id"] for e in home.audit() if e["id"] > since)
     no_channels_left()
 
