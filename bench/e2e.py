@@ -383,6 +383,8 @@ class Bench:
             fmt = "raw" if out.suffix == ".txt" else "flamegraph"
             cmd = ["py-spy", "record", "--pid", str(self.app.pid), "--rate", "200", "--subprocesses",
                    "--output", str(out), "--format", fmt]  # fmt: skip
+            if self.args.py_spy_gil:
+                cmd += ["--gil", "--nonblocking"]  # only the thread holding the GIL, not paused: where Python's CPU goes
             self.spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _unspy(self) -> None:
@@ -540,6 +542,7 @@ def main() -> int:
     ap.add_argument(
         "--py-spy", help="record a py-spy flame graph of securelink's runs to this file (.svg; .txt: collapsed stacks)"
     )
+    ap.add_argument("--py-spy-gil", action="store_true", help="--py-spy: sample only the thread holding the GIL")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--database-url", help="store for securelink (default: the embedded SQLite file)")
     args = ap.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from asterisk_securelink.store.driver import run_on_driver
+from asterisk_securelink.store import driver
+from asterisk_securelink.store.driver import immediate, run_on_driver, run_together
 from asterisk_securelink.store.store import Store
 
 
@@ -116,3 +118,127 @@ async def test_after_the_pool_closed_or_dropped_the_connection_a_new_one_is_chec
     assert checkouts == [1, 1, 1]
     assert await run_on_driver(store.engine, _add, 3) == 3  # that one was returned: idle again
     assert checkouts == [1, 1, 1]
+
+
+# -- `run_together`: the group commit --------------------------------------------------------------------------------
+
+
+def _put(db: sqlite3.Connection, x: int, durable: bool = True, pause: float = 0.0) -> int:
+    """A hot write as the store's are written (`immediate`): insert `x`; the rows seen. `pause`: hold the connection
+    that long first (what a slow write or an fsync does), so that the writes after it wait and go together."""
+    time.sleep(pause)
+    with immediate(db, durable=durable):
+        db.execute("INSERT INTO t VALUES (?)", (x,))
+        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+
+
+def _fails(db: sqlite3.Connection, x: int) -> int:
+    with immediate(db):
+        db.execute("INSERT INTO t VALUES (?)", (x,))
+        raise ValueError("refused by its own rule")
+
+
+async def _traced(store: Store) -> list[str]:
+    seen: list[str] = []
+    await run_on_driver(store.engine, lambda db: db.set_trace_callback(seen.append))
+    return seen
+
+
+async def _rows(store: Store) -> list[int]:
+    async with store.engine.connect() as conn:
+        return list((await conn.exec_driver_sql("SELECT x FROM t ORDER BY x")).scalars().all())
+
+
+async def _behind_a_slow_one(store: Store, *writes: Any) -> tuple[Any, list[Any]]:
+    """A write that holds the connection 0.3 s, and `writes` (fn, *args) submitted while it does: what each
+    returned or raised."""
+    first = asyncio.create_task(run_together(store.engine, _put, 1, True, 0.3))
+    await asyncio.sleep(0.1)  # it is on the connection's thread now
+    rest = await asyncio.gather(*(run_together(store.engine, *w) for w in writes), return_exceptions=True)
+    return await first, rest
+
+
+async def test_writes_that_arrive_while_one_is_written_are_committed_together(store: Store) -> None:
+    statements = await _traced(store)
+    first, rest = await _behind_a_slow_one(store, *((_put, x) for x in range(2, 12)))
+    assert first == 1
+    assert rest == list(range(2, 12))  # each its own result, in the order they came
+    assert await _rows(store) == list(range(1, 12))
+    assert statements.count("BEGIN IMMEDIATE") == 2  # the slow one alone, then the ten in one transaction
+    assert statements.count("COMMIT") == 2
+    assert _writes(store).groups == 1
+
+
+async def test_one_at_a_time_each_write_is_its_own_transaction(store: Store) -> None:
+    statements = await _traced(store)
+    assert [await run_together(store.engine, _put, x) for x in (1, 2, 3)] == [1, 2, 3]
+    assert statements.count("BEGIN IMMEDIATE") == 3
+    assert not any(s.startswith("SAVEPOINT") for s in statements)
+    assert _writes(store).groups == 0
+
+
+async def test_a_write_that_raises_in_a_group_fails_alone(store: Store) -> None:
+    first, rest = await _behind_a_slow_one(store, (_put, 2), (_fails, 3), (_put, 4))
+    assert first == 1
+    assert rest[0] == 2 and rest[2] == 3  # the failed one's row was rolled back before the next counted
+    assert isinstance(rest[1], ValueError) and str(rest[1]) == "refused by its own rule"
+    assert await _rows(store) == [1, 2, 4]
+    assert _writes(store).groups == 1
+
+
+async def test_a_group_that_cannot_commit_is_written_again_one_at_a_time(store: Store) -> None:
+    """A deferred foreign key is checked at the commit: the group's commit fails, nothing of it is written, and
+    each write runs again alone, so only the one that breaks the rule fails."""
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        await conn.exec_driver_sql("INSERT INTO parent VALUES (1)")
+        await conn.exec_driver_sql(
+            "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    await run_on_driver(store.engine, lambda db: db.execute("PRAGMA foreign_keys=ON"))
+
+    def child(db: sqlite3.Connection, p: int) -> int:
+        with immediate(db):
+            db.execute("INSERT INTO child VALUES (?)", (p,))
+        return p
+
+    statements = await _traced(store)
+    first, rest = await _behind_a_slow_one(store, (child, 1), (child, 2), (_put, 5))
+    assert first == 1
+    assert rest[0] == 1 and rest[2] == 2
+    assert isinstance(rest[1], sqlite3.IntegrityError)  # no parent 2: it alone fails
+    assert await _rows(store) == [1, 5]
+    async with store.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT p FROM child")).scalars().all() == [1]
+    assert statements.count("BEGIN IMMEDIATE") == 5  # the slow one, the group, then each of the three alone
+    assert _writes(store).groups == 0
+
+
+@pytest.mark.parametrize(("durables", "waits"), [((False, False), False), ((False, True), True)])
+async def test_a_group_waits_for_the_disk_when_any_of_its_writes_is_durable(
+    store: Store, durables: tuple[bool, ...], waits: bool
+) -> None:
+    statements = await _traced(store)
+    await _behind_a_slow_one(store, *((_put, 2 + i, d) for i, d in enumerate(durables)))
+    group = statements[statements.index("BEGIN IMMEDIATE", statements.index("BEGIN IMMEDIATE") + 1) :]
+    assert [s for s in group if s.startswith("SAVEPOINT")] == ["SAVEPOINT securelink_hot"] * len(durables)
+    before_commit = group[: group.index("COMMIT")]
+    assert ("PRAGMA synchronous=NORMAL" in before_commit) is not waits
+    assert await run_on_driver(store.engine, lambda db: int(db.execute("PRAGMA synchronous").fetchone()[0])) == 2
+
+
+async def test_a_caller_that_stops_waiting_does_not_stop_its_write(store: Store) -> None:
+    first = asyncio.create_task(run_together(store.engine, _put, 1, True, 0.3))
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(run_together(store.engine, _put, 2))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    assert await first == 1
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await run_together(store.engine, _put, 3)  # after the drained group
+    assert await _rows(store) == [1, 2, 3]
+
+
+def _writes(store: Store) -> Any:
+    return getattr(store.engine.sync_engine, driver._IDLE).writes  # the engine's `keep_idle` state

@@ -92,7 +92,7 @@ def spend_path(request: pytest.FixtureRequest, store: Store, monkeypatch: pytest
     from asterisk_securelink.store import spend
 
     if request.param == "generic":
-        monkeypatch.setattr(spend, "run_on_driver", not_run)
+        monkeypatch.setattr(spend, "run_together", not_run)
         monkeypatch.setattr(spend, "run_on_asyncpg", not_run)
         yield "generic"
         return

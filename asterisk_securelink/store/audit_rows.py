@@ -32,7 +32,7 @@ async def insert_audit(engine: AsyncEngine, rows: Sequence[dict[str, Any]]) -> N
     """`rows` written in one transaction: all of them or none."""
     if not rows:
         return
-    if await run_fast(engine, _sqlite_insert, _pg_insert, engine.dialect, rows) is not NOT_RUN:
+    if await run_fast(engine, _sqlite_insert, _pg_insert, engine.dialect, rows, together=True) is not NOT_RUN:
         return
     async with engine.begin() as conn:
         await conn.execute(_ADD, list(rows))

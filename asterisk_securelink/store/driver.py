@@ -22,9 +22,12 @@ result).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import logging
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, cast
@@ -38,6 +41,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from asterisk_securelink.errors import SecureLinkError
 from asterisk_securelink.store.lanes import Lanes
+
+log = logging.getLogger(__name__)
 
 NOT_RUN: Final = object()  # `run_on_driver`, `run_on_asyncpg`: the driver is not the one known
 
@@ -81,6 +86,92 @@ async def run_on_driver(engine: AsyncEngine, fn: Callable[..., Any], *args: Any)
         return await run(fn, *args)
 
 
+async def run_together(engine: AsyncEngine, fn: Callable[..., Any], *args: Any) -> Any:
+    """`run_on_driver`, as a group commit: the hot transactions that arrive while one is being written on the
+    engine's connection are then written together, in one transaction (one commit, one wait for the disk), each
+    returning its own result or raising its own error. At one transaction at a time nothing waits. `fn` writes only
+    inside `immediate` (in a group its block is a savepoint) and may run again: when a group's transaction cannot
+    begin or commit, nothing of it was written, and each of its members runs again alone, so one that cannot be
+    written fails alone and loses nothing else. Engines without `keep_idle`: `run_on_driver`."""
+    idle: _Idle | None = getattr(engine.sync_engine, _IDLE, None)
+    if idle is None:
+        return await run_on_driver(engine, fn, *args)
+    return await idle.writes.submit(engine, fn, args)
+
+
+def settle(done: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
+    """Give a waiter its outcome, unless it stopped waiting (cancelled)."""
+    if done.done():
+        return
+    if exc is None:
+        done.set_result(result)
+    else:
+        done.set_exception(exc)
+        done.exception()  # retrieved: a caller that was cancelled meanwhile leaves no "never retrieved" warning
+
+
+class _Writes:
+    """The hot transactions waiting while one is written on an SQLite engine's connection (`run_together`);
+    `groups` counts the transactions that wrote more than one."""
+
+    def __init__(self) -> None:
+        self.groups = 0
+        self._busy = False
+        self._waiting: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    async def submit(self, engine: AsyncEngine, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if self._busy:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiting.append((fn, args, done))
+            return await done
+        self._busy = True  # nothing is being written: this one at once, alone, as `run_on_driver`
+        try:
+            return await run_on_driver(engine, fn, *args)
+        finally:
+            if self._waiting:  # those that came meanwhile, together
+                self._drain = asyncio.create_task(self._write_waiting(engine), name="securelink-hot-writes")
+            else:
+                self._busy = False
+
+    async def _write_waiting(self, engine: AsyncEngine) -> None:
+        batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._write(engine, batch)
+                batch = []
+        finally:
+            left, self._waiting, self._busy = [*batch, *self._waiting], [], False
+            for *_, done in left:  # only when this task was stopped (the app shuts down): nothing is left waiting
+                settle(done, SecureLinkError("the database writer stopped"))
+
+    async def _write(
+        self, engine: AsyncEngine, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> None:
+        if len(batch) > 1:
+            try:
+                outcomes = await run_on_driver(engine, _together, [(fn, args) for fn, args, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - nothing was written: then each alone
+                log.warning("%d database writes not committed together (%s); one at a time", len(batch),
+                            type(exc).__name__)  # fmt: skip
+            else:
+                if outcomes is NOT_RUN:  # not aiosqlite after all: each caller takes its generic path
+                    outcomes = [(True, NOT_RUN)] * len(batch)
+                else:
+                    self.groups += 1
+                for (ok, value), (*_, done) in zip(outcomes, batch, strict=True):
+                    settle(done, None if ok else value, value if ok else None)
+                return
+        for fn, args, done in batch:
+            try:
+                result = await run_on_driver(engine, fn, *args)
+            except Exception as exc:  # noqa: BLE001 - handed to its own caller
+                settle(done, exc)
+            else:
+                settle(done, None, result)
+
+
 _IDLE: Final = "_securelink_idle_connection"
 
 
@@ -90,6 +181,7 @@ class _Idle:
     def __init__(self) -> None:
         self._driver: Any = None  # aiosqlite's connection; None while checked out, closed, invalidated, or not made
         self._run: Callable[..., Any] | None = None
+        self.writes = _Writes()
 
     def usable(self) -> Callable[..., Any] | None:
         """`on_driver_thread`'s `run` for the idle connection, or None (then check one out)."""
@@ -119,13 +211,17 @@ def keep_idle(engine: AsyncEngine) -> None:
 
 
 async def run_fast(
-    engine: AsyncEngine, on_sqlite: Callable[..., Any], on_asyncpg: Callable[..., Awaitable[Any]], *args: Any
+    engine: AsyncEngine,
+    on_sqlite: Callable[..., Any],
+    on_asyncpg: Callable[..., Awaitable[Any]],
+    *args: Any,
+    together: bool = False,
 ) -> Any:
     """One hot transaction in the engine's driver's own terms: `on_sqlite(sqlite3_connection, *args)` on aiosqlite's
-    thread (`run_on_driver`) or `await on_asyncpg(asyncpg_connection, *args)` (`run_on_asyncpg`); `NOT_RUN` for any
-    other driver."""
+    thread (`run_on_driver`; `together`: `run_together`, a group commit) or `await on_asyncpg(asyncpg_connection,
+    *args)` (`run_on_asyncpg`); `NOT_RUN` for any other driver."""
     if engine.dialect.name == "sqlite":
-        return await run_on_driver(engine, on_sqlite, *args)
+        return await (run_together if together else run_on_driver)(engine, on_sqlite, *args)
     if engine.dialect.name == "postgresql":
         return await run_on_asyncpg(engine, on_asyncpg, *args)
     return NOT_RUN
@@ -140,7 +236,22 @@ def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]
     the block ends, rolled back when it raises. `durable=False`: committed without waiting for the disk
     (`synchronous=NORMAL` for this transaction alone, then FULL again): still atomic and at once visible, and made
     durable by the next durable commit (the write-ahead log is synced whole); a power cut before that loses it
-    (docs/decisions.md, "Which commits wait for the disk")."""
+    (docs/decisions.md, "Which commits wait for the disk").
+
+    Inside a group (`run_together`) the block is a savepoint of the group's transaction instead: rolled back alone
+    when it raises, committed with the group, which waits for the disk when any of its blocks is durable."""
+    group: _Group | None = getattr(_ON_THREAD, "group", None)
+    if group is not None and group.db is db:
+        group.durable = group.durable or durable
+        db.execute("SAVEPOINT securelink_hot")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK TO securelink_hot")
+            db.execute("RELEASE securelink_hot")
+            raise
+        db.execute("RELEASE securelink_hot")
+        return
     if not durable:
         db.execute("PRAGMA synchronous=NORMAL")
     try:
@@ -154,6 +265,43 @@ def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]
     finally:
         if not durable:
             db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+
+
+_ON_THREAD = threading.local()  # `_together`'s group while it runs on a driver's thread
+
+
+@dataclass
+class _Group:
+    db: sqlite3.Connection
+    durable: bool = False
+
+
+def _together(db: sqlite3.Connection, members: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+    """`members` in one transaction (`run_together`): each `fn(db, *args)` in turn, its `immediate` block a
+    savepoint; `[(True, result) | (False, exception)]` in their order once the group has committed. Raises (nothing
+    committed) when the transaction cannot begin or commit."""
+    group = _Group(db)
+    _ON_THREAD.group = group
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        outcomes: list[Any] = []
+        for fn, args in members:
+            try:
+                outcomes.append((True, fn(db, *args)))
+            except Exception as exc:  # noqa: BLE001 - this member's own outcome; its savepoint is rolled back
+                outcomes.append((False, exc))
+        if not group.durable:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.commit()
+        finally:
+            if not group.durable:
+                db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        return outcomes
+    finally:
+        _ON_THREAD.group = None
+        if db.in_transaction:
+            db.rollback()
 
 
 async def not_durable(conn: Any) -> None:

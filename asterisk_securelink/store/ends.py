@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import BindParameter
 
 from asterisk_securelink.store.api_models import CallVoucher
-from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast
+from asterisk_securelink.store.driver import NOT_RUN, immediate, positional, run_fast, settle
 from asterisk_securelink.store.models import CallRecord, utcnow
 from asterisk_securelink.store.route_models import CallLease
 
@@ -110,22 +110,24 @@ class CallEndWriter:
                     await self._one(item, done)
                 continue
             for _, done in batch:
-                _settle(done, None)
+                settle(done, None)
 
     async def _one(self, item: CallEnd, done: asyncio.Future[None]) -> None:
         try:
             await self._commit([item])
         except Exception as exc:  # noqa: BLE001 - handed to the call's own `end`
-            _settle(done, exc)
+            settle(done, exc)
         else:
-            _settle(done, None)
+            settle(done, None)
 
     async def _commit(self, items: list[CallEnd]) -> None:
         records = [i.record for i in items if i.record is not None]
         released = [{"call_id": i.call_id} for i in items if i.release]
         ended = [{"call_id": i.call_id} for i in items]
         engine = self.engine
-        done = await run_fast(engine, _sqlite_commit, _pg_commit, engine.dialect, records, released, ended)
+        done = await run_fast(
+            engine, _sqlite_commit, _pg_commit, engine.dialect, records, released, ended, together=True
+        )
         if done is NOT_RUN:
             await self._generic(records, released, ended)
         self.transactions += 1
@@ -160,13 +162,3 @@ async def _pg_commit(
         await positional(_ADD_RECORD, dialect).executemany_pg(conn, records)
         await positional(_RELEASE, dialect).executemany_pg(conn, released)
         await positional(_END_VOUCHERS, dialect).executemany_pg(conn, ended)
-
-
-def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
-    if done.done():
-        return
-    if exc is None:
-        done.set_result(None)
-    else:
-        done.set_exception(exc)
-        done.exception()  # retrieved: a caller that was cancelled meanwhile leaves no "never retrieved" warning

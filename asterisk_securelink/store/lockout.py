@@ -93,7 +93,7 @@ class LockoutStore:
         """Add `n` (negative: give back) to the hour's count in one statement; returns the hour's new count."""
         engine = self.store.engine
         values = {"subject": subject, "hour": hour, "n": n}
-        got = await run_fast(engine, _sqlite_add, _pg_add, engine.dialect, values)
+        got = await run_fast(engine, _sqlite_add, _pg_add, engine.dialect, values, together=True)
         return await _generic_add(engine, values) if got is NOT_RUN else int(got)
 
     # -- housekeeping ----------------------------------------------------------------------------------------------

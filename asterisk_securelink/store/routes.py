@@ -228,7 +228,9 @@ class RouteLeases:
         spend = {"b_device": device_id, "b_call": call_id, "now_ms": now_ms}
         limits = (max_concurrent, max_per_day, now_ms)
         engine = self.store.engine
-        got = await run_fast(engine, _sqlite_reserve, _pg_reserve, engine.dialect, values, lease, spend, limits)
+        got = await run_fast(
+            engine, _sqlite_reserve, _pg_reserve, engine.dialect, values, lease, spend, limits, together=True
+        )
         if got is not NOT_RUN:
             if got is None:
                 raise StoreError(f"no device with id {device_id}")

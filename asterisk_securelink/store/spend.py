@@ -9,8 +9,10 @@ On PostgreSQL it is one statement (the UPDATE in a data-modifying CTE, the devic
 transaction, on asyncpg itself (`store.driver`): one round trip. On SQLite the whole transaction runs as one function
 on the driver's own thread (`aiosqlite`): one hand-off between the event loop and that thread instead of one per
 statement, fetch, commit and cursor (a dozen), each of which waits for the GIL behind whatever the loop is doing.
-`BEGIN IMMEDIATE` takes the write lock before the read, so the read and the write see the same database. Anything
-unexpected raises, and the caller's verdict is `error` (fail closed).
+`BEGIN IMMEDIATE` takes the write lock before the read, so the read and the write see the same database. Spends that
+arrive while the connection is writing share one transaction and one wait for the disk (`driver.run_together`, a
+group commit), each still its own savepoint, durable before its verdict. Anything unexpected raises, and the caller's
+verdict is `error` (fail closed).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from asterisk_securelink.core.slk1 import Direction
 from asterisk_securelink.lifecycle import SPENDABLE
-from asterisk_securelink.store.driver import NOT_RUN, immediate, run_on_asyncpg, run_on_driver
+from asterisk_securelink.store.driver import NOT_RUN, immediate, run_on_asyncpg, run_together
 from asterisk_securelink.store.models import Device, KeyEpoch, utcnow
 
 DEVICES = cast(Table, Device.__table__)
@@ -89,7 +91,7 @@ async def check_and_spend(
         stamp = EPOCHS.c.updated_at.type.bind_processor(engine.dialect)
         now = stamp(utcnow()) if stamp is not None else utcnow()
         args = (device_id, key_id, direction.value, epoch, call_id, drift, now)
-        got = await run_on_driver(engine, _sqlite_check_and_spend, *args)
+        got = await run_together(engine, _sqlite_check_and_spend, *args)
         if got is not NOT_RUN:
             return cast(SpendResult, got)
     if engine.dialect.name == "postgresql":
