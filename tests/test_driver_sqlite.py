@@ -240,5 +240,18 @@ async def test_a_caller_that_stops_waiting_does_not_stop_its_write(store: Store)
     assert await _rows(store) == [1, 2, 3]
 
 
+async def test_writes_waiting_for_a_checked_out_connection_go_together_after_it(store: Store) -> None:
+    """Nobody's transaction is entered: the writes wait for the connection, then are written in one transaction."""
+    async with store.engine.connect() as conn:
+        await conn.exec_driver_sql("INSERT INTO t VALUES (10)")  # another user's transaction, still open
+        writes = [asyncio.create_task(run_together(store.engine, _put, x)) for x in (1, 2, 3)]
+        await asyncio.sleep(0.2)
+        assert not any(w.done() for w in writes)
+        await conn.commit()
+    assert await asyncio.gather(*writes) == [2, 3, 4]
+    assert await _rows(store) == [1, 2, 3, 10]
+    assert _writes(store).groups == 1
+
+
 def _writes(store: Store) -> Any:
     return getattr(store.engine.sync_engine, driver._IDLE).writes  # the engine's `keep_idle` state
