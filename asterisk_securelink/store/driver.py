@@ -87,17 +87,16 @@ async def run_on_driver(engine: AsyncEngine, fn: Callable[..., Any], *args: Any)
 
 
 async def run_together(engine: AsyncEngine, fn: Callable[..., Any], *args: Any) -> Any:
-    """`run_on_driver`, as a group commit: a hot transaction that arrives while another is waiting its turn on the
-    engine's connection's thread joins it, and they are written in one transaction (one commit, one wait for the
-    disk), each returning its own result or raising its own error. One that arrives while the connection is idle or
-    busy with a transaction already begun is queued at once, as `run_on_driver` would. `fn` writes only inside
-    `immediate` (in a group its block is a savepoint) and may run again: when a group's transaction cannot begin or
-    commit, nothing of it was written, and each of its members runs again alone right there, so one that cannot be
+    """`run_on_driver`, as a group commit: the hot transactions that arrive while one is being written on the
+    engine's connection are then written together, in one transaction (one commit, one wait for the disk), each
+    returning its own result or raising its own error. At one transaction at a time nothing waits. `fn` writes only
+    inside `immediate` (in a group its block is a savepoint) and may run again: when a group's transaction cannot
+    begin or commit, nothing of it was written, and each of its members runs again alone, so one that cannot be
     written fails alone and loses nothing else. Engines without `keep_idle`: `run_on_driver`."""
     idle: _Idle | None = getattr(engine.sync_engine, _IDLE, None)
     if idle is None:
         return await run_on_driver(engine, fn, *args)
-    return await idle.writes.submit(engine, idle, fn, args)
+    return await idle.writes.submit(engine, fn, args)
 
 
 def settle(done: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
@@ -111,113 +110,66 @@ def settle(done: asyncio.Future[Any], exc: BaseException | None, result: Any = N
         done.exception()  # retrieved: a caller that was cancelled meanwhile leaves no "never retrieved" warning
 
 
-_Member = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
-
-
-class _Batch:
-    """Hot transactions queued on the connection's thread as one (`run_together`); others join it until the thread
-    begins it (`begin`), under `lock`, which the loop and the thread share."""
-
-    def __init__(self, first: _Member) -> None:
-        self.lock = threading.Lock()
-        self.members = [first]
-        self.begun = False
-
-    def join(self, member: _Member) -> bool:
-        with self.lock:
-            if not self.begun:
-                self.members.append(member)
-            return not self.begun
-
-    def begin(self) -> list[_Member] | None:
-        """Its members, now closed to others; None when it was given up before the thread got to it."""
-        with self.lock:
-            if self.begun:
-                return None
-            self.begun = True
-            return self.members
-
-    def give_up(self, exc: BaseException | None, result: Any = None) -> None:
-        """It was not queued, or did not end as it should: every member not answered yet raises `exc` (or returns
-        `result`), and the thread, if it gets to it, runs none of them."""
-        with self.lock:
-            self.begun = True
-        for *_, done in self.members:
-            settle(done, exc, result)
-
-
 class _Writes:
-    """The group commits of an SQLite engine's connection (`run_together`); `groups` counts the transactions that
-    wrote more than one."""
+    """The hot transactions waiting while one is written on an SQLite engine's connection (`run_together`);
+    `groups` counts the transactions that wrote more than one."""
 
     def __init__(self) -> None:
         self.groups = 0
-        self._open: _Batch | None = None  # the last batch queued: joined while the thread has not begun it
-        self._queuing: set[asyncio.Task[None]] = set()
+        self._busy = False
+        self._waiting: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._drain: asyncio.Task[None] | None = None
 
-    async def submit(self, engine: AsyncEngine, idle: _Idle, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-        batch = self._open
-        if batch is None or not batch.join((fn, args, done)):
-            batch = self._open = _Batch((fn, args, done))
-            run = idle.usable()
-            if run is not None:  # queued on the thread before this first await returns control: it will run
-                try:
-                    await run(_run_batch, batch, loop, self)
-                except Exception as exc:  # noqa: BLE001 - not queued (the connection closed), or a bug: fail closed
-                    batch.give_up(exc)
-            else:  # checked out by somebody else: wait for the connection, whatever happens to this caller
-                task = asyncio.create_task(self._checked_out(engine, batch, loop), name="securelink-hot-writes")
-                self._queuing.add(task)
-                task.add_done_callback(self._queuing.discard)
-        return await done
-
-    async def _checked_out(self, engine: AsyncEngine, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+    async def submit(self, engine: AsyncEngine, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if self._busy:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiting.append((fn, args, done))
+            return await done
+        self._busy = True  # nothing is being written: this one at once, alone, as `run_on_driver`
         try:
-            if await run_on_driver(engine, _run_batch, batch, loop, self) is NOT_RUN:
-                batch.give_up(None, NOT_RUN)  # not aiosqlite after all: each caller takes its generic path
-        except BaseException as exc:  # noqa: BLE001 - handed to every member not answered
-            batch.give_up(exc if isinstance(exc, Exception) else SecureLinkError("the database writer stopped"))
+            return await run_on_driver(engine, fn, *args)
+        finally:
+            if self._waiting:  # those that came meanwhile, together
+                self._drain = asyncio.create_task(self._write_waiting(engine), name="securelink-hot-writes")
+            else:
+                self._busy = False
 
-
-def _run_batch(db: sqlite3.Connection, batch: _Batch, loop: asyncio.AbstractEventLoop, writes: _Writes) -> None:
-    """On the connection's thread: `batch` alone or as a group (`_together`), or, when the group cannot commit, each
-    alone; every member's outcome handed to the loop in one call."""
-    members = batch.begin()
-    if not members:
-        return
-    grouped: BaseException | bool = False
-    if len(members) > 1:
+    async def _write_waiting(self, engine: AsyncEngine) -> None:
+        batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         try:
-            outcomes = _together(db, [(fn, args) for fn, args, _ in members])
-            grouped = True
-        except Exception as exc:  # noqa: BLE001 - nothing of it was written: each alone below
-            grouped = exc
-    if grouped is not True:
-        outcomes = [_alone(db, fn, args) for fn, args, _ in members]
-    loop.call_soon_threadsafe(_answer, members, outcomes, grouped, writes)
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._write(engine, batch)
+                batch = []
+        finally:
+            left, self._waiting, self._busy = [*batch, *self._waiting], [], False
+            for *_, done in left:  # only when this task was stopped (the app shuts down): nothing is left waiting
+                settle(done, SecureLinkError("the database writer stopped"))
 
-
-def _alone(db: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-    try:
-        return True, fn(db, *args)
-    except Exception as exc:  # noqa: BLE001 - this member's own outcome
-        return False, exc
-    finally:
-        if db.in_transaction:  # as `_whole`: a transaction left open must not reach the next user
-            db.rollback()
-
-
-def _answer(members: list[_Member], outcomes: list[tuple[bool, Any]], grouped: BaseException | bool,
-            writes: _Writes) -> None:  # fmt: skip
-    if grouped is True:
-        writes.groups += 1
-    elif grouped:
-        log.warning("%d database writes not committed together (%s); one at a time", len(members),
-                    type(grouped).__name__)  # fmt: skip
-    for (ok, value), (*_, done) in zip(outcomes, members, strict=True):
-        settle(done, None if ok else value, value if ok else None)
+    async def _write(
+        self, engine: AsyncEngine, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
+    ) -> None:
+        if len(batch) > 1:
+            try:
+                outcomes = await run_on_driver(engine, _together, [(fn, args) for fn, args, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - nothing was written: then each alone
+                log.warning("%d database writes not committed together (%s); one at a time", len(batch),
+                            type(exc).__name__)  # fmt: skip
+            else:
+                if outcomes is NOT_RUN:  # not aiosqlite after all: each caller takes its generic path
+                    outcomes = [(True, NOT_RUN)] * len(batch)
+                else:
+                    self.groups += 1
+                for (ok, value), (*_, done) in zip(outcomes, batch, strict=True):
+                    settle(done, None if ok else value, value if ok else None)
+                return
+        for fn, args, done in batch:
+            try:
+                result = await run_on_driver(engine, fn, *args)
+            except Exception as exc:  # noqa: BLE001 - handed to its own caller
+                settle(done, exc)
+            else:
+                settle(done, None, result)
 
 
 _IDLE: Final = "_securelink_idle_connection"
