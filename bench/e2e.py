@@ -384,7 +384,7 @@ class Bench:
             cmd = ["py-spy", "record", "--pid", str(self.app.pid), "--rate", "200", "--subprocesses",
                    "--output", str(out), "--format", fmt]  # fmt: skip
             if self.args.py_spy_gil:
-                cmd += ["--gil", "--nonblocking"]  # only the thread holding the GIL, not paused: where Python's CPU goes
+                cmd += ["--gil", "--nonblocking"]  # the thread holding the GIL, not paused: where Python's CPU goes
             self.spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _unspy(self) -> None:

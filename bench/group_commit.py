@@ -30,40 +30,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlite_handoff import pct, spendable_store  # noqa: E402 - bench/, the script's own directory
 
 from asterisk_securelink.core.slk1 import Direction  # noqa: E402
 from asterisk_securelink.runner import SWITCH_INTERVAL  # noqa: E402
 from asterisk_securelink.store import driver, spend  # noqa: E402
-from asterisk_securelink.store.migrations import upgrade  # noqa: E402
-from asterisk_securelink.store.models import Device, KeyEpoch  # noqa: E402
 from asterisk_securelink.store.store import Store  # noqa: E402
 
 WAYS = {"alone": driver.run_on_driver, "together": driver.run_together}
 ORDER = ("alone", "together", "together", "alone")
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(len(s) * p))] * 1000, 3)
-
-
 async def measure(spends: int, rates: list[float]) -> dict[str, Any]:
     devices_needed = spends * len(rates) * len(ORDER)
     with tempfile.TemporaryDirectory(prefix="securelink-group-") as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        await upgrade(url)
-        store = Store.from_url(url)
+        store = await spendable_store(tmp, devices_needed)
         try:
-            now = datetime.now(UTC)
-            async with store.engine.begin() as conn:
-                await conn.execute(insert(Device), [
-                    {"id": i, "display_name": f"b{i}", "mobile_number": f"+1888{i:07d}", "desk_endpoint": None,
-                     "key_id": f"k{i}", "status": "registered", "fork_enabled": True, "created_at": now,
-                     "updated_at": now, "registered_at": now} for i in range(1, devices_needed + 1)])  # fmt: skip
-                await conn.execute(insert(KeyEpoch), [
-                    {"device_id": i, "direction": d.value, "last_epoch": -1, "drift": 0, "updated_at": now}
-                    for i in range(1, devices_needed + 1) for d in Direction])  # fmt: skip
             commits: list[int] = []
             await driver.run_on_driver(
                 store.engine, lambda db: db.set_trace_callback(lambda s: s == "COMMIT" and commits.append(1))

@@ -48,21 +48,28 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, int(len(s) * p))] * 1000, 3)
 
 
+async def spendable_store(directory: str, devices: int) -> Store:
+    """A migrated SQLite store in `directory` with devices 1..`devices`, each registered with key id `k<id>` and no
+    epoch spent yet (what `check_and_spend` of epoch 5 spends). Also used by `bench/group_commit.py`."""
+    url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.sqlite3'}"
+    await upgrade(url)
+    store = Store.from_url(url)
+    now = datetime.now(UTC)
+    async with store.engine.begin() as conn:
+        await conn.execute(insert(Device), [
+            {"id": i, "display_name": f"b{i}", "mobile_number": f"+1888{i:07d}", "desk_endpoint": None,
+             "key_id": f"k{i}", "status": "registered", "fork_enabled": True, "created_at": now,
+             "updated_at": now, "registered_at": now} for i in range(1, devices + 1)])  # fmt: skip
+        await conn.execute(insert(KeyEpoch), [
+            {"device_id": i, "direction": d.value, "last_epoch": -1, "drift": 0, "updated_at": now}
+            for i in range(1, devices + 1) for d in Direction])  # fmt: skip
+    return store
+
+
 async def measure(calls: int, gap_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="securelink-handoff-") as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        await upgrade(url)
-        store = Store.from_url(url)
+        store = await spendable_store(tmp, 2 * calls)
         try:
-            now = datetime.now(UTC)
-            async with store.engine.begin() as conn:
-                await conn.execute(insert(Device), [
-                    {"id": i, "display_name": f"b{i}", "mobile_number": f"+1888{i:07d}", "desk_endpoint": None,
-                     "key_id": f"k{i}", "status": "registered", "fork_enabled": True, "created_at": now,
-                     "updated_at": now, "registered_at": now} for i in range(1, 2 * calls + 1)])  # fmt: skip
-                await conn.execute(insert(KeyEpoch), [
-                    {"device_id": i, "direction": d.value, "last_epoch": -1, "drift": 0, "updated_at": now}
-                    for i in range(1, 2 * calls + 1) for d in Direction])  # fmt: skip
             sync = store.engine.sync_engine
             idle = getattr(sync, driver._IDLE)
             devices = iter(range(1, 2 * calls + 1))
