@@ -119,10 +119,14 @@ class _Writes:
         self._busy = False
         self._waiting: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._drain: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, engine: AsyncEngine, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (the last one ended while a write was in flight): start afresh
+            self._loop, self._busy, self._waiting = loop, False, []
         if self._busy:
-            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[Any] = loop.create_future()
             self._waiting.append((fn, args, done))
             return await done
         self._busy = True  # nothing is being written: this one at once, alone, as `run_on_driver`
@@ -239,16 +243,16 @@ def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]
     (docs/decisions.md, "Which commits wait for the disk").
 
     Inside a group (`run_together`) the block is a savepoint of the group's transaction instead: rolled back alone
-    when it raises, committed with the group, which waits for the disk when any of its blocks is durable."""
-    group: _Group | None = getattr(_ON_THREAD, "group", None)
-    if group is not None and group.db is db:
-        group.durable = group.durable or durable
+    when it raises, committed with the group. A group always waits for the disk (SQLite cannot change `synchronous`
+    inside a transaction): as durable as asked, or more."""
+    if getattr(_ON_THREAD, "db", None) is db:
         db.execute("SAVEPOINT securelink_hot")
         try:
             yield
         except BaseException:
-            db.execute("ROLLBACK TO securelink_hot")
-            db.execute("RELEASE securelink_hot")
+            if db.in_transaction:  # else SQLite rolled the whole group back itself (a full disk): `_together` sees it
+                db.execute("ROLLBACK TO securelink_hot")
+                db.execute("RELEASE securelink_hot")
             raise
         db.execute("RELEASE securelink_hot")
         return
@@ -267,21 +271,15 @@ def immediate(db: sqlite3.Connection, *, durable: bool = True) -> Iterator[None]
             db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
 
 
-_ON_THREAD = threading.local()  # `_together`'s group while it runs on a driver's thread
-
-
-@dataclass
-class _Group:
-    db: sqlite3.Connection
-    durable: bool = False
+_ON_THREAD = threading.local()  # `db`: the connection whose group `_together` runs on this thread
 
 
 def _together(db: sqlite3.Connection, members: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
-    """`members` in one transaction (`run_together`): each `fn(db, *args)` in turn, its `immediate` block a
-    savepoint; `[(True, result) | (False, exception)]` in their order once the group has committed. Raises (nothing
-    committed) when the transaction cannot begin or commit."""
-    group = _Group(db)
-    _ON_THREAD.group = group
+    """`members` in one durable transaction (`run_together`): each `fn(db, *args)` in turn, its `immediate` block a
+    savepoint; `[(True, result) | (False, exception)]` in their order once the group has committed. Raises, nothing
+    of it committed, when the transaction cannot begin or commit, or when SQLite rolled it back whole on its own (a
+    full disk, an I/O error): no member is answered for a write that is not there."""
+    _ON_THREAD.db = db
     try:
         db.execute("BEGIN IMMEDIATE")
         outcomes: list[Any] = []
@@ -290,16 +288,12 @@ def _together(db: sqlite3.Connection, members: list[tuple[Callable[..., Any], tu
                 outcomes.append((True, fn(db, *args)))
             except Exception as exc:  # noqa: BLE001 - this member's own outcome; its savepoint is rolled back
                 outcomes.append((False, exc))
-        if not group.durable:
-            db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            db.commit()
-        finally:
-            if not group.durable:
-                db.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+            if not db.in_transaction:  # the members before it were rolled back too: and a SAVEPOINT now would
+                raise sqlite3.OperationalError("the group's transaction was rolled back")  # begin a new one
+        db.commit()
         return outcomes
     finally:
-        _ON_THREAD.group = None
+        _ON_THREAD.db = None
         if db.in_transaction:
             db.rollback()
 
