@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sqlite_handoff import pct, spendable_store  # noqa: E402 - bench/, the script's own directory
+from sqlite_handoff import pct, run_and_report, spendable_store  # noqa: E402 - bench/, the script's own directory
 
 from asterisk_securelink.core.slk1 import Direction  # noqa: E402
-from asterisk_securelink.runner import SWITCH_INTERVAL  # noqa: E402
 from asterisk_securelink.store import driver, spend  # noqa: E402
 from asterisk_securelink.store.store import Store  # noqa: E402
 
@@ -95,18 +91,7 @@ def main() -> int:
     ap.add_argument("--rates", default="100,300,1000", help="offered spends per second, comma separated")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    sys.setswitchinterval(SWITCH_INTERVAL)  # as `securelink run` has it
-    import uvloop
-
-    result = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {platform.platform()}",
-        "argv": sys.argv[1:],
-        "results": uvloop.run(measure(args.spends, [float(r) for r in args.rates.split(",")])),
-    }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    run_and_report(measure(args.spends, [float(r) for r in args.rates.split(",")]), args.out)
     return 0
 
 

@@ -24,7 +24,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,12 +106,9 @@ async def _one(op: Callable[[], Awaitable[None]], into: dict[str, list[float]]) 
     into["cpu"].append(time.thread_time() - cpu)  # the loop's thread only (aiosqlite's is another)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calls", type=int, default=400, help="calls of each kind, each way")
-    ap.add_argument("--gap", type=float, default=10.0, help="ms between calls")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+def run_and_report(measure: Coroutine[Any, Any, Any], out: Path | None) -> None:
+    """Run `measure` on uvloop with `securelink run`'s switch interval; print its results with the date, the machine
+    and the command line, and write them to `out` too. Also used by `bench/group_commit.py`."""
     sys.setswitchinterval(SWITCH_INTERVAL)  # as `securelink run` has it
     import uvloop
 
@@ -119,11 +116,20 @@ def main() -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.platform()}",
         "argv": sys.argv[1:],
-        "results": uvloop.run(measure(args.calls, args.gap / 1000)),
+        "results": uvloop.run(measure),
     }
     print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if out:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=400, help="calls of each kind, each way")
+    ap.add_argument("--gap", type=float, default=10.0, help="ms between calls")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    run_and_report(measure(args.calls, args.gap / 1000), args.out)
     return 0
 
 
