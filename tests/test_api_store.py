@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import bindparam, select
 from support.deviceapi_fakes import PARAMS
+from support.driver import not_run
 from support.keys import MASTER
 from support.services import api_store as make_api_store
 
@@ -19,14 +21,32 @@ from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.ports import ClaimOutcome
 from asterisk_securelink.deviceapi.signing import NONCE_KEEP
-from asterisk_securelink.store import lanes
+from asterisk_securelink.store import lanes, statements
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.api_store import CLOCK_MARGIN_S, ApiStore, add_code, expire_codes, fork_set_by
+from asterisk_securelink.store.models import Device
 from asterisk_securelink.store.store import DeviceRow, Store
 
 NOW = 1_790_000_000_000
 KEY = bytes(range(200, 232))
 OUT_FMT = NumberFormat("+1NXXNXXXXXX")
+
+
+@pytest.fixture(autouse=True, params=["fast", "generic"])
+def statement_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a hot statement runs (`store.statements`): on SQLite straight on the driver's thread, whose use is
+    proven by taking the generic path away, and the generic path on a lane (PostgreSQL's only one)."""
+    if request.param == "generic":
+        monkeypatch.setattr(statements, "run_on_driver", not_run)
+        monkeypatch.setattr(statements, "run_together", not_run)
+    elif db_url.startswith("sqlite"):
+
+        def no_generic(*_args: object) -> object:
+            raise AssertionError("a hot statement ran on a lane on SQLite")
+
+        monkeypatch.setattr(statements, "_rows_on_lane", no_generic)
+        monkeypatch.setattr(statements, "_write_on_lane", no_generic)
+    return str(request.param)
 
 
 class Node:
@@ -339,3 +359,29 @@ async def test_set_fork_is_audited_with_its_actor_and_read_back(store: Store) ->
     found = await fork_set_by(store, dev.id)
     assert found is not None and found[0] == "cli"
     assert await api.by_key_id("dev-nope") is None
+
+
+async def sqlalchemy_rows(api: ApiStore, stmt: Any, values: dict[str, Any]) -> list[Any]:
+    async with api._lanes.connection() as c:
+        return list(await c.execute(stmt, values))
+
+
+async def test_a_hot_read_gives_the_rows_sqlalchemy_gives(store: Store) -> None:
+    """`store.statements.rows` on either path: the same values, by the same column names, converted by the column
+    types (a Boolean is a bool, not SQLite's 0/1)."""
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    await voucher(api, dev)
+    await store.update_device(dev.id, "device.fork", "test", fork_enabled=False)
+    by_key = select(Device.id, Device.key_id, Device.fork_enabled, Device.home).where(Device.key_id == bindparam("k"))
+    (row,) = await statements.rows(api._lanes, by_key, {"k": dev.key_id})
+    (generic,) = await sqlalchemy_rows(api, by_key, {"k": dev.key_id})
+    assert tuple(row) == tuple(generic) == (dev.id, dev.key_id, False, None)
+    assert row.fork_enabled is False and row.key_id == dev.key_id
+    of_device = select(CallVoucher.id, CallVoucher.sealed, CallVoucher.released_ms).where(
+        CallVoucher.device_id == bindparam("d")
+    )
+    (v,) = await statements.rows(api._lanes, of_device, {"d": dev.id})
+    (g,) = await sqlalchemy_rows(api, of_device, {"d": dev.id})
+    assert tuple(v) == tuple(g) and v.id == "ck-1" and isinstance(v.sealed, bytes) and v.released_ms is None
+    assert await statements.first(api._lanes, of_device, {"d": dev.id + 1}) is None

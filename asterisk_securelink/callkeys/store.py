@@ -1,8 +1,9 @@
 """The vouchers' store half: a per-call key kept sealed for its device (`docs/device-api.md`, "Vouchers"), released
 by one conditional UPDATE (not yet released, not expired), deleted when the call ends or its time is up.
 
-Every statement is SQLAlchemy Core, built once, on the process's `store.lanes.Lanes`; each call is one statement, or
-reads followed by the one conditional statement that decides, so none needs a wider transaction and two nodes on one
+Every statement is SQLAlchemy Core, built once, run by `store.statements` (on SQLite on the driver's thread, in the
+group commit of the hot writes; else on the process's `store.lanes.Lanes`); each call is one statement, or reads
+followed by the one conditional statement that decides, so none needs a wider transaction and two nodes on one
 database release a voucher at most once. The call key is sealed (`callkeys.vouchers`): the database alone opens nothing.
 """
 
@@ -12,11 +13,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from asterisk_securelink.callkeys.vouchers import Presentation, RowIdentity, VoucherError, VoucherKeys
 from asterisk_securelink.deviceapi.ports import ClaimOutcome, ClaimResult
+from asterisk_securelink.store import statements
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.lanes import Lanes, rowcount
 
@@ -31,7 +32,7 @@ _OF_DEVICE = (
     select(*_COLUMNS).where(CallVoucher.device_id == bindparam("device_id")).order_by(CallVoucher.created_ms.desc())
 )
 _OF_CALL = _OF_DEVICE.where(CallVoucher.call_id == bindparam("call_id"))
-_BY_ID = select(*_COLUMNS).where(CallVoucher.id.in_(bindparam("ids", expanding=True)))
+_BY_ID = select(*_COLUMNS).where(CallVoucher.id == bindparam("voucher_id"))
 _RELEASE = (
     update(CallVoucher)
     .where(
@@ -46,7 +47,7 @@ _RELEASED = (
     .where(CallVoucher.call_id == bindparam("call_id"), CallVoucher.released_ms.is_not(None))
     .limit(1)
 )
-_ADD = insert(CallVoucher)
+_ADD = insert(CallVoucher).values({c.key: bindparam(c.key) for c in CallVoucher.__table__.columns})
 _END_CALL = delete(CallVoucher).where(CallVoucher.call_id == bindparam("call_id"))
 
 
@@ -81,19 +82,16 @@ class VoucherStore:
             "match_tag": presentation.tag, "sealed": self.keys.seal(call_key, row), "created_ms": now_ms,
             "expires_ms": now_ms + ttl_s * 1000, "released_ms": None, "idempotency_key": None,
         }  # fmt: skip
-        async with self.lanes.connection() as c:
-            await c.execute(_ADD, values)
+        await statements.write(self.lanes, _ADD, values)
 
     async def end_call(self, call_id: str) -> int:
         """The call hung up: its vouchers can no longer be claimed, and their sealed copies are deleted."""
-        async with self.lanes.connection() as c:
-            return rowcount(await c.execute(_END_CALL, {"call_id": call_id}))
+        return await statements.write(self.lanes, _END_CALL, {"call_id": call_id})
 
     async def released(self, call_id: str) -> bool:
         """Has a voucher of `call_id` been released (claimed by its device)? A callback's confirmation, read by the
         node that placed it whichever node the claim reached."""
-        async with self.lanes.connection() as c:
-            return (await c.execute(_RELEASED, {"call_id": call_id})).first() is not None
+        return await statements.first(self.lanes, _RELEASED, {"call_id": call_id}) is not None
 
     async def purge(self, now_ms: int) -> int:
         """Delete expired vouchers (their sealed copies); returns how many."""
@@ -101,45 +99,41 @@ class VoucherStore:
             return rowcount(await c.execute(delete(CallVoucher).where(CallVoucher.expires_ms <= now_ms)))
 
     async def claim(self, device_id: int, presented: str, now_ms: int, idempotency_key: str | None) -> ClaimResult:
-        """One connection: the device's vouchers (one read), the match in memory, then one conditional UPDATE per
-        live unreleased match (newest first) until one releases; only if none did, a fresh read of the live matches
-        says repeat (same Idempotency-Key) or already claimed."""
-        async with self.lanes.connection() as c:
-            rows = list(await c.execute(_OF_DEVICE, {"device_id": device_id}))
-            matching = [v for v in rows if self._matches(v, device_id, presented)]
-            live = [v for v in matching if v.expires_ms > now_ms]
-            if not live:
-                others_live = any(v.expires_ms > now_ms for v in rows)
-                reason = "expired" if matching else "wrong_number" if others_live else "no_call"
-                return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
-            return await self._release_first(c, live, now_ms, idempotency_key)
+        """The device's vouchers (one read), the match in memory, then one conditional UPDATE per live unreleased
+        match (newest first) until one releases; only if none did, a fresh read of the live matches says repeat
+        (same Idempotency-Key) or already claimed."""
+        rows = await statements.rows(self.lanes, _OF_DEVICE, {"device_id": device_id})
+        matching = [v for v in rows if self._matches(v, device_id, presented)]
+        live = [v for v in matching if v.expires_ms > now_ms]
+        if not live:
+            others_live = any(v.expires_ms > now_ms for v in rows)
+            reason = "expired" if matching else "wrong_number" if others_live else "no_call"
+            return ClaimResult(ClaimOutcome.NOT_FOUND, reason)
+        return await self._release_first(live, now_ms, idempotency_key)
 
     async def claim_by_call_id(
         self, device_id: int, call_id: str, now_ms: int, idempotency_key: str | None
     ) -> ClaimResult:
         """The same release for a call the platform named to this phone (an intent's, a callback's): the vouchers of
         `call_id` *of this device* (another device's call is `no_call`, as if it did not exist)."""
-        async with self.lanes.connection() as c:
-            rows = list(await c.execute(_OF_CALL, {"device_id": device_id, "call_id": call_id}))
-            live = [v for v in rows if v.expires_ms > now_ms]
-            if not live:
-                return ClaimResult(ClaimOutcome.NOT_FOUND, "expired" if rows else "no_call")
-            return await self._release_first(c, live, now_ms, idempotency_key)
+        rows = await statements.rows(self.lanes, _OF_CALL, {"device_id": device_id, "call_id": call_id})
+        live = [v for v in rows if v.expires_ms > now_ms]
+        if not live:
+            return ClaimResult(ClaimOutcome.NOT_FOUND, "expired" if rows else "no_call")
+        return await self._release_first(live, now_ms, idempotency_key)
 
-    async def _release_first(
-        self, c: AsyncConnection, live: list[Row[*tuple[Any, ...]]], now_ms: int, idempotency_key: str | None
-    ) -> ClaimResult:
+    async def _release_first(self, live: list[Any], now_ms: int, idempotency_key: str | None) -> ClaimResult:
         """One conditional UPDATE per live unreleased voucher (newest first) until one releases; if none did, a
         fresh read says repeat (same Idempotency-Key), already claimed, or ended."""
         tried = False
         for v in live:  # newest first
             if v.released_ms is None:
                 tried = True
-                if await _release(c, v.id, now_ms, idempotency_key):
+                if await _release(self.lanes, v.id, now_ms, idempotency_key):
                     return self._answer(v, ClaimOutcome.RELEASED, "")
         if tried:  # another request (any node) released it between the read and the UPDATE: read it again
-            by_id = {r.id: r for r in await c.execute(_BY_ID, {"ids": [v.id for v in live]})}
-            live = [by_id[v.id] for v in live if v.id in by_id]
+            again = [await statements.first(self.lanes, _BY_ID, {"voucher_id": v.id}) for v in live]
+            live = [v for v in again if v is not None]
         # every live voucher of that call was released before (now, or by a racing request)
         for v in live:
             if idempotency_key and v.idempotency_key == idempotency_key and v.expires_ms > now_ms:
@@ -148,11 +142,11 @@ class VoucherStore:
             return ClaimResult(ClaimOutcome.NOT_FOUND, "ended")
         return ClaimResult(ClaimOutcome.ALREADY_CLAIMED, "released_before", live[0].call_id)
 
-    def _matches(self, v: Row[*tuple[Any, ...]], device_id: int, presented: str) -> bool:
+    def _matches(self, v: Any, device_id: int, presented: str) -> bool:
         kept = Presentation(v.literal_prefix, v.significant_len, v.match_tag)
         return self.keys.matches(device_id, presented, kept, self.trunk_prefixes)
 
-    def _answer(self, v: Row[*tuple[Any, ...]], outcome: ClaimOutcome, reason: str) -> ClaimResult:
+    def _answer(self, v: Any, outcome: ClaimOutcome, reason: str) -> ClaimResult:
         row = RowIdentity(v.id, v.call_id, v.device_id, v.direction, v.created_ms)
         try:
             key = self.keys.open(v.sealed, row)
@@ -162,7 +156,7 @@ class VoucherStore:
         return ClaimResult(outcome, reason, v.call_id, v.id, key)
 
 
-async def _release(c: AsyncConnection, voucher_id: str, now_ms: int, idempotency_key: str | None) -> bool:
+async def _release(lanes: Lanes, voucher_id: str, now_ms: int, idempotency_key: str | None) -> bool:
     """The one statement that decides a release: not yet released, not expired."""
     values = {"voucher_id": voucher_id, "now_ms": now_ms, "released_ms": now_ms, "idem": idempotency_key}
-    return rowcount(await c.execute(_RELEASE, values)) == 1
+    return await statements.write(lanes, _RELEASE, values) == 1

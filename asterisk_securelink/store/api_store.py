@@ -7,8 +7,9 @@ Device secrets are derived, never stored; call keys are stored sealed (`callkeys
 Intents are the shared `store.intents.IntentStore`'s (`create_intent` delegates to it).
 
 The calls a claim makes (`by_key_id`, `nonce_insert_if_absent`, then `claim`, which is the per-call keys' own
-`callkeys.store.VoucherStore`) are SQLAlchemy Core statements (no ORM session) on the process's `store.lanes.Lanes`
-(kept connections in autocommit on PostgreSQL, one per call on SQLite). Each call is one statement, or reads followed
+`callkeys.store.VoucherStore`) are SQLAlchemy Core statements (no ORM session) run by `store.statements`: on SQLite
+on the driver's thread, its writes in the group commit of the hot writes; on PostgreSQL on the process's
+`store.lanes.Lanes` (kept connections in autocommit). Each call is one statement, or reads followed
 by the one conditional statement that decides, so none needs a wider transaction. Nothing is cached: a suspended,
 revoked or rotated device, a used nonce, a released voucher are seen by the next request on any node. Measured in
 `docs/benchmarks.md`, "Device API claims under load".
@@ -40,6 +41,7 @@ from asterisk_securelink.deviceapi.ports import (
     Offer,
 )
 from asterisk_securelink.lifecycle import SPENDABLE
+from asterisk_securelink.store import statements
 from asterisk_securelink.store.api_models import ActivationCode, ApiNonce
 from asterisk_securelink.store.enroll_limits import EnrollLimits
 from asterisk_securelink.store.intents import CreateOutcome, CreateResult
@@ -152,16 +154,14 @@ class ApiStore:
     # -- DeviceDirectory ---------------------------------------------------------------------------------------
     async def by_key_id(self, key_id: str) -> DeviceView | None:
         """Read on every request (no cache): a suspension, revocation or rotation holds from the next request."""
-        async with self._lanes.connection() as c:
-            row = (await c.execute(_DEVICE_BY_KEY_ID, {"key_id": key_id})).first()
+        row = await statements.first(self._lanes, _DEVICE_BY_KEY_ID, {"key_id": key_id})
         if row is None:
             return None
         return DeviceView(int(row.id), str(row.key_id), str(row.status), bool(row.fork_enabled), row.home)
 
     async def retired(self, key_id: str) -> bool:
         """The key_id's tombstone says a rotation retired it (`store._rotate_in`); read on every request too."""
-        async with self._lanes.connection() as c:
-            return (await c.execute(_RETIRED, {"key_id": key_id})).first() is not None
+        return await statements.first(self._lanes, _RETIRED, {"key_id": key_id}) is not None
 
     def secret_of(self, key_id: str) -> bytes:
         return device_secret(self._master, key_id)
@@ -171,9 +171,7 @@ class ApiStore:
         has not run yet)."""
         now_s = int(self.clock_s()) - CLOCK_MARGIN_S  # a row is taken over only that long after its time
         values = {"key_id": key_id, "nonce": nonce, "expires": expires, "now_s": now_s}
-        async with self._lanes.connection() as c:
-            result = await c.execute(self._nonce_insert, values)
-        return rowcount(result) == 1
+        return await statements.write(self._lanes, self._nonce_insert, values) == 1
 
     async def redeem_code(self, code_hash: str, now_ms: int) -> EnrollResult | None:
         enrollable = exists().where(

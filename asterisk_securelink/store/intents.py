@@ -34,6 +34,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import BindParameter
 
 from asterisk_securelink.lifecycle import SPENDABLE
+from asterisk_securelink.store import statements
 from asterisk_securelink.store.intent_models import CallIntent, IntentNoise
 from asterisk_securelink.store.lanes import Lanes, rowcount
 from asterisk_securelink.store.locks import devices_locked
@@ -290,8 +291,7 @@ class IntentStore:
 
     async def clear_noise(self, device_id: int, channel: str) -> int:
         """The call on `channel` was admitted by DTMF: the noise record it wrote for `device_id` goes."""
-        async with self._lanes.connection() as c:
-            return rowcount(await c.execute(_CLEAR_NOISE, {"b_device": device_id, "b_channel": channel}))
+        return await statements.write(self._lanes, _CLEAR_NOISE, {"b_device": device_id, "b_channel": channel})
 
     # -- housekeeping --------------------------------------------------------------------------------------------
     async def purge(self, now_ms: int, quiet_s: int) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 On PostgreSQL a few connections stay checked out of the store's pool in autocommit, so no call pays a pool checkout,
 a pre-ping or BEGIN/ROLLBACK; on SQLite (its pool holds one connection, which the store's other writers need) each use
-checks a connection out and commits right after its statement. Two sets per process: the device API's and the
+checks a connection out and commits right after its statement (the hot single statements skip that on SQLite:
+`store.statements`). Two sets per process: the device API's and the
 per-call keys' (`store.api_store.ApiStore`, `callkeys.store.VoucherStore`), built by the composition root, and the
 admission path's transactions on asyncpg (the spend, the lease reservation, the call ends, the audit batches), which
 `store.driver.run_on_asyncpg` keeps per engine.
@@ -44,6 +45,10 @@ class Lanes:
             self._free.put_nowait(None)  # opened on first use
         self._open: set[AsyncConnection] = set()
         event.listen(engine.sync_engine, "engine_disposed", self._disposed)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
