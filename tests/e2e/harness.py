@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def testbed() -> None:
     ensure_up()
+
+
+AUDIT_WAIT = 10.0  # seconds `Home.audit(until=...)` reads again (the audit writer lingers 50 ms)
 
 
 @dataclass
@@ -82,10 +85,18 @@ class Home:
         fmt = NumberFormat("XXXXXXXXXX")
         return derive_key(device_secret(self.master, str(dev["key_id"])), direction, epoch, fmt)
 
-    def audit(self, action: str = "verify") -> list[dict[str, Any]]:
-        rows = json.loads(self.cli("audit", "list", "--action", action, "--limit", "100000", "--json").stdout)
-        assert isinstance(rows, list)
-        return rows
+    def audit(
+        self, action: str = "verify", *, until: Callable[[list[dict[str, Any]]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """The audit rows of `action`. `until`: read again (up to AUDIT_WAIT s) until it holds of them; the app
+        writes its audit rows in the background, a moment after the verdict. The caller asserts what it expects."""
+        deadline = time.monotonic() + AUDIT_WAIT
+        while True:
+            rows = json.loads(self.cli("audit", "list", "--action", action, "--limit", "100000", "--json").stdout)
+            assert isinstance(rows, list)
+            if until is None or until(rows) or time.monotonic() >= deadline:
+                return rows
+            time.sleep(0.1)
 
     def log_text(self, name: str) -> str:
         p = self.path / f"{name}.log"

@@ -150,8 +150,9 @@ def add_desk_device(home: Home, name: str, number: str) -> dict[str, Any]:
     return dev
 
 
-def audit_results(home: Home) -> list[str]:
-    return [e["result"] for e in home.audit("outbound")]
+def audit_results(home: Home, at_least: int = 0) -> list[str]:
+    """The outbound verdicts in the audit; `at_least`: waits for that many (written in the background)."""
+    return [e["result"] for e in home.audit("outbound", until=lambda rows: len(rows) >= at_least)]
 
 
 class ChannelWatch:
@@ -194,6 +195,7 @@ def arrival_times(*uases: UasProcess, timeout: float = 10) -> list[float]:
 
 def test_mobile_sees_the_outbound_key_and_caller_is_answered_only_after(home: Home, app: Popen[bytes]) -> None:
     dev = home.add_device("Out A", "15550100001")
+    before = len(audit_results(home))
     fresh_window()
     with UasProcess(5070, mode="answer", ring_ms=2500) as mobile, ChannelWatch() as watch:
         start = time.time()
@@ -212,7 +214,7 @@ def test_mobile_sees_the_outbound_key_and_caller_is_answered_only_after(home: Ho
     assert ringing and all(cs and cs[0]["state"] != "Up" for cs, _ in ringing)  # not answered while it rings
     connected = {c["connected"]["number"] for cs in callers for c in cs}
     assert inv.from_user not in connected  # the key never reached the caller
-    assert audit_results(home)[-1] == "admitted"
+    assert audit_results(home, before + 1)[-1] == "admitted"
     no_channels_left()
 
 
@@ -281,18 +283,20 @@ def test_revoked_and_unregistered_devices_get_no_leg(home: Home, app: Popen[byte
     revoked = home.add_device("Out revoked", "15550100008")
     home.cli("device", "revoke", str(revoked["id"]), "--reason", "lost")
     unregistered = home.add_device("Out new", "15550100009", register=False)
+    before = len(audit_results(home))
     with UasProcess(5070, mode="answer") as mobile:
         assert call(revoked["id"]) == 403
         assert call(unregistered["id"]) == 403
         assert call(999999) == 403  # no such device
         time.sleep(0.5)
         assert not {i.to_user for i in mobile.invites()} & {"+15550100008", "+15550100009"}
-    assert audit_results(home)[-3:] == ["revoked", "unregistered", "error"]
+    assert audit_results(home, before + 3)[-3:] == ["revoked", "unregistered", "error"]
     no_channels_left()
 
 
 def test_third_call_within_one_period_is_rate_limited(home: Home, app: Popen[bytes]) -> None:
     dev = home.add_device("Out rate", "15550100010")
+    before = len(audit_results(home))
     fresh_window(3.5)
     with UasProcess(5070, mode="answer", ring_ms=200) as mobile:
         start = time.time()
@@ -303,5 +307,5 @@ def test_third_call_within_one_period_is_rate_limited(home: Home, app: Popen[byt
     assert len(invites) == 2
     presented = [i.from_user for i in invites]
     assert len(set(presented)) == 2 and set(presented) <= outbound_keys(home, dev, start, end)
-    assert sorted(audit_results(home)[-3:]) == ["admitted", "admitted", "rate_limited"]
+    assert sorted(audit_results(home, before + 3)[-3:]) == ["admitted", "admitted", "rate_limited"]
     no_channels_left()
