@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
 from support.deviceapi_fakes import PARAMS
 from support.driver import not_run
 from support.keys import MASTER
@@ -385,3 +386,16 @@ async def test_a_hot_read_gives_the_rows_sqlalchemy_gives(store: Store) -> None:
     (g,) = await sqlalchemy_rows(api, of_device, {"d": dev.id})
     assert tuple(v) == tuple(g) and v.id == "ck-1" and isinstance(v.sealed, bytes) and v.released_ms is None
     assert await statements.first(api._lanes, of_device, {"d": dev.id + 1}) is None
+
+
+async def test_a_failed_hot_write_raises_what_sqlalchemy_raises(store: Store) -> None:
+    """A voucher added twice (its id is the primary key): SQLAlchemy's IntegrityError on either path, and the sealed
+    key is not in the message; the first voucher is still there."""
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    await voucher(api, dev)
+    with pytest.raises(IntegrityError) as caught:
+        await voucher(api, dev, call="call-2")
+    assert KEY.hex() not in str(caught.value)
+    claimed = await api.claim(dev.id, "+12677638475", NOW + 1, None)
+    assert (claimed.outcome, claimed.call_id, claimed.call_key) == (ClaimOutcome.RELEASED, "call-1", KEY)

@@ -11,7 +11,9 @@
 - **PostgreSQL** (or any other driver): on one of the process's kept connections (`Lanes.connection`), as before.
 
 Rows are named tuples with the statement's column keys, each value converted by its column type as SQLAlchemy's
-result would be; a statement with expanding parameters (`IN` a list) is not for this module.
+result would be, and a failure is SQLAlchemy's exception of the same kind (`IntegrityError`, `OperationalError`, ...,
+without the statement's parameters), so callers see what the generic path gives them. A statement with expanding
+parameters (`IN` a list) is not for this module.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Executable
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 
@@ -34,8 +37,11 @@ async def rows(lanes: Lanes, stmt: Select[*tuple[Any, ...]], values: Mapping[str
     """Every row `stmt` selects."""
     engine = lanes.engine
     if engine.dialect.name == "sqlite":
-        shape = _shape(stmt, engine.dialect)
-        got = await run_on_driver(engine, _fetch, positional(stmt, engine.dialect), values)
+        shape, p = _shape(stmt, engine.dialect), positional(stmt, engine.dialect)
+        try:
+            got = await run_on_driver(engine, _fetch, p, values)
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy(exc, p.sql) from exc
         if got is not NOT_RUN:
             return [shape(r) for r in got]
     return await _rows_on_lane(lanes, stmt, values)
@@ -52,7 +58,11 @@ async def write(lanes: Lanes, stmt: Executable, values: Mapping[str, Any]) -> in
     changed."""
     engine = lanes.engine
     if engine.dialect.name == "sqlite":
-        done = await run_together(engine, _write, positional(stmt, engine.dialect), values)
+        p = positional(stmt, engine.dialect)
+        try:
+            done = await run_together(engine, _write, p, values)
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy(exc, p.sql) from exc
         if done is not NOT_RUN:
             return int(done)
     return await _write_on_lane(lanes, stmt, values)
@@ -67,6 +77,21 @@ async def _rows_on_lane(lanes: Lanes, stmt: Select[*tuple[Any, ...]], values: Ma
 async def _write_on_lane(lanes: Lanes, stmt: Executable, values: Mapping[str, Any]) -> int:
     async with lanes.connection() as c:
         return rowcount(await c.execute(stmt, values))
+
+
+_KINDS: tuple[tuple[type[sqlite3.Error], type[sa_exc.DBAPIError]], ...] = (
+    (sqlite3.IntegrityError, sa_exc.IntegrityError),
+    (sqlite3.DataError, sa_exc.DataError),
+    (sqlite3.ProgrammingError, sa_exc.ProgrammingError),
+    (sqlite3.OperationalError, sa_exc.OperationalError),
+)
+
+
+def _as_sqlalchemy(exc: sqlite3.Error, sql: str) -> sa_exc.DBAPIError:
+    """sqlite3's error as SQLAlchemy raises it on the generic path, its parameters left out (they may be sealed
+    keys)."""
+    kind = next((sa for raw, sa in _KINDS if isinstance(exc, raw)), sa_exc.DBAPIError)
+    return kind(sql, None, exc)
 
 
 # -- on aiosqlite's thread -----------------------------------------------------------------------------------------
