@@ -4,6 +4,7 @@ nonces shared by two nodes, vouchers released once, the claim window, purges, an
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from asterisk_securelink.core.slk1 import device_secret
 from asterisk_securelink.deviceapi.codes import code_hash, new_code
 from asterisk_securelink.deviceapi.ports import ClaimOutcome
 from asterisk_securelink.deviceapi.signing import NONCE_KEEP
-from asterisk_securelink.store import lanes, statements
+from asterisk_securelink.store import driver, lanes, statements
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.api_store import CLOCK_MARGIN_S, ApiStore, add_code, expire_codes, fork_set_by
 from asterisk_securelink.store.models import Device
@@ -388,14 +389,36 @@ async def test_a_hot_read_gives_the_rows_sqlalchemy_gives(store: Store) -> None:
     assert await statements.first(api._lanes, of_device, {"d": dev.id + 1}) is None
 
 
-async def test_a_failed_hot_write_raises_what_sqlalchemy_raises(store: Store) -> None:
-    """A voucher added twice (its id is the primary key): SQLAlchemy's IntegrityError on either path, and the sealed
-    key is not in the message; the first voucher is still there."""
+async def test_a_failed_hot_write_raises_what_sqlalchemy_raises(store: Store, statement_path: str) -> None:
+    """A voucher added twice (its id is the primary key): SQLAlchemy's IntegrityError on either path, on SQLite's
+    fast path without the statement's parameters (the sealed key); the first voucher is still there."""
     api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
     dev = await device(api)
     await voucher(api, dev)
     with pytest.raises(IntegrityError) as caught:
         await voucher(api, dev, call="call-2")
-    assert KEY.hex() not in str(caught.value)
+    if statement_path == "fast" and store.engine.dialect.name == "sqlite":
+        assert caught.value.params is None and "[parameters" not in str(caught.value)
+        assert isinstance(caught.value.orig, sqlite3.IntegrityError)
     claimed = await api.claim(dev.id, "+12677638475", NOW + 1, None)
     assert (claimed.outcome, claimed.call_id, claimed.call_key) == (ClaimOutcome.RELEASED, "call-1", KEY)
+
+
+async def test_hot_writes_that_arrive_together_commit_together_and_one_fails_alone(
+    store: Store, statement_path: str
+) -> None:
+    """Three vouchers added at once, the second a duplicate: on SQLite's fast path the two behind the first go
+    together in one transaction (the group commit), where the duplicate's savepoint is rolled back alone."""
+    api = make_api_store(store, MASTER, PARAMS, audit=lambda e: None)
+    dev = await device(api)
+    await voucher(api, dev)
+    idle = getattr(store.engine.sync_engine, driver._IDLE, None)
+    groups = idle.writes.groups if idle is not None else 0
+    adds = [voucher(api, dev, call=f"call-{n}", key_id=f"ck-{n}", at=NOW + n) for n in (2, 1, 3)]
+    results = await asyncio.gather(*adds, return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], IntegrityError) and results[2] is None
+    if statement_path == "fast" and idle is not None:
+        assert idle.writes.groups == groups + 1
+    for call in ("call-1", "call-2", "call-3"):
+        r = await api.claim_by_call_id(dev.id, call, NOW + 10, None)
+        assert (r.outcome, r.call_key_id) == (ClaimOutcome.RELEASED, "ck-" + call[-1])

@@ -79,11 +79,15 @@ async def _write_on_lane(lanes: Lanes, stmt: Executable, values: Mapping[str, An
         return rowcount(await c.execute(stmt, values))
 
 
-_KINDS: tuple[tuple[type[sqlite3.Error], type[sa_exc.DBAPIError]], ...] = (
+_KINDS: tuple[tuple[type[sqlite3.Error], type[sa_exc.DBAPIError]], ...] = (  # PEP 249's, narrowest first
     (sqlite3.IntegrityError, sa_exc.IntegrityError),
     (sqlite3.DataError, sa_exc.DataError),
     (sqlite3.ProgrammingError, sa_exc.ProgrammingError),
     (sqlite3.OperationalError, sa_exc.OperationalError),
+    (sqlite3.InternalError, sa_exc.InternalError),
+    (sqlite3.NotSupportedError, sa_exc.NotSupportedError),
+    (sqlite3.DatabaseError, sa_exc.DatabaseError),
+    (sqlite3.InterfaceError, sa_exc.InterfaceError),
 )
 
 
@@ -104,7 +108,7 @@ def _write(db: sqlite3.Connection, p: Positional, values: Mapping[str, Any]) -> 
         return p.execute(db, values).rowcount
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # the module's statements are built once; this bounds any made per call
 def _shape(stmt: Select[*tuple[Any, ...]], dialect: Dialect) -> Callable[[tuple[Any, ...]], Any]:
     """A row of `stmt` as SQLite returns it -> a named tuple of its column keys, each value through its column type's
     result processor (e.g. a Boolean's 0/1 to False/True)."""
