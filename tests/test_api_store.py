@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from support.deviceapi_fakes import PARAMS
-from support.driver import not_run
+from support.driver import generic_path_forbidden, not_run
 from support.keys import MASTER
 from support.services import api_store as make_api_store
 
@@ -42,12 +42,9 @@ def statement_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pyt
         monkeypatch.setattr(statements, "run_on_driver", not_run)
         monkeypatch.setattr(statements, "run_together", not_run)
     elif db_url.startswith("sqlite"):
-
-        def no_generic(*_args: object) -> object:
-            raise AssertionError("a hot statement ran on a lane on SQLite")
-
-        monkeypatch.setattr(statements, "_rows_on_lane", no_generic)
-        monkeypatch.setattr(statements, "_write_on_lane", no_generic)
+        forbidden = generic_path_forbidden("a hot statement on SQLite")
+        monkeypatch.setattr(statements, "_rows_on_lane", forbidden)
+        monkeypatch.setattr(statements, "_write_on_lane", forbidden)
     return str(request.param)
 
 

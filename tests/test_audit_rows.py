@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.driver import not_run
+from support.driver import generic_path_forbidden, not_run
 
 from asterisk_securelink.store import audit_rows
 from asterisk_securelink.store.store import Store, audit_fields
@@ -20,11 +20,7 @@ def write_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest.
     if request.param == "generic":
         monkeypatch.setattr(audit_rows, "run_fast", not_run)
     else:
-
-        def no_generic(self: AsyncEngine) -> object:
-            raise AssertionError("an audit batch written through the generic path")
-
-        monkeypatch.setattr(AsyncEngine, "begin", no_generic)
+        monkeypatch.setattr(AsyncEngine, "begin", generic_path_forbidden("an audit batch written"))
     return str(request.param)
 
 

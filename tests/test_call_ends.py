@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from support.driver import not_run
+from support.driver import generic_path_forbidden, not_run
 
 from asterisk_securelink.store.api_models import CallVoucher
 from asterisk_securelink.store.ends import CallEndWriter, record_values
@@ -30,11 +30,7 @@ def commit_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytest
     if request.param == "generic":
         monkeypatch.setattr(ends, "run_fast", not_run)
     else:
-
-        def no_generic(*_args: object) -> object:
-            raise AssertionError("call ends written through the generic path")
-
-        monkeypatch.setattr(CallEndWriter, "_generic", no_generic)
+        monkeypatch.setattr(CallEndWriter, "_generic", generic_path_forbidden("call ends written"))
     return str(request.param)
 
 

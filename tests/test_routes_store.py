@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
-from support.driver import not_run
+from support.driver import generic_path_forbidden, not_run
 
 from asterisk_securelink.store.route_models import CallLease, RouteSpend
 from asterisk_securelink.store.routes import (
@@ -34,12 +34,8 @@ def reserve_path(request: pytest.FixtureRequest, db_url: str, monkeypatch: pytes
     if request.param == "generic":
         monkeypatch.setattr(routes, "run_fast", not_run)
     else:
-        monkeypatch.setattr(routes, "devices_locked", _no_generic_path)
+        monkeypatch.setattr(routes, "devices_locked", generic_path_forbidden("reserved"))
     return str(request.param)
-
-
-def _no_generic_path(*_args: object) -> object:
-    raise AssertionError("reserved through the generic path")
 
 
 @pytest.fixture

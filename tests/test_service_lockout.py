@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.clock import Clock, S, T
-from support.driver import not_run
+from support.driver import generic_path_forbidden, not_run
 from support.services import cfg, key, make_service, registered, verify
 
 from asterisk_securelink.config import Config
@@ -38,13 +38,10 @@ def lockout_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     if request.param == "generic":
         monkeypatch.setattr(lockout, "run_fast", not_run)
     else:
-        monkeypatch.setattr(lockout, "_generic_hours", _no_generic_path)
-        monkeypatch.setattr(lockout, "_generic_add", _no_generic_path)
+        forbidden = generic_path_forbidden("lockout counts")
+        monkeypatch.setattr(lockout, "_generic_hours", forbidden)
+        monkeypatch.setattr(lockout, "_generic_add", forbidden)
     return str(request.param)
-
-
-def _no_generic_path(*_args: object) -> object:
-    raise AssertionError("lockout counts through the generic path")
 
 
 def guesses(n: int, start: int = 0) -> list[str]:

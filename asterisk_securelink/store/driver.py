@@ -381,6 +381,25 @@ def _as_sqlalchemy_error(exc: BaseException) -> sa_exc.DBAPIError | None:
     return kind(None, None, exc)
 
 
+_SQLITE_KINDS: tuple[tuple[type[sqlite3.Error], type[sa_exc.DBAPIError]], ...] = (  # PEP 249's, narrowest first
+    (sqlite3.IntegrityError, sa_exc.IntegrityError),
+    (sqlite3.DataError, sa_exc.DataError),
+    (sqlite3.ProgrammingError, sa_exc.ProgrammingError),
+    (sqlite3.OperationalError, sa_exc.OperationalError),
+    (sqlite3.InternalError, sa_exc.InternalError),
+    (sqlite3.NotSupportedError, sa_exc.NotSupportedError),
+    (sqlite3.DatabaseError, sa_exc.DatabaseError),
+    (sqlite3.InterfaceError, sa_exc.InterfaceError),
+)
+
+
+def sqlite_as_sqlalchemy(exc: sqlite3.Error, sql: str) -> sa_exc.DBAPIError:
+    """sqlite3's error as SQLAlchemy raises it on the generic path (`store.statements`), its parameters left out
+    (they may be sealed keys)."""
+    kind = next((sa for raw, sa in _SQLITE_KINDS if isinstance(exc, raw)), sa_exc.DBAPIError)
+    return kind(sql, None, exc)
+
+
 @dataclass(frozen=True)
 class Positional:
     """A Core statement as the driver runs it: `sql` with its positional placeholders (SQLite's `?`, asyncpg's `$n`),

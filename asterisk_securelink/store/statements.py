@@ -25,11 +25,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Executable
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 
-from asterisk_securelink.store.driver import NOT_RUN, Positional, immediate, positional, run_on_driver, run_together
+from asterisk_securelink.store.driver import (
+    NOT_RUN,
+    Positional,
+    immediate,
+    positional,
+    run_on_driver,
+    run_together,
+    sqlite_as_sqlalchemy,
+)
 from asterisk_securelink.store.lanes import Lanes, rowcount
 
 
@@ -41,7 +48,7 @@ async def rows(lanes: Lanes, stmt: Select[*tuple[Any, ...]], values: Mapping[str
         try:
             got = await run_on_driver(engine, _fetch, p, values)
         except sqlite3.Error as exc:
-            raise _as_sqlalchemy(exc, p.sql) from exc
+            raise sqlite_as_sqlalchemy(exc, p.sql) from exc
         if got is not NOT_RUN:
             return [shape(r) for r in got]
     return await _rows_on_lane(lanes, stmt, values)
@@ -62,7 +69,7 @@ async def write(lanes: Lanes, stmt: Executable, values: Mapping[str, Any]) -> in
         try:
             done = await run_together(engine, _write, p, values)
         except sqlite3.Error as exc:
-            raise _as_sqlalchemy(exc, p.sql) from exc
+            raise sqlite_as_sqlalchemy(exc, p.sql) from exc
         if done is not NOT_RUN:
             return int(done)
     return await _write_on_lane(lanes, stmt, values)
@@ -77,25 +84,6 @@ async def _rows_on_lane(lanes: Lanes, stmt: Select[*tuple[Any, ...]], values: Ma
 async def _write_on_lane(lanes: Lanes, stmt: Executable, values: Mapping[str, Any]) -> int:
     async with lanes.connection() as c:
         return rowcount(await c.execute(stmt, values))
-
-
-_KINDS: tuple[tuple[type[sqlite3.Error], type[sa_exc.DBAPIError]], ...] = (  # PEP 249's, narrowest first
-    (sqlite3.IntegrityError, sa_exc.IntegrityError),
-    (sqlite3.DataError, sa_exc.DataError),
-    (sqlite3.ProgrammingError, sa_exc.ProgrammingError),
-    (sqlite3.OperationalError, sa_exc.OperationalError),
-    (sqlite3.InternalError, sa_exc.InternalError),
-    (sqlite3.NotSupportedError, sa_exc.NotSupportedError),
-    (sqlite3.DatabaseError, sa_exc.DatabaseError),
-    (sqlite3.InterfaceError, sa_exc.InterfaceError),
-)
-
-
-def _as_sqlalchemy(exc: sqlite3.Error, sql: str) -> sa_exc.DBAPIError:
-    """sqlite3's error as SQLAlchemy raises it on the generic path, its parameters left out (they may be sealed
-    keys)."""
-    kind = next((sa for raw, sa in _KINDS if isinstance(exc, raw)), sa_exc.DBAPIError)
-    return kind(sql, None, exc)
 
 
 # -- on aiosqlite's thread -----------------------------------------------------------------------------------------
